@@ -1,0 +1,61 @@
+/* api.h — the route table and what every resource handler shares: body validation, paging, rendering. */
+#ifndef TOLLGATE_API_H
+#define TOLLGATE_API_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "tollgate/fixed.h"
+#include "tollgate/http.h"
+
+extern const struct tg_route api_routes[];
+extern const size_t api_nroutes;
+
+/* The tg_wrap_fn around every worker-pool handler: Idempotency-Key replay on POST. */
+int api_wrap(struct tg_req *req);
+/* Give the ops handlers the server (for /metrics). */
+void api_set_http(struct tg_http *h);
+
+/* ---- body validation: each returns 0, or a negative tg_err with req->err naming the field ---- */
+
+/* Reject any key of obj not in allowed (NULL-terminated): 400 unknown_parameter. */
+int api_only(struct tg_req *req, const json_t *obj, const char *const *allowed);
+/* A body is required (POST with fields): 400 when absent. Returns the object or NULL. */
+json_t *api_body(struct tg_req *req);
+/* Strings: absent → *ret untouched and 0 (unless required); null → *ret = NULL when nullable. */
+int api_str(struct tg_req *req, const json_t *obj, const char *field, bool required, bool nullable,
+	    size_t maxlen, const char **ret);
+/* A tenant-chosen id (1–128 of [A-Za-z0-9._:@+-]). */
+int api_id(struct tg_req *req, const json_t *obj, const char *field, bool required, bool nullable, const char **ret);
+int api_bool(struct tg_req *req, const json_t *obj, const char *field, bool required, bool *ret, bool *present);
+int api_int(struct tg_req *req, const json_t *obj, const char *field, bool required, int64_t min, int64_t max,
+	    int64_t *ret, bool *present);
+int api_fixed(struct tg_req *req, const json_t *obj, const char *field, bool required, tg_fixed *ret,
+	      bool *present);
+/* One of values (NULL-terminated); *ret is its index. */
+int api_enum(struct tg_req *req, const json_t *obj, const char *field, bool required, const char *const *values,
+	     int *ret, bool *present);
+/* A JSON object (borrowed) or NULL when absent. */
+int api_object(struct tg_req *req, const json_t *obj, const char *field, bool required, json_t **ret);
+/* Fail with a field error (400 unless err says otherwise). */
+int api_bad(struct tg_req *req, const char *field, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Validate a path id ({id}): a malformed one is 404 (it cannot exist). */
+int api_path_id(struct tg_req *req, int index, const char **ret);
+
+/* ---- query strings ---- */
+int api_query_id(struct tg_req *req, const char *name, const char **ret);
+int api_query_bool(struct tg_req *req, const char *name, bool *ret, bool *present);
+int api_query_time(struct tg_req *req, const char *name, int64_t *ret_ms, bool *present);
+/* limit (1–100, default 20) and starting_after (an id or NULL). */
+int api_page(struct tg_req *req, int64_t *limit, const char **starting_after);
+/* Reject query parameters not in allowed. */
+int api_query_only(struct tg_req *req, const char *const *allowed);
+
+/* ---- replies ---- */
+/* {"data": rows[0..limit), "has_more": more than limit rows} (steals rows). */
+void api_reply_list(struct tg_req *req, json_t *rows, int64_t limit);
+/* Map a not-found for resource kind/id to 404 "<kind>_not_found". */
+int api_not_found(struct tg_req *req, const char *kind, const char *id);
+
+#endif

@@ -1,0 +1,53 @@
+/* json.h — JSON in and out with exact numbers: jansson for structure, our own number handling and dumper. */
+#ifndef TOLLGATE_JSON_H
+#define TOLLGATE_JSON_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "tollgate/error.h"
+#include "tollgate/fixed.h"
+#include "tollgate/util.h"
+
+/*
+ * Quantities must be exact, and jansson turns "0.1" into a double. So every
+ * number parsed by tg_json_parse() is kept as its verbatim lexeme, stored in a
+ * jansson string whose first byte is NUL (a "number value"). Client strings
+ * can never start with NUL: jansson rejects "\u0000" without JSON_ALLOW_NUL.
+ * tg_json_dump() writes number values back bare, so a user's 0.30 in metadata
+ * comes back as 0.30. Always read numbers with the getters below, never with
+ * json_integer_value()/json_real_value(); jansson integers and reals built by
+ * our own code are accepted by the getters and the dumper too.
+ */
+
+/* Parse text; returns a new reference, or NULL with err filled
+ * (400 invalid_json; duplicate keys and non-object/array tops are errors too
+ * when top_object is true). */
+json_t *tg_json_parse(const char *text, size_t len, bool top_object, struct tg_error *err);
+
+bool tg_json_is_number(const json_t *v);
+/* The lexeme of a number value (or NULL); *len set. */
+const char *tg_json_number_text(const json_t *v, size_t *len);
+/* New number values (new references). */
+json_t *tg_json_fixed(tg_fixed v);
+json_t *tg_json_i64(int64_t v);
+
+/* Read a number as fixed point; returns a tg_fixed status (TG_FIXED_ESYNTAX when not a number). */
+int tg_json_get_fixed(const json_t *v, tg_fixed *ret);
+/* Read a whole number (no fraction; "1e3" is fine, "1.5" is not); false otherwise or out of [min,max]. */
+bool tg_json_get_i64(const json_t *v, int64_t min, int64_t max, int64_t *ret);
+
+/* Serialize compactly (keys in insertion order). Appends to b. */
+void tg_json_dump(const json_t *v, struct tg_buf *b);
+/* Same, returning a malloc'd NUL-terminated string. */
+char *tg_json_dumps(const json_t *v);
+
+/* Build a json object from key/value pairs, stealing the values:
+ * tg_json_obj("id", json_string(id), "n", tg_json_i64(3), NULL). NULL values become null. */
+json_t *tg_json_obj(const char *key, ...);
+/* json_string() that never returns NULL for invalid UTF-8 (replaced by U+FFFD) and maps a NULL s to null. */
+json_t *tg_json_str(const char *s);
+json_t *tg_json_time(int64_t ms); /* RFC 3339 string; ms < 0 → null */
+
+#endif

@@ -1,0 +1,88 @@
+/* util.h — small building blocks shared by every module: arenas, growable buffers, ids, time. */
+#ifndef TOLLGATE_UTIL_H
+#define TOLLGATE_UTIL_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#define TG_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+#define TG_UNUSED(x) ((void)(x))
+#define TG_LIKELY(x) __builtin_expect(!!(x), 1)
+#define TG_UNLIKELY(x) __builtin_expect(!!(x), 0)
+
+/* Allocation that cannot fail: on out-of-memory the process aborts (TG_BUG). */
+void *tg_malloc(size_t n);
+void *tg_calloc(size_t n, size_t size);
+void *tg_realloc(void *p, size_t n);
+char *tg_strdup(const char *s);
+char *tg_strndup(const char *s, size_t n);
+
+/* Cleanup helpers in the systemd style: `_cleanup_free_ char *s = ...;` */
+static inline void tg_freep(void *p) { free(*(void **)p); }
+#define _cleanup_(f) __attribute__((cleanup(f)))
+#define _cleanup_free_ _cleanup_(tg_freep)
+#define TAKE_PTR(p) __extension__({ __typeof__(p) _p = (p); (p) = NULL; _p; })
+
+/*
+ * Arena: memory with the lifespan of one request (or one job). Allocations are
+ * never freed one by one; tg_arena_release() frees them all. Not thread-safe:
+ * an arena belongs to whoever currently owns the request.
+ */
+struct tg_arena_chunk;
+struct tg_arena {
+	struct tg_arena_chunk *head;
+	char *pos, *end;
+	char first[1024]; /* the common small request needs no malloc at all */
+};
+void tg_arena_init(struct tg_arena *a);
+void tg_arena_release(struct tg_arena *a);
+void *tg_arena_alloc(struct tg_arena *a, size_t n);          /* 16-byte aligned, zeroed */
+char *tg_arena_strdup(struct tg_arena *a, const char *s);
+char *tg_arena_strndup(struct tg_arena *a, const char *s, size_t n);
+char *tg_arena_printf(struct tg_arena *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Growable byte buffer, always NUL-terminated once anything was added (git's strbuf). */
+struct tg_buf {
+	char *buf;
+	size_t len, cap;
+};
+#define TG_BUF_INIT {NULL, 0, 0}
+void tg_buf_grow(struct tg_buf *b, size_t extra);
+void tg_buf_add(struct tg_buf *b, const void *data, size_t n);
+void tg_buf_adds(struct tg_buf *b, const char *s);
+void tg_buf_addc(struct tg_buf *b, char c);
+void tg_buf_addf(struct tg_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void tg_buf_vaddf(struct tg_buf *b, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
+/* Append s as the inside of a JSON string (escaped, no quotes). */
+void tg_buf_add_json_str(struct tg_buf *b, const char *s, size_t n);
+void tg_buf_reset(struct tg_buf *b);
+void tg_buf_release(struct tg_buf *b);
+char *tg_buf_detach(struct tg_buf *b, size_t *len); /* caller frees; buffer is reset */
+
+/* Ids chosen by tenants: 1–128 characters from [A-Za-z0-9._:@+-]. */
+#define TG_ID_MAX 128
+bool tg_id_valid(const char *s, size_t len);
+/* Server-made ids: prefix + 24 characters [0-9a-z] from the OS random source. buf ≥ 40. */
+#define TG_SID_BUFSZ 40
+void tg_sid_new(const char *prefix, char *buf);
+
+/* Time: milliseconds since the Unix epoch (UTC). */
+int64_t tg_now_ms(void);          /* CLOCK_REALTIME */
+int64_t tg_mono_us(void);         /* CLOCK_MONOTONIC, for durations */
+void tg_wait_ms(int64_t ms);       /* sleep, restarting after signals */
+#define TG_TIME_BUFSZ 32
+/* RFC 3339 UTC with second precision: "2026-11-22T03:00:00Z". */
+size_t tg_time_format(int64_t ms, char *buf);
+/* RFC 3339 with optional fraction and offset ("Z", "+02:00"); ret_ms set only on success. */
+int tg_time_parse(const char *s, int64_t *ret_ms);
+/* Days since 1970-01-01 for a civil date and back (proleptic Gregorian, UTC). */
+int64_t tg_days_from_civil(int64_t y, unsigned m, unsigned d);
+void tg_civil_from_days(int64_t z, int64_t *y, unsigned *m, unsigned *d);
+
+/* Parse a whole decimal integer string (no sign unless allow_neg); false on junk or overflow. */
+bool tg_parse_i64(const char *s, int64_t min, int64_t max, int64_t *ret);
+
+#endif

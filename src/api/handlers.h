@@ -1,0 +1,31 @@
+/* handlers.h — every route handler, for the table in routes.c. */
+#ifndef TOLLGATE_API_HANDLERS_H
+#define TOLLGATE_API_HANDLERS_H
+
+#include "tollgate/http.h"
+
+int api_customers_create(struct tg_req *req);
+int api_customers_delete(struct tg_req *req);
+int api_customers_get(struct tg_req *req);
+int api_customers_list(struct tg_req *req);
+int api_customers_update(struct tg_req *req);
+int api_healthz(struct tg_req *req);
+int api_keys_create(struct tg_req *req);
+int api_keys_delete(struct tg_req *req);
+int api_keys_list(struct tg_req *req);
+int api_metrics(struct tg_req *req);
+int api_readyz(struct tg_req *req);
+int api_tenant_get(struct tg_req *req);
+int api_tenant_update(struct tg_req *req);
+int api_tenants_create(struct tg_req *req);
+int api_tenants_list(struct tg_req *req);
+int api_test_clock_advance(struct tg_req *req);
+int api_test_clock_get(struct tg_req *req);
+int api_tiers_create(struct tg_req *req);
+int api_tiers_delete(struct tg_req *req);
+int api_tiers_get(struct tg_req *req);
+int api_tiers_list(struct tg_req *req);
+int api_tiers_update(struct tg_req *req);
+int api_tokens_create(struct tg_req *req);
+
+#endif

@@ -1,0 +1,336 @@
+/* auth.c — authenticating requests: admin token, cached API keys, our own JWTs (see auth.h). */
+#include <jwt.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "tollgate/auth.h"
+#include "tollgate/crypto.h"
+#include "tollgate/json.h"
+#include "tollgate/log.h"
+#include "tollgate/util.h"
+
+#define NBUCKETS 4096
+
+struct key_entry {
+	char hash[65];
+	char key_id[TG_PRINCIPAL_ID];
+	char tenant_id[TG_PRINCIPAL_ID];
+	unsigned can;
+	struct key_entry *next_by_hash, *next_by_id;
+};
+
+static struct {
+	pthread_rwlock_t lock;
+	struct key_entry *by_hash[NBUCKETS];
+	struct key_entry *by_id[NBUCKETS];
+	size_t count;
+	char *admin_token;
+	unsigned char jwt_key[64];
+	size_t jwt_key_len;
+} A = {.lock = PTHREAD_RWLOCK_INITIALIZER};
+
+static unsigned str_hash(const char *s)
+{
+	unsigned h = 2166136261u; /* FNV-1a */
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 16777619u;
+	return h % NBUCKETS;
+}
+
+int auth_init(const char *admin_token, const char *jwt_secret)
+{
+	free(A.admin_token);
+	A.admin_token = tg_strdup(admin_token ? admin_token : "");
+	if (jwt_secret && jwt_secret[0]) {
+		/* any length of secret: the HMAC key is its SHA-256, so short ones are not padded weakly */
+		tg_sha256(jwt_secret, strlen(jwt_secret), A.jwt_key);
+		A.jwt_key_len = 32;
+	} else {
+		tg_random_bytes(A.jwt_key, 32);
+		A.jwt_key_len = 32;
+		log_warn("no TOLLGATE_JWT_SECRET", "tokens from POST /v1/auth/tokens will not survive a restart "
+						   "and are valid only on this instance");
+	}
+	return 0;
+}
+
+static void clear_locked(const char *tenant_id)
+{
+	for (int b = 0; b < NBUCKETS; b++) {
+		for (struct key_entry **p = &A.by_hash[b]; *p;) {
+			struct key_entry *e = *p;
+			if (!tenant_id || strcmp(e->tenant_id, tenant_id) == 0)
+				*p = e->next_by_hash;
+			else
+				p = &e->next_by_hash;
+		}
+	}
+	for (int b = 0; b < NBUCKETS; b++) {
+		for (struct key_entry **p = &A.by_id[b]; *p;) {
+			struct key_entry *e = *p;
+			if (!tenant_id || strcmp(e->tenant_id, tenant_id) == 0) {
+				*p = e->next_by_id;
+				free(e);
+				A.count--;
+			} else {
+				p = &e->next_by_id;
+			}
+		}
+	}
+}
+
+void auth_release(void)
+{
+	pthread_rwlock_wrlock(&A.lock);
+	clear_locked(NULL);
+	pthread_rwlock_unlock(&A.lock);
+	free(A.admin_token);
+	A.admin_token = NULL;
+}
+
+unsigned auth_scopes_mask(const json_t *scopes)
+{
+	unsigned can = 0;
+	size_t i;
+	json_t *s;
+
+	if (!json_is_array(scopes) || json_array_size(scopes) == 0)
+		return 0;
+	json_array_foreach(scopes, i, s) {
+		const char *v = json_string_value(s);
+		if (!v || tg_json_is_number(s))
+			return 0;
+		if (strcmp(v, "all") == 0)
+			can |= TG_CAN_ALL | TG_CAN_CHECK | TG_CAN_READ;
+		else if (strcmp(v, "check") == 0)
+			can |= TG_CAN_CHECK;
+		else if (strcmp(v, "read") == 0)
+			can |= TG_CAN_READ;
+		else
+			return 0;
+	}
+	return can;
+}
+
+static void add_locked(const json_t *row)
+{
+	const char *hash = json_string_value(json_object_get(row, "secret_hash"));
+	const char *id = json_string_value(json_object_get(row, "id"));
+	const char *tenant = json_string_value(json_object_get(row, "tenant_id"));
+	struct key_entry *e;
+
+	if (!hash || !id || !tenant || json_is_true(json_object_get(row, "revoked")))
+		return;
+	e = tg_calloc(1, sizeof(*e));
+	snprintf(e->hash, sizeof(e->hash), "%s", hash);
+	snprintf(e->key_id, sizeof(e->key_id), "%s", id);
+	snprintf(e->tenant_id, sizeof(e->tenant_id), "%s", tenant);
+	e->can = auth_scopes_mask(json_object_get(row, "scopes"));
+	unsigned hb = str_hash(e->hash), ib = str_hash(e->key_id);
+	e->next_by_hash = A.by_hash[hb];
+	A.by_hash[hb] = e;
+	e->next_by_id = A.by_id[ib];
+	A.by_id[ib] = e;
+	A.count++;
+}
+
+void auth_keys_set_tenant(const char *tenant_id, const json_t *rows)
+{
+	size_t i;
+	json_t *row;
+
+	pthread_rwlock_wrlock(&A.lock);
+	clear_locked(tenant_id);
+	json_array_foreach(rows, i, row)
+		add_locked(row);
+	pthread_rwlock_unlock(&A.lock);
+}
+
+void auth_keys_set_all(const json_t *rows)
+{
+	size_t i;
+	json_t *row;
+
+	pthread_rwlock_wrlock(&A.lock);
+	clear_locked(NULL);
+	json_array_foreach(rows, i, row)
+		add_locked(row);
+	pthread_rwlock_unlock(&A.lock);
+}
+
+size_t auth_keys_count(void)
+{
+	size_t n;
+
+	pthread_rwlock_rdlock(&A.lock);
+	n = A.count;
+	pthread_rwlock_unlock(&A.lock);
+	return n;
+}
+
+static bool lookup_hash(const char *hash, struct tg_principal *p)
+{
+	bool found = false;
+
+	pthread_rwlock_rdlock(&A.lock);
+	for (struct key_entry *e = A.by_hash[str_hash(hash)]; e; e = e->next_by_hash) {
+		if (strcmp(e->hash, hash) == 0) {
+			snprintf(p->tenant_id, sizeof(p->tenant_id), "%s", e->tenant_id);
+			snprintf(p->key_id, sizeof(p->key_id), "%s", e->key_id);
+			p->can = e->can;
+			found = true;
+			break;
+		}
+	}
+	pthread_rwlock_unlock(&A.lock);
+	return found;
+}
+
+static bool key_active(const char *key_id, const char *tenant_id)
+{
+	bool found = false;
+
+	pthread_rwlock_rdlock(&A.lock);
+	for (struct key_entry *e = A.by_id[str_hash(key_id)]; e; e = e->next_by_id)
+		if (strcmp(e->key_id, key_id) == 0 && strcmp(e->tenant_id, tenant_id) == 0) {
+			found = true;
+			break;
+		}
+	pthread_rwlock_unlock(&A.lock);
+	return found;
+}
+
+void auth_new_secret(char *secret, char *sha256_hex, char *prefix)
+{
+	static const char alphabet[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+	unsigned char rnd[40];
+	size_t n = 0;
+
+	memcpy(secret, "sk_", 3);
+	n = 3;
+	tg_random_bytes(rnd, sizeof(rnd));
+	for (size_t i = 0; i < sizeof(rnd); i++) {
+		unsigned char r = rnd[i];
+		while (r >= 248) /* 248 = 4 × 62: no modulo bias */
+			tg_random_bytes(&r, 1);
+		secret[n++] = alphabet[r % 62];
+	}
+	secret[n] = '\0';
+	tg_sha256_hex(secret, n, sha256_hex);
+	memcpy(prefix, secret, 11);
+	prefix[11] = '\0';
+}
+
+/* ---- JWT ---- */
+
+int auth_token_issue(const char *tenant_id, const char *key_id, const char *scope, const char *customer_id,
+		     int64_t iat, int64_t exp, char **ret_token, struct tg_error *err)
+{
+	jwt_t *jwt = NULL;
+	char *token;
+	int rc = 0;
+
+	if (jwt_new(&jwt) != 0)
+		return tg_fail(err, TG_EINTERNAL, NULL, NULL, "cannot create a token");
+	rc |= jwt_set_alg(jwt, JWT_ALG_HS256, A.jwt_key, (int)A.jwt_key_len);
+	rc |= jwt_add_grant(jwt, "iss", "tollgate");
+	rc |= jwt_add_grant(jwt, "ten", tenant_id);
+	rc |= jwt_add_grant(jwt, "kid", key_id);
+	rc |= jwt_add_grant(jwt, "scope", scope);
+	if (customer_id)
+		rc |= jwt_add_grant(jwt, "cus", customer_id);
+	rc |= jwt_add_grant_int(jwt, "iat", (long)iat);
+	rc |= jwt_add_grant_int(jwt, "exp", (long)exp);
+	token = rc == 0 ? jwt_encode_str(jwt) : NULL;
+	jwt_free(jwt);
+	if (!token)
+		return tg_fail(err, TG_EINTERNAL, NULL, NULL, "cannot sign the token");
+	*ret_token = token;
+	return 0;
+}
+
+int auth_token_verify(const char *token, int64_t now_s, struct tg_principal *ret, struct tg_error *err)
+{
+	jwt_t *jwt = NULL;
+	const char *ten, *kid, *scope, *cus;
+	long exp;
+	int rc;
+
+	/* libjwt 1.10 trusts the header's alg and ignores exp: both are checked here */
+	if (jwt_decode(&jwt, token, A.jwt_key, (int)A.jwt_key_len) != 0 || !jwt)
+		return tg_fail(err, TG_EAUTH, "invalid_token", NULL, "the token is invalid");
+	if (jwt_get_alg(jwt) != JWT_ALG_HS256) {
+		rc = tg_fail(err, TG_EAUTH, "invalid_token", NULL, "the token is invalid");
+		goto out;
+	}
+	ten = jwt_get_grant(jwt, "ten");
+	kid = jwt_get_grant(jwt, "kid");
+	scope = jwt_get_grant(jwt, "scope");
+	cus = jwt_get_grant(jwt, "cus");
+	exp = jwt_get_grant_int(jwt, "exp");
+	if (!ten || !kid || !scope || exp <= 0 || strlen(ten) >= TG_PRINCIPAL_ID || strlen(kid) >= TG_PRINCIPAL_ID ||
+	    (cus && !tg_id_valid(cus, strlen(cus)))) {
+		rc = tg_fail(err, TG_EAUTH, "invalid_token", NULL, "the token is invalid");
+		goto out;
+	}
+	if (exp <= now_s) {
+		rc = tg_fail(err, TG_EAUTH, "token_expired", NULL, "the token has expired");
+		goto out;
+	}
+	if (!key_active(kid, ten)) {
+		rc = tg_fail(err, TG_EAUTH, "invalid_token", NULL, "the key that issued this token was revoked");
+		goto out;
+	}
+	memset(ret, 0, sizeof(*ret));
+	ret->kind = TG_PRINCIPAL_TOKEN;
+	snprintf(ret->tenant_id, sizeof(ret->tenant_id), "%s", ten);
+	snprintf(ret->key_id, sizeof(ret->key_id), "%s", kid);
+	if (strcmp(scope, "all") == 0 && !cus)
+		ret->can = TG_CAN_ALL | TG_CAN_READ | TG_CAN_CHECK;
+	else
+		ret->can = TG_CAN_READ; /* customer tokens are read-only whatever they claim */
+	if (cus)
+		snprintf(ret->customer_id, sizeof(ret->customer_id), "%s", cus);
+	rc = 0;
+out:
+	jwt_free(jwt);
+	return rc;
+}
+
+/* ---- the authenticator ---- */
+
+int auth_authenticate(const char *authorization, struct tg_principal *ret, struct tg_error *err)
+{
+	const char *secret;
+	size_t len;
+
+	memset(ret, 0, sizeof(*ret));
+	if (!authorization || !authorization[0])
+		return tg_fail(err, TG_EAUTH, "missing_credentials", NULL,
+			       "send an API key or token as Authorization: Bearer <secret>");
+	if (strncasecmp(authorization, "Bearer ", 7) != 0)
+		return tg_fail(err, TG_EAUTH, "invalid_credentials", NULL,
+			       "the Authorization header must be 'Bearer <secret>'");
+	secret = authorization + 7;
+	while (*secret == ' ')
+		secret++;
+	len = strlen(secret);
+	if (len == 0 || len > 4096)
+		return tg_fail(err, TG_EAUTH, "invalid_credentials", NULL, "the credentials are invalid");
+	if (strncmp(secret, "sk_", 3) == 0) {
+		char hash[65];
+		tg_sha256_hex(secret, len, hash);
+		if (!lookup_hash(hash, ret))
+			return tg_fail(err, TG_EAUTH, "invalid_api_key", NULL, "the API key is invalid or revoked");
+		ret->kind = TG_PRINCIPAL_KEY;
+		return 0;
+	}
+	if (A.admin_token && A.admin_token[0] && tg_ct_equal(secret, len, A.admin_token, strlen(A.admin_token))) {
+		ret->kind = TG_PRINCIPAL_ADMIN;
+		return 0;
+	}
+	if (strchr(secret, '.'))
+		return auth_token_verify(secret, tg_now_ms() / 1000, ret, err);
+	return tg_fail(err, TG_EAUTH, "invalid_credentials", NULL, "the credentials are invalid");
+}

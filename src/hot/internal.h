@@ -1,0 +1,39 @@
+/* internal.h — what the files of hot/ share: the async and blocking connections, the script table. */
+#ifndef TOLLGATE_HOT_INTERNAL_H
+#define TOLLGATE_HOT_INTERNAL_H
+
+#include <hiredis/hiredis.h>
+
+#include "tollgate/error.h"
+#include "tollgate/hot.h"
+
+/* A reply callback: r is borrowed (freed after the callback), NULL when the connection failed. */
+typedef void (*hot_cb)(void *arg, redisReply *r);
+
+struct hot_script {
+	const char *name;
+	const char *source;
+	char sha[41];
+};
+extern struct hot_script *const hot_scripts[];
+extern const int hot_nscripts;
+void hot_scripts_init(void);
+
+/* Queue a command on this loop's async connection; cb runs in a later pass.
+ * Takes ownership of cmd (from redisFormatCommandArgv; freed with redisFreeCommand).
+ * Returns -1 (cb not called) when the connection is down. */
+int hot_async_send(char *cmd, size_t len, hot_cb cb, void *arg);
+/* EVALSHA script with keys and args, reloading on NOSCRIPT. */
+int hot_async_script(const struct hot_script *s, int nkeys, const char **keys, const size_t *keylens, int nargs,
+		     const char **args, const size_t *arglens, hot_cb cb, void *arg);
+
+/* This thread's blocking connection, (re)connected when needed; NULL with err filled when Redis is down. */
+redisContext *hot_sync(struct tg_error *err);
+/* Run a command on the blocking connection; returns a reply to free with freeReplyObject, or NULL (err filled,
+ * connection dropped so the next call reconnects). Error replies are returned as replies. */
+redisReply *hot_sync_argv(int argc, const char **argv, const size_t *lens, struct tg_error *err);
+/* EVALSHA on the blocking connection with NOSCRIPT reload. */
+redisReply *hot_sync_script(const struct hot_script *s, int nkeys, const char **keys, int nargs, const char **args,
+			    struct tg_error *err);
+
+#endif

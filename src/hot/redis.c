@@ -1,0 +1,477 @@
+/* redis.c — the pipelined async Redis connection of each event loop, and the blocking one of workers. */
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "tollgate/log.h"
+#include "tollgate/loop.h"
+#include "tollgate/util.h"
+
+static struct {
+	char host[256];
+	int port;
+	int db;
+} R;
+
+int hot_init(const char *url, struct tg_error *err)
+{
+	const char *p = url;
+	const char *colon, *slash;
+	int64_t v;
+
+	if (strncmp(p, "redis://", 8) != 0)
+		return tg_fail(err, TG_EINVAL, NULL, NULL, "TOLLGATE_REDIS_URL must start with redis://");
+	p += 8;
+	if (strchr(p, '@'))
+		return tg_fail(err, TG_EINVAL, NULL, NULL, "TOLLGATE_REDIS_URL: passwords are not supported (hiredis 0.14 without AUTH here)");
+	slash = strchr(p, '/');
+	colon = strchr(p, ':');
+	if (colon && slash && colon > slash)
+		colon = NULL;
+	size_t hlen = colon ? (size_t)(colon - p) : slash ? (size_t)(slash - p) : strlen(p);
+	if (hlen == 0 || hlen >= sizeof(R.host))
+		return tg_fail(err, TG_EINVAL, NULL, NULL, "TOLLGATE_REDIS_URL: no host");
+	memcpy(R.host, p, hlen);
+	R.host[hlen] = '\0';
+	R.port = 6379;
+	if (colon) {
+		char port[8];
+		size_t plen = slash ? (size_t)(slash - colon - 1) : strlen(colon + 1);
+		if (plen == 0 || plen >= sizeof(port))
+			return tg_fail(err, TG_EINVAL, NULL, NULL, "TOLLGATE_REDIS_URL: bad port");
+		memcpy(port, colon + 1, plen);
+		port[plen] = '\0';
+		if (!tg_parse_i64(port, 1, 65535, &v))
+			return tg_fail(err, TG_EINVAL, NULL, NULL, "TOLLGATE_REDIS_URL: bad port");
+		R.port = (int)v;
+	}
+	R.db = 0;
+	if (slash && slash[1]) {
+		if (!tg_parse_i64(slash + 1, 0, 1000, &v))
+			return tg_fail(err, TG_EINVAL, NULL, NULL, "TOLLGATE_REDIS_URL: bad database number");
+		R.db = (int)v;
+	}
+	hot_scripts_init();
+	return 0;
+}
+
+/* ---- the async connection of a loop ---- */
+
+struct pending {
+	hot_cb cb;
+	void *arg;
+	char *cmd; /* kept for scripts, to resend after NOSCRIPT */
+	size_t len;
+	const struct hot_script *script;
+};
+
+struct async_conn {
+	struct tg_loop *loop;
+	redisContext *c;
+	bool connected, want_write, registered;
+	struct pending *q; /* ring buffer */
+	size_t qcap, qhead, qlen;
+	int64_t retry_at_us, backoff_us;
+	int index;
+};
+
+static _Thread_local struct async_conn *AC;
+
+static void q_push(struct async_conn *ac, struct pending p)
+{
+	if (ac->qlen == ac->qcap) {
+		size_t ncap = ac->qcap ? ac->qcap * 2 : 256;
+		struct pending *nq = tg_malloc(ncap * sizeof(*nq));
+		for (size_t i = 0; i < ac->qlen; i++)
+			nq[i] = ac->q[(ac->qhead + i) % ac->qcap];
+		free(ac->q);
+		ac->q = nq;
+		ac->qcap = ncap;
+		ac->qhead = 0;
+	}
+	ac->q[(ac->qhead + ac->qlen) % ac->qcap] = p;
+	ac->qlen++;
+}
+
+static struct pending q_pop(struct async_conn *ac)
+{
+	struct pending p = ac->q[ac->qhead];
+	ac->qhead = (ac->qhead + 1) % ac->qcap;
+	ac->qlen--;
+	return p;
+}
+
+static void nothing(void *arg, redisReply *r)
+{
+	TG_UNUSED(arg);
+	if (r && r->type == REDIS_REPLY_ERROR)
+		log_warn("redis setup command failed", "%s", r->str);
+}
+
+static void on_fd(void *arg, uint32_t events);
+
+static void drop(struct async_conn *ac, const char *why)
+{
+	if (ac->c) {
+		log_warn("redis connection lost", "loop %d: %s", ac->index, why);
+		if (ac->registered)
+			tg_loop_del_fd(ac->loop, ac->c->fd);
+		redisFree(ac->c);
+		ac->c = NULL;
+	}
+	ac->registered = ac->connected = ac->want_write = false;
+	/* fail everything in flight: callers answer per fail_mode */
+	while (ac->qlen) {
+		struct pending p = q_pop(ac);
+		if (p.cmd)
+			redisFreeCommand(p.cmd);
+		p.cb(p.arg, NULL);
+	}
+	ac->backoff_us = ac->backoff_us ? (ac->backoff_us * 2 > 2000000 ? 2000000 : ac->backoff_us * 2) : 50000;
+	ac->retry_at_us = tg_mono_us() + ac->backoff_us;
+}
+
+static void append_raw(struct async_conn *ac, const char *cmd, size_t len)
+{
+	redisAppendFormattedCommand(ac->c, cmd, len);
+	ac->want_write = true;
+}
+
+static void send_simple(struct async_conn *ac, int argc, const char **argv)
+{
+	char *cmd;
+	int len = redisFormatCommandArgv(&cmd, argc, argv, NULL);
+
+	if (len < 0)
+		return;
+	append_raw(ac, cmd, (size_t)len);
+	redisFreeCommand(cmd);
+	q_push(ac, (struct pending){.cb = nothing});
+}
+
+/* First commands on a fresh connection: SELECT and every script, ahead of any request. */
+static void send_setup(struct async_conn *ac)
+{
+	if (R.db) {
+		char db[12];
+		snprintf(db, sizeof(db), "%d", R.db);
+		const char *argv[] = {"SELECT", db};
+		send_simple(ac, 2, argv);
+	}
+	for (int i = 0; i < hot_nscripts; i++) {
+		const char *argv[] = {"SCRIPT", "LOAD", hot_scripts[i]->source};
+		send_simple(ac, 3, argv);
+	}
+}
+
+static void dial(struct async_conn *ac)
+{
+	int one = 1;
+
+	ac->c = redisConnectNonBlock(R.host, R.port);
+	if (!ac->c || ac->c->err) {
+		const char *why = ac->c ? ac->c->errstr : "out of memory";
+		char msg[160];
+		snprintf(msg, sizeof(msg), "connect: %s", why);
+		if (ac->c) {
+			redisFree(ac->c);
+			ac->c = NULL;
+		}
+		drop(ac, msg);
+		return;
+	}
+	setsockopt(ac->c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	tg_loop_add_fd(ac->loop, ac->c->fd, EPOLLIN | EPOLLOUT, on_fd, ac);
+	ac->registered = true;
+	ac->connected = false; /* until the socket turns writable */
+	send_setup(ac);
+}
+
+static void flush(struct async_conn *ac)
+{
+	int done = 0;
+
+	if (!ac->c || !ac->connected || !ac->want_write)
+		return;
+	while (!done) {
+		if (redisBufferWrite(ac->c, &done) != REDIS_OK) {
+			drop(ac, ac->c->errstr);
+			return;
+		}
+		if (!done)
+			break; /* the socket is full: wait for EPOLLOUT */
+	}
+	ac->want_write = !done;
+	tg_loop_mod_fd(ac->loop, ac->c->fd, EPOLLIN | (done ? 0 : EPOLLOUT));
+}
+
+static void resend_after_noscript(struct async_conn *ac, struct pending p)
+{
+	const char *argv[] = {"SCRIPT", "LOAD", p.script->source};
+
+	log_warn("redis lost its scripts", "reloading '%s'", p.script->name);
+	send_simple(ac, 3, argv);
+	append_raw(ac, p.cmd, p.len);
+	q_push(ac, p);
+}
+
+static void read_replies(struct async_conn *ac)
+{
+	void *reply;
+
+	if (redisBufferRead(ac->c) != REDIS_OK) {
+		drop(ac, ac->c->errstr[0] ? ac->c->errstr : "connection closed");
+		return;
+	}
+	for (;;) {
+		if (redisGetReplyFromReader(ac->c, &reply) != REDIS_OK) {
+			drop(ac, ac->c->errstr);
+			return;
+		}
+		if (!reply)
+			break;
+		if (ac->qlen == 0) {
+			freeReplyObject(reply);
+			drop(ac, "a reply nobody asked for");
+			return;
+		}
+		struct pending p = q_pop(ac);
+		redisReply *r = reply;
+		if (p.script && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0) {
+			freeReplyObject(reply);
+			resend_after_noscript(ac, p);
+			continue;
+		}
+		p.cb(p.arg, r);
+		freeReplyObject(reply);
+		if (p.cmd)
+			redisFreeCommand(p.cmd);
+		if (!ac->c)
+			return; /* a callback can drop the connection */
+	}
+}
+
+static void on_fd(void *arg, uint32_t events)
+{
+	struct async_conn *ac = arg;
+
+	if (!ac->c)
+		return;
+	if (!ac->connected && (events & (EPOLLOUT | EPOLLERR | EPOLLHUP))) {
+		int soerr = 0;
+		socklen_t len = sizeof(soerr);
+		getsockopt(ac->c->fd, SOL_SOCKET, SO_ERROR, &soerr, &len);
+		if (soerr != 0) {
+			char msg[160];
+			snprintf(msg, sizeof(msg), "connect: %s", strerror(soerr));
+			drop(ac, msg);
+			return;
+		}
+		ac->connected = true;
+		ac->backoff_us = 0;
+		ac->c->flags |= REDIS_CONNECTED;
+		log_info("redis connected", "loop %d to %s:%d", ac->index, R.host, R.port);
+	}
+	if (events & (EPOLLERR | EPOLLHUP) && !(events & EPOLLIN)) {
+		drop(ac, "socket error");
+		return;
+	}
+	if (events & EPOLLIN)
+		read_replies(ac);
+	if (ac->c && (events & EPOLLOUT))
+		ac->want_write = true;
+}
+
+static void on_pass_end(void *arg)
+{
+	struct async_conn *ac = arg;
+
+	if (!ac->c && tg_mono_us() >= ac->retry_at_us)
+		dial(ac);
+	flush(ac);
+}
+
+static int64_t redis_timeout(void *arg)
+{
+	struct async_conn *ac = arg;
+
+	if (ac->c)
+		return -1;
+	int64_t ms = (ac->retry_at_us - tg_mono_us()) / 1000;
+	return ms < 0 ? 0 : ms;
+}
+
+int hot_loop_init(struct tg_loop *loop, int index)
+{
+	struct async_conn *ac = tg_calloc(1, sizeof(*ac));
+
+	ac->loop = loop;
+	ac->index = index;
+	AC = ac;
+	tg_loop_on_pass_end(loop, on_pass_end, ac);
+	tg_loop_on_timeout(loop, redis_timeout, ac);
+	dial(ac);
+	return 0;
+}
+
+bool hot_loop_connected(void)
+{
+	return AC && AC->c && AC->connected;
+}
+
+int hot_async_send(char *cmd, size_t len, hot_cb cb, void *arg)
+{
+	struct async_conn *ac = AC;
+
+	if (!ac || !ac->c) {
+		redisFreeCommand(cmd);
+		return -1;
+	}
+	append_raw(ac, cmd, len);
+	redisFreeCommand(cmd);
+	q_push(ac, (struct pending){.cb = cb, .arg = arg});
+	return 0;
+}
+
+int hot_async_script(const struct hot_script *s, int nkeys, const char **keys, const size_t *keylens, int nargs,
+		     const char **args, const size_t *arglens, hot_cb cb, void *arg)
+{
+	struct async_conn *ac = AC;
+	int argc = 3 + nkeys + nargs;
+	const char *argv_small[64];
+	size_t lens_small[64];
+	const char **argv = argc <= 64 ? argv_small : tg_malloc(sizeof(char *) * (size_t)argc);
+	size_t *lens = argc <= 64 ? lens_small : tg_malloc(sizeof(size_t) * (size_t)argc);
+	char nk[12];
+	char *cmd;
+	int len;
+
+	if (!ac || !ac->c)
+		return -1;
+	snprintf(nk, sizeof(nk), "%d", nkeys);
+	argv[0] = "EVALSHA";
+	lens[0] = 7;
+	argv[1] = s->sha;
+	lens[1] = 40;
+	argv[2] = nk;
+	lens[2] = strlen(nk);
+	for (int i = 0; i < nkeys; i++) {
+		argv[3 + i] = keys[i];
+		lens[3 + i] = keylens ? keylens[i] : strlen(keys[i]);
+	}
+	for (int i = 0; i < nargs; i++) {
+		argv[3 + nkeys + i] = args[i];
+		lens[3 + nkeys + i] = arglens ? arglens[i] : strlen(args[i]);
+	}
+	len = redisFormatCommandArgv(&cmd, argc, argv, lens);
+	if (argv != argv_small) {
+		free(argv);
+		free(lens);
+	}
+	if (len < 0)
+		return -1;
+	append_raw(ac, cmd, (size_t)len);
+	q_push(ac, (struct pending){.cb = cb, .arg = arg, .cmd = cmd, .len = (size_t)len, .script = s});
+	return 0;
+}
+
+/* ---- blocking connections (worker threads) ---- */
+
+static _Thread_local redisContext *SC;
+
+void hot_thread_end(void)
+{
+	if (SC)
+		redisFree(SC);
+	SC = NULL;
+}
+
+redisContext *hot_sync(struct tg_error *err)
+{
+	struct timeval tv = {2, 0};
+
+	if (SC && SC->err) {
+		redisFree(SC);
+		SC = NULL;
+	}
+	if (SC)
+		return SC;
+	SC = redisConnectWithTimeout(R.host, R.port, tv);
+	if (!SC || SC->err) {
+		tg_fail(err, TG_EUNAVAIL, "redis_unavailable", NULL, "Redis is unavailable; retry shortly");
+		tg_error_detail(err, "redis connect %s:%d: %s", R.host, R.port, SC ? SC->errstr : "out of memory");
+		if (SC)
+			redisFree(SC);
+		SC = NULL;
+		return NULL;
+	}
+	redisSetTimeout(SC, tv);
+	if (R.db) {
+		redisReply *r = redisCommand(SC, "SELECT %d", R.db);
+		if (r)
+			freeReplyObject(r);
+	}
+	return SC;
+}
+
+redisReply *hot_sync_argv(int argc, const char **argv, const size_t *lens, struct tg_error *err)
+{
+	redisContext *c = hot_sync(err);
+	redisReply *r;
+
+	if (!c)
+		return NULL;
+	r = redisCommandArgv(c, argc, argv, lens);
+	if (!r) {
+		tg_fail(err, TG_EUNAVAIL, "redis_unavailable", NULL, "Redis is unavailable; retry shortly");
+		tg_error_detail(err, "redis: %s", c->errstr);
+		redisFree(SC);
+		SC = NULL;
+	}
+	return r;
+}
+
+redisReply *hot_sync_script(const struct hot_script *s, int nkeys, const char **keys, int nargs, const char **args,
+			    struct tg_error *err)
+{
+	int argc = 3 + nkeys + nargs;
+	const char **argv = tg_malloc(sizeof(char *) * (size_t)argc);
+	char nk[12];
+	redisReply *r;
+
+	snprintf(nk, sizeof(nk), "%d", nkeys);
+	argv[0] = "EVALSHA";
+	argv[1] = s->sha;
+	argv[2] = nk;
+	for (int i = 0; i < nkeys; i++)
+		argv[3 + i] = keys[i];
+	for (int i = 0; i < nargs; i++)
+		argv[3 + nkeys + i] = args[i];
+	r = hot_sync_argv(argc, argv, NULL, err);
+	if (r && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0) {
+		freeReplyObject(r);
+		argv[0] = "EVAL";
+		argv[1] = s->source;
+		r = hot_sync_argv(argc, argv, NULL, err);
+	}
+	free(argv);
+	return r;
+}
+
+bool hot_ping(struct tg_error *err)
+{
+	const char *argv[] = {"PING"};
+	redisReply *r = hot_sync_argv(1, argv, NULL, err);
+	bool ok = r && r->type == REDIS_REPLY_STATUS;
+
+	if (r && !ok)
+		tg_fail(err, TG_EUNAVAIL, "redis_unavailable", NULL, "Redis answered PING with an error");
+	if (r)
+		freeReplyObject(r);
+	return ok;
+}

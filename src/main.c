@@ -1,0 +1,136 @@
+/* main.c — tollgated: read the configuration, migrate, load caches, serve until SIGINT/SIGTERM. */
+#include <jansson.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <curl/curl.h>
+
+#include "tollgate/api.h"
+#include "tollgate/auth.h"
+#include "tollgate/config.h"
+#include "tollgate/hot.h"
+#include "tollgate/http.h"
+#include "tollgate/log.h"
+#include "tollgate/store.h"
+#include "tollgate/worker.h"
+
+#ifndef TOLLGATE_VERSION
+#define TOLLGATE_VERSION "dev"
+#endif
+
+static int loop_init(struct tg_loop *loop, int index)
+{
+	return hot_loop_init(loop, index);
+}
+
+static int start_store(void)
+{
+	struct tg_error err;
+
+	store_init(tg_cfg.database_url);
+	/* the database may still be starting (compose, systemd): give it a little while */
+	for (int attempt = 0;; attempt++) {
+		if (store_migrate(&err) == 0)
+			break;
+		if (err.err != TG_EUNAVAIL || attempt >= 30) {
+			log_error("migrations failed", "%s %s", err.message, err.detail);
+			return -1;
+		}
+		if (attempt == 0)
+			log_warn("waiting for PostgreSQL", "%s", err.detail);
+		tg_wait_ms(1000);
+	}
+	if (reload_all(&err) < 0) {
+		log_error("loading configuration failed", "%s %s", err.message, err.detail);
+		return -1;
+	}
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	struct tg_error err;
+	struct tg_http *http;
+	sigset_t sigs;
+	int sig;
+
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+			tg_config_help(stdout);
+			return 0;
+		}
+		if (!strcmp(argv[i], "--version")) {
+			printf("tollgated %s\n", TOLLGATE_VERSION);
+			return 0;
+		}
+		fprintf(stderr, "tollgated: unknown argument '%s' (see --help)\n", argv[i]);
+		return 2;
+	}
+	if (tg_config_load(stderr) < 0) {
+		fprintf(stderr, "tollgated: invalid configuration (see --help)\n");
+		return 2;
+	}
+	atomic_store(&tg_log_level, tg_cfg.log_level);
+	tg_config_log();
+
+	/* block the signals in every thread; the main thread waits for them */
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	json_object_seed(0);
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+
+	if (hot_init(tg_cfg.redis_url, &err) < 0) {
+		fprintf(stderr, "tollgated: %s\n", err.message);
+		return 2;
+	}
+	auth_init(tg_cfg.admin_token, tg_cfg.jwt_secret);
+	if (start_store() < 0)
+		return 1;
+	if (reload_start() < 0) {
+		log_error("cannot start the reload thread", NULL);
+		return 1;
+	}
+
+	struct tg_http_opts opts = {
+		.listen = tg_cfg.listen,
+		.threads = tg_cfg.threads,
+		.workers = tg_cfg.db_pool,
+		.conn_limit = (unsigned)tg_cfg.conn_limit,
+		.conn_timeout = (unsigned)tg_cfg.conn_timeout,
+		.conn_memory = (size_t)tg_cfg.conn_memory,
+		.request_timeout_ms = tg_cfg.request_timeout_ms,
+		.max_inflight = tg_cfg.max_inflight,
+		.access_log = tg_cfg.access_log,
+		.routes = api_routes,
+		.nroutes = api_nroutes,
+		.authenticate = auth_authenticate,
+		.wrap = api_wrap,
+		.loop_init = loop_init,
+	};
+	http = tg_http_start(&opts, &err);
+	if (!http) {
+		log_error("cannot serve", "%s", err.message);
+		fprintf(stderr, "tollgated: %s\n", err.message);
+		reload_stop();
+		return 1;
+	}
+	api_set_http(http);
+	log_info("serving", "http://%s with %d event loops and %d workers", tg_cfg.listen, tg_cfg.threads,
+		 tg_cfg.db_pool);
+
+	sigwait(&sigs, &sig);
+	log_info("shutting down", "signal %d", sig);
+	tg_http_stop(http);
+	api_set_http(NULL);
+	reload_stop();
+	store_thread_end();
+	hot_thread_end();
+	auth_release();
+	curl_global_cleanup();
+	tg_config_release();
+	log_info("stopped", NULL);
+	return 0;
+}

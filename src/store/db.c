@@ -1,0 +1,467 @@
+/* db.c — per-thread PostgreSQL connections, prepared statements, rows as JSON, LISTEN/NOTIFY. */
+#include <errno.h>
+#include <libpq-fe.h>
+#include <poll.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "tollgate/json.h"
+#include "tollgate/log.h"
+#include "tollgate/store.h"
+#include "tollgate/util.h"
+
+#define STMT_MAX 1024
+
+struct conn_state {
+	PGconn *pg;
+	unsigned char prepared[STMT_MAX];
+	int64_t affected;
+	char sqlstate[8];
+};
+
+static char *conninfo;
+static _Atomic int next_stmt_id;
+static _Thread_local struct conn_state *tls;
+
+static void pgresult_clearp(PGresult **r)
+{
+	if (*r)
+		PQclear(*r);
+}
+#define _cleanup_pgresult_ _cleanup_(pgresult_clearp)
+
+void store_init(const char *url)
+{
+	free(conninfo);
+	conninfo = tg_strdup(url);
+}
+
+static void notice_quiet(void *arg, const PGresult *res)
+{
+	TG_UNUSED(arg);
+	TG_UNUSED(res);
+}
+
+static void conn_close(struct conn_state *cs)
+{
+	if (cs->pg)
+		PQfinish(cs->pg);
+	cs->pg = NULL;
+	memset(cs->prepared, 0, sizeof(cs->prepared));
+}
+
+void store_thread_end(void)
+{
+	if (!tls)
+		return;
+	conn_close(tls);
+	free(tls);
+	tls = NULL;
+}
+
+static PGconn *connect_db(struct tg_error *err)
+{
+	PGconn *pg = PQconnectdb(conninfo ? conninfo : "");
+
+	if (PQstatus(pg) != CONNECTION_OK) {
+		tg_fail(err, TG_EUNAVAIL, "database_unavailable", NULL, "the database is unavailable; retry shortly");
+		tg_error_detail(err, "connect: %s", PQerrorMessage(pg));
+		PQfinish(pg);
+		return NULL;
+	}
+	PQsetNoticeReceiver(pg, notice_quiet, NULL);
+	return pg;
+}
+
+static struct conn_state *conn_get(struct tg_error *err)
+{
+	if (!tls)
+		tls = tg_calloc(1, sizeof(*tls));
+	if (tls->pg && PQstatus(tls->pg) != CONNECTION_OK)
+		conn_close(tls);
+	if (!tls->pg) {
+		tls->pg = connect_db(err);
+		if (!tls->pg)
+			return NULL;
+	}
+	return tls;
+}
+
+bool store_ping(struct tg_error *err)
+{
+	return store_exec_raw("SELECT 1", err) == 0;
+}
+
+const char *store_last_sqlstate(void)
+{
+	return tls ? tls->sqlstate : "";
+}
+
+int64_t store_affected(void)
+{
+	return tls ? tls->affected : 0;
+}
+
+/* Map a failed result to a tg_error; closes the connection when it is broken. */
+static int result_error(struct conn_state *cs, PGresult *res, struct tg_error *err)
+{
+	const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+	const char *msg = res ? PQresultErrorMessage(res) : PQerrorMessage(cs->pg);
+
+	snprintf(cs->sqlstate, sizeof(cs->sqlstate), "%s", state ? state : "");
+	if (PQstatus(cs->pg) != CONNECTION_OK || !state || strncmp(state, "08", 2) == 0 ||
+	    strncmp(state, "57P", 3) == 0) {
+		conn_close(cs);
+		tg_fail(err, TG_EUNAVAIL, "database_unavailable", NULL, "the database is unavailable; retry shortly");
+		tg_error_detail(err, "%s", msg);
+		return err->err;
+	}
+	if (strcmp(state, "23505") == 0) {
+		tg_fail(err, TG_ECONFLICT, "already_exists", NULL, "an object with this id already exists");
+	} else if (strcmp(state, "23503") == 0) {
+		/* delete of a referenced row, or insert naming a missing one: callers refine the message */
+		tg_fail(err, TG_ECONFLICT, "in_use", NULL, "the object is referenced by others");
+	} else if (strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0) {
+		tg_fail(err, TG_EUNAVAIL, "conflict_retry", NULL, "a concurrent change got in the way; retry");
+	} else if (strcmp(state, "55P03") == 0 || strcmp(state, "57014") == 0) {
+		tg_fail(err, TG_EUNAVAIL, "database_busy", NULL, "the database is busy; retry shortly");
+	} else {
+		tg_fail(err, TG_EINTERNAL, NULL, NULL, "internal error");
+	}
+	tg_error_detail(err, "sqlstate %s: %s", state, msg);
+	return err->err;
+}
+
+static int stmt_id(struct store_stmt *st)
+{
+	int id = atomic_load_explicit((_Atomic int *)&st->id, memory_order_acquire);
+
+	if (id == 0) {
+		int fresh = atomic_fetch_add(&next_stmt_id, 1) + 1;
+		int expected = 0;
+		if (fresh >= STMT_MAX)
+			TG_BUG("more than %d SQL statements", STMT_MAX);
+		if (atomic_compare_exchange_strong((_Atomic int *)&st->id, &expected, fresh))
+			id = fresh;
+		else
+			id = expected;
+	}
+	return id;
+}
+
+static json_t *pg_array_to_json(const char *s)
+{
+	json_t *arr = json_array();
+	struct tg_buf item = TG_BUF_INIT;
+
+	if (*s != '{')
+		return arr;
+	s++;
+	while (*s && *s != '}') {
+		tg_buf_reset(&item);
+		tg_buf_add(&item, "", 0);
+		if (*s == '"') {
+			for (s++; *s && *s != '"'; s++) {
+				if (*s == '\\' && s[1])
+					s++;
+				tg_buf_addc(&item, *s);
+			}
+			if (*s == '"')
+				s++;
+		} else {
+			while (*s && *s != ',' && *s != '}')
+				tg_buf_addc(&item, *s++);
+		}
+		json_array_append_new(arr, tg_json_str(item.buf));
+		if (*s == ',')
+			s++;
+	}
+	tg_buf_release(&item);
+	return arr;
+}
+
+static json_t *cell_to_json(const PGresult *res, int row, int col)
+{
+	const char *v;
+	int len;
+	tg_fixed f;
+	struct tg_error e;
+
+	if (PQgetisnull(res, row, col))
+		return json_null();
+	v = PQgetvalue(res, row, col);
+	len = PQgetlength(res, row, col);
+	switch (PQftype(res, col)) {
+	case 16: /* bool */
+		return json_boolean(v[0] == 't');
+	case 20: case 21: case 23: { /* int8, int2, int4 */
+		int64_t i = 0;
+		tg_parse_i64(v, INT64_MIN, INT64_MAX, &i);
+		return json_integer(i);
+	}
+	case 1700: /* numeric */
+		if (tg_fixed_parse(v, (size_t)len, &f) == TG_FIXED_OK)
+			return tg_json_fixed(f);
+		return json_string(v);
+	case 114: case 3802: { /* json, jsonb */
+		json_t *j = tg_json_parse(v, (size_t)len, false, &e);
+		return j ? j : json_null();
+	}
+	case 1009: case 1015: /* text[], varchar[] */
+		return pg_array_to_json(v);
+	default:
+		return tg_json_str(v);
+	}
+}
+
+static json_t *result_rows(const PGresult *res)
+{
+	int nrows = PQntuples(res), ncols = PQnfields(res);
+	json_t *rows = json_array();
+
+	for (int r = 0; r < nrows; r++) {
+		json_t *o = json_object();
+		for (int c = 0; c < ncols; c++)
+			json_object_set_new(o, PQfname(res, c), cell_to_json(res, r, c));
+		json_array_append_new(rows, o);
+	}
+	return rows;
+}
+
+int store_exec(struct store_stmt *st, const char *const *params, json_t **rows, struct tg_error *err)
+{
+	struct conn_state *cs = conn_get(err);
+	_cleanup_pgresult_ PGresult *res = NULL;
+	char name[16];
+	int id;
+	ExecStatusType status;
+
+	if (rows)
+		*rows = NULL;
+	if (!cs)
+		return err->err;
+	id = stmt_id(st);
+	snprintf(name, sizeof(name), "tg%d", id);
+	if (!cs->prepared[id]) {
+		_cleanup_pgresult_ PGresult *prep = PQprepare(cs->pg, name, st->sql, st->nparams, NULL);
+		if (!prep || PQresultStatus(prep) != PGRES_COMMAND_OK)
+			return result_error(cs, prep, err);
+		cs->prepared[id] = 1;
+	}
+	res = PQexecPrepared(cs->pg, name, st->nparams, params, NULL, NULL, 0);
+	status = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+	if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK)
+		return result_error(cs, res, err);
+	cs->sqlstate[0] = '\0';
+	cs->affected = 0;
+	tg_parse_i64(PQcmdTuples(res), 0, INT64_MAX, &cs->affected);
+	if (rows)
+		*rows = result_rows(res);
+	return 0;
+}
+
+int store_exec1(struct store_stmt *st, const char *const *params, json_t **row, struct tg_error *err)
+{
+	json_t *rows;
+	int rc = store_exec(st, params, &rows, err);
+
+	*row = NULL;
+	if (rc < 0)
+		return rc;
+	if (json_array_size(rows) > 0)
+		*row = json_incref(json_array_get(rows, 0));
+	json_decref(rows);
+	return 0;
+}
+
+int store_exec_raw(const char *sql, struct tg_error *err)
+{
+	struct conn_state *cs = conn_get(err);
+	_cleanup_pgresult_ PGresult *res = NULL;
+	ExecStatusType status;
+
+	if (!cs)
+		return err->err;
+	res = PQexec(cs->pg, sql);
+	status = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+	if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK)
+		return result_error(cs, res, err);
+	cs->sqlstate[0] = '\0';
+	return 0;
+}
+
+int store_begin(struct tg_error *err)
+{
+	return store_exec_raw("BEGIN", err);
+}
+
+int store_commit(struct tg_error *err)
+{
+	return store_exec_raw("COMMIT", err);
+}
+
+void store_rollback(void)
+{
+	struct tg_error e;
+
+	if (tls && tls->pg && PQtransactionStatus(tls->pg) != PQTRANS_IDLE)
+		store_exec_raw("ROLLBACK", &e);
+}
+
+/* ---- parameters and rows ---- */
+
+const char *store_i64(int64_t v, char *buf)
+{
+	snprintf(buf, STORE_I64_BUFSZ, "%lld", (long long)v);
+	return buf;
+}
+
+const char *store_fixed(tg_fixed v, char *buf)
+{
+	tg_fixed_format(v, buf);
+	return buf;
+}
+
+const char *store_bool(bool v)
+{
+	return v ? "true" : "false";
+}
+
+const char *store_str(const json_t *row, const char *col)
+{
+	json_t *v = json_object_get(row, col);
+	return json_is_string(v) && !tg_json_is_number(v) ? json_string_value(v) : NULL;
+}
+
+int64_t store_int(const json_t *row, const char *col, int64_t def)
+{
+	int64_t v;
+	json_t *j = json_object_get(row, col);
+
+	if (json_is_integer(j))
+		return json_integer_value(j);
+	return tg_json_get_i64(j, INT64_MIN, INT64_MAX, &v) ? v : def;
+}
+
+bool store_is_true(const json_t *row, const char *col)
+{
+	return json_is_true(json_object_get(row, col));
+}
+
+tg_fixed store_get_fixed(const json_t *row, const char *col, tg_fixed def)
+{
+	tg_fixed f;
+	return tg_json_get_fixed(json_object_get(row, col), &f) == TG_FIXED_OK ? f : def;
+}
+
+/* ---- migrations ---- */
+
+static struct store_stmt q_mig_applied = STORE_STMT("SELECT 1 FROM schema_migrations WHERE version = $1", 1);
+static struct store_stmt q_mig_record = STORE_STMT("INSERT INTO schema_migrations (version) VALUES ($1)", 1);
+
+int store_migrate(struct tg_error *err)
+{
+	int rc;
+
+	/* one instance migrates at a time; the others wait here, then find nothing to do */
+	rc = store_exec_raw("SELECT pg_advisory_lock(7428700101)", err);
+	if (rc == 0)
+		rc = store_exec_raw("CREATE TABLE IF NOT EXISTS schema_migrations (version text PRIMARY KEY, "
+				    "applied_at timestamptz NOT NULL DEFAULT now())",
+				    err);
+	for (size_t i = 0; rc == 0 && i < store_nmigrations; i++) {
+		const struct store_migration *m = &store_migrations[i];
+		char version[5];
+		const char *params[1] = {version};
+		json_t *row;
+
+		memcpy(version, m->name, 4);
+		version[4] = '\0';
+		if ((rc = store_exec1(&q_mig_applied, params, &row, err)) < 0)
+			break;
+		if (row) {
+			json_decref(row);
+			continue;
+		}
+		rc = store_begin(err);
+		if (rc == 0)
+			rc = store_exec_raw(m->sql, err);
+		if (rc == 0)
+			rc = store_exec(&q_mig_record, params, NULL, err);
+		if (rc == 0)
+			rc = store_commit(err);
+		if (rc < 0) {
+			char detail[sizeof(err->detail)];
+			store_rollback();
+			snprintf(detail, sizeof(detail), "%s", err->detail);
+			tg_error_detail(err, "migration %s failed: %s", m->name, detail);
+			break;
+		}
+		log_info("migration applied", "%s", m->name);
+	}
+	if (rc != 0 && err->err == TG_EUNAVAIL)
+		return rc; /* the connection is gone, and the lock with it */
+	struct tg_error e;
+	store_exec_raw("SELECT pg_advisory_unlock(7428700101)", &e);
+	return rc;
+}
+
+/* ---- LISTEN/NOTIFY ---- */
+
+struct store_listener {
+	PGconn *pg;
+};
+
+struct store_listener *store_listen(const char *const *channels, struct tg_error *err)
+{
+	struct store_listener *l;
+	PGconn *pg = connect_db(err);
+
+	if (!pg)
+		return NULL;
+	for (; *channels; channels++) {
+		char sql[128];
+		snprintf(sql, sizeof(sql), "LISTEN %s", *channels); /* channel names are our constants */
+		PGresult *res = PQexec(pg, sql);
+		bool ok = res && PQresultStatus(res) == PGRES_COMMAND_OK;
+		if (res)
+			PQclear(res);
+		if (!ok) {
+			tg_fail(err, TG_EUNAVAIL, "database_unavailable", NULL, "LISTEN failed");
+			tg_error_detail(err, "%s", PQerrorMessage(pg));
+			PQfinish(pg);
+			return NULL;
+		}
+	}
+	l = tg_calloc(1, sizeof(*l));
+	l->pg = pg;
+	return l;
+}
+
+int store_listen_wait(struct store_listener *l, int timeout_ms,
+		      void (*fn)(void *arg, const char *channel, const char *payload), void *arg)
+{
+	struct pollfd pfd = {.fd = PQsocket(l->pg), .events = POLLIN};
+	PGnotify *n;
+
+	if (pfd.fd < 0 || PQstatus(l->pg) != CONNECTION_OK)
+		return -1;
+	if (poll(&pfd, 1, timeout_ms) < 0 && errno != EINTR)
+		return -1;
+	if (!PQconsumeInput(l->pg))
+		return -1;
+	while ((n = PQnotifies(l->pg))) {
+		fn(arg, n->relname, n->extra);
+		PQfreemem(n);
+	}
+	return PQstatus(l->pg) == CONNECTION_OK ? 0 : -1;
+}
+
+void store_listener_free(struct store_listener *l)
+{
+	if (!l)
+		return;
+	PQfinish(l->pg);
+	free(l);
+}

@@ -1,0 +1,364 @@
+/* json.c — JSON parsing that keeps number lexemes exact, our dumper, and small builders. */
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "tollgate/json.h"
+
+/* ---- parsing ---- */
+
+struct lexemes {
+	const char *text, *end;
+	const char *pos;
+};
+
+/* Next number lexeme in document order. The text already parsed as JSON, so
+ * outside strings any '-' or digit starts a number (true/false/null hold none). */
+static bool next_lexeme(struct lexemes *lx, const char **start, size_t *len)
+{
+	const char *p = lx->pos;
+
+	while (p < lx->end) {
+		char c = *p;
+		if (c == '"') {
+			for (p++; p < lx->end && *p != '"'; p++)
+				if (*p == '\\')
+					p++;
+			p++;
+		} else if (c == '-' || (c >= '0' && c <= '9')) {
+			const char *s = p;
+			while (p < lx->end && (strchr("+-.eE", *p) || (*p >= '0' && *p <= '9')))
+				p++;
+			*start = s;
+			*len = (size_t)(p - s);
+			lx->pos = p;
+			return true;
+		} else {
+			p++;
+		}
+	}
+	lx->pos = p;
+	return false;
+}
+
+static json_t *number_value(const char *text, size_t len)
+{
+	char buf[352];
+
+	if (len + 1 > sizeof(buf)) {
+		/* absurdly long lexemes are kept (the getters will reject them) */
+		char *big = tg_malloc(len + 1);
+		big[0] = '\0';
+		memcpy(big + 1, text, len);
+		json_t *v = json_stringn_nocheck(big, len + 1);
+		free(big);
+		return v;
+	}
+	buf[0] = '\0';
+	memcpy(buf + 1, text, len);
+	return json_stringn_nocheck(buf, len + 1);
+}
+
+static bool is_jansson_number(const json_t *v)
+{
+	return json_is_integer(v) || json_is_real(v);
+}
+
+/* Replace every jansson number in v (document order) by a number value holding its lexeme. */
+static bool replace_numbers(json_t *v, struct lexemes *lx)
+{
+	const char *start;
+	size_t len;
+
+	if (json_is_object(v)) {
+		const char *key;
+		json_t *child;
+		json_object_foreach(v, key, child) {
+			if (is_jansson_number(child)) {
+				if (!next_lexeme(lx, &start, &len))
+					return false;
+				json_object_set_new_nocheck(v, key, number_value(start, len));
+			} else if (!replace_numbers(child, lx)) {
+				return false;
+			}
+		}
+	} else if (json_is_array(v)) {
+		size_t i;
+		json_t *child;
+		json_array_foreach(v, i, child) {
+			if (is_jansson_number(child)) {
+				if (!next_lexeme(lx, &start, &len))
+					return false;
+				json_array_set_new(v, i, number_value(start, len));
+			} else if (!replace_numbers(child, lx)) {
+				return false;
+			}
+		}
+	}
+	return true;
+}
+
+json_t *tg_json_parse(const char *text, size_t len, bool top_object, struct tg_error *err)
+{
+	json_error_t jerr;
+	size_t flags = JSON_REJECT_DUPLICATES | (top_object ? 0 : JSON_DECODE_ANY);
+	json_t *root;
+	struct lexemes lx = {text, text + len, text};
+
+	if (len == 0) {
+		tg_fail(err, TG_EINVAL, "invalid_json", NULL, "request body is empty; a JSON object is expected");
+		return NULL;
+	}
+	root = json_loadb(text, len, flags, &jerr);
+	if (!root) {
+		tg_fail(err, TG_EINVAL, "invalid_json", NULL, "malformed JSON at line %d column %d: %s", jerr.line,
+			jerr.column, jerr.text);
+		return NULL;
+	}
+	if (top_object && !json_is_object(root)) {
+		json_decref(root);
+		tg_fail(err, TG_EINVAL, "invalid_json", NULL, "the request body must be a JSON object");
+		return NULL;
+	}
+	if (is_jansson_number(root)) {
+		const char *start;
+		size_t n;
+		json_decref(root);
+		if (!next_lexeme(&lx, &start, &n)) {
+			tg_fail(err, TG_EINTERNAL, NULL, NULL, "could not read a number");
+			return NULL;
+		}
+		return number_value(start, n);
+	}
+	if (!replace_numbers(root, &lx)) {
+		json_decref(root);
+		tg_fail(err, TG_EINTERNAL, NULL, NULL, "could not read the numbers of the body");
+		return NULL;
+	}
+	return root;
+}
+
+/* ---- numbers ---- */
+
+bool tg_json_is_number(const json_t *v)
+{
+	return is_jansson_number(v) || (json_is_string(v) && json_string_length(v) > 0 && json_string_value(v)[0] == '\0');
+}
+
+const char *tg_json_number_text(const json_t *v, size_t *len)
+{
+	if (!json_is_string(v) || json_string_length(v) < 2 || json_string_value(v)[0] != '\0')
+		return NULL;
+	*len = json_string_length(v) - 1;
+	return json_string_value(v) + 1;
+}
+
+json_t *tg_json_fixed(tg_fixed v)
+{
+	char buf[TG_FIXED_BUFSZ];
+
+	if (tg_fixed_is_whole(v))
+		return json_integer(v / TG_FIXED_SCALE);
+	size_t n = tg_fixed_format(v, buf);
+	return number_value(buf, n);
+}
+
+json_t *tg_json_i64(int64_t v)
+{
+	return json_integer(v);
+}
+
+int tg_json_get_fixed(const json_t *v, tg_fixed *ret)
+{
+	size_t len;
+	const char *text = tg_json_number_text(v, &len);
+
+	if (text)
+		return tg_fixed_parse(text, len, ret);
+	if (json_is_integer(v))
+		return tg_fixed_from_int(json_integer_value(v), ret);
+	if (json_is_real(v)) {
+		char buf[64];
+		int n = snprintf(buf, sizeof(buf), "%.6f", json_real_value(v));
+		return n > 0 && (size_t)n < sizeof(buf) ? tg_fixed_parse(buf, (size_t)n, ret) : TG_FIXED_ERANGE;
+	}
+	return TG_FIXED_ESYNTAX;
+}
+
+bool tg_json_get_i64(const json_t *v, int64_t min, int64_t max, int64_t *ret)
+{
+	tg_fixed f;
+
+	if (json_is_integer(v)) {
+		json_int_t i = json_integer_value(v);
+		if (i < min || i > max)
+			return false;
+		*ret = i;
+		return true;
+	}
+	if (tg_json_get_fixed(v, &f) != TG_FIXED_OK || !tg_fixed_is_whole(f))
+		return false;
+	int64_t i = f / TG_FIXED_SCALE;
+	if (i < min || i > max)
+		return false;
+	*ret = i;
+	return true;
+}
+
+/* ---- dumping ---- */
+
+void tg_json_dump(const json_t *v, struct tg_buf *b)
+{
+	size_t len;
+	const char *text;
+
+	switch (json_typeof(v)) {
+	case JSON_OBJECT: {
+		const char *key;
+		json_t *child;
+		bool first = true;
+		tg_buf_addc(b, '{');
+		json_object_foreach((json_t *)v, key, child) {
+			if (!first)
+				tg_buf_addc(b, ',');
+			first = false;
+			tg_buf_addc(b, '"');
+			tg_buf_add_json_str(b, key, strlen(key));
+			tg_buf_add(b, "\":", 2);
+			tg_json_dump(child, b);
+		}
+		tg_buf_addc(b, '}');
+		break;
+	}
+	case JSON_ARRAY: {
+		size_t i;
+		json_t *child;
+		tg_buf_addc(b, '[');
+		json_array_foreach((json_t *)v, i, child) {
+			if (i)
+				tg_buf_addc(b, ',');
+			tg_json_dump(child, b);
+		}
+		tg_buf_addc(b, ']');
+		break;
+	}
+	case JSON_STRING:
+		text = tg_json_number_text(v, &len);
+		if (text) {
+			tg_buf_add(b, text, len);
+		} else {
+			tg_buf_addc(b, '"');
+			tg_buf_add_json_str(b, json_string_value(v), json_string_length(v));
+			tg_buf_addc(b, '"');
+		}
+		break;
+	case JSON_INTEGER:
+		tg_buf_addf(b, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+		break;
+	case JSON_REAL: {
+		double d = json_real_value(v);
+		if (isfinite(d))
+			tg_buf_addf(b, "%.17g", d);
+		else
+			tg_buf_adds(b, "null");
+		break;
+	}
+	case JSON_TRUE:
+		tg_buf_adds(b, "true");
+		break;
+	case JSON_FALSE:
+		tg_buf_adds(b, "false");
+		break;
+	case JSON_NULL:
+	default:
+		tg_buf_adds(b, "null");
+		break;
+	}
+}
+
+char *tg_json_dumps(const json_t *v)
+{
+	struct tg_buf b = TG_BUF_INIT;
+
+	tg_json_dump(v, &b);
+	return tg_buf_detach(&b, NULL);
+}
+
+/* ---- builders ---- */
+
+json_t *tg_json_obj(const char *key, ...)
+{
+	json_t *o = json_object();
+	va_list ap;
+
+	va_start(ap, key);
+	while (key) {
+		json_t *v = va_arg(ap, json_t *);
+		json_object_set_new(o, key, v ? v : json_null());
+		key = va_arg(ap, const char *);
+	}
+	va_end(ap);
+	return o;
+}
+
+/* Length of a valid UTF-8 sequence at s (max n bytes), or 0 when invalid. */
+static size_t utf8_seq(const unsigned char *s, size_t n)
+{
+	unsigned c = s[0];
+	size_t len;
+	unsigned min;
+
+	if (c < 0x80)
+		return 1;
+	if ((c & 0xE0) == 0xC0) { len = 2; min = 0x80; c &= 0x1F; }
+	else if ((c & 0xF0) == 0xE0) { len = 3; min = 0x800; c &= 0x0F; }
+	else if ((c & 0xF8) == 0xF0) { len = 4; min = 0x10000; c &= 0x07; }
+	else return 0;
+	if (len > n)
+		return 0;
+	for (size_t i = 1; i < len; i++) {
+		if ((s[i] & 0xC0) != 0x80)
+			return 0;
+		c = (c << 6) | (s[i] & 0x3F);
+	}
+	if (c < min || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF))
+		return 0;
+	return len;
+}
+
+json_t *tg_json_str(const char *s)
+{
+	if (!s)
+		return json_null();
+	json_t *v = json_string(s);
+	if (v)
+		return v;
+	struct tg_buf b = TG_BUF_INIT;
+	const unsigned char *p = (const unsigned char *)s;
+	size_t n = strlen(s);
+	while (n > 0) {
+		size_t k = utf8_seq(p, n);
+		if (k == 0) {
+			tg_buf_adds(&b, "\xEF\xBF\xBD");
+			k = 1;
+		} else {
+			tg_buf_add(&b, p, k);
+		}
+		p += k;
+		n -= k;
+	}
+	v = json_string(b.buf ? b.buf : "");
+	tg_buf_release(&b);
+	return v ? v : json_string("");
+}
+
+json_t *tg_json_time(int64_t ms)
+{
+	char buf[TG_TIME_BUFSZ];
+
+	if (ms < 0)
+		return json_null();
+	tg_time_format(ms, buf);
+	return json_string(buf);
+}

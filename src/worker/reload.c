@@ -1,0 +1,111 @@
+/* reload.c — keeping every instance's in-memory configuration current via LISTEN/NOTIFY (see worker.h). */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <string.h>
+
+#include "tollgate/auth.h"
+#include "tollgate/hot.h"
+#include "tollgate/log.h"
+#include "tollgate/store.h"
+#include "tollgate/util.h"
+#include "tollgate/worker.h"
+
+#define FULL_RELOAD_MS 30000
+
+static pthread_t reload_thread;
+static _Atomic bool reload_stopping;
+static bool reload_running;
+
+int reload_all(struct tg_error *err)
+{
+	json_t *keys;
+	int rc = store_keys_load(NULL, &keys, err);
+
+	if (rc < 0)
+		return rc;
+	auth_keys_set_all(keys);
+	json_decref(keys);
+	return 0;
+}
+
+int reload_tenant(const char *tenant_id, struct tg_error *err)
+{
+	json_t *keys;
+	int rc = store_keys_load(tenant_id, &keys, err);
+
+	if (rc < 0)
+		return rc;
+	auth_keys_set_tenant(tenant_id, keys);
+	json_decref(keys);
+	return 0;
+}
+
+static void on_notify(void *arg, const char *channel, const char *payload)
+{
+	struct tg_error err;
+
+	TG_UNUSED(arg);
+	if (strcmp(channel, "tg_config") == 0) {
+		if (reload_tenant(payload, &err) < 0)
+			log_warn("tenant reload failed", "tenant %s: %s %s", payload, err.message, err.detail);
+	}
+}
+
+static void *reload_main(void *arg)
+{
+	static const char *const channels[] = {"tg_config", "tg_customer", NULL};
+	struct store_listener *l = NULL;
+	int64_t last_full = tg_mono_us() / 1000;
+	struct tg_error err;
+
+	TG_UNUSED(arg);
+	pthread_setname_np(pthread_self(), "reload");
+	while (!atomic_load(&reload_stopping)) {
+		if (!l) {
+			l = store_listen(channels, &err);
+			if (!l) {
+				log_warn("LISTEN failed; retrying", "%s", err.detail);
+				for (int i = 0; i < 10 && !atomic_load(&reload_stopping); i++)
+					tg_wait_ms(100);
+				continue;
+			}
+			/* anything may have changed while we were not listening */
+			if (reload_all(&err) < 0)
+				log_warn("full reload failed", "%s", err.detail);
+			last_full = tg_mono_us() / 1000;
+		}
+		if (store_listen_wait(l, 200, on_notify, NULL) < 0) {
+			log_warn("LISTEN connection lost; reconnecting", NULL);
+			store_listener_free(l);
+			l = NULL;
+			continue;
+		}
+		if (tg_mono_us() / 1000 - last_full >= FULL_RELOAD_MS) {
+			if (reload_all(&err) < 0)
+				log_warn("full reload failed", "%s", err.detail);
+			last_full = tg_mono_us() / 1000;
+		}
+	}
+	store_listener_free(l);
+	store_thread_end();
+	hot_thread_end();
+	return NULL;
+}
+
+int reload_start(void)
+{
+	atomic_store(&reload_stopping, false);
+	if (pthread_create(&reload_thread, NULL, reload_main, NULL) != 0)
+		return -1;
+	reload_running = true;
+	return 0;
+}
+
+void reload_stop(void)
+{
+	if (!reload_running)
+		return;
+	atomic_store(&reload_stopping, true);
+	pthread_join(reload_thread, NULL);
+	reload_running = false;
+}
