@@ -1,0 +1,397 @@
+/* harness.c — starting tollgated for integration tests and a small libcurl HTTP client. */
+#include <arpa/inet.h>
+#include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+extern char **environ;
+
+int free_port(void)
+{
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t len = sizeof(a);
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+	close(fd);
+	return ntohs(a.sin_port);
+}
+
+static void sleep_ms(int ms)
+{
+	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+	nanosleep(&ts, NULL);
+}
+
+void srv_start(struct srv *s, const char *const *extra_env)
+{
+	const char *bin = getenv("TOLLGATE_BIN");
+	char listen[64], admin_env[96];
+	struct resp r = {0};
+
+	ck_assert_msg(bin != NULL, "TOLLGATE_BIN is not set (run through meson test / scripts/test)");
+	ck_assert_msg(getenv("TOLLGATE_DATABASE_URL") && getenv("TOLLGATE_REDIS_URL"),
+		      "TOLLGATE_DATABASE_URL / TOLLGATE_REDIS_URL are not set (run through scripts/test)");
+	if (s->port == 0)
+		s->port = free_port();
+	snprintf(s->base, sizeof(s->base), "http://127.0.0.1:%d", s->port);
+	if (!s->admin[0])
+		snprintf(s->admin, sizeof(s->admin), "adm_test_%d_%d", (int)getpid(), s->port);
+	snprintf(listen, sizeof(listen), "TOLLGATE_LISTEN=127.0.0.1:%d", s->port);
+	snprintf(admin_env, sizeof(admin_env), "TOLLGATE_ADMIN_TOKEN=%s", s->admin);
+	snprintf(s->log, sizeof(s->log), "%s/tollgated-%d-%d.log", getenv("TOLLGATE_TEST_LOG_DIR") ? getenv("TOLLGATE_TEST_LOG_DIR") : "/tmp",
+		 (int)getpid(), s->port);
+
+	s->pid = fork();
+	ck_assert_int_ge(s->pid, 0);
+	if (s->pid == 0) {
+		int fd = open(s->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+		if (fd >= 0) {
+			dup2(fd, 1);
+			dup2(fd, 2);
+		}
+		setenv("TOLLGATE_LISTEN", listen + strlen("TOLLGATE_LISTEN="), 1);
+		setenv("TOLLGATE_ADMIN_TOKEN", s->admin, 1);
+		if (!getenv("TOLLGATE_JWT_SECRET"))
+			setenv("TOLLGATE_JWT_SECRET", "integration-test-secret", 1);
+		if (!getenv("TOLLGATE_THREADS"))
+			setenv("TOLLGATE_THREADS", "2", 1);
+		setenv("TOLLGATE_WEBHOOK_ALLOW_PRIVATE", "1", 0);
+		for (const char *const *e = extra_env; e && *e; e++) {
+			char *kv = strdup(*e), *eq = strchr(kv, '=');
+			if (eq) {
+				*eq = '\0';
+				setenv(kv, eq + 1, 1);
+			}
+			free(kv);
+		}
+		execl(bin, bin, (char *)NULL);
+		_exit(127);
+	}
+	for (int i = 0; i < 300; i++) {
+		int status;
+		if (waitpid(s->pid, &status, WNOHANG) == s->pid)
+			ck_abort_msg("tollgated exited during start-up (status %d); see %s", status, s->log);
+		r = req(s, "GET", "/readyz", NULL, NULL, NULL);
+		long st = r.status;
+		resp_free(&r);
+		if (st == 200)
+			return;
+		sleep_ms(50);
+	}
+	ck_abort_msg("tollgated did not become ready in 15 s; see %s", s->log);
+}
+
+static void srv_signal(struct srv *s, int sig)
+{
+	int status;
+
+	if (s->pid <= 0)
+		return;
+	kill(s->pid, sig);
+	waitpid(s->pid, &status, 0);
+	s->pid = 0;
+}
+
+void srv_stop(struct srv *s)
+{
+	srv_signal(s, SIGTERM);
+}
+
+void srv_kill9(struct srv *s)
+{
+	srv_signal(s, SIGKILL);
+}
+
+/* ---- HTTP ---- */
+
+struct sink {
+	char *buf;
+	size_t len;
+};
+
+static size_t on_data(char *p, size_t size, size_t n, void *arg)
+{
+	struct sink *s = arg;
+	size_t add = size * n;
+
+	s->buf = realloc(s->buf, s->len + add + 1);
+	memcpy(s->buf + s->len, p, add);
+	s->len += add;
+	s->buf[s->len] = '\0';
+	return add;
+}
+
+void resp_free(struct resp *r)
+{
+	free(r->body);
+	free(r->headers);
+	if (r->json)
+		json_decref(r->json);
+	memset(r, 0, sizeof(*r));
+}
+
+const char *resp_header(const struct resp *r, const char *name)
+{
+	static _Thread_local char value[512];
+	size_t n = strlen(name);
+	const char *p = r->headers;
+
+	while (p && *p) {
+		const char *eol = strstr(p, "\r\n");
+		if (!eol)
+			eol = p + strlen(p);
+		if ((size_t)(eol - p) > n && strncasecmp(p, name, n) == 0 && p[n] == ':') {
+			const char *v = p + n + 1;
+			while (*v == ' ')
+				v++;
+			size_t len = (size_t)(eol - v);
+			if (len >= sizeof(value))
+				len = sizeof(value) - 1;
+			memcpy(value, v, len);
+			value[len] = '\0';
+			return value;
+		}
+		p = *eol ? eol + 2 : eol;
+	}
+	return NULL;
+}
+
+struct resp req(const struct srv *s, const char *method, const char *path, const char *auth, const char *body,
+		const char *const *extra_headers)
+{
+	CURL *c = curl_easy_init();
+	struct curl_slist *h = NULL;
+	struct sink b = {0}, hd = {0};
+	struct resp r = {0};
+	char url[2048], authh[4200];
+
+	snprintf(url, sizeof(url), "%s%s", s->base, path);
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT, 30L);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
+	curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_data);
+	curl_easy_setopt(c, CURLOPT_HEADERDATA, &hd);
+	if (auth) {
+		snprintf(authh, sizeof(authh), "Authorization: Bearer %s", auth);
+		h = curl_slist_append(h, authh);
+	}
+	bool has_ct = false;
+	for (const char *const *e = extra_headers; e && *e; e++) {
+		h = curl_slist_append(h, *e);
+		if (strncasecmp(*e, "Content-Type:", 13) == 0)
+			has_ct = true;
+	}
+	if (body) {
+		if (!has_ct)
+			h = curl_slist_append(h, "Content-Type: application/json");
+		curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+		curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
+	}
+	h = curl_slist_append(h, "Expect:");
+	curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+	CURLcode rc = curl_easy_perform(c);
+	if (rc == CURLE_OK) {
+		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r.status);
+	} else {
+		r.status = -1;
+	}
+	r.body = b.buf ? b.buf : strdup("");
+	r.headers = hd.buf ? hd.buf : strdup("");
+	if (b.len) {
+		json_error_t je;
+		r.json = json_loads(r.body, JSON_DECODE_ANY, &je);
+	}
+	curl_slist_free_all(h);
+	curl_easy_cleanup(c);
+	return r;
+}
+
+struct resp reqf(const struct srv *s, const char *method, const char *path, const char *auth, const char *fmt, ...)
+{
+	va_list ap;
+	char *body = NULL;
+	struct resp r;
+
+	va_start(ap, fmt);
+	if (vasprintf(&body, fmt, ap) < 0)
+		body = NULL;
+	va_end(ap);
+	r = req(s, method, path, auth, body, NULL);
+	free(body);
+	return r;
+}
+
+struct tenant tenant_new(const struct srv *s, bool test_mode)
+{
+	struct tenant t = {0};
+	struct resp r = reqf(s, "POST", "/v1/tenants", s->admin, "{\"name\":\"test tenant\",\"test_mode\":%s}",
+			     test_mode ? "true" : "false");
+
+	ck_status(r, 201);
+	snprintf(t.id, sizeof(t.id), "%s", jstr(r.json, "id"));
+	snprintf(t.key, sizeof(t.key), "%s", jstr(r.json, "api_key"));
+	resp_free(&r);
+	return t;
+}
+
+/* ---- JSON paths ---- */
+
+json_t *jpath(json_t *root, const char *path)
+{
+	char buf[512], *save = NULL, *part;
+	json_t *cur = root;
+
+	snprintf(buf, sizeof(buf), "%s", path);
+	for (part = strtok_r(buf, ".", &save); part && cur; part = strtok_r(NULL, ".", &save)) {
+		if (json_is_array(cur)) {
+			char *end;
+			long i = strtol(part, &end, 10);
+			cur = *end ? NULL : json_array_get(cur, (size_t)i);
+		} else {
+			cur = json_object_get(cur, part);
+		}
+	}
+	return cur;
+}
+
+const char *jstr(json_t *root, const char *path)
+{
+	json_t *v = jpath(root, path);
+	ck_assert_msg(json_is_string(v), "expected a string at '%s'", path);
+	return json_string_value(v);
+}
+
+long long jint(json_t *root, const char *path)
+{
+	json_t *v = jpath(root, path);
+	ck_assert_msg(json_is_integer(v), "expected an integer at '%s'", path);
+	return json_integer_value(v);
+}
+
+double jnum(json_t *root, const char *path)
+{
+	json_t *v = jpath(root, path);
+	ck_assert_msg(json_is_number(v), "expected a number at '%s'", path);
+	return json_number_value(v);
+}
+
+/* ---- concurrency ---- */
+
+struct par {
+	pthread_barrier_t barrier;
+	void (*fn)(int, void *);
+	void *arg;
+	int i;
+};
+
+struct par_one {
+	struct par *p;
+	int i;
+};
+
+static void *par_main(void *arg)
+{
+	struct par_one *o = arg;
+	pthread_barrier_wait(&o->p->barrier);
+	o->p->fn(o->i, o->p->arg);
+	return NULL;
+}
+
+void run_parallel(int n, void (*fn)(int i, void *arg), void *arg)
+{
+	struct par p = {.fn = fn, .arg = arg};
+	pthread_t *t = calloc((size_t)n, sizeof(*t));
+	struct par_one *o = calloc((size_t)n, sizeof(*o));
+
+	pthread_barrier_init(&p.barrier, NULL, (unsigned)n);
+	for (int i = 0; i < n; i++) {
+		o[i].p = &p;
+		o[i].i = i;
+		pthread_create(&t[i], NULL, par_main, &o[i]);
+	}
+	for (int i = 0; i < n; i++)
+		pthread_join(t[i], NULL);
+	pthread_barrier_destroy(&p.barrier);
+	free(t);
+	free(o);
+}
+
+/* ---- services ---- */
+
+static char *run_capture(const char *cmd)
+{
+	FILE *f = popen(cmd, "r");
+	char buf[4096];
+	size_t n;
+	char *out;
+
+	if (!f)
+		return NULL;
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	buf[n] = '\0';
+	if (pclose(f) != 0)
+		return NULL;
+	while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == ' '))
+		buf[--n] = '\0';
+	out = strdup(buf);
+	return out;
+}
+
+int redis_cmd(const char *cmd)
+{
+	const char *url = getenv("TOLLGATE_REDIS_URL");
+	char c[1024];
+	int port = 6379;
+	const char *p = url ? strrchr(url, ':') : NULL;
+
+	if (p)
+		port = atoi(p + 1);
+	snprintf(c, sizeof(c), "redis-cli -p %d %s >/dev/null 2>&1", port, cmd);
+	return system(c) == 0 ? 0 : -1;
+}
+
+char *psql(const char *sql)
+{
+	char *cmd = NULL;
+	char *out;
+
+	/* tests write only trusted constant SQL here */
+	if (asprintf(&cmd, "psql -X -A -t -q \"$TOLLGATE_DATABASE_URL\" -c \"%s\"", sql) < 0)
+		return NULL;
+	out = run_capture(cmd);
+	free(cmd);
+	return out;
+}
+
+int run_suite(Suite *s)
+{
+	SRunner *sr = srunner_create(s);
+	int failed;
+
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+	srunner_set_fork_status(sr, CK_NOFORK);
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? 1 : 0;
+}

@@ -1,0 +1,81 @@
+/* harness.h — integration tests: start the real tollgated against the real services, talk HTTP to it. */
+#ifndef TOLLGATE_TEST_HARNESS_H
+#define TOLLGATE_TEST_HARNESS_H
+
+#include <check.h>
+#include <jansson.h>
+#include <stdbool.h>
+#include <sys/types.h>
+
+/*
+ * Needs TOLLGATE_DATABASE_URL and TOLLGATE_REDIS_URL (scripts/test exports
+ * them from its private services) and TOLLGATE_BIN (set by meson). Each test
+ * makes its own tenant, so tests never depend on one another's data.
+ */
+
+struct srv {
+	pid_t pid;
+	int port;
+	char base[64];   /* http://127.0.0.1:port */
+	char admin[64];  /* the admin token it was started with */
+	char log[256];   /* its stderr goes here */
+};
+
+/* Start tollgated on a free port; extra_env is a NULL-terminated list of "NAME=value". Waits for /readyz. */
+void srv_start(struct srv *s, const char *const *extra_env);
+void srv_stop(struct srv *s);  /* SIGTERM, wait */
+void srv_kill9(struct srv *s); /* SIGKILL, wait */
+int free_port(void);
+
+struct resp {
+	long status;
+	char *body;
+	json_t *json;       /* parsed body, NULL if not JSON */
+	char *headers;      /* raw header block */
+};
+void resp_free(struct resp *r);
+/* A header's value (first match, case-insensitive) copied into a static buffer, or NULL. */
+const char *resp_header(const struct resp *r, const char *name);
+
+/* One HTTP request. auth: bearer secret or NULL. body: JSON text or NULL. extra: "Name: value" lines or NULL. */
+struct resp req(const struct srv *s, const char *method, const char *path, const char *auth, const char *body,
+		const char *const *extra_headers);
+/* Same with a printf-formatted body. */
+struct resp reqf(const struct srv *s, const char *method, const char *path, const char *auth, const char *fmt, ...)
+	__attribute__((format(printf, 5, 6)));
+
+/* A new tenant; returns its API key (static storage per call: copy it). test_mode as given. */
+struct tenant {
+	char id[64];
+	char key[128];
+};
+struct tenant tenant_new(const struct srv *s, bool test_mode);
+
+/* Assertions on responses. */
+#define ck_status(r, code)                                                                          \
+	ck_assert_msg((r).status == (code), "expected HTTP %d, got %ld: %s", (code), (r).status,     \
+		      (r).body ? (r).body : "(no body)")
+/* json path helpers: "a.b.0.c" */
+json_t *jpath(json_t *root, const char *path);
+const char *jstr(json_t *root, const char *path);
+long long jint(json_t *root, const char *path);
+double jnum(json_t *root, const char *path);
+/* The error code / param of an error body. */
+#define ck_error(r, code_str, status_code)                                                             \
+	do {                                                                                           \
+		ck_status(r, status_code);                                                             \
+		ck_assert_str_eq(jstr((r).json, "error.code"), code_str);                              \
+	} while (0)
+
+/* Run fn(i, arg) in n threads at once (released together); waits for all. */
+void run_parallel(int n, void (*fn)(int i, void *arg), void *arg);
+
+/* Raw Redis/PostgreSQL access for fault injection and ground truth. */
+int redis_cmd(const char *cmd); /* e.g. "FLUSHALL"; returns 0 on success */
+/* Run SQL through psql and return its output (trimmed, malloc'd) or NULL. */
+char *psql(const char *sql);
+
+/* Standard main: run the suite with the server fixture; returns the exit status. */
+int run_suite(Suite *s);
+
+#endif
