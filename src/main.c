@@ -89,8 +89,9 @@ int main(int argc, char **argv)
 	auth_init(tg_cfg.admin_token, tg_cfg.jwt_secret);
 	if (start_store() < 0)
 		return 1;
-	if (reload_start() < 0) {
-		log_error("cannot start the reload thread", NULL);
+	if (reload_start() < 0 || store_writer_start(tg_cfg.event_batch_max, api_after_commit) < 0 ||
+	    (tg_cfg.worker_enabled && duties_start() < 0)) {
+		log_error("cannot start the background threads", NULL);
 		return 1;
 	}
 
@@ -114,6 +115,8 @@ int main(int argc, char **argv)
 	if (!http) {
 		log_error("cannot serve", "%s", err.message);
 		fprintf(stderr, "tollgated: %s\n", err.message);
+		store_writer_stop();
+		duties_stop();
 		reload_stop();
 		return 1;
 	}
@@ -125,6 +128,8 @@ int main(int argc, char **argv)
 	log_info("shutting down", "signal %d", sig);
 	tg_http_stop(http);
 	api_set_http(NULL);
+	store_writer_stop();
+	duties_stop();
 	reload_stop();
 	store_thread_end();
 	hot_thread_end();

@@ -52,6 +52,22 @@ int api_page(struct tg_req *req, int64_t *limit, const char **starting_after);
 /* Reject query parameters not in allowed. */
 int api_query_only(struct tg_req *req, const char *const *allowed);
 
+/* ---- shared by the resource files ---- */
+struct policy_tenant;
+/* The caller's tenant snapshot (a new reference), loading it if needed; NULL with req->err filled. */
+struct policy_tenant *api_tenant(struct tg_req *req);
+/* Validate and store one limit from an API body (id generated when absent); *row is the stored object. */
+int api_limit_create(struct tg_req *req, const json_t *body, json_t **row);
+/* Fill the rebuilt value of every missing quota counter from the PostgreSQL rollups. Blocking. */
+struct policy_counter;
+struct hot_check;
+int api_rebuild(const char *tenant_id, struct policy_counter *cs, int n, struct tg_error *err);
+/* hot_check_sync with rebuilds of what Redis lost (up to 3 rounds). Blocking; returns the hot_status. */
+int api_check_sync(struct hot_check *hc, struct tg_arena *a, struct tg_error *err);
+/* The writer's after-commit hook: committed usage into the Redis counters, reservations released. */
+struct store_submission;
+void api_after_commit(struct store_submission **subs, int n);
+
 /* ---- replies ---- */
 /* {"data": rows[0..limit), "has_more": more than limit rows} (steals rows). */
 void api_reply_list(struct tg_req *req, json_t *rows, int64_t limit);

@@ -7,6 +7,7 @@
 
 #include "tollgate/error.h"
 #include "tollgate/loop.h"
+#include "tollgate/policy.h"
 
 /*
  * DESIGN: each event loop owns one non-blocking Redis connection (hot/redis.c).
@@ -32,5 +33,51 @@ bool hot_loop_connected(void);
 bool hot_ping(struct tg_error *err);
 /* Close this thread's blocking connection. */
 void hot_thread_end(void);
+
+/* ---- checks ---- */
+
+enum hot_status {
+	HOT_ERROR = -1,   /* Redis unreachable or failed: answer per fail_mode */
+	HOT_MISSING = 0,  /* some quota counters are missing: rebuild them, set init, call again */
+	HOT_DONE = 1,     /* every counter's state is filled; allowed tells whether it was applied */
+};
+
+#define HOT_DRY_RUN 1u
+#define HOT_RESERVE 2u
+
+struct hot_check {
+	const char *tenant_id;
+	const char *customer_id;     /* the reservation's owner */
+	struct policy_counter *cs;
+	int n;
+	int64_t now_ms;              /* the tenant's clock */
+	unsigned flags;
+	const char *reservation_id;  /* with HOT_RESERVE */
+	int64_t reservation_expires_ms;
+	/* results */
+	enum hot_status status;
+	bool allowed;                /* every enforced counter fit (and, unless dry run, all were consumed) */
+};
+
+/* Queue the check on this loop's connection; done(arg) runs on this loop in a later pass.
+ * Returns -1 at once when the connection is down (done is not called). */
+int hot_check_async(struct hot_check *hc, struct tg_arena *arena, void (*done)(void *arg), void *arg);
+/* The same on this thread's blocking connection. Returns hc->status. */
+int hot_check_sync(struct hot_check *hc, struct tg_arena *arena, struct tg_error *err);
+
+/* ---- committed usage (writer thread, blocking connection) ---- */
+
+struct hot_release {
+	const char *customer_id, *reservation_id;
+};
+
+/* Add committed usage to the live counters (quota counters only if present: a missing one is
+ * rebuilt from the rollups, which already include it) and release the named reservations. */
+int hot_apply_usage(const char *tenant_id, const struct policy_counter *cs, int n, int64_t now_ms,
+		    const struct hot_release *rel, int nrel, struct tg_arena *a, struct tg_error *err);
+/* Ids of a tenant's reservations whose expiry (tenant clock) has passed (new reference). */
+int hot_reservations_due(const char *tenant_id, int64_t now_ms, int max, json_t **ret, struct tg_error *err);
+/* The customer holding a reservation, "" when there is no such reservation. */
+int hot_reservation_owner(const char *tenant_id, const char *id, char *customer, size_t size, struct tg_error *err);
 
 #endif

@@ -112,8 +112,10 @@ void tg_req_reply_error(struct tg_req *req);
 void tg_req_add_header(struct tg_req *req, const char *name, const char *value);
 /* Complete a TG_ASYNC request. From any thread; from the owning loop it runs at once. */
 void tg_req_complete(struct tg_req *req);
-/* Mark the request so it is not counted as in flight (for handlers that wait long, e.g. a retry). */
+/* When the request arrived (monotonic µs). */
 int64_t tg_req_started_us(const struct tg_req *req);
+/* Continue a TG_ASYNC request on the worker pool (where blocking is fine): fn(req) runs there. */
+void tg_req_offload(struct tg_req *req, void (*fn)(struct tg_req *req));
 
 typedef int (*tg_authenticate_fn)(const char *authorization, struct tg_principal *ret, struct tg_error *err);
 /* Wraps every non-inline handler (idempotency keys, audit context...): must call req->route->handler. */

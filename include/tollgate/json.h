@@ -50,4 +50,32 @@ json_t *tg_json_obj(const char *key, ...);
 json_t *tg_json_str(const char *s);
 json_t *tg_json_time(int64_t ms); /* RFC 3339 string; ms < 0 → null */
 
+/*
+ * Field validation shared by api/ (request bodies) and policy/ (stored
+ * configuration): each returns 0, or a negative tg_err with err naming the
+ * field (prefix + name, e.g. "on_exceed.dimensions"). Absent fields leave
+ * *ret untouched and return 0 unless required; JSON null is accepted only
+ * where nullable (then *ret = NULL).
+ */
+int tg_jf_only(const json_t *obj, const char *prefix, const char *const *allowed, struct tg_error *err);
+int tg_jf_str(const json_t *obj, const char *prefix, const char *name, bool required, bool nullable, size_t maxlen,
+	      const char **ret, struct tg_error *err);
+int tg_jf_id(const json_t *obj, const char *prefix, const char *name, bool required, bool nullable,
+	     const char **ret, struct tg_error *err);
+int tg_jf_bool(const json_t *obj, const char *prefix, const char *name, bool required, bool *ret, bool *present,
+	       struct tg_error *err);
+int tg_jf_int(const json_t *obj, const char *prefix, const char *name, bool required, int64_t min, int64_t max,
+	      int64_t *ret, bool *present, struct tg_error *err);
+int tg_jf_fixed(const json_t *obj, const char *prefix, const char *name, bool required, tg_fixed *ret,
+		bool *present, struct tg_error *err);
+int tg_jf_enum(const json_t *obj, const char *prefix, const char *name, bool required, const char *const *values,
+	       int *ret, bool *present, struct tg_error *err);
+int tg_jf_object(const json_t *obj, const char *prefix, const char *name, bool required, json_t **ret,
+		 struct tg_error *err);
+int tg_jf_array(const json_t *obj, const char *prefix, const char *name, bool required, json_t **ret,
+		struct tg_error *err);
+/* A 400 invalid_parameter naming prefix+name. */
+int tg_jf_bad(struct tg_error *err, const char *prefix, const char *name, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
 #endif

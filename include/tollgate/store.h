@@ -8,6 +8,7 @@
 
 #include "tollgate/error.h"
 #include "tollgate/fixed.h"
+#include "tollgate/util.h"
 
 /*
  * DESIGN: one PGconn per thread at a time, opened lazily in thread-local
@@ -57,12 +58,8 @@ int store_exec_raw(const char *sql, struct tg_error *err);
 const char *store_last_sqlstate(void);
 
 /* migrations/NNNN_name.sql, compiled into the binary (generated migrations.c), in order. */
-struct store_migration {
-	const char *name;
-	const char *sql;
-};
-extern const struct store_migration store_migrations[];
-extern const size_t store_nmigrations;
+extern const struct tg_embedded store_migrations[];
+extern const size_t store_migrations_count;
 /* Apply the migrations not yet recorded in schema_migrations, under an advisory lock,
  * each in its own transaction: instances starting together apply each exactly once. */
 int store_migrate(struct tg_error *err);
@@ -137,5 +134,116 @@ int store_customers_list(const char *tenant_id, const char *tier, const char *pa
 int store_customer_update(const char *tenant_id, const struct store_customer_fields *f, json_t **ret,
 			  struct tg_error *err);
 int store_customer_delete(const char *tenant_id, const char *id, bool *deleted, struct tg_error *err);
+
+/* ---- configuration (store/config.c) ---- */
+
+/* {tenant:{...}, meters:[spec...], limits:[spec...]} for policy_compile, or *ret = NULL when no such tenant. */
+int store_config_load(const char *tenant_id, json_t **ret, struct tg_error *err);
+int store_tenant_ids(json_t **ret, struct tg_error *err); /* [{"id"}...] */
+
+int store_meter_create(const char *tenant_id, const char *id, const json_t *spec, json_t **ret,
+		       struct tg_error *err);
+int store_meter_get(const char *tenant_id, const char *id, json_t **ret, struct tg_error *err);
+int store_meters_list(const char *tenant_id, const char *starting_after, int64_t limit, json_t **ret,
+		      struct tg_error *err);
+int store_meter_update(const char *tenant_id, const char *id, const json_t *spec, json_t **ret,
+		       struct tg_error *err);
+int store_meter_delete(const char *tenant_id, const char *id, bool *deleted, struct tg_error *err);
+
+struct store_limit_row {
+	const char *id, *kind, *scope, *meter, *tier, *customer_id;
+	const json_t *spec;
+};
+int store_limit_create(const char *tenant_id, const struct store_limit_row *l, json_t **ret, struct tg_error *err);
+int store_limit_get(const char *tenant_id, const char *id, json_t **ret, struct tg_error *err);
+int store_limits_list(const char *tenant_id, const char *scope, const char *tier, const char *customer_id,
+		      const char *meter, const char *starting_after, int64_t limit, json_t **ret, struct tg_error *err);
+int store_limit_update(const char *tenant_id, const struct store_limit_row *l, json_t **ret, struct tg_error *err);
+int store_limit_delete(const char *tenant_id, const char *id, bool *deleted, struct tg_error *err);
+
+/* ---- PostgreSQL array literals for unnest() batches ---- */
+struct store_array {
+	struct tg_buf b;
+	int n;
+};
+void store_array_add(struct store_array *a, const char *s); /* NULL → SQL NULL element */
+const char *store_array_text(struct store_array *a);       /* "{...}" (owned by a) */
+void store_array_release(struct store_array *a);
+
+/* ---- usage (store/usage.c) ---- */
+
+/* A quota counter's value from the rollups: subject ('*' for the platform), meter, [from, to) and a
+ * dimension filter (JSON object text, "{}" for none); agg decides sum, max or latest. */
+int store_usage_value(const char *tenant_id, const char *subject, const char *meter_id, int64_t from_ms,
+		      int64_t to_ms, const char *filter_json, int agg, tg_fixed *ret, struct tg_error *err);
+/* Time series of a meter: buckets of granularity ("hour"|"day"|"month") in [from, to), optionally for one
+ * subject and grouped by dimension keys (JSON array text). Rows {start, end, value, dimensions}. */
+int store_usage_series(const char *tenant_id, const char *subject, const char *meter_id, const char *granularity,
+		       int64_t from_ms, int64_t to_ms, const char *group_by_json, int agg, json_t **ret,
+		       struct tg_error *err);
+int store_events_list(const char *tenant_id, const char *customer_id, const char *type, int64_t from_ms,
+		      int64_t to_ms, const char *starting_after, int64_t limit, json_t **ret, struct tg_error *err);
+/* Customer row for caches: {id, tier, parent_id, parent_tier}; auto_create inserts it with the default tier. */
+int store_customer_resolve(const char *tenant_id, const char *id, bool auto_create, json_t **ret,
+			   struct tg_error *err);
+
+/* ---- the event writer (store/writer.c) ---- */
+
+/*
+ * DESIGN: request threads hand whole submissions (the events of one request)
+ * to a single writer thread through a mutex-protected queue. The writer takes
+ * everything queued (up to TOLLGATE_EVENT_BATCH_MAX events), and commits it in
+ * ONE transaction: customers resolved (and auto-created), event ids claimed
+ * (the unique key makes duplicates count once, even within the batch), events
+ * inserted into their monthly partition, hourly rollups upserted for the
+ * customer, its organisation and the platform. Only after COMMIT does it run
+ * the after-commit hook (Redis counters) and complete each submission, so a
+ * 200 always means durable. A batch that fails on bad data is retried one
+ * submission at a time, so one bad request cannot fail the others.
+ */
+
+enum store_event_result { STORE_EV_PENDING, STORE_EV_ACCEPTED, STORE_EV_DUPLICATE, STORE_EV_REJECTED };
+
+/* What one event adds to one meter's rollups (computed by the caller from the tenant's meters). */
+struct store_contrib {
+	const char *meter_id;
+	const char *dims_json; /* the meter's group_by dimensions of the event, "{}" when none */
+	tg_fixed value;
+	int agg;               /* enum policy_agg */
+};
+
+struct store_event {
+	const char *id, *customer_id, *type;
+	const char *properties_json;
+	const char *meter_id;        /* usage recorded by a consuming check: that meter only */
+	const char *reservation_id, *workflow_id;
+	int64_t ts_ms;
+	struct store_contrib *contribs;
+	int ncontribs;
+	/* set by the writer */
+	enum store_event_result result;
+	const char *reject_code;     /* static: "customer_not_found" */
+	const char *tier, *parent_id, *parent_tier; /* the customer as stored (in the submission's arena) */
+};
+
+struct store_submission {
+	const char *tenant_id;
+	bool auto_create;
+	bool counters_applied;       /* a consuming check already moved the Redis counters */
+	struct store_event *events;
+	int n;
+	struct tg_arena *arena;      /* the owner's; the writer allocates results here while the owner waits */
+	void (*done)(struct store_submission *s); /* on the writer thread, after commit and the hook */
+	void *owner;
+	int rc;                      /* 0 or a negative tg_err with err filled */
+	struct tg_error err;
+	struct store_submission *next;
+};
+
+/* after_commit runs on the writer thread with every committed submission, before their done(). */
+int store_writer_start(int batch_max, void (*after_commit)(struct store_submission **subs, int n));
+void store_writer_submit(struct store_submission *s);
+/* Commit what is queued, then stop the thread. */
+void store_writer_stop(void);
 
 #endif

@@ -82,6 +82,12 @@ int tg_time_parse(const char *s, int64_t *ret_ms);
 int64_t tg_days_from_civil(int64_t y, unsigned m, unsigned d);
 void tg_civil_from_days(int64_t z, int64_t *y, unsigned *m, unsigned *d);
 
+/* Text files compiled into the binary by src/util/embed.py (migrations, Lua scripts). */
+struct tg_embedded {
+	const char *name;
+	const char *text;
+};
+
 /* Parse a whole decimal integer string (no sign unless allow_neg); false on junk or overflow. */
 bool tg_parse_i64(const char *s, int64_t min, int64_t max, int64_t *ret);
 

@@ -23,4 +23,16 @@ int reload_tenant(const char *tenant_id, struct tg_error *err);
 int reload_start(void);
 void reload_stop(void);
 
+/*
+ * DESIGN: one duties thread per instance runs the periodic duties in turn,
+ * once a second: reservation expiry (every tenant's expired holds released
+ * in Redis; releasing twice is a no-op, so instances need no coordination)
+ * and the idempotency-key sweep. Duties that write PostgreSQL take a
+ * transaction-level advisory lock so only one instance runs each at a time.
+ */
+int duties_start(void);
+void duties_stop(void);
+/* One pass of the reservation expiry (exposed for tests); returns how many were released. */
+int duties_expire_reservations(void);
+
 #endif

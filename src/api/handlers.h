@@ -4,17 +4,32 @@
 
 #include "tollgate/http.h"
 
+int api_check(struct tg_req *req);
 int api_customers_create(struct tg_req *req);
 int api_customers_delete(struct tg_req *req);
 int api_customers_get(struct tg_req *req);
 int api_customers_list(struct tg_req *req);
 int api_customers_update(struct tg_req *req);
+int api_customers_usage(struct tg_req *req);
+int api_events_create(struct tg_req *req);
+int api_events_list(struct tg_req *req);
 int api_healthz(struct tg_req *req);
 int api_keys_create(struct tg_req *req);
 int api_keys_delete(struct tg_req *req);
 int api_keys_list(struct tg_req *req);
+int api_limits_create(struct tg_req *req);
+int api_limits_delete(struct tg_req *req);
+int api_limits_get(struct tg_req *req);
+int api_limits_list(struct tg_req *req);
+int api_limits_update(struct tg_req *req);
+int api_meters_create(struct tg_req *req);
+int api_meters_delete(struct tg_req *req);
+int api_meters_get(struct tg_req *req);
+int api_meters_list(struct tg_req *req);
+int api_meters_update(struct tg_req *req);
 int api_metrics(struct tg_req *req);
 int api_readyz(struct tg_req *req);
+int api_reservations_release(struct tg_req *req);
 int api_tenant_get(struct tg_req *req);
 int api_tenant_update(struct tg_req *req);
 int api_tenants_create(struct tg_req *req);
@@ -27,5 +42,6 @@ int api_tiers_get(struct tg_req *req);
 int api_tiers_list(struct tg_req *req);
 int api_tiers_update(struct tg_req *req);
 int api_tokens_create(struct tg_req *req);
+int api_usage_series(struct tg_req *req);
 
 #endif

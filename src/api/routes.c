@@ -32,6 +32,25 @@ const struct tg_route api_routes[] = {
 	R(TG_GET, "/v1/tiers/{id}", api_tiers_get, TG_SCOPE_READ, 0),
 	R(TG_PATCH, "/v1/tiers/{id}", api_tiers_update, TG_SCOPE_ALL, 0),
 	R(TG_DELETE, "/v1/tiers/{id}", api_tiers_delete, TG_SCOPE_ALL, 0),
+
+	R(TG_POST, "/v1/meters", api_meters_create, TG_SCOPE_ALL, 0),
+	R(TG_GET, "/v1/meters", api_meters_list, TG_SCOPE_READ, 0),
+	R(TG_GET, "/v1/meters/{id}", api_meters_get, TG_SCOPE_READ, 0),
+	R(TG_PATCH, "/v1/meters/{id}", api_meters_update, TG_SCOPE_ALL, 0),
+	R(TG_DELETE, "/v1/meters/{id}", api_meters_delete, TG_SCOPE_ALL, 0),
+
+	R(TG_POST, "/v1/limits", api_limits_create, TG_SCOPE_ALL, 0),
+	R(TG_GET, "/v1/limits", api_limits_list, TG_SCOPE_READ, 0),
+	R(TG_GET, "/v1/limits/{id}", api_limits_get, TG_SCOPE_READ, 0),
+	R(TG_PATCH, "/v1/limits/{id}", api_limits_update, TG_SCOPE_ALL, 0),
+	R(TG_DELETE, "/v1/limits/{id}", api_limits_delete, TG_SCOPE_ALL, 0),
+
+	R(TG_POST, "/v1/check", api_check, TG_SCOPE_CHECK, RT_INLINE),
+	R(TG_POST, "/v1/events", api_events_create, TG_SCOPE_CHECK, RT_INLINE),
+	R(TG_GET, "/v1/events", api_events_list, TG_SCOPE_READ, 0),
+	R(TG_POST, "/v1/reservations/{id}/release", api_reservations_release, TG_SCOPE_CHECK, 0),
+	R(TG_GET, "/v1/customers/{id}/usage", api_customers_usage, TG_SCOPE_READ, RT_CUSTOMER),
+	R(TG_GET, "/v1/usage", api_usage_series, TG_SCOPE_READ, 0),
 };
 
 const size_t api_nroutes = sizeof(api_routes) / sizeof(api_routes[0]);

@@ -15,6 +15,7 @@ struct hot_script {
 	const char *source;
 	char sha[41];
 };
+extern struct hot_script hot_script_check, hot_script_usage;
 extern struct hot_script *const hot_scripts[];
 extern const int hot_nscripts;
 void hot_scripts_init(void);
@@ -35,5 +36,21 @@ redisReply *hot_sync_argv(int argc, const char **argv, const size_t *lens, struc
 /* EVALSHA on the blocking connection with NOSCRIPT reload. */
 redisReply *hot_sync_script(const struct hot_script *s, int nkeys, const char **keys, int nargs, const char **args,
 			    struct tg_error *err);
+
+/* Growing KEYS/ARGV lists in an arena. */
+struct hot_argv {
+	const char **v;
+	size_t *len;
+	int n, cap;
+	struct tg_arena *a;
+};
+void hot_argv_push(struct hot_argv *b, const char *s);
+const char *hot_i64(struct tg_arena *a, int64_t v);
+/* The Redis key of a counter (the key layout lives here and in check.c only). */
+const char *hot_counter_key(struct tg_arena *a, const char *tenant, const struct policy_counter *c);
+bool hot_sliding_log(const struct policy_limit *l);
+const char *hot_reservation_key(struct tg_arena *a, const char *tenant, const char *customer, const char *id);
+const char *hot_reservation_index(struct tg_arena *a, const char *tenant);
+const char *hot_reservation_owners(struct tg_arena *a, const char *tenant);
 
 #endif

@@ -59,6 +59,8 @@ struct http_req {
 	bool too_big;
 	bool timed_out;
 	bool suspended;
+	bool in_handler;    /* an inline handler is running: a completion now needs no resume */
+	bool completed;     /* ... and it completed before returning TG_ASYNC */
 	int early_status;   /* routing error found on arrival: 404/405 */
 	unsigned allowed;
 	const char *method_name;
@@ -197,6 +199,30 @@ int64_t tg_req_started_us(const struct tg_req *req)
 	return HR(req)->start_us;
 }
 
+struct offload {
+	void (*fn)(struct tg_req *);
+	struct tg_req *req;
+};
+
+static void run_offload(void *arg)
+{
+	struct offload *o = arg;
+	void (*fn)(struct tg_req *) = o->fn;
+	struct tg_req *req = o->req;
+
+	free(o);
+	fn(req);
+}
+
+void tg_req_offload(struct tg_req *req, void (*fn)(struct tg_req *req))
+{
+	struct offload *o = tg_malloc(sizeof(*o));
+
+	o->fn = fn;
+	o->req = req;
+	tg_pool_submit(HR(req)->hl->srv->pool, run_offload, o);
+}
+
 /* ---- request lifetime ---- */
 
 static void req_unref(struct http_req *r)
@@ -268,6 +294,10 @@ void tg_req_complete(struct tg_req *req)
 {
 	struct http_req *r = HR(req);
 
+	if (r->in_handler && tg_loop_current() == r->hl->loop) {
+		r->completed = true;
+		return;
+	}
 	if (tg_loop_current() == r->hl->loop)
 		complete_on_loop(r);
 	else
@@ -461,8 +491,12 @@ static bool dispatch(struct http_req *r)
 		tg_pool_submit(r->hl->srv->pool, run_blocking, r);
 		return false;
 	}
+	r->in_handler = true;
 	rc = rt->handler(req);
+	r->in_handler = false;
 	if (rc == TG_ASYNC) {
+		if (r->completed)
+			return true; /* it finished without waiting after all */
 		/* the handler queued work that completes on this thread in a later pass */
 		suspend(r);
 		return false;
@@ -650,6 +684,38 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
 	req_unref(r);
 }
 
+static int hex_digit(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* MHD_http_unescape, except that "%00" is left as it is: a decoded NUL would cut the path or a query
+ * value short, so that "/v1/customers/a%00b" would reach the handler as customer "a" */
+static size_t unescape(void *cls, struct MHD_Connection *c, char *s)
+{
+	char *w = s;
+	int hi, lo;
+
+	TG_UNUSED(cls);
+	TG_UNUSED(c);
+	for (const char *r = s; *r;) {
+		if (r[0] == '%' && (hi = hex_digit(r[1])) >= 0 && (lo = hex_digit(r[2])) >= 0 && (hi | lo) != 0) {
+			*w++ = (char)(hi * 16 + lo);
+			r += 3;
+		} else {
+			*w++ = *r++;
+		}
+	}
+	*w = '\0';
+	return (size_t)(w - s);
+}
+
 static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
 	char msg[512];
@@ -767,7 +833,8 @@ static void *loop_main(void *arg)
 				 MHD_OPTION_CONNECTION_LIMIT, srv->opts.conn_limit,
 				 MHD_OPTION_CONNECTION_TIMEOUT, srv->opts.conn_timeout,
 				 MHD_OPTION_CONNECTION_MEMORY_LIMIT, srv->opts.conn_memory,
-				 MHD_OPTION_NOTIFY_COMPLETED, on_completed, hl, MHD_OPTION_END);
+				 MHD_OPTION_NOTIFY_COMPLETED, on_completed, hl,
+				 MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL, MHD_OPTION_END);
 	if (!hl->d) {
 		hl->init_rc = -1;
 	} else {

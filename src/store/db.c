@@ -370,8 +370,8 @@ int store_migrate(struct tg_error *err)
 		rc = store_exec_raw("CREATE TABLE IF NOT EXISTS schema_migrations (version text PRIMARY KEY, "
 				    "applied_at timestamptz NOT NULL DEFAULT now())",
 				    err);
-	for (size_t i = 0; rc == 0 && i < store_nmigrations; i++) {
-		const struct store_migration *m = &store_migrations[i];
+	for (size_t i = 0; rc == 0 && i < store_migrations_count; i++) {
+		const struct tg_embedded *m = &store_migrations[i];
 		char version[5];
 		const char *params[1] = {version};
 		json_t *row;
@@ -386,7 +386,7 @@ int store_migrate(struct tg_error *err)
 		}
 		rc = store_begin(err);
 		if (rc == 0)
-			rc = store_exec_raw(m->sql, err);
+			rc = store_exec_raw(m->text, err);
 		if (rc == 0)
 			rc = store_exec(&q_mig_record, params, NULL, err);
 		if (rc == 0)

@@ -102,7 +102,9 @@ static bool replace_numbers(json_t *v, struct lexemes *lx)
 json_t *tg_json_parse(const char *text, size_t len, bool top_object, struct tg_error *err)
 {
 	json_error_t jerr;
-	size_t flags = JSON_REJECT_DUPLICATES | (top_object ? 0 : JSON_DECODE_ANY);
+	/* INT_AS_REAL: an integer beyond int64 must not fail the whole body ("too big integer"); every
+	 * number is replaced by its exact lexeme below anyway, and the getters name the field it is in */
+	size_t flags = JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL | (top_object ? 0 : JSON_DECODE_ANY);
 	json_t *root;
 	struct lexemes lx = {text, text + len, text};
 

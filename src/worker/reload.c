@@ -6,6 +6,7 @@
 #include "tollgate/auth.h"
 #include "tollgate/hot.h"
 #include "tollgate/log.h"
+#include "tollgate/policy.h"
 #include "tollgate/store.h"
 #include "tollgate/util.h"
 #include "tollgate/worker.h"
@@ -16,16 +17,45 @@ static pthread_t reload_thread;
 static _Atomic bool reload_stopping;
 static bool reload_running;
 
+/* Compile the tenant's configuration and publish it (or drop it when the tenant is gone). */
+static int reload_config(const char *tenant_id, struct tg_error *err)
+{
+	json_t *config;
+	struct policy_tenant *t;
+	int rc = store_config_load(tenant_id, &config, err);
+
+	if (rc < 0)
+		return rc;
+	if (!config) {
+		policy_registry_put(tenant_id, NULL);
+		return 0;
+	}
+	t = policy_compile(config, err);
+	json_decref(config);
+	if (!t)
+		return err->err;
+	policy_registry_put(tenant_id, t);
+	return 0;
+}
+
 int reload_all(struct tg_error *err)
 {
-	json_t *keys;
+	json_t *keys, *ids, *row;
+	size_t i;
 	int rc = store_keys_load(NULL, &keys, err);
 
 	if (rc < 0)
 		return rc;
 	auth_keys_set_all(keys);
 	json_decref(keys);
-	return 0;
+	if ((rc = store_tenant_ids(&ids, err)) < 0)
+		return rc;
+	json_array_foreach(ids, i, row) {
+		if ((rc = reload_config(store_str(row, "id"), err)) < 0)
+			break;
+	}
+	json_decref(ids);
+	return rc;
 }
 
 int reload_tenant(const char *tenant_id, struct tg_error *err)
@@ -37,7 +67,7 @@ int reload_tenant(const char *tenant_id, struct tg_error *err)
 		return rc;
 	auth_keys_set_tenant(tenant_id, keys);
 	json_decref(keys);
-	return 0;
+	return reload_config(tenant_id, err);
 }
 
 static void on_notify(void *arg, const char *channel, const char *payload)
@@ -48,6 +78,16 @@ static void on_notify(void *arg, const char *channel, const char *payload)
 	if (strcmp(channel, "tg_config") == 0) {
 		if (reload_tenant(payload, &err) < 0)
 			log_warn("tenant reload failed", "tenant %s: %s %s", payload, err.message, err.detail);
+	} else if (strcmp(channel, "tg_customer") == 0) {
+		/* "tenant customer": drop it; its next check reads it fresh */
+		const char *sp = strchr(payload, ' ');
+		if (sp) {
+			char tenant[128];
+			size_t n = (size_t)(sp - payload) < sizeof(tenant) - 1 ? (size_t)(sp - payload) : sizeof(tenant) - 1;
+			memcpy(tenant, payload, n);
+			tenant[n] = '\0';
+			policy_customer_forget(tenant, sp + 1);
+		}
 	}
 }
 

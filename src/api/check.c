@@ -1,0 +1,422 @@
+/* check.c — POST /v1/check, the hot path: one Redis round trip, no PostgreSQL, unless a cache is cold. */
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "handlers.h"
+#include "tollgate/api.h"
+#include "tollgate/hot.h"
+#include "tollgate/json.h"
+#include "tollgate/log.h"
+#include "tollgate/metrics.h"
+#include "tollgate/policy.h"
+#include "tollgate/store.h"
+
+/*
+ * DESIGN: the fast path runs on the event loop: parse, find the tenant's
+ * snapshot and the customer in the in-process caches, plan the counters,
+ * queue one check.lua call on the loop's pipelined Redis connection and
+ * return TG_ASYNC; the reply (a later pass of the same loop) composes the
+ * answer. Anything cold — a tenant or customer not cached, a counter Redis
+ * lost — moves the request to the worker pool (slow_path), which reads
+ * PostgreSQL, rebuilds and runs the same script on a blocking connection.
+ * A consuming check that is allowed is recorded as an event through the
+ * event writer and answered only after its commit.
+ */
+
+#define DEFAULT_RESERVATION_TTL 300
+#define MAX_RESERVATION_TTL 86400
+
+struct check {
+	struct tg_req *req;
+	struct policy_tenant *t;
+	struct policy_check chk;
+	struct policy_subject subj;
+	const char *customer_id;
+	const char *workflow_json;
+	struct policy_counter *cs;
+	int n;
+	struct hot_check hc;
+	int64_t now;
+	int64_t rsv_ttl;
+	char rsv_id[TG_SID_BUFSZ];
+	bool degraded;
+	/* a consuming check's usage, on its way to PostgreSQL */
+	struct store_submission sub;
+	struct store_event ev;
+	struct store_contrib contrib;
+};
+
+static struct tg_metric *decisions_metric(const char *code)
+{
+	static struct tg_metric *allow, *warn, *quota, *rate, *unavail, *balance;
+	struct tg_metric **slot = !code ? &allow : !strcmp(code, "warn") ? &warn : !strcmp(code, "quota_exceeded") ? &quota
+				: !strcmp(code, "rate_limited") ? &rate : !strcmp(code, "insufficient_balance") ? &balance : &unavail;
+
+	if (!*slot) {
+		char labels[64];
+		snprintf(labels, sizeof(labels), "code=\"%s\"", code ? code : "allowed");
+		*slot = tg_counter("tollgate_check_decisions_total", "Checks answered, by decision code.", labels);
+	}
+	return *slot;
+}
+
+/* ---- parsing ---- */
+
+static int parse_dims(struct tg_req *req, const json_t *obj, struct policy_check *c)
+{
+	const char *k;
+	json_t *v;
+
+	if (!json_is_object(obj))
+		return api_bad(req, "dimensions", "'dimensions' must be an object of strings");
+	if (json_object_size(obj) > POLICY_MAX_DIMS)
+		return api_bad(req, "dimensions", "at most %d dimensions", POLICY_MAX_DIMS);
+	json_object_foreach((json_t *)obj, k, v) {
+		char param[160];
+		snprintf(param, sizeof(param), "dimensions.%s", k);
+		if (!tg_id_valid(k, strlen(k)))
+			return api_bad(req, "dimensions", "dimension names are ids ([A-Za-z0-9._:@+-], 1 to 128)");
+		if (!json_is_string(v) || tg_json_is_number(v) || json_string_length(v) == 0 || json_string_length(v) > 256)
+			return tg_fail(&req->err, TG_EINVAL, "invalid_parameter", tg_arena_strdup(&req->arena, param),
+				       "dimension '%s' must be a non-empty string of at most 256 bytes", k);
+		c->dims[c->ndims].key = k;
+		c->dims[c->ndims].value = json_string_value(v);
+		c->ndims++;
+	}
+	return 0;
+}
+
+static bool ip_valid(const char *s)
+{
+	unsigned char buf[16];
+	return inet_pton(AF_INET, s, buf) == 1 || inet_pton(AF_INET6, s, buf) == 1;
+}
+
+static int parse(struct tg_req *req, struct check *ck)
+{
+	static const char *const fields[] = {"customer_id", "meter", "amount", "dimensions", "ip", "key", "consume",
+					     "reserve", "reservation_ttl", "dry_run", "workflow", NULL};
+	json_t *body = api_body(req), *dims = NULL, *wf = NULL;
+	struct policy_check *c = &ck->chk;
+	bool has_amount;
+	int rc;
+
+	if (!body)
+		return req->err.err;
+	c->meter = POLICY_REQUESTS;
+	c->amount = TG_FIXED_SCALE;
+	ck->rsv_ttl = DEFAULT_RESERVATION_TTL;
+	if ((rc = api_only(req, body, fields)) < 0 || (rc = api_id(req, body, "customer_id", true, false, &ck->customer_id)) < 0 ||
+	    (rc = api_id(req, body, "meter", false, false, &c->meter)) < 0 ||
+	    (rc = api_fixed(req, body, "amount", false, &c->amount, &has_amount)) < 0 ||
+	    (rc = api_object(req, body, "dimensions", false, &dims)) < 0 ||
+	    (rc = api_str(req, body, "ip", false, true, 64, &c->ip)) < 0 ||
+	    (rc = api_id(req, body, "key", false, true, &c->key)) < 0 ||
+	    (rc = api_bool(req, body, "consume", false, &c->consume, NULL)) < 0 ||
+	    (rc = api_bool(req, body, "reserve", false, &c->reserve, NULL)) < 0 ||
+	    (rc = api_int(req, body, "reservation_ttl", false, 1, MAX_RESERVATION_TTL, &ck->rsv_ttl, NULL)) < 0 ||
+	    (rc = api_bool(req, body, "dry_run", false, &c->dry_run, NULL)) < 0 ||
+	    (rc = api_object(req, body, "workflow", false, &wf)) < 0)
+		return rc;
+	if (c->amount < 0)
+		return api_bad(req, "amount", "'amount' must not be negative");
+	if (c->ip && !ip_valid(c->ip))
+		return api_bad(req, "ip", "'ip' must be an IPv4 or IPv6 address");
+	if (dims && (rc = parse_dims(req, dims, c)) < 0)
+		return rc;
+	if (c->consume && c->reserve)
+		return api_bad(req, "reserve", "a check either consumes or reserves, not both");
+	if (c->reserve && strcmp(c->meter, POLICY_REQUESTS) == 0)
+		return api_bad(req, "reserve", "reserve an amount of a meter, not of requests");
+	if (!has_amount && strcmp(c->meter, POLICY_REQUESTS) != 0 && (c->consume || c->reserve))
+		return tg_fail(&req->err, TG_EINVAL, "missing_parameter", "amount", "'amount' is required to consume or reserve");
+	return 0;
+}
+
+/* ---- answering ---- */
+
+static void add_ratelimit_headers(struct tg_req *req, const struct policy_counter *b, int64_t now)
+{
+	struct policy_ratelimit rl;
+	char lim[TG_FIXED_BUFSZ], rem[TG_FIXED_BUFSZ], buf[512];
+	tg_fixed whole_rem = b ? b->remaining / TG_FIXED_SCALE * TG_FIXED_SCALE : 0;
+
+	if (!b)
+		return;
+	policy_ratelimit(b, now, &rl);
+	tg_fixed_format(rl.limit, lim);
+	tg_fixed_format(whole_rem, rem);
+	tg_req_add_header(req, "RateLimit-Limit", lim);
+	tg_req_add_header(req, "RateLimit-Remaining", rem);
+	snprintf(buf, sizeof(buf), "%lld", (long long)rl.reset_s);
+	tg_req_add_header(req, "RateLimit-Reset", buf);
+	snprintf(buf, sizeof(buf), "\"%s\";q=%s;w=%lld", b->limit->id, lim, (long long)rl.window_s);
+	tg_req_add_header(req, "RateLimit-Policy", buf);
+	snprintf(buf, sizeof(buf), "\"%s\";r=%s;t=%lld", b->limit->id, rem, (long long)rl.reset_s);
+	tg_req_add_header(req, "RateLimit", buf);
+}
+
+static void answer(struct check *ck)
+{
+	struct tg_req *req = ck->req;
+	struct policy_decision d;
+	json_t *limits = json_array(), *warnings = json_array();
+	char buf[32];
+
+	policy_decide(ck->cs, ck->n, ck->now, &d);
+	if (ck->chk.dry_run == false && ck->hc.status == HOT_DONE && ck->hc.allowed != d.allowed && !ck->degraded)
+		log_warn("decision differs from the script's", "customer %s", ck->customer_id);
+	for (int i = 0; i < ck->n; i++)
+		if (ck->cs[i].subject)
+			json_array_append_new(limits, policy_counter_json(&ck->cs[i], ck->now));
+	for (int i = 0; i < d.nwarnings; i++)
+		json_array_append_new(warnings, tg_json_str(tg_arena_printf(&req->arena, "soft limit '%s' exceeded", d.warnings[i])));
+	json_t *body = tg_json_obj(
+		"allowed", json_boolean(d.allowed),
+		"decision", json_string(policy_decision_names[d.decision]),
+		"code", d.code ? json_string(d.code) : json_null(),
+		"customer_id", json_string(ck->customer_id),
+		"retry_after", !d.allowed && d.retry_after_s >= 0 ? json_integer(d.retry_after_s) : json_null(),
+		"binding_limit", d.binding ? json_string(d.binding->limit->id) : json_null(),
+		"limits", limits,
+		"balance", json_null(),
+		"warnings", warnings,
+		"reservation_id", d.allowed && ck->chk.reserve && !ck->chk.dry_run ? json_string(ck->rsv_id) : json_null(),
+		"degraded", json_boolean(ck->degraded),
+		NULL);
+	if (ck->chk.dry_run)
+		json_object_set_new(body, "dry_run", json_true());
+	add_ratelimit_headers(req, d.binding, ck->now);
+	if (!d.allowed && d.retry_after_s >= 0) {
+		snprintf(buf, sizeof(buf), "%lld", (long long)d.retry_after_s);
+		tg_req_add_header(req, "Retry-After", buf);
+	}
+	tg_metric_add(decisions_metric(d.allowed ? (d.decision == DECISION_WARN ? "warn" : NULL) : d.code), 1);
+	tg_req_reply(req, d.allowed ? 200 : 429, body);
+}
+
+static void done(struct check *ck)
+{
+	policy_tenant_unref(ck->t);
+	ck->t = NULL;
+	tg_req_complete(ck->req);
+}
+
+/* Redis is down: fail-open limits let the check through (degraded), fail-closed ones refuse it. */
+static bool unavailable(struct check *ck)
+{
+	for (int i = 0; i < ck->n; i++) {
+		struct policy_counter *c = &ck->cs[i];
+		if (!c->subject)
+			continue;
+		if (!c->limit->fail_open && c->limit->enforcement == ENF_HARD) {
+			tg_fail(&ck->req->err, TG_EUNAVAIL, "unavailable", NULL,
+				"limit '%s' cannot be evaluated right now (fail_mode closed); retry shortly", c->limit->id);
+			tg_req_reply_error(ck->req);
+			tg_metric_add(decisions_metric("unavailable"), 1);
+			return false;
+		}
+		c->allowed = true;
+		c->remaining = c->limit->limit;
+		c->reset_ms = 0;
+	}
+	ck->degraded = true;
+	return true;
+}
+
+static void committed(struct store_submission *sub)
+{
+	struct check *ck = sub->owner;
+	struct tg_error err;
+
+	if (sub->rc < 0) {
+		/* not recorded: take the consumption back out of the live counters, then say so */
+		for (int i = 0; i < ck->n; i++)
+			ck->cs[i].amount = ck->cs[i].consume && ck->cs[i].limit->kind == POLICY_QUOTA ? -ck->cs[i].amount : 0;
+		if (!ck->degraded && hot_apply_usage(ck->hc.tenant_id, ck->cs, ck->n, ck->now, NULL, 0, &ck->req->arena, &err) < 0)
+			log_warn("could not roll back a check's consumption", "%s", err.detail);
+		ck->req->err = sub->err;
+		tg_req_reply_error(ck->req);
+	}
+	done(ck);
+}
+
+static char *dump_to_arena(struct tg_arena *a, json_t *v)
+{
+	char *text = tg_json_dumps(v);
+	char *copy = tg_arena_strdup(a, text);
+
+	free(text);
+	json_decref(v);
+	return copy;
+}
+
+/* Record what an allowed consuming check used, as an event; answer after its commit. */
+static void record(struct check *ck)
+{
+	struct tg_req *req = ck->req;
+	const struct policy_meter *m = policy_meter_find(ck->t, ck->chk.meter);
+	json_t *props = json_object(), *dims = json_object();
+	char id[TG_SID_BUFSZ];
+
+	for (int i = 0; i < ck->chk.ndims; i++) {
+		json_object_set_new(props, ck->chk.dims[i].key, json_string(ck->chk.dims[i].value));
+		for (int g = 0; g < m->ngroup; g++)
+			if (!strcmp(m->group_by[g], ck->chk.dims[i].key))
+				json_object_set_new(dims, ck->chk.dims[i].key, json_string(ck->chk.dims[i].value));
+	}
+	if (m->property)
+		json_object_set_new(props, m->property, tg_json_fixed(ck->chk.amount));
+	tg_sid_new("evt_", id);
+	ck->ev.id = tg_arena_strdup(&req->arena, id);
+	ck->ev.customer_id = ck->customer_id;
+	ck->ev.type = m->event_type;
+	ck->ev.meter_id = m->id;
+	ck->ev.ts_ms = ck->now;
+	ck->ev.properties_json = dump_to_arena(&req->arena, props);
+	ck->ev.workflow_id = ck->workflow_json;
+	ck->contrib.meter_id = m->id;
+	ck->contrib.dims_json = dump_to_arena(&req->arena, dims);
+	ck->contrib.value = ck->chk.amount;
+	ck->contrib.agg = (int)m->agg;
+	ck->ev.contribs = &ck->contrib;
+	ck->ev.ncontribs = 1;
+	ck->sub.tenant_id = req->principal.tenant_id;
+	ck->sub.auto_create = ck->t->auto_create_customers;
+	ck->sub.counters_applied = !ck->degraded;
+	ck->sub.events = &ck->ev;
+	ck->sub.n = 1;
+	ck->sub.arena = &req->arena;
+	ck->sub.done = committed;
+	ck->sub.owner = ck;
+	store_writer_submit(&ck->sub);
+}
+
+/* Every counter's state is known (or Redis is down): decide, answer, record. */
+static void finish(struct check *ck)
+{
+	bool record_it;
+
+	if (ck->hc.status == HOT_ERROR && !unavailable(ck)) {
+		done(ck);
+		return;
+	}
+	answer(ck);
+	record_it = ck->req->status == 200 && ck->chk.consume && !ck->chk.dry_run &&
+		    strcmp(ck->chk.meter, POLICY_REQUESTS) != 0;
+	if (record_it) {
+		record(ck);
+		return;
+	}
+	done(ck);
+}
+
+static void start_hot(struct check *ck, struct tg_arena *a)
+{
+	ck->hc.tenant_id = ck->req->principal.tenant_id;
+	ck->hc.customer_id = ck->customer_id;
+	ck->hc.cs = ck->cs;
+	ck->hc.n = ck->n;
+	ck->hc.now_ms = ck->now;
+	ck->hc.flags = (ck->chk.dry_run ? HOT_DRY_RUN : 0) | (ck->chk.reserve ? HOT_RESERVE : 0);
+	if (ck->chk.reserve) {
+		tg_sid_new("rsv_", ck->rsv_id);
+		ck->hc.reservation_id = ck->rsv_id;
+		ck->hc.reservation_expires_ms = ck->now + ck->rsv_ttl * 1000;
+	}
+	(void)a;
+}
+
+/* The worker-pool path: caches cold or counters missing. Blocking is fine here. */
+static void slow_path(struct tg_req *req)
+{
+	struct check *ck = req->ctx;
+	json_t *row;
+	int rc;
+
+	if (!ck->t && !(ck->t = api_tenant(req))) {
+		tg_req_reply_error(req);
+		done(ck);
+		return;
+	}
+	ck->now = policy_now(ck->t, tg_now_ms());
+	if (!policy_meter_find(ck->t, ck->chk.meter)) {
+		api_bad(req, "meter", "no meter '%s'", ck->chk.meter);
+		tg_req_reply_error(req);
+		done(ck);
+		return;
+	}
+	if (!policy_subject_cached(req->principal.tenant_id, ck->customer_id, &req->arena, &ck->subj)) {
+		rc = store_customer_resolve(req->principal.tenant_id, ck->customer_id, ck->t->auto_create_customers, &row,
+					    &req->err);
+		if (rc == 0 && !row)
+			rc = api_not_found(req, "customer", ck->customer_id);
+		if (rc < 0) {
+			tg_req_reply_error(req);
+			done(ck);
+			return;
+		}
+		memset(&ck->subj, 0, sizeof(ck->subj));
+		ck->subj.customer_id = ck->customer_id;
+		ck->subj.tier = tg_arena_strdup(&req->arena, store_str(row, "tier"));
+		ck->subj.parent_id = tg_arena_strdup(&req->arena, store_str(row, "parent_id"));
+		ck->subj.parent_tier = tg_arena_strdup(&req->arena, store_str(row, "parent_tier"));
+		policy_customer_put(req->principal.tenant_id, ck->customer_id, ck->subj.tier, ck->subj.parent_id);
+		if (ck->subj.parent_id)
+			policy_customer_put(req->principal.tenant_id, ck->subj.parent_id, ck->subj.parent_tier, NULL);
+		json_decref(row);
+	}
+	if (!ck->cs)
+		ck->n = policy_plan(ck->t, &ck->chk, &ck->subj, ck->now, &req->arena, &ck->cs);
+	start_hot(ck, &req->arena);
+	if (ck->n > 0)
+		api_check_sync(&ck->hc, &req->arena, &req->err);
+	else
+		ck->hc.status = HOT_DONE;
+	finish(ck);
+}
+
+static void on_hot(void *arg)
+{
+	struct check *ck = arg;
+
+	if (ck->hc.status == HOT_MISSING) {
+		tg_req_offload(ck->req, slow_path);
+		return;
+	}
+	finish(ck);
+}
+
+int api_check(struct tg_req *req)
+{
+	struct check *ck = tg_arena_alloc(&req->arena, sizeof(*ck));
+	int rc;
+
+	ck->req = req;
+	req->ctx = ck;
+	if ((rc = parse(req, ck)) < 0)
+		return rc;
+	ck->t = policy_registry_get(req->principal.tenant_id);
+	if (!ck->t || !policy_subject_cached(req->principal.tenant_id, ck->customer_id, &req->arena, &ck->subj)) {
+		tg_req_offload(req, slow_path);
+		return TG_ASYNC;
+	}
+	ck->now = policy_now(ck->t, tg_now_ms());
+	if (!policy_meter_find(ck->t, ck->chk.meter)) {
+		policy_tenant_unref(ck->t);
+		return api_bad(req, "meter", "no meter '%s'", ck->chk.meter);
+	}
+	ck->n = policy_plan(ck->t, &ck->chk, &ck->subj, ck->now, &req->arena, &ck->cs);
+	start_hot(ck, &req->arena);
+	if (ck->n == 0) {
+		ck->hc.status = HOT_DONE;
+		finish(ck);
+		return TG_ASYNC;
+	}
+	if (hot_check_async(&ck->hc, &req->arena, on_hot, ck) < 0) {
+		ck->hc.status = HOT_ERROR;
+		finish(ck);
+	}
+	return TG_ASYNC;
+}

@@ -1,0 +1,340 @@
+/* config.c — /v1/meters and /v1/limits: validated by policy/, stored as canonical JSON, live within a second. */
+#include <string.h>
+
+#include "handlers.h"
+#include "tollgate/api.h"
+#include "tollgate/json.h"
+#include "tollgate/policy.h"
+#include "tollgate/store.h"
+#include "tollgate/worker.h"
+
+/* The tenant's current snapshot, loading it when this instance has not seen the tenant yet. */
+struct policy_tenant *api_tenant(struct tg_req *req)
+{
+	struct policy_tenant *t = policy_registry_get(req->principal.tenant_id);
+
+	if (!t && reload_tenant(req->principal.tenant_id, &req->err) == 0)
+		t = policy_registry_get(req->principal.tenant_id);
+	if (!t && req->err.err == TG_OK)
+		tg_fail(&req->err, TG_EUNAVAIL, "tenant_loading", NULL, "the tenant's configuration is not loaded yet; retry");
+	return t;
+}
+
+static int list_reply(struct tg_req *req, int rc, json_t *rows, int64_t limit)
+{
+	if (rc < 0)
+		return rc;
+	api_reply_list(req, rows, limit);
+	return 0;
+}
+
+/* ---- meters ---- */
+
+int api_meters_create(struct tg_req *req)
+{
+	struct policy_meter m;
+	json_t *body = api_body(req), *row;
+	int rc;
+
+	if (!body)
+		return req->err.err;
+	if ((rc = policy_meter_parse(body, &m, &req->err)) < 0)
+		return rc;
+	rc = store_meter_create(req->principal.tenant_id, m.id, m.json, &row, &req->err);
+	policy_meter_release(&m);
+	if (rc < 0)
+		return rc;
+	reload_tenant(req->principal.tenant_id, &req->err);
+	tg_req_reply(req, 201, row);
+	return 0;
+}
+
+int api_meters_list(struct tg_req *req)
+{
+	static const char *const q[] = {"limit", "starting_after", NULL};
+	const char *after;
+	int64_t limit;
+	json_t *rows = NULL;
+	int rc;
+
+	if ((rc = api_query_only(req, q)) < 0 || (rc = api_page(req, &limit, &after)) < 0)
+		return rc;
+	rc = store_meters_list(req->principal.tenant_id, after, limit, &rows, &req->err);
+	return list_reply(req, rc, rows, limit);
+}
+
+int api_meters_get(struct tg_req *req)
+{
+	const char *id;
+	json_t *row;
+	int rc;
+
+	if (api_path_id(req, 0, &id) < 0)
+		return api_not_found(req, "meter", req->params[0]);
+	if (strcmp(id, POLICY_REQUESTS) == 0) {
+		struct policy_tenant *t = api_tenant(req);
+		if (!t)
+			return req->err.err;
+		tg_req_reply(req, 200, json_deep_copy(t->requests.json));
+		policy_tenant_unref(t);
+		return 0;
+	}
+	if ((rc = store_meter_get(req->principal.tenant_id, id, &row, &req->err)) < 0)
+		return rc;
+	if (!row)
+		return api_not_found(req, "meter", id);
+	tg_req_reply(req, 200, row);
+	return 0;
+}
+
+/* A merge patch: fields in body replace the stored ones; null removes one. */
+static json_t *merged(const json_t *stored, const json_t *body)
+{
+	json_t *spec = json_deep_copy(stored);
+	const char *k;
+	json_t *v;
+
+	json_object_del(spec, "created_at");
+	json_object_del(spec, "updated_at");
+	json_object_foreach((json_t *)body, k, v) {
+		if (json_is_null(v))
+			json_object_del(spec, k);
+		else
+			json_object_set(spec, k, v);
+	}
+	return spec;
+}
+
+static int immutable(struct tg_req *req, const json_t *body, const json_t *stored, const char *field)
+{
+	json_t *v = json_object_get(body, field);
+
+	if (v && !json_equal(v, json_object_get(stored, field)))
+		return api_bad(req, field, "'%s' cannot be changed; create a new object instead", field);
+	return 0;
+}
+
+int api_meters_update(struct tg_req *req)
+{
+	const char *id;
+	struct policy_meter m;
+	json_t *body = api_body(req), *stored, *spec, *row;
+	int rc;
+
+	if (api_path_id(req, 0, &id) < 0)
+		return api_not_found(req, "meter", req->params[0]);
+	if (!body)
+		return req->err.err;
+	if ((rc = store_meter_get(req->principal.tenant_id, id, &stored, &req->err)) < 0)
+		return rc;
+	if (!stored)
+		return api_not_found(req, "meter", id);
+	if ((rc = immutable(req, body, stored, "id")) < 0 || (rc = immutable(req, body, stored, "aggregation")) < 0) {
+		json_decref(stored);
+		return rc;
+	}
+	spec = merged(stored, body);
+	json_decref(stored);
+	rc = policy_meter_parse(spec, &m, &req->err);
+	json_decref(spec);
+	if (rc < 0)
+		return rc;
+	rc = store_meter_update(req->principal.tenant_id, id, m.json, &row, &req->err);
+	policy_meter_release(&m);
+	if (rc < 0)
+		return rc;
+	if (!row)
+		return api_not_found(req, "meter", id);
+	reload_tenant(req->principal.tenant_id, &req->err);
+	tg_req_reply(req, 200, row);
+	return 0;
+}
+
+int api_meters_delete(struct tg_req *req)
+{
+	const char *id;
+	bool deleted;
+	int rc;
+
+	if (api_path_id(req, 0, &id) < 0)
+		return api_not_found(req, "meter", req->params[0]);
+	if (strcmp(id, POLICY_REQUESTS) == 0)
+		return tg_fail(&req->err, TG_EINVAL, "reserved_id", NULL, "the built-in requests meter cannot be deleted");
+	if ((rc = store_meter_delete(req->principal.tenant_id, id, &deleted, &req->err)) < 0)
+		return rc;
+	if (!deleted)
+		return api_not_found(req, "meter", id);
+	reload_tenant(req->principal.tenant_id, &req->err);
+	tg_req_reply(req, 200, tg_json_obj("id", json_string(id), "deleted", json_true(), NULL));
+	return 0;
+}
+
+/* ---- limits ---- */
+
+/* Rules that need the tenant as a whole, beyond one limit's own fields. */
+static int limit_rules(struct tg_req *req, const struct policy_limit *l)
+{
+	const struct policy_meter *m = l->meter;
+
+	/* a quota's filter must name dimensions the meter's rollups keep, or a rebuilt counter would miss them */
+	if (l->kind == POLICY_QUOTA && m && m->event_type) {
+		for (int i = 0; i < l->nfilter; i++) {
+			bool kept = false;
+			for (int g = 0; g < m->ngroup; g++)
+				kept |= strcmp(m->group_by[g], l->filter[i].key) == 0;
+			if (!kept)
+				return api_bad(req, "filter",
+					       "dimension '%s' is not in meter '%s' group_by; add it there first",
+					       l->filter[i].key, m->id);
+		}
+	}
+	return 0;
+}
+
+static int limit_store(struct tg_req *req, const json_t *spec, bool create, json_t **row)
+{
+	struct policy_limit l;
+	struct policy_tenant *t = api_tenant(req);
+	int rc;
+
+	if (!t)
+		return req->err.err;
+	rc = policy_limit_parse(spec, t, &l, &req->err);
+	policy_tenant_unref(t);
+	if (rc < 0)
+		return rc;
+	if ((rc = limit_rules(req, &l)) < 0) {
+		policy_limit_release(&l);
+		return rc;
+	}
+	struct store_limit_row r = {
+		.id = l.id,
+		.kind = policy_kind_names[l.kind],
+		.scope = policy_scope_names[l.scope],
+		.meter = l.meter ? l.meter->id : NULL,
+		.tier = l.tier,
+		.customer_id = l.customer_id,
+		.spec = l.json,
+	};
+	rc = create ? store_limit_create(req->principal.tenant_id, &r, row, &req->err)
+		    : store_limit_update(req->principal.tenant_id, &r, row, &req->err);
+	policy_limit_release(&l);
+	if (rc == 0)
+		reload_tenant(req->principal.tenant_id, &req->err);
+	return rc;
+}
+
+/* Create a limit from a body; used by POST /v1/limits and POST /v1/tiers' "limits". */
+int api_limit_create(struct tg_req *req, const json_t *body, json_t **row)
+{
+	json_t *spec = json_deep_copy(body);
+	char id[TG_SID_BUFSZ];
+	int rc;
+
+	if (!json_object_get(spec, "id")) {
+		tg_sid_new("lim_", id);
+		json_object_set_new(spec, "id", json_string(id));
+	}
+	rc = limit_store(req, spec, true, row);
+	json_decref(spec);
+	return rc;
+}
+
+int api_limits_create(struct tg_req *req)
+{
+	json_t *body = api_body(req), *row;
+	int rc;
+
+	if (!body)
+		return req->err.err;
+	if ((rc = api_limit_create(req, body, &row)) < 0)
+		return rc;
+	tg_req_reply(req, 201, row);
+	return 0;
+}
+
+int api_limits_list(struct tg_req *req)
+{
+	static const char *const q[] = {"limit", "starting_after", "scope", "tier", "customer_id", "meter", NULL};
+	const char *after, *tier = NULL, *customer = NULL, *meter = NULL, *scope = tg_req_query(req, "scope");
+	int64_t limit;
+	json_t *rows = NULL;
+	int rc;
+
+	if ((rc = api_query_only(req, q)) < 0 || (rc = api_page(req, &limit, &after)) < 0 ||
+	    (rc = api_query_id(req, "tier", &tier)) < 0 || (rc = api_query_id(req, "customer_id", &customer)) < 0 ||
+	    (rc = api_query_id(req, "meter", &meter)) < 0)
+		return rc;
+	if (scope) {
+		bool ok = false;
+		for (int i = 0; policy_scope_names[i]; i++)
+			ok |= strcmp(scope, policy_scope_names[i]) == 0;
+		if (!ok)
+			return api_bad(req, "scope", "'scope' must be one of: platform, default, tier, customer");
+	}
+	rc = store_limits_list(req->principal.tenant_id, scope, tier, customer, meter, after, limit, &rows, &req->err);
+	return list_reply(req, rc, rows, limit);
+}
+
+int api_limits_get(struct tg_req *req)
+{
+	const char *id;
+	json_t *row;
+	int rc;
+
+	if (api_path_id(req, 0, &id) < 0)
+		return api_not_found(req, "limit", req->params[0]);
+	if ((rc = store_limit_get(req->principal.tenant_id, id, &row, &req->err)) < 0)
+		return rc;
+	if (!row)
+		return api_not_found(req, "limit", id);
+	tg_req_reply(req, 200, row);
+	return 0;
+}
+
+int api_limits_update(struct tg_req *req)
+{
+	const char *id;
+	json_t *body = api_body(req), *stored, *spec, *row = NULL;
+	int rc;
+
+	if (api_path_id(req, 0, &id) < 0)
+		return api_not_found(req, "limit", req->params[0]);
+	if (!body)
+		return req->err.err;
+	if ((rc = store_limit_get(req->principal.tenant_id, id, &stored, &req->err)) < 0)
+		return rc;
+	if (!stored)
+		return api_not_found(req, "limit", id);
+	if ((rc = immutable(req, body, stored, "id")) < 0 || (rc = immutable(req, body, stored, "kind")) < 0) {
+		json_decref(stored);
+		return rc;
+	}
+	spec = merged(stored, body);
+	json_decref(stored);
+	rc = limit_store(req, spec, false, &row);
+	json_decref(spec);
+	if (rc < 0)
+		return rc;
+	if (!row)
+		return api_not_found(req, "limit", id);
+	tg_req_reply(req, 200, row);
+	return 0;
+}
+
+int api_limits_delete(struct tg_req *req)
+{
+	const char *id;
+	bool deleted;
+	int rc;
+
+	if (api_path_id(req, 0, &id) < 0)
+		return api_not_found(req, "limit", req->params[0]);
+	if ((rc = store_limit_delete(req->principal.tenant_id, id, &deleted, &req->err)) < 0)
+		return rc;
+	if (!deleted)
+		return api_not_found(req, "limit", id);
+	reload_tenant(req->principal.tenant_id, &req->err);
+	tg_req_reply(req, 200, tg_json_obj("id", json_string(id), "deleted", json_true(), NULL));
+	return 0;
+}

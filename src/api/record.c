@@ -1,0 +1,147 @@
+/* record.c — between PostgreSQL and Redis: rebuilding lost counters, committed usage into live counters. */
+#include <string.h>
+
+#include "tollgate/api.h"
+#include "tollgate/hot.h"
+#include "tollgate/json.h"
+#include "tollgate/log.h"
+#include "tollgate/policy.h"
+#include "tollgate/store.h"
+
+/* Fill init for every missing quota counter from the rollups (the truth Redis caches). Blocking. */
+int api_rebuild(const char *tenant_id, struct policy_counter *cs, int n, struct tg_error *err)
+{
+	for (int i = 0; i < n; i++) {
+		struct policy_counter *c = &cs[i];
+		const struct policy_limit *l = c->limit;
+		json_t *filter;
+		char *text;
+		int rc;
+
+		if (!c->missing)
+			continue;
+		filter = json_object();
+		for (int f = 0; f < l->nfilter; f++)
+			json_object_set_new(filter, l->filter[f].key, json_string(l->filter[f].value));
+		text = tg_json_dumps(filter);
+		json_decref(filter);
+		rc = store_usage_value(tenant_id, c->subject_kind == SUBJECT_PLATFORM ? "*" : c->subject, l->meter->id,
+				       c->period_start_ms, c->period_end_ms, text, (int)l->meter->agg, &c->init, err);
+		free(text);
+		if (rc < 0)
+			return rc;
+		c->has_init = true;
+		c->missing = false;
+	}
+	return 0;
+}
+
+/* A check of these counters on this thread's blocking connection, rebuilding what Redis lost. */
+int api_check_sync(struct hot_check *hc, struct tg_arena *a, struct tg_error *err)
+{
+	for (int attempt = 0; attempt < 3; attempt++) {
+		int st = hot_check_sync(hc, a, err);
+		if (st != HOT_MISSING)
+			return st;
+		if (api_rebuild(hc->tenant_id, hc->cs, hc->n, err) < 0)
+			return HOT_ERROR;
+	}
+	tg_fail(err, TG_EUNAVAIL, "counters_unavailable", NULL, "usage counters could not be loaded; retry");
+	return HOT_ERROR;
+}
+
+/* The dimensions an event carries (its string properties). */
+static int event_dims(const struct store_event *e, struct policy_dim *dims, json_t **props)
+{
+	const char *k;
+	json_t *v;
+	struct tg_error err;
+	int n = 0;
+
+	*props = tg_json_parse(e->properties_json, strlen(e->properties_json), true, &err);
+	if (!*props)
+		return 0;
+	json_object_foreach(*props, k, v) {
+		if (n < POLICY_MAX_DIMS && json_is_string(v) && !tg_json_is_number(v)) {
+			dims[n].key = k;
+			dims[n].value = json_string_value(v);
+			n++;
+		}
+	}
+	return n;
+}
+
+/* Counters one committed event moves: its meters' quotas for the customer, organisation and platform,
+ * in the periods its timestamp falls in. */
+static int event_counters(const struct policy_tenant *t, const struct store_event *e, struct tg_arena *a,
+			  struct policy_counter *out, int max)
+{
+	struct policy_subject s = {.customer_id = e->customer_id, .tier = e->tier, .parent_id = e->parent_id,
+				   .parent_tier = e->parent_tier};
+	struct policy_check c = {0};
+	json_t *props;
+	int total = 0;
+
+	c.ndims = event_dims(e, c.dims, &props);
+	for (int k = 0; k < e->ncontribs && total < max; k++) {
+		const struct policy_meter *m = policy_meter_find(t, e->contribs[k].meter_id);
+		struct policy_counter *cs;
+		if (!m)
+			continue;
+		c.meter = m->id;
+		c.amount = e->contribs[k].value;
+		c.consume = true;
+		int n = policy_plan(t, &c, &s, e->ts_ms, a, &cs);
+		for (int i = 0; i < n && total < max; i++) {
+			/* the plan also lists the requests meter (an event is not a request), and rate limits
+			 * are admission control, moved by checks only: an event feeding them too would count a
+			 * checked-then-recorded call twice */
+			if (cs[i].limit->meter != m || cs[i].limit->kind != POLICY_QUOTA)
+				continue;
+			out[total++] = cs[i];
+		}
+	}
+	json_decref(props);
+	return total;
+}
+
+void api_after_commit(struct store_submission **subs, int n)
+{
+	for (int s = 0; s < n; s++) {
+		struct store_submission *sub = subs[s];
+		struct policy_tenant *t;
+		struct tg_arena a;
+		struct tg_error err;
+		struct policy_counter *cs;
+		struct hot_release *rel;
+		int ncs = 0, nrel = 0;
+		int max = 64 * (sub->n + 1);
+
+		if (sub->rc < 0)
+			continue;
+		t = policy_registry_get(sub->tenant_id);
+		if (!t)
+			continue;
+		tg_arena_init(&a);
+		cs = tg_arena_alloc(&a, sizeof(*cs) * (size_t)max);
+		rel = tg_arena_alloc(&a, sizeof(*rel) * (size_t)(sub->n + 1));
+		for (int i = 0; i < sub->n; i++) {
+			const struct store_event *e = &sub->events[i];
+			if (e->result != STORE_EV_ACCEPTED)
+				continue;
+			if (!sub->counters_applied)
+				ncs += event_counters(t, e, &a, cs + ncs, max - ncs);
+			if (e->reservation_id) {
+				rel[nrel].customer_id = e->customer_id;
+				rel[nrel].reservation_id = e->reservation_id;
+				nrel++;
+			}
+		}
+		/* the rollups already hold this usage: a failure here only delays the counters until they are
+		 * rebuilt, it loses nothing */
+		if (hot_apply_usage(sub->tenant_id, cs, ncs, policy_now(t, tg_now_ms()), rel, nrel, &a, &err) < 0)
+			log_warn("live counters not updated", "tenant %s: %s", sub->tenant_id, err.detail);
+		tg_arena_release(&a);
+		policy_tenant_unref(t);
+	}
+}

@@ -1,0 +1,229 @@
+/* usage.c — usage reads (a customer's live limits, time series, CSV) and reservation release. */
+#include <stdio.h>
+#include <string.h>
+
+#include "handlers.h"
+#include "tollgate/api.h"
+#include "tollgate/hot.h"
+#include "tollgate/json.h"
+#include "tollgate/policy.h"
+#include "tollgate/store.h"
+
+/* Resolve a customer for reads (no auto-creation): 404 when unknown. */
+static int subject(struct tg_req *req, const char *id, struct policy_subject *s)
+{
+	json_t *row;
+	int rc = store_customer_resolve(req->principal.tenant_id, id, false, &row, &req->err);
+
+	if (rc < 0)
+		return rc;
+	if (!row)
+		return api_not_found(req, "customer", id);
+	memset(s, 0, sizeof(*s));
+	s->customer_id = id;
+	s->tier = tg_arena_strdup(&req->arena, store_str(row, "tier"));
+	s->parent_id = tg_arena_strdup(&req->arena, store_str(row, "parent_id"));
+	s->parent_tier = tg_arena_strdup(&req->arena, store_str(row, "parent_tier"));
+	json_decref(row);
+	return 0;
+}
+
+/* Every limit that applies to a customer, with live state read by a dry run (nothing is consumed). */
+int api_customers_usage(struct tg_req *req)
+{
+	struct policy_tenant *t;
+	struct policy_subject s;
+	struct policy_counter *cs;
+	struct hot_check hc = {0};
+	const char *id;
+	json_t *limits;
+	int n, rc;
+
+	if (api_path_id(req, 0, &id) < 0)
+		return api_not_found(req, "customer", req->params[0]);
+	if (!(t = api_tenant(req)))
+		return req->err.err;
+	if ((rc = subject(req, id, &s)) < 0)
+		goto out;
+	hc.now_ms = policy_now(t, tg_now_ms());
+	n = policy_plan_all(t, &s, hc.now_ms, &req->arena, &cs);
+	hc.tenant_id = req->principal.tenant_id;
+	hc.customer_id = id;
+	hc.cs = cs;
+	hc.n = n;
+	hc.flags = HOT_DRY_RUN;
+	if (n > 0 && api_check_sync(&hc, &req->arena, &req->err) == HOT_ERROR) {
+		rc = req->err.err ? req->err.err
+				  : tg_fail(&req->err, TG_EUNAVAIL, "redis_unavailable", NULL, "live usage is unavailable; retry");
+		goto out;
+	}
+	limits = json_array();
+	for (int i = 0; i < n; i++) {
+		/* per-ip and per-key limits have no state of one customer: listed without it */
+		if (cs[i].subject_kind == SUBJECT_IP || cs[i].subject_kind == SUBJECT_KEY)
+			cs[i].subject = NULL;
+		json_array_append_new(limits, policy_counter_json(&cs[i], hc.now_ms));
+	}
+	tg_req_reply(req, 200, tg_json_obj("customer_id", json_string(id), "tier", tg_json_str(s.tier), "organization_id",
+					    tg_json_str(s.parent_id), "limits", limits, "balance", json_null(), NULL));
+	rc = 0;
+out:
+	policy_tenant_unref(t);
+	return rc;
+}
+
+static bool wants_csv(struct tg_req *req)
+{
+	const char *format = tg_req_query(req, "format");
+	const char *accept = tg_req_header(req, "Accept");
+
+	if (format)
+		return strcmp(format, "csv") == 0;
+	return accept && strstr(accept, "text/csv") != NULL;
+}
+
+static void csv_field(struct tg_buf *b, const char *s)
+{
+	bool quote = strpbrk(s, ",\"\r\n") != NULL;
+
+	if (!quote) {
+		tg_buf_adds(b, s);
+		return;
+	}
+	tg_buf_addc(b, '"');
+	for (; *s; s++) {
+		if (*s == '"')
+			tg_buf_addc(b, '"');
+		tg_buf_addc(b, *s);
+	}
+	tg_buf_addc(b, '"');
+}
+
+static void reply_csv(struct tg_req *req, json_t *rows, const char **group, int ngroup)
+{
+	struct tg_buf b = TG_BUF_INIT;
+	size_t i;
+	json_t *row;
+
+	tg_buf_adds(&b, "start,end");
+	for (int g = 0; g < ngroup; g++) {
+		tg_buf_addc(&b, ',');
+		csv_field(&b, group[g]);
+	}
+	tg_buf_adds(&b, ",value\r\n");
+	json_array_foreach(rows, i, row) {
+		char num[TG_FIXED_BUFSZ];
+		tg_buf_addf(&b, "%s,%s", store_str(row, "start"), store_str(row, "end"));
+		for (int g = 0; g < ngroup; g++) {
+			const char *v = json_string_value(json_object_get(json_object_get(row, "dimensions"), group[g]));
+			tg_buf_addc(&b, ',');
+			csv_field(&b, v ? v : "");
+		}
+		tg_fixed_format(store_get_fixed(row, "value", 0), num);
+		tg_buf_addf(&b, ",%s\r\n", num);
+	}
+	tg_req_reply_raw(req, 200, "text/csv; charset=utf-8", b.buf, b.len);
+	tg_buf_release(&b);
+}
+
+int api_usage_series(struct tg_req *req)
+{
+	static const char *const q[] = {"meter", "customer_id", "group_by", "granularity", "from", "to", "format", NULL};
+	static const char *const grains[] = {"hour", "day", "month", NULL};
+	const char *meter = NULL, *customer = NULL, *gb = tg_req_query(req, "group_by");
+	const char *grain = tg_req_query(req, "granularity"), *format = tg_req_query(req, "format");
+	const char *group[POLICY_MAX_DIMS];
+	int ngroup = 0;
+	int64_t to = tg_now_ms(), from;
+	bool has_from, has_to;
+	struct policy_tenant *t;
+	struct store_array ga = {0};
+	json_t *rows = NULL;
+	int rc;
+
+	if ((rc = api_query_only(req, q)) < 0 || (rc = api_query_id(req, "meter", &meter)) < 0 ||
+	    (rc = api_query_id(req, "customer_id", &customer)) < 0)
+		return rc;
+	if (!meter)
+		return tg_fail(&req->err, TG_EINVAL, "missing_parameter", "meter", "'meter' is required");
+	if (format && strcmp(format, "csv") != 0 && strcmp(format, "json") != 0)
+		return api_bad(req, "format", "'format' must be csv or json");
+	if (!grain)
+		grain = "day";
+	bool ok = false;
+	for (int i = 0; grains[i]; i++)
+		ok |= strcmp(grain, grains[i]) == 0;
+	if (!ok)
+		return api_bad(req, "granularity", "'granularity' must be hour, day or month");
+	if (!(t = api_tenant(req)))
+		return req->err.err;
+	const struct policy_meter *m = policy_meter_find(t, meter);
+	if (!m || m == &t->requests) {
+		policy_tenant_unref(t);
+		return api_bad(req, "meter", m ? "usage series exist for event meters, not for requests" : "no meter '%s'", meter);
+	}
+	if (gb && gb[0]) {
+		char *copy = tg_arena_strdup(&req->arena, gb), *save = NULL;
+		for (char *k = strtok_r(copy, ",", &save); k; k = strtok_r(NULL, ",", &save)) {
+			bool known = false;
+			for (int g = 0; g < m->ngroup; g++)
+				known |= strcmp(m->group_by[g], k) == 0;
+			if (!known || ngroup >= POLICY_MAX_DIMS) {
+				policy_tenant_unref(t);
+				return api_bad(req, "group_by", "'%s' is not one of meter '%s' group_by dimensions", k, meter);
+			}
+			group[ngroup++] = k;
+		}
+	}
+	int agg = (int)m->agg;
+	policy_tenant_unref(t);
+	if ((rc = api_query_time(req, "to", &to, &has_to)) < 0)
+		return rc;
+	from = to - (strcmp(grain, "hour") == 0 ? INT64_C(86400000) : strcmp(grain, "day") == 0 ? INT64_C(30) * 86400000
+											      : INT64_C(365) * 86400000);
+	if ((rc = api_query_time(req, "from", &from, &has_from)) < 0)
+		return rc;
+	if (from >= to)
+		return api_bad(req, "from", "'from' must be before 'to'");
+	for (int g = 0; g < ngroup; g++)
+		store_array_add(&ga, group[g]);
+	rc = store_usage_series(req->principal.tenant_id, customer ? customer : "*", meter, grain, from, to,
+				store_array_text(&ga), agg, &rows, &req->err);
+	store_array_release(&ga);
+	if (rc < 0)
+		return rc;
+	if (wants_csv(req))
+		reply_csv(req, rows, group, ngroup);
+	else
+		tg_req_reply(req, 200, tg_json_obj("meter", json_string(meter), "customer_id", tg_json_str(customer),
+						    "granularity", json_string(grain), "data", json_incref(rows), NULL));
+	json_decref(rows);
+	return 0;
+}
+
+int api_reservations_release(struct tg_req *req)
+{
+	char customer[TG_ID_MAX + 1];
+	struct hot_release rel;
+	struct policy_tenant *t;
+	const char *id = req->nparams ? req->params[0] : "";
+	int rc;
+
+	if (strncmp(id, "rsv_", 4) != 0 || !tg_id_valid(id, strlen(id)))
+		return api_not_found(req, "reservation", id);
+	if ((rc = hot_reservation_owner(req->principal.tenant_id, id, customer, sizeof(customer), &req->err)) < 0)
+		return rc;
+	if (!customer[0])
+		return api_not_found(req, "reservation", id);
+	if (!(t = api_tenant(req)))
+		return req->err.err;
+	rel.customer_id = customer;
+	rel.reservation_id = id;
+	rc = hot_apply_usage(req->principal.tenant_id, NULL, 0, policy_now(t, tg_now_ms()), &rel, 1, &req->arena, &req->err);
+	policy_tenant_unref(t);
+	if (rc < 0)
+		return rc;
+	tg_req_reply(req, 200, tg_json_obj("id", json_string(id), "customer_id", json_string(customer), "released",
+					    json_true(), NULL));
+	return 0;
+}

@@ -1,0 +1,191 @@
+-- check.lua: test every counter of one check, then consume all or nothing.
+-- KEYS[1..n]: counter keys; when reserving KEYS[n+1] the reservation's hash (counter key → amount held),
+-- KEYS[n+2] the tenant's expiry index (zset id → expiry), KEYS[n+3] the tenant's owner map (id → customer).
+-- ARGV[1] now_ms, ARGV[2] flags ("d" dry run, "r" reserve), ARGV[3] reservation expiry ms,
+-- ARGV[4] reservation id, ARGV[5] its customer, ARGV[6] n, then 6 per counter: type, limit, amount, p1, p2, flags.
+--   q  (quota)          p1 = ttl ms (0: none), p2 = rebuilt value ("" = unknown)
+--   tb (token bucket)   limit = capacity, p1 = refill amount per window, p2 = window ms
+--   sl (sliding log)    p1 = window ms
+--   sw (sliding window, 100 sub-buckets) p1 = window ms
+-- flags: c consume when allowed, r reserve when allowed, e enforced (hard), i insert-if-missing only
+-- Amounts are integers in micro-units. Returns {status, then 4 per counter: fits, a, b, c}:
+--   status 1 allowed (and applied), 0 denied (nothing applied), -1 counters missing (then their indexes).
+local now = tonumber(ARGV[1])
+local dry = string.find(ARGV[2], 'd', 1, true) ~= nil
+local n = tonumber(ARGV[6])
+local st = {}
+local missing = {}
+local deny = false
+local SUB = 100
+
+local function tb_state(key, cap, rate_amt, win)
+  local v = redis.call('HMGET', key, 't', 'ts')
+  local t, ts = tonumber(v[1]), tonumber(v[2])
+  if not t then return cap, now end
+  if now > ts then
+    t = t + math.floor((now - ts) * rate_amt / win)
+    if t > cap then t = cap end
+    ts = now
+  end
+  return t, ts
+end
+
+local function sw_state(key, win)
+  local b = win / SUB
+  local idx = math.floor(now / b)
+  local v = redis.call('HMGET', key, 't', 'o')
+  local total, oldest = tonumber(v[1]) or 0, tonumber(v[2]) or idx
+  local drop = {}
+  if idx - oldest > 2 * SUB then
+    return 0, idx, {}, true
+  end
+  for j = oldest, idx - SUB - 1 do
+    local c = tonumber(redis.call('HGET', key, 'b' .. j) or '0')
+    total = total - c
+    drop[#drop + 1] = 'b' .. j
+  end
+  local edge = idx - SUB
+  local ec = tonumber(redis.call('HGET', key, 'b' .. edge) or '0')
+  local f = ((edge + 1) * b - (now - win)) / b
+  if f < 0 then f = 0 end
+  local est = total - ec + math.floor(ec * f)
+  return est, idx, drop, false, total, ec, b
+end
+
+for i = 1, n do
+  local base = 6 + (i - 1) * 6
+  local kind, limit, amt = ARGV[base + 1], tonumber(ARGV[base + 2]), tonumber(ARGV[base + 3])
+  local p1, p2, fl = ARGV[base + 4], ARGV[base + 5], ARGV[base + 6]
+  local key = KEYS[i]
+  local s = {kind = kind, limit = limit, amt = amt, fl = fl, key = key}
+  if kind == 'q' then
+    if redis.call('EXISTS', key) == 0 then
+      if p2 == '' then missing[#missing + 1] = i else s.init = tonumber(p2); s.used = s.init; s.rsv = 0 end
+    else
+      local v = redis.call('HMGET', key, 'u', 'r')
+      s.used, s.rsv = tonumber(v[1]) or 0, tonumber(v[2]) or 0
+    end
+    if s.used then s.fits = s.used + s.rsv + amt <= limit end
+    s.ttl = tonumber(p1)
+  elseif kind == 'tb' then
+    s.win = tonumber(p2); s.rate = tonumber(p1)
+    s.t, s.ts = tb_state(key, limit, s.rate, s.win)
+    s.fits = s.t >= amt
+  elseif kind == 'sl' then
+    s.win = tonumber(p1)
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', now - s.win)
+    local es = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
+    local used = 0
+    for j = 1, #es, 2 do
+      local a = tonumber(string.match(es[j], ':(%d+)$'))
+      used = used + a
+    end
+    s.used = used; s.entries = es
+    s.fits = used + amt <= limit
+  else -- sw
+    s.win = tonumber(p1)
+    s.used, s.idx, s.drop, s.reset, s.total, s.ec, s.b = sw_state(key, s.win)
+    s.fits = s.used + amt <= limit
+  end
+  if s.fits == false and string.find(fl, 'e', 1, true) then deny = true end
+  st[i] = s
+end
+
+if #missing > 0 then
+  local r = {-1}
+  for _, i in ipairs(missing) do r[#r + 1] = i end
+  return r
+end
+
+local apply = not deny and not dry
+local reserving = apply and string.find(ARGV[2], 'r', 1, true) ~= nil
+for i = 1, n do
+  local s = st[i]
+  local consume = apply and string.find(s.fl, 'c', 1, true) ~= nil
+  local reserve = reserving and string.find(s.fl, 'r', 1, true) ~= nil
+  if s.kind == 'q' then
+    if s.init then
+      redis.call('HSET', s.key, 'u', s.init, 'r', 0)
+      if s.ttl > 0 then redis.call('PEXPIRE', s.key, s.ttl) end
+    end
+    if consume then
+      s.used = s.used + s.amt
+      redis.call('HINCRBY', s.key, 'u', s.amt)
+      if s.ttl > 0 then redis.call('PEXPIRE', s.key, s.ttl) end
+    elseif reserve then
+      s.rsv = s.rsv + s.amt
+      redis.call('HINCRBY', s.key, 'r', s.amt)
+      if s.ttl > 0 then redis.call('PEXPIRE', s.key, s.ttl) end
+      redis.call('HSET', KEYS[n + 1], s.key, s.amt)
+    end
+  elseif s.kind == 'tb' then
+    if consume then
+      s.t = s.t - s.amt
+      redis.call('HSET', s.key, 't', s.t, 'ts', s.ts)
+      -- once full again the key is not needed: a missing bucket is a full one
+      redis.call('PEXPIRE', s.key, math.ceil((s.limit - s.t) * s.win / s.rate) + 1000)
+    end
+  elseif s.kind == 'sl' then
+    if consume then
+      -- unique member: within one ms the entry count only grows (older entries left already)
+      local m = now .. ':' .. (#s.entries / 2) .. ':' .. s.amt
+      redis.call('ZADD', s.key, now, m)
+      redis.call('PEXPIRE', s.key, s.win + 1000)
+      s.used = s.used + s.amt
+      s.entries[#s.entries + 1] = m
+      s.entries[#s.entries + 1] = tostring(now)
+    end
+  else
+    if s.reset then redis.call('DEL', s.key) end
+    if consume or #s.drop > 0 or s.reset then
+      if #s.drop > 0 then redis.call('HDEL', s.key, unpack(s.drop)) end
+      local total = (s.reset and 0 or s.total)
+      if consume then
+        total = total + s.amt
+        redis.call('HINCRBY', s.key, 'b' .. s.idx, s.amt)
+        s.used = s.used + s.amt
+      end
+      redis.call('HSET', s.key, 't', total, 'o', s.idx - SUB)
+      redis.call('PEXPIRE', s.key, s.win * 2 + 1000)
+    end
+  end
+end
+
+if reserving then
+  redis.call('PEXPIRE', KEYS[n + 1], tonumber(ARGV[3]) - now + 86400000)
+  redis.call('HSET', KEYS[n + 1], '_customer', ARGV[5])
+  redis.call('ZADD', KEYS[n + 2], ARGV[3], ARGV[4])
+  redis.call('HSET', KEYS[n + 3], ARGV[4], ARGV[5])
+end
+
+local r = {apply and 1 or (deny and 0 or 1)}
+for i = 1, n do
+  local s = st[i]
+  local fits = s.fits and 1 or 0
+  if s.kind == 'q' then
+    r[#r + 1] = fits; r[#r + 1] = s.used; r[#r + 1] = s.rsv; r[#r + 1] = 0
+  elseif s.kind == 'tb' then
+    local full = math.ceil((s.limit - s.t) * s.win / s.rate)
+    local retry = -1
+    if not s.fits and s.amt <= s.limit then retry = math.ceil((s.amt - s.t) * s.win / s.rate) end
+    r[#r + 1] = fits; r[#r + 1] = s.t; r[#r + 1] = full; r[#r + 1] = retry
+  elseif s.kind == 'sl' then
+    -- when the oldest entries leave the window, and when enough have left for this amount
+    local reset, retry, acc = 0, -1, s.used
+    for j = 1, #s.entries, 2 do
+      local t = tonumber(s.entries[j + 1])
+      if reset == 0 then reset = t + s.win - now end
+      if not s.fits and retry < 0 then
+        acc = acc - tonumber(string.match(s.entries[j], ':(%d+)$'))
+        if acc + s.amt <= s.limit then retry = t + s.win - now end
+      end
+    end
+    if not s.fits and s.amt > s.limit then retry = -1 end
+    r[#r + 1] = fits; r[#r + 1] = s.used; r[#r + 1] = reset; r[#r + 1] = retry
+  else
+    local retry = -1
+    if not s.fits and s.amt <= s.limit then retry = math.ceil(s.b) end
+    r[#r + 1] = fits; r[#r + 1] = s.used; r[#r + 1] = s.win; r[#r + 1] = retry
+  end
+end
+return r

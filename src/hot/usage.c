@@ -1,0 +1,108 @@
+/* usage.c — committed usage into the live counters, and reservation releases (usage.lua). */
+#include <stdio.h>
+#include <string.h>
+
+#include "internal.h"
+#include "tollgate/json.h"
+#include "tollgate/util.h"
+
+int hot_apply_usage(const char *tenant_id, const struct policy_counter *cs, int n, int64_t now_ms,
+		    const struct hot_release *rel, int nrel, struct tg_arena *a, struct tg_error *err)
+{
+	struct hot_argv keys = {.a = a}, args = {.a = a};
+	int sent = 0;
+	redisReply *r;
+
+	hot_argv_push(&args, hot_i64(a, now_ms));
+	hot_argv_push(&args, "0");
+	for (int i = 0; i < n; i++) {
+		const struct policy_counter *c = &cs[i];
+		const struct policy_limit *l = c->limit;
+		if (!c->subject || c->amount == 0)
+			continue;
+		hot_argv_push(&keys, hot_counter_key(a, tenant_id, c));
+		if (l->kind == POLICY_QUOTA) {
+			hot_argv_push(&args, "q");
+			hot_argv_push(&args, hot_i64(a, c->amount));
+			hot_argv_push(&args, "0");
+			hot_argv_push(&args, "");
+			hot_argv_push(&args, l->meter->agg == AGG_MAX ? "m" : l->meter->agg == AGG_LATEST ? "l" : "s");
+		} else if (l->algorithm == ALG_TOKEN_BUCKET) {
+			hot_argv_push(&args, "tb");
+			hot_argv_push(&args, hot_i64(a, c->amount));
+			hot_argv_push(&args, hot_i64(a, l->burst));
+			hot_argv_push(&args, tg_arena_printf(a, "%lld:%lld", (long long)l->limit, (long long)l->window_s * 1000));
+			hot_argv_push(&args, "s");
+		} else {
+			hot_argv_push(&args, hot_sliding_log(l) ? "sl" : "sw");
+			hot_argv_push(&args, hot_i64(a, c->amount));
+			hot_argv_push(&args, hot_i64(a, l->window_s * 1000));
+			hot_argv_push(&args, "");
+			hot_argv_push(&args, "s");
+		}
+		sent++;
+	}
+	args.v[1] = hot_i64(a, sent);
+	args.len[1] = strlen(args.v[1]);
+	hot_argv_push(&args, hot_i64(a, nrel));
+	for (int j = 0; j < nrel; j++) {
+		hot_argv_push(&keys, hot_reservation_key(a, tenant_id, rel[j].customer_id, rel[j].reservation_id));
+		hot_argv_push(&keys, hot_reservation_index(a, tenant_id));
+		hot_argv_push(&keys, hot_reservation_owners(a, tenant_id));
+		hot_argv_push(&args, rel[j].reservation_id);
+	}
+	if (sent == 0 && nrel == 0)
+		return 0;
+	r = hot_sync_script(&hot_script_usage, keys.n, keys.v, args.n, args.v, err);
+	if (!r)
+		return err->err;
+	if (r->type == REDIS_REPLY_ERROR) {
+		tg_fail(err, TG_EUNAVAIL, "redis_error", NULL, "Redis refused the usage update");
+		tg_error_detail(err, "%s", r->str);
+		freeReplyObject(r);
+		return err->err;
+	}
+	freeReplyObject(r);
+	return 0;
+}
+
+int hot_reservations_due(const char *tenant_id, int64_t now_ms, int max, json_t **ret, struct tg_error *err)
+{
+	struct tg_arena a;
+	char now[24], lim[16];
+	redisReply *r;
+
+	tg_arena_init(&a);
+	snprintf(now, sizeof(now), "%lld", (long long)now_ms);
+	snprintf(lim, sizeof(lim), "%d", max);
+	const char *argv[] = {"ZRANGEBYSCORE", hot_reservation_index(&a, tenant_id), "-inf", now, "LIMIT", "0", lim};
+	r = hot_sync_argv(7, argv, NULL, err);
+	tg_arena_release(&a);
+	if (!r)
+		return err->err;
+	*ret = json_array();
+	if (r->type == REDIS_REPLY_ARRAY)
+		for (size_t i = 0; i < r->elements; i++)
+			if (r->element[i]->type == REDIS_REPLY_STRING)
+				json_array_append_new(*ret, json_stringn(r->element[i]->str, r->element[i]->len));
+	freeReplyObject(r);
+	return 0;
+}
+
+int hot_reservation_owner(const char *tenant_id, const char *id, char *customer, size_t size, struct tg_error *err)
+{
+	struct tg_arena a;
+	redisReply *r;
+
+	tg_arena_init(&a);
+	const char *argv[] = {"HGET", hot_reservation_owners(&a, tenant_id), id};
+	r = hot_sync_argv(3, argv, NULL, err);
+	tg_arena_release(&a);
+	if (!r)
+		return err->err;
+	customer[0] = '\0';
+	if (r->type == REDIS_REPLY_STRING)
+		snprintf(customer, size, "%s", r->str);
+	freeReplyObject(r);
+	return 0;
+}

@@ -1,0 +1,69 @@
+-- usage.lua: add committed usage to the live counters, after the event writer's COMMIT.
+-- KEYS[i]: counter keys. ARGV[1] now_ms, ARGV[2] n, then 5 per counter: type, amount, p1, p2, agg.
+--   q  (quota)        p1 = ttl ms: only if the key exists (a missing one is rebuilt from the rollups,
+--                     which already hold this usage); agg s(um) / m(ax) / l(atest)
+--   tb (token bucket) p1 = capacity, p2 = "refill per window:window ms"; may go below zero (debt)
+--   sl / sw           p1 = window ms
+-- Then reservation releases: ARGV[3+5n] their count r, then r ids; KEYS after the counters, 3 per
+-- reservation: its hash (counter key → amount held), the tenant's expiry index and owner map.
+local now = tonumber(ARGV[1])
+local n = tonumber(ARGV[2])
+for i = 1, n do
+  local b = 2 + (i - 1) * 5
+  local kind, amt, p1, p2, agg = ARGV[b + 1], tonumber(ARGV[b + 2]), ARGV[b + 3], ARGV[b + 4], ARGV[b + 5]
+  local key = KEYS[i]
+  if kind == 'q' then
+    if redis.call('EXISTS', key) == 1 then
+      if agg == 'm' then
+        local u = tonumber(redis.call('HGET', key, 'u') or '0')
+        if amt > u then redis.call('HSET', key, 'u', amt) end
+      elseif agg == 'l' then
+        redis.call('HSET', key, 'u', amt)
+      else
+        redis.call('HINCRBY', key, 'u', amt)
+      end
+    end
+  elseif kind == 'tb' then
+    local cap = tonumber(p1)
+    local rate, win = string.match(p2, '^(%d+):(%d+)$')
+    rate, win = tonumber(rate), tonumber(win)
+    local v = redis.call('HMGET', key, 't', 'ts')
+    local t, ts = tonumber(v[1]), tonumber(v[2])
+    if not t then t, ts = cap, now end
+    if now > ts then
+      t = t + math.floor((now - ts) * rate / win)
+      if t > cap then t = cap end
+      ts = now
+    end
+    t = t - amt
+    redis.call('HSET', key, 't', t, 'ts', ts)
+    redis.call('PEXPIRE', key, math.ceil((cap - t) * win / rate) + 1000)
+  elseif kind == 'sl' then
+    local w = tonumber(p1)
+    local c = redis.call('ZCOUNT', key, now, now)
+    redis.call('ZADD', key, now, now .. ':u' .. c .. ':' .. amt)
+    redis.call('PEXPIRE', key, w + 1000)
+  else
+    local w = tonumber(p1)
+    local idx = math.floor(now / (w / 100))
+    redis.call('HINCRBY', key, 'b' .. idx, amt)
+    redis.call('HINCRBY', key, 't', amt)
+    if not redis.call('HGET', key, 'o') then redis.call('HSET', key, 'o', idx - 100) end
+    redis.call('PEXPIRE', key, w * 2 + 1000)
+  end
+end
+-- reservations named by committed events: their holds give way to the actual usage
+local r = tonumber(ARGV[3 + n * 5] or '0')
+for j = 1, r do
+  local rk = KEYS[n + (j - 1) * 3 + 1]
+  local held = redis.call('HGETALL', rk)
+  for k = 1, #held, 2 do
+    if held[k] ~= '_customer' and redis.call('EXISTS', held[k]) == 1 then
+      redis.call('HINCRBY', held[k], 'r', -tonumber(held[k + 1]))
+    end
+  end
+  redis.call('DEL', rk)
+  redis.call('ZREM', KEYS[n + (j - 1) * 3 + 2], ARGV[3 + n * 5 + j])
+  redis.call('HDEL', KEYS[n + (j - 1) * 3 + 3], ARGV[3 + n * 5 + j])
+end
+return n

@@ -1,0 +1,123 @@
+/* decide.c — from counter states to the decision, binding limit, Retry-After and the limits[] objects. */
+#include <string.h>
+
+#include "tollgate/json.h"
+#include "tollgate/policy.h"
+
+static bool enforcing(const struct policy_counter *c)
+{
+	return c->limit->enforcement == ENF_HARD;
+}
+
+/* Room left as a fraction of the limit, for "the one with the least room left". */
+static double room(const struct policy_counter *c)
+{
+	if (c->limit->limit <= 0)
+		return 0;
+	return tg_fixed_to_double(c->remaining) / tg_fixed_to_double(c->limit->limit);
+}
+
+void policy_decide(const struct policy_counter *cs, int n, int64_t now_ms, struct policy_decision *d)
+{
+	const struct policy_counter *deny = NULL, *tightest = NULL;
+
+	(void)now_ms;
+	memset(d, 0, sizeof(*d));
+	d->allowed = true;
+	d->decision = DECISION_ALLOW;
+	d->retry_after_s = -1;
+	for (int i = 0; i < n; i++) {
+		const struct policy_counter *c = &cs[i];
+		if (!c->subject)
+			continue; /* listed without state */
+		if (!c->allowed && enforcing(c)) {
+			/* the binding denial is the one that takes longest to clear ("never" longest of all) */
+			if (!deny || (deny->retry_ms >= 0 && (c->retry_ms < 0 || c->retry_ms > deny->retry_ms)))
+				deny = c;
+			continue;
+		}
+		if (!c->allowed && c->limit->enforcement == ENF_SOFT) {
+			d->decision = DECISION_WARN;
+			if (d->nwarnings < (int)(sizeof(d->warnings) / sizeof(d->warnings[0])))
+				d->warnings[d->nwarnings++] = c->limit->id;
+		}
+		if (c->limit->enforcement != ENF_SHADOW && (!tightest || room(c) < room(tightest)))
+			tightest = c;
+	}
+	if (deny) {
+		d->allowed = false;
+		d->decision = DECISION_DENY;
+		d->binding = deny;
+		d->code = deny->limit->kind == POLICY_RATE ? "rate_limited" : "quota_exceeded";
+		if (deny->retry_ms >= 0)
+			d->retry_after_s = deny->retry_ms / 1000 + (deny->retry_ms % 1000 ? 1 : 0);
+		if (d->retry_after_s == 0)
+			d->retry_after_s = 1; /* never tell a client to retry at once */
+		return;
+	}
+	d->binding = tightest;
+}
+
+static const char *subject_name(enum policy_subject_kind k)
+{
+	static const char *const names[] = {"customer", "organization", "platform", "ip", "key"};
+	return names[k];
+}
+
+json_t *policy_counter_json(const struct policy_counter *c, int64_t now_ms)
+{
+	const struct policy_limit *l = c->limit;
+	json_t *o = tg_json_obj("id", json_string(l->id), "kind", json_string(policy_kind_names[l->kind]), "meter",
+				json_string(l->meter->id), "scope", json_string(policy_scope_names[l->scope]), NULL);
+
+	(void)now_ms;
+	if (l->kind == POLICY_QUOTA) {
+		json_object_set_new(o, "period", json_string(policy_period_names[l->period]));
+	} else {
+		json_object_set_new(o, "window", json_integer(l->window_s));
+		json_object_set_new(o, "algorithm", json_string(policy_algorithm_names[l->algorithm]));
+		json_object_set_new(o, "per", json_string(policy_per_names[l->per]));
+	}
+	json_object_set_new(o, "subject", json_string(subject_name(c->subject_kind)));
+	json_object_set_new(o, "limit", tg_json_fixed(l->limit));
+	if (c->subject) {
+		json_object_set_new(o, "used", tg_json_fixed(c->used));
+		json_object_set_new(o, "reserved", tg_json_fixed(c->reserved));
+		json_object_set_new(o, "remaining", tg_json_fixed(c->remaining));
+		json_object_set_new(o, "resets_at", c->reset_ms > 0 && c->reset_ms < INT64_MAX ? tg_json_time(c->reset_ms)
+											 : json_null());
+		json_object_set_new(o, "exceeded", json_boolean(!c->allowed));
+	}
+	json_object_set_new(o, "enforcement", json_string(policy_enforcement_names[l->enforcement]));
+	if (l->enforcement == ENF_SHADOW)
+		json_object_set_new(o, "shadow", json_true());
+	return o;
+}
+
+void policy_ratelimit(const struct policy_counter *c, int64_t now_ms, struct policy_ratelimit *rl)
+{
+	const struct policy_limit *l = c->limit;
+
+	rl->limit = l->limit; /* q per w: for a token bucket, the refill per window (burst is how much at once) */
+	rl->remaining = c->remaining;
+	rl->reset_s = 0;
+	if (c->reset_ms > now_ms && c->reset_ms < INT64_MAX) {
+		int64_t ms = c->reset_ms - now_ms;
+		rl->reset_s = ms / 1000 + (ms % 1000 ? 1 : 0);
+	}
+	rl->window_s = l->kind == POLICY_RATE ? l->window_s : policy_period_seconds(l->period, now_ms);
+}
+
+bool policy_event_value(const struct policy_meter *m, const json_t *properties, tg_fixed *ret)
+{
+	json_t *v;
+
+	if (m->agg == AGG_COUNT) {
+		*ret = TG_FIXED_SCALE;
+		return true;
+	}
+	v = json_object_get(properties, m->property);
+	if (!v || tg_json_get_fixed(v, ret) != TG_FIXED_OK)
+		return false;
+	return true;
+}

@@ -1,0 +1,198 @@
+/* plan.c — which counters a check touches: slot precedence, organisations, platform, filters. */
+#include <string.h>
+
+#include "internal.h"
+#include "tollgate/policy.h"
+
+#define MAX_COUNTERS 256
+
+struct plan {
+	struct policy_counter *cs;
+	int n;
+	int64_t now;
+	struct tg_arena *arena;
+};
+
+bool policy_filter_matches(const struct policy_limit *l, const struct policy_dim *dims, int ndims)
+{
+	for (int i = 0; i < l->nfilter; i++) {
+		bool found = false;
+		for (int j = 0; j < ndims; j++)
+			if (strcmp(dims[j].key, l->filter[i].key) == 0) {
+				found = strcmp(dims[j].value, l->filter[i].value) == 0;
+				break;
+			}
+		if (!found)
+			return false;
+	}
+	return true;
+}
+
+static struct policy_counter *add(struct plan *p, const struct policy_limit *l, enum policy_subject_kind kind,
+				  const char *subject)
+{
+	struct policy_counter *c;
+
+	if (p->n >= MAX_COUNTERS)
+		return NULL;
+	c = &p->cs[p->n++];
+	memset(c, 0, sizeof(*c));
+	c->limit = l;
+	c->subject_kind = kind;
+	c->subject = subject;
+	c->retry_ms = -1;
+	if (l->kind == POLICY_QUOTA) {
+		c->period_start_ms = policy_period_start(l->period, p->now);
+		c->period_end_ms = policy_period_end(l->period, c->period_start_ms);
+	}
+	return c;
+}
+
+static bool slot_taken(const struct policy_limit *const *taken, int n, const char *slot)
+{
+	for (int i = 0; i < n; i++)
+		if (strcmp(taken[i]->slot, slot) == 0)
+			return true;
+	return false;
+}
+
+/* The limits a customer gets for one meter: per slot, its customer limits, else its tier's, else the default. */
+static int resolve(const struct meter_index *mi, const char *tier, const char *customer,
+		   const struct policy_limit **out, int max)
+{
+	const struct policy_limit_list *lists[3] = {
+		customer ? tg_map_get(&mi->customer, customer) : NULL,
+		tier ? tg_map_get(&mi->tier, tier) : NULL,
+		&mi->dflt,
+	};
+	int n = 0;
+
+	for (int level = 0; level < 3; level++) {
+		int before = n;
+		if (!lists[level])
+			continue;
+		for (int i = 0; i < lists[level]->n && n < max; i++) {
+			const struct policy_limit *l = lists[level]->items[i];
+			/* a slot filled at a more specific level hides this one; limits of one level all apply */
+			if (!slot_taken(out, before, l->slot))
+				out[n++] = l;
+		}
+	}
+	return n;
+}
+
+struct meter_amount {
+	const struct policy_meter *m;
+	tg_fixed amount;
+	bool is_requests;
+};
+
+static void plan_subject(struct plan *p, const struct policy_check *c, const struct meter_amount *ma,
+			 const struct policy_limit *const *ls, int n, enum policy_subject_kind kind, const char *subject,
+			 bool org)
+{
+	for (int i = 0; i < n; i++) {
+		const struct policy_limit *l = ls[i];
+		enum policy_subject_kind k = kind;
+		const char *subj = subject;
+		struct policy_counter *pc;
+
+		if (c && !policy_filter_matches(l, c->dims, c->ndims))
+			continue;
+		if (l->kind == POLICY_RATE && l->per != PER_CUSTOMER) {
+			if (org)
+				continue; /* per-ip/key/platform counters are shared already */
+			k = l->per == PER_IP ? SUBJECT_IP : l->per == PER_KEY ? SUBJECT_KEY : SUBJECT_PLATFORM;
+			subj = k == SUBJECT_IP ? (c ? c->ip : NULL) : k == SUBJECT_KEY ? (c ? c->key : NULL) : "";
+			if (c && !subj)
+				continue; /* the check lacks the field this limit is keyed by */
+		}
+		pc = add(p, l, k, subj);
+		if (!pc)
+			return;
+		pc->amount = ma->amount;
+		if (!c)
+			continue;
+		if (l->kind == POLICY_RATE || ma->is_requests) {
+			pc->consume = true;
+		} else {
+			pc->consume = c->consume;
+			pc->reserve = c->reserve && !c->consume;
+		}
+	}
+}
+
+static void plan_meter(struct plan *p, const struct policy_tenant *t, const struct policy_check *c,
+		       const struct policy_subject *s, const struct meter_amount *ma)
+{
+	const struct meter_index *mi = t->index ? tg_map_get(&t->index->by_meter, ma->m->id) : NULL;
+	const struct policy_limit *ls[MAX_COUNTERS];
+	int n;
+
+	if (!mi)
+		return;
+	n = resolve(mi, s->tier, s->customer_id, ls, MAX_COUNTERS);
+	plan_subject(p, c, ma, ls, n, SUBJECT_CUSTOMER, s->customer_id, false);
+	if (s->parent_id) {
+		/* the organisation's own limits, counted on its total */
+		n = resolve(mi, s->parent_tier, s->parent_id, ls, MAX_COUNTERS);
+		plan_subject(p, c, ma, ls, n, SUBJECT_ORG, s->parent_id, true);
+	}
+	plan_subject(p, c, ma, mi->platform.items, mi->platform.n, SUBJECT_PLATFORM, "", false);
+}
+
+int policy_plan(const struct policy_tenant *t, const struct policy_check *c, const struct policy_subject *s,
+		int64_t now_ms, struct tg_arena *a, struct policy_counter **ret)
+{
+	struct plan p = {.cs = tg_arena_alloc(a, sizeof(struct policy_counter) * MAX_COUNTERS), .now = now_ms,
+			 .arena = a};
+	const struct policy_meter *m = policy_meter_find(t, c->meter ? c->meter : POLICY_REQUESTS);
+	struct meter_amount req = {&t->requests, TG_FIXED_SCALE, true};
+
+	plan_meter(&p, t, c, s, &req);
+	if (m && m != &t->requests) {
+		struct meter_amount ma = {m, c->amount, false};
+		plan_meter(&p, t, c, s, &ma);
+	}
+	*ret = p.cs;
+	return p.n;
+}
+
+static int add_all(void *arg, const char *key, void *val)
+{
+	struct {
+		struct plan *p;
+		const struct policy_tenant *t;
+		const struct policy_subject *s;
+	} *ctx = arg;
+	const struct meter_index *mi = val;
+	struct meter_amount ma = {mi->meter, 0, mi->meter == &ctx->t->requests};
+
+	(void)key;
+	const struct policy_limit *ls[MAX_COUNTERS];
+	int n = resolve(mi, ctx->s->tier, ctx->s->customer_id, ls, MAX_COUNTERS);
+	plan_subject(ctx->p, NULL, &ma, ls, n, SUBJECT_CUSTOMER, ctx->s->customer_id, false);
+	if (ctx->s->parent_id) {
+		n = resolve(mi, ctx->s->parent_tier, ctx->s->parent_id, ls, MAX_COUNTERS);
+		plan_subject(ctx->p, NULL, &ma, ls, n, SUBJECT_ORG, ctx->s->parent_id, true);
+	}
+	plan_subject(ctx->p, NULL, &ma, mi->platform.items, mi->platform.n, SUBJECT_PLATFORM, "", false);
+	return 0;
+}
+
+int policy_plan_all(const struct policy_tenant *t, const struct policy_subject *s, int64_t now_ms,
+		    struct tg_arena *a, struct policy_counter **ret)
+{
+	struct plan p = {.cs = tg_arena_alloc(a, sizeof(struct policy_counter) * MAX_COUNTERS), .now = now_ms,
+			 .arena = a};
+	struct {
+		struct plan *p;
+		const struct policy_tenant *t;
+		const struct policy_subject *s;
+	} ctx = {&p, t, s};
+
+	if (t->index)
+		tg_map_each(&t->index->by_meter, add_all, &ctx);
+	*ret = p.cs;
+	return p.n;
+}

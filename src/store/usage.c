@@ -1,0 +1,102 @@
+/* usage.c — SQL reading usage: counter rebuilds and time series from rollups, stored events, customer lookups. */
+#include <string.h>
+
+#include "tollgate/json.h"
+#include "tollgate/store.h"
+
+/* agg: 0 sum, 1 count, 2 max, 3 latest (policy_agg order). */
+static struct store_stmt q_usage_value_real = STORE_STMT(
+	"WITH r AS (SELECT value, last_ts FROM usage_rollups WHERE tenant_id = $1 AND subject = $2 AND meter_id = $3 "
+	"  AND hour >= to_timestamp($4::bigint / 1000.0) "
+	"  AND ($5::bigint IS NULL OR hour < to_timestamp($5::bigint / 1000.0)) AND dims @> $6::jsonb) "
+	"SELECT CASE WHEN $7::int = 2 THEN (SELECT max(value) FROM r) "
+	"            WHEN $7::int = 3 THEN (SELECT value FROM r ORDER BY last_ts DESC LIMIT 1) "
+	"            ELSE (SELECT sum(value) FROM r) END AS v", 7);
+
+int store_usage_value(const char *tenant_id, const char *subject, const char *meter_id, int64_t from_ms,
+		      int64_t to_ms, const char *filter_json, int agg, tg_fixed *ret, struct tg_error *err)
+{
+	char from[STORE_I64_BUFSZ], to[STORE_I64_BUFSZ], ag[STORE_I64_BUFSZ];
+	const char *p[] = {tenant_id, subject, meter_id, store_i64(from_ms, from),
+			   to_ms == INT64_MAX ? NULL : store_i64(to_ms, to), filter_json ? filter_json : "{}",
+			   store_i64(agg, ag)};
+	json_t *row;
+	int rc;
+
+	if ((rc = store_exec1(&q_usage_value_real, p, &row, err)) < 0)
+		return rc;
+	*ret = store_get_fixed(row, "v", 0);
+	json_decref(row);
+	return 0;
+}
+
+static struct store_stmt q_usage_series = STORE_STMT(
+	"SELECT tg_ts(b) AS start, tg_ts(b + ('1 ' || $4)::interval) AS \"end\", "
+	"  CASE WHEN $8::int = 2 THEN max(value) "
+	"       WHEN $8::int = 3 THEN (array_agg(value ORDER BY last_ts DESC))[1] "
+	"       ELSE sum(value) END AS value, gdims AS dimensions "
+	"FROM (SELECT date_trunc($4, hour AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS b, value, last_ts, "
+	"        (SELECT COALESCE(jsonb_object_agg(key, value), '{}'::jsonb) FROM jsonb_each(dims) "
+	"          WHERE key = ANY($7::text[])) AS gdims "
+	"      FROM usage_rollups WHERE tenant_id = $1 AND subject = $2 AND meter_id = $3 "
+	"        AND hour >= to_timestamp($5::bigint / 1000.0) AND hour < to_timestamp($6::bigint / 1000.0)) AS x "
+	"GROUP BY b, gdims ORDER BY b, gdims::text", 8);
+
+int store_usage_series(const char *tenant_id, const char *subject, const char *meter_id, const char *granularity,
+		       int64_t from_ms, int64_t to_ms, const char *group_by_array, int agg, json_t **ret,
+		       struct tg_error *err)
+{
+	char from[STORE_I64_BUFSZ], to[STORE_I64_BUFSZ], ag[STORE_I64_BUFSZ];
+	const char *p[] = {tenant_id, subject, meter_id, granularity, store_i64(from_ms, from), store_i64(to_ms, to),
+			   group_by_array, store_i64(agg, ag)};
+	return store_exec(&q_usage_series, p, ret, err);
+}
+
+static struct store_stmt q_event_cursor = STORE_STMT(
+	"SELECT (extract(epoch FROM ts) * 1000000)::bigint AS us FROM event_ids WHERE tenant_id = $1 AND id = $2", 2);
+static struct store_stmt q_events_list = STORE_STMT(
+	"SELECT id, customer_id, type, tg_ts(ts) AS timestamp, properties, meter_id, reservation_id, workflow_id, "
+	"  tg_ts(received_at) AS received_at "
+	"FROM events WHERE tenant_id = $1 AND ($2::text IS NULL OR customer_id = $2) AND ($3::text IS NULL OR type = $3) "
+	"  AND ts >= to_timestamp($4::bigint / 1000.0) AND ts < to_timestamp($5::bigint / 1000.0) "
+	"  AND ($6::bigint IS NULL OR (ts, id) < (to_timestamp($6::bigint / 1000000.0), $7)) "
+	"ORDER BY ts DESC, id DESC LIMIT $8", 8);
+
+int store_events_list(const char *tenant_id, const char *customer_id, const char *type, int64_t from_ms,
+		      int64_t to_ms, const char *starting_after, int64_t limit, json_t **ret, struct tg_error *err)
+{
+	char from[STORE_I64_BUFSZ], to[STORE_I64_BUFSZ], cur[STORE_I64_BUFSZ], lim[STORE_I64_BUFSZ];
+	const char *cursor = NULL;
+	int rc;
+
+	if (starting_after) {
+		const char *cp[] = {tenant_id, starting_after};
+		json_t *row;
+		if ((rc = store_exec1(&q_event_cursor, cp, &row, err)) < 0)
+			return rc;
+		if (!row)
+			return tg_fail(err, TG_EINVAL, "invalid_parameter", "starting_after",
+				       "'starting_after' names no stored event");
+		cursor = store_i64(store_int(row, "us", 0), cur);
+		json_decref(row);
+	}
+	const char *p[] = {tenant_id, customer_id, type, store_i64(from_ms, from), store_i64(to_ms, to), cursor,
+			   starting_after, store_i64(limit + 1, lim)};
+	return store_exec(&q_events_list, p, ret, err);
+}
+
+static struct store_stmt q_customer_resolve = STORE_STMT(
+	"WITH ins AS (INSERT INTO customers (tenant_id, id, tier) "
+	"  SELECT $1, $2, default_tier FROM tenants WHERE id = $1 AND $3::boolean "
+	"  ON CONFLICT DO NOTHING RETURNING id, tier, parent_id) "
+	"SELECT c.id, c.tier, c.parent_id, p.tier AS parent_tier FROM customers c "
+	"  LEFT JOIN customers p ON p.tenant_id = c.tenant_id AND p.id = c.parent_id "
+	"  WHERE c.tenant_id = $1 AND c.id = $2 "
+	"UNION ALL SELECT id, tier, parent_id, NULL FROM ins", 3);
+
+int store_customer_resolve(const char *tenant_id, const char *id, bool auto_create, json_t **ret,
+			   struct tg_error *err)
+{
+	const char *p[] = {tenant_id, id, store_bool(auto_create)};
+	return store_exec1(&q_customer_resolve, p, ret, err);
+}

@@ -1,0 +1,495 @@
+/* writer.c — the event writer: group commit of events, ids and rollups (see store.h for the design). */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "tollgate/json.h"
+#include "tollgate/log.h"
+#include "tollgate/map.h"
+#include "tollgate/metrics.h"
+#include "tollgate/store.h"
+
+static struct {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	struct store_submission *head, **tail;
+	int queued_events;
+	bool stopping, running;
+	pthread_t thread;
+	int batch_max;
+	void (*after_commit)(struct store_submission **subs, int n);
+	struct tg_map months; /* partitions known to exist */
+	struct tg_metric *m_batches, *m_events, *m_failures, *m_duplicates;
+} W = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+
+static struct store_stmt q_partition = STORE_STMT("SELECT tg_ensure_events_partition(to_timestamp($1::bigint / 1000.0))", 1);
+static struct store_stmt q_customers = STORE_STMT(
+	"SELECT c.id, c.tier, c.parent_id, p.tier AS parent_tier FROM customers c "
+	"LEFT JOIN customers p ON p.tenant_id = c.tenant_id AND p.id = c.parent_id "
+	"WHERE c.tenant_id = $1 AND c.id = ANY($2::text[])", 2);
+static struct store_stmt q_customers_create = STORE_STMT(
+	"INSERT INTO customers (tenant_id, id, tier) SELECT $1, u, (SELECT default_tier FROM tenants WHERE id = $1) "
+	"FROM unnest($2::text[]) AS u ON CONFLICT DO NOTHING", 2);
+static struct store_stmt q_ids = STORE_STMT(
+	"INSERT INTO event_ids (tenant_id, id, ts) SELECT $1, i, to_timestamp(t / 1000.0) "
+	"FROM unnest($2::text[], $3::bigint[]) AS u(i, t) ON CONFLICT DO NOTHING RETURNING id", 3);
+static struct store_stmt q_events = STORE_STMT(
+	"INSERT INTO events (tenant_id, id, customer_id, type, ts, properties, meter_id, reservation_id, workflow_id) "
+	"SELECT $1, i, c, ty, to_timestamp(t / 1000.0), p, m, r, w "
+	"FROM unnest($2::text[], $3::text[], $4::text[], $5::bigint[], $6::jsonb[], $7::text[], $8::text[], $9::text[]) "
+	"AS u(i, c, ty, t, p, m, r, w)", 9);
+#define ROLLUP_INSERT                                                                                 \
+	"INSERT INTO usage_rollups AS r (tenant_id, subject, meter_id, hour, dims, value, events, last_ts) "     \
+	"SELECT $1, s, m, to_timestamp(h / 1000.0), d, v, e, to_timestamp(l / 1000.0) "                         \
+	"FROM unnest($2::text[], $3::text[], $4::bigint[], $5::jsonb[], $6::numeric[], $7::bigint[], $8::bigint[]) " \
+	"AS u(s, m, h, d, v, e, l) ON CONFLICT (tenant_id, subject, meter_id, hour, dims) DO UPDATE SET "
+static struct store_stmt q_rollup_add = STORE_STMT(ROLLUP_INSERT
+	"value = r.value + EXCLUDED.value, events = r.events + EXCLUDED.events, "
+	"last_ts = GREATEST(r.last_ts, EXCLUDED.last_ts)", 8);
+static struct store_stmt q_rollup_max = STORE_STMT(ROLLUP_INSERT
+	"value = GREATEST(r.value, EXCLUDED.value), events = r.events + EXCLUDED.events, "
+	"last_ts = GREATEST(r.last_ts, EXCLUDED.last_ts)", 8);
+static struct store_stmt q_rollup_latest = STORE_STMT(ROLLUP_INSERT
+	"value = CASE WHEN EXCLUDED.last_ts >= r.last_ts THEN EXCLUDED.value ELSE r.value END, "
+	"events = r.events + EXCLUDED.events, last_ts = GREATEST(r.last_ts, EXCLUDED.last_ts)", 8);
+
+#define AGG_MAX_ 2
+#define AGG_LATEST_ 3
+#define HOUR_MS INT64_C(3600000)
+
+struct rollup {
+	const char *subject, *meter_id, *dims;
+	int64_t hour, last_ts, events;
+	tg_fixed value;
+	int agg;
+};
+
+struct customer_info {
+	const char *tier, *parent_id, *parent_tier;
+};
+
+static int64_t month_key(int64_t ms)
+{
+	int64_t y;
+	unsigned m, d;
+	int64_t days = ms >= 0 ? ms / 86400000 : (ms - 86399999) / 86400000;
+
+	tg_civil_from_days(days, &y, &m, &d);
+	return y * 12 + (m - 1);
+}
+
+static int ensure_partitions(struct store_submission **subs, int n, struct tg_error *err)
+{
+	for (int s = 0; s < n; s++) {
+		for (int i = 0; i < subs[s]->n; i++) {
+			char key[32], buf[STORE_I64_BUFSZ];
+			int64_t ms = subs[s]->events[i].ts_ms;
+			snprintf(key, sizeof(key), "%lld", (long long)month_key(ms));
+			if (tg_map_get(&W.months, key))
+				continue;
+			const char *p[] = {store_i64(ms, buf)};
+			int rc = store_exec(&q_partition, p, NULL, err);
+			if (rc < 0)
+				return rc;
+			tg_map_put(&W.months, key, (void *)1);
+		}
+	}
+	return 0;
+}
+
+static void rollup_add(struct tg_map *agg, struct tg_arena *a, const char *subject, const struct store_event *e,
+		       const struct store_contrib *c)
+{
+	int64_t hour = (e->ts_ms >= 0 ? e->ts_ms / HOUR_MS : (e->ts_ms - HOUR_MS + 1) / HOUR_MS) * HOUR_MS;
+	char *key = tg_arena_printf(a, "%s\x1f%s\x1f%lld\x1f%s", subject, c->meter_id, (long long)hour, c->dims_json);
+	struct rollup *r = tg_map_get(agg, key);
+
+	if (!r) {
+		r = tg_arena_alloc(a, sizeof(*r));
+		r->subject = subject;
+		r->meter_id = c->meter_id;
+		r->dims = c->dims_json;
+		r->hour = hour;
+		r->agg = c->agg;
+		r->value = c->value;
+		r->last_ts = e->ts_ms;
+		r->events = 1;
+		tg_map_put(agg, key, r);
+		return;
+	}
+	r->events++;
+	if (c->agg == AGG_MAX_)
+		r->value = c->value > r->value ? c->value : r->value;
+	else if (c->agg == AGG_LATEST_) {
+		if (e->ts_ms >= r->last_ts)
+			r->value = c->value;
+	} else
+		tg_fixed_add(r->value, c->value, &r->value);
+	if (e->ts_ms > r->last_ts)
+		r->last_ts = e->ts_ms;
+}
+
+struct rollup_arrays {
+	struct store_array s, m, h, d, v, e, l;
+};
+
+static int flush_rollups(const char *tenant, struct tg_map *agg, struct tg_error *err)
+{
+	struct store_stmt *stmts[3] = {&q_rollup_add, &q_rollup_max, &q_rollup_latest};
+	int rc = 0;
+
+	for (int kind = 0; kind < 3 && rc == 0; kind++) {
+		struct rollup_arrays ra;
+		memset(&ra, 0, sizeof(ra));
+		for (size_t i = 0; i < agg->cap; i++) {
+			struct tg_map_slot *sl = &agg->slots[i];
+			if (!sl->key || !sl->val)
+				continue;
+			struct rollup *r = sl->val;
+			int k = r->agg == AGG_MAX_ ? 1 : r->agg == AGG_LATEST_ ? 2 : 0;
+			char b1[STORE_I64_BUFSZ], b2[TG_FIXED_BUFSZ], b3[STORE_I64_BUFSZ], b4[STORE_I64_BUFSZ];
+			if (k != kind)
+				continue;
+			store_array_add(&ra.s, r->subject);
+			store_array_add(&ra.m, r->meter_id);
+			store_array_add(&ra.h, store_i64(r->hour, b1));
+			store_array_add(&ra.d, r->dims);
+			store_array_add(&ra.v, store_fixed(r->value, b2));
+			store_array_add(&ra.e, store_i64(r->events, b3));
+			store_array_add(&ra.l, store_i64(r->last_ts, b4));
+		}
+		if (ra.s.n > 0) {
+			const char *p[] = {tenant, store_array_text(&ra.s), store_array_text(&ra.m), store_array_text(&ra.h),
+					   store_array_text(&ra.d), store_array_text(&ra.v), store_array_text(&ra.e),
+					   store_array_text(&ra.l)};
+			rc = store_exec(stmts[kind], p, NULL, err);
+		}
+		store_array_release(&ra.s);
+		store_array_release(&ra.m);
+		store_array_release(&ra.h);
+		store_array_release(&ra.d);
+		store_array_release(&ra.v);
+		store_array_release(&ra.e);
+		store_array_release(&ra.l);
+	}
+	return rc;
+}
+
+static int load_customers(const char *tenant, struct store_submission **subs, int n, struct tg_map *cust,
+			  struct tg_arena *a, bool create, struct tg_error *err)
+{
+	struct store_array ids = {0};
+	struct tg_map want = TG_MAP_INIT;
+	json_t *rows = NULL, *row;
+	size_t i;
+	int rc;
+
+	for (int s = 0; s < n; s++) {
+		if (strcmp(subs[s]->tenant_id, tenant) != 0)
+			continue;
+		for (int k = 0; k < subs[s]->n; k++) {
+			const char *c = subs[s]->events[k].customer_id;
+			if (!tg_map_get(cust, c) && !tg_map_get(&want, c)) {
+				tg_map_put(&want, c, (void *)1);
+				store_array_add(&ids, c);
+			}
+		}
+	}
+	if (ids.n == 0) {
+		store_array_release(&ids);
+		tg_map_release(&want, NULL);
+		return 0;
+	}
+	const char *p[] = {tenant, store_array_text(&ids)};
+	if (create && (rc = store_exec(&q_customers_create, p, NULL, err)) < 0)
+		goto out;
+	if ((rc = store_exec(&q_customers, p, &rows, err)) < 0)
+		goto out;
+	json_array_foreach(rows, i, row) {
+		struct customer_info *ci = tg_arena_alloc(a, sizeof(*ci));
+		ci->tier = tg_arena_strdup(a, store_str(row, "tier"));
+		ci->parent_id = tg_arena_strdup(a, store_str(row, "parent_id"));
+		ci->parent_tier = tg_arena_strdup(a, store_str(row, "parent_tier"));
+		tg_map_put(cust, store_str(row, "id"), ci);
+	}
+out:
+	json_decref(rows);
+	store_array_release(&ids);
+	tg_map_release(&want, NULL);
+	return rc;
+}
+
+/* Everything of one tenant in this batch. */
+static int write_tenant(const char *tenant, struct store_submission **subs, int n, struct tg_arena *a,
+			struct tg_error *err)
+{
+	struct tg_map cust = TG_MAP_INIT, fresh = TG_MAP_INIT, agg = TG_MAP_INIT;
+	struct store_array ids = {0}, ts = {0};
+	struct store_array ei = {0}, ec = {0}, et = {0}, ets = {0}, ep = {0}, em = {0}, er = {0}, ew = {0};
+	json_t *rows = NULL, *row;
+	bool create = false;
+	size_t i;
+	int rc;
+
+	for (int s = 0; s < n; s++)
+		if (strcmp(subs[s]->tenant_id, tenant) == 0)
+			create |= subs[s]->auto_create;
+	if ((rc = load_customers(tenant, subs, n, &cust, a, create, err)) < 0)
+		goto out;
+
+	/* claim the ids of events whose customer exists */
+	for (int s = 0; s < n; s++) {
+		if (strcmp(subs[s]->tenant_id, tenant) != 0)
+			continue;
+		for (int k = 0; k < subs[s]->n; k++) {
+			struct store_event *e = &subs[s]->events[k];
+			struct customer_info *ci = tg_map_get(&cust, e->customer_id);
+			char buf[STORE_I64_BUFSZ];
+			if (!ci) {
+				e->result = STORE_EV_REJECTED;
+				e->reject_code = "customer_not_found";
+				continue;
+			}
+			e->tier = ci->tier;
+			e->parent_id = ci->parent_id;
+			e->parent_tier = ci->parent_tier;
+			store_array_add(&ids, e->id);
+			store_array_add(&ts, store_i64(e->ts_ms, buf));
+		}
+	}
+	if (ids.n == 0)
+		goto out;
+	{
+		const char *p[] = {tenant, store_array_text(&ids), store_array_text(&ts)};
+		if ((rc = store_exec(&q_ids, p, &rows, err)) < 0)
+			goto out;
+	}
+	json_array_foreach(rows, i, row)
+		tg_map_put(&fresh, store_str(row, "id"), (void *)1);
+
+	for (int s = 0; s < n; s++) {
+		if (strcmp(subs[s]->tenant_id, tenant) != 0)
+			continue;
+		for (int k = 0; k < subs[s]->n; k++) {
+			struct store_event *e = &subs[s]->events[k];
+			char buf[STORE_I64_BUFSZ];
+			if (e->result == STORE_EV_REJECTED)
+				continue;
+			/* the first occurrence of a fresh id wins; every other one is a duplicate */
+			if (!tg_map_del(&fresh, e->id)) {
+				e->result = STORE_EV_DUPLICATE;
+				continue;
+			}
+			e->result = STORE_EV_ACCEPTED;
+			store_array_add(&ei, e->id);
+			store_array_add(&ec, e->customer_id);
+			store_array_add(&et, e->type);
+			store_array_add(&ets, store_i64(e->ts_ms, buf));
+			store_array_add(&ep, e->properties_json ? e->properties_json : "{}");
+			store_array_add(&em, e->meter_id);
+			store_array_add(&er, e->reservation_id);
+			store_array_add(&ew, e->workflow_id);
+			for (int c = 0; c < e->ncontribs; c++) {
+				rollup_add(&agg, a, e->customer_id, e, &e->contribs[c]);
+				if (e->parent_id)
+					rollup_add(&agg, a, e->parent_id, e, &e->contribs[c]);
+				rollup_add(&agg, a, "*", e, &e->contribs[c]);
+			}
+		}
+	}
+	if (ei.n > 0) {
+		const char *p[] = {tenant, store_array_text(&ei), store_array_text(&ec), store_array_text(&et),
+				   store_array_text(&ets), store_array_text(&ep), store_array_text(&em),
+				   store_array_text(&er), store_array_text(&ew)};
+		if ((rc = store_exec(&q_events, p, NULL, err)) < 0)
+			goto out;
+		rc = flush_rollups(tenant, &agg, err);
+	}
+out:
+	json_decref(rows);
+	tg_map_release(&cust, NULL);
+	tg_map_release(&fresh, NULL);
+	tg_map_release(&agg, NULL);
+	store_array_release(&ids);
+	store_array_release(&ts);
+	store_array_release(&ei);
+	store_array_release(&ec);
+	store_array_release(&et);
+	store_array_release(&ets);
+	store_array_release(&ep);
+	store_array_release(&em);
+	store_array_release(&er);
+	store_array_release(&ew);
+	return rc;
+}
+
+static void reset_results(struct store_submission **subs, int n)
+{
+	for (int s = 0; s < n; s++)
+		for (int k = 0; k < subs[s]->n; k++)
+			subs[s]->events[k].result = STORE_EV_PENDING;
+}
+
+/* One transaction for these submissions. */
+static int write_batch(struct store_submission **subs, int n, struct tg_error *err)
+{
+	struct tg_arena a;
+	int rc;
+
+	tg_arena_init(&a);
+	reset_results(subs, n);
+	if ((rc = ensure_partitions(subs, n, err)) < 0)
+		goto out;
+	if ((rc = store_begin(err)) < 0)
+		goto out;
+	for (int s = 0; s < n && rc == 0; s++) {
+		bool seen = false;
+		for (int t = 0; t < s; t++)
+			if (strcmp(subs[t]->tenant_id, subs[s]->tenant_id) == 0)
+				seen = true;
+		if (!seen)
+			rc = write_tenant(subs[s]->tenant_id, subs, n, &a, err);
+	}
+	if (rc == 0)
+		rc = store_commit(err);
+	if (rc < 0)
+		store_rollback();
+out:
+	/* the customer strings were copied into each submission's own arena below */
+	if (rc == 0) {
+		for (int s = 0; s < n; s++)
+			for (int k = 0; k < subs[s]->n; k++) {
+				struct store_event *e = &subs[s]->events[k];
+				e->tier = tg_arena_strdup(subs[s]->arena, e->tier);
+				e->parent_id = tg_arena_strdup(subs[s]->arena, e->parent_id);
+				e->parent_tier = tg_arena_strdup(subs[s]->arena, e->parent_tier);
+			}
+	}
+	tg_arena_release(&a);
+	return rc;
+}
+
+static void finish(struct store_submission **subs, int n)
+{
+	int64_t accepted = 0, dup = 0;
+
+	for (int s = 0; s < n; s++)
+		for (int k = 0; k < subs[s]->n; k++) {
+			accepted += subs[s]->events[k].result == STORE_EV_ACCEPTED;
+			dup += subs[s]->events[k].result == STORE_EV_DUPLICATE;
+		}
+	tg_metric_add(W.m_events, accepted);
+	tg_metric_add(W.m_duplicates, dup);
+	if (W.after_commit)
+		W.after_commit(subs, n);
+	for (int s = 0; s < n; s++)
+		subs[s]->done(subs[s]);
+}
+
+static void process(struct store_submission **subs, int n)
+{
+	struct tg_error err;
+	int rc = write_batch(subs, n, &err);
+
+	tg_metric_add(W.m_batches, 1);
+	if (rc == 0) {
+		for (int s = 0; s < n; s++)
+			subs[s]->rc = 0;
+		finish(subs, n);
+		return;
+	}
+	tg_metric_add(W.m_failures, 1);
+	if (n > 1 && err.err != TG_EUNAVAIL) {
+		/* bad data somewhere: isolate it */
+		log_warn("event batch failed; retrying per request", "%s", err.detail);
+		for (int s = 0; s < n; s++)
+			process(&subs[s], 1);
+		return;
+	}
+	log_warn("event batch failed", "%s %s", err.message, err.detail);
+	for (int s = 0; s < n; s++) {
+		subs[s]->rc = err.err;
+		subs[s]->err = err;
+		reset_results(&subs[s], 1);
+		subs[s]->done(subs[s]);
+	}
+}
+
+static void *writer_main(void *arg)
+{
+	struct store_submission **batch = NULL;
+	int cap = 0;
+
+	(void)arg;
+	pthread_setname_np(pthread_self(), "event-writer");
+	for (;;) {
+		int n = 0, events = 0;
+		pthread_mutex_lock(&W.lock);
+		while (!W.head && !W.stopping)
+			pthread_cond_wait(&W.cond, &W.lock);
+		if (!W.head && W.stopping) {
+			pthread_mutex_unlock(&W.lock);
+			break;
+		}
+		while (W.head && (n == 0 || events + W.head->n <= W.batch_max)) {
+			struct store_submission *s = W.head;
+			W.head = s->next;
+			if (n == cap) {
+				cap = cap ? cap * 2 : 64;
+				batch = tg_realloc(batch, sizeof(*batch) * (size_t)cap);
+			}
+			batch[n++] = s;
+			events += s->n;
+			W.queued_events -= s->n;
+		}
+		if (!W.head)
+			W.tail = &W.head;
+		pthread_mutex_unlock(&W.lock);
+		process(batch, n);
+	}
+	free(batch);
+	store_thread_end();
+	return NULL;
+}
+
+int store_writer_start(int batch_max, void (*after_commit)(struct store_submission **subs, int n))
+{
+	W.batch_max = batch_max;
+	W.after_commit = after_commit;
+	W.tail = &W.head;
+	W.stopping = false;
+	W.m_batches = tg_counter("tollgate_event_writer_batches_total", "Transactions committed (or tried) by the event writer.", "");
+	W.m_events = tg_counter("tollgate_events_accepted_total", "Events committed to PostgreSQL.", "");
+	W.m_duplicates = tg_counter("tollgate_events_duplicate_total", "Events whose id was seen before.", "");
+	W.m_failures = tg_counter("tollgate_event_writer_failures_total", "Event writer transactions that failed.", "");
+	if (pthread_create(&W.thread, NULL, writer_main, NULL) != 0)
+		return -1;
+	W.running = true;
+	return 0;
+}
+
+void store_writer_submit(struct store_submission *s)
+{
+	s->next = NULL;
+	s->rc = 0;
+	pthread_mutex_lock(&W.lock);
+	*W.tail = s;
+	W.tail = &s->next;
+	W.queued_events += s->n;
+	pthread_cond_signal(&W.cond);
+	pthread_mutex_unlock(&W.lock);
+}
+
+void store_writer_stop(void)
+{
+	if (!W.running)
+		return;
+	pthread_mutex_lock(&W.lock);
+	W.stopping = true;
+	pthread_cond_broadcast(&W.cond);
+	pthread_mutex_unlock(&W.lock);
+	pthread_join(W.thread, NULL);
+	W.running = false;
+	tg_map_release(&W.months, NULL);
+}

@@ -1,0 +1,234 @@
+/* jfield.c — validating one named JSON field at a time, with the field named in the error. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "tollgate/json.h"
+
+static void param_name(char *buf, size_t size, const char *prefix, const char *name)
+{
+	if (prefix && prefix[0])
+		snprintf(buf, size, "%s.%s", prefix, name);
+	else
+		snprintf(buf, size, "%s", name);
+}
+
+int tg_jf_bad(struct tg_error *err, const char *prefix, const char *name, const char *fmt, ...)
+{
+	char param[128], msg[256];
+	va_list ap;
+
+	param_name(param, sizeof(param), prefix, name);
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	return tg_fail(err, TG_EINVAL, "invalid_parameter", param, "%s", msg);
+}
+
+int tg_jf_only(const json_t *obj, const char *prefix, const char *const *allowed, struct tg_error *err)
+{
+	const char *key;
+	json_t *v;
+	char param[128];
+
+	json_object_foreach((json_t *)obj, key, v) {
+		bool ok = false;
+		for (const char *const *a = allowed; *a; a++)
+			if (strcmp(key, *a) == 0) {
+				ok = true;
+				break;
+			}
+		if (!ok) {
+			param_name(param, sizeof(param), prefix, key);
+			return tg_fail(err, TG_EINVAL, "unknown_parameter", param, "unknown field '%s'", param);
+		}
+	}
+	return 0;
+}
+
+static json_t *field(const json_t *obj, const char *prefix, const char *name, bool required, int *rc,
+		     struct tg_error *err)
+{
+	json_t *v = obj ? json_object_get(obj, name) : NULL;
+	char param[128];
+
+	*rc = 0;
+	if (!v && required) {
+		param_name(param, sizeof(param), prefix, name);
+		*rc = tg_fail(err, TG_EINVAL, "missing_parameter", param, "'%s' is required", param);
+	}
+	return v;
+}
+
+static bool is_plain_string(const json_t *v)
+{
+	return json_is_string(v) && !tg_json_is_number(v);
+}
+
+int tg_jf_str(const json_t *obj, const char *prefix, const char *name, bool required, bool nullable, size_t maxlen,
+	      const char **ret, struct tg_error *err)
+{
+	int rc;
+	json_t *v = field(obj, prefix, name, required, &rc, err);
+
+	if (rc < 0 || !v)
+		return rc;
+	if (json_is_null(v)) {
+		if (!nullable)
+			return tg_jf_bad(err, prefix, name, "'%s' must be a string, not null", name);
+		*ret = NULL;
+		return 0;
+	}
+	if (!is_plain_string(v))
+		return tg_jf_bad(err, prefix, name, "'%s' must be a string", name);
+	if (json_string_length(v) > maxlen)
+		return tg_jf_bad(err, prefix, name, "'%s' is longer than %zu bytes", name, maxlen);
+	for (const char *s = json_string_value(v); *s; s++)
+		if ((unsigned char)*s < 0x20 && *s != '\t')
+			return tg_jf_bad(err, prefix, name, "'%s' must not contain control characters", name);
+	*ret = json_string_value(v);
+	return 0;
+}
+
+int tg_jf_id(const json_t *obj, const char *prefix, const char *name, bool required, bool nullable,
+	     const char **ret, struct tg_error *err)
+{
+	int rc;
+	json_t *v = field(obj, prefix, name, required, &rc, err);
+
+	if (rc < 0 || !v)
+		return rc;
+	if (json_is_null(v)) {
+		if (!nullable)
+			return tg_jf_bad(err, prefix, name, "'%s' must be an id, not null", name);
+		*ret = NULL;
+		return 0;
+	}
+	if (!is_plain_string(v))
+		return tg_jf_bad(err, prefix, name, "'%s' must be a string id", name);
+	if (!tg_id_valid(json_string_value(v), json_string_length(v)))
+		return tg_jf_bad(err, prefix, name, "'%s' must be 1 to 128 characters from A-Z a-z 0-9 . _ : @ + -",
+				 name);
+	*ret = json_string_value(v);
+	return 0;
+}
+
+int tg_jf_bool(const json_t *obj, const char *prefix, const char *name, bool required, bool *ret, bool *present,
+	       struct tg_error *err)
+{
+	int rc;
+	json_t *v = field(obj, prefix, name, required, &rc, err);
+
+	if (present)
+		*present = false;
+	if (rc < 0 || !v)
+		return rc;
+	if (!json_is_boolean(v))
+		return tg_jf_bad(err, prefix, name, "'%s' must be true or false", name);
+	*ret = json_is_true(v);
+	if (present)
+		*present = true;
+	return 0;
+}
+
+int tg_jf_int(const json_t *obj, const char *prefix, const char *name, bool required, int64_t min, int64_t max,
+	      int64_t *ret, bool *present, struct tg_error *err)
+{
+	int rc;
+	json_t *v = field(obj, prefix, name, required, &rc, err);
+
+	if (present)
+		*present = false;
+	if (rc < 0 || !v)
+		return rc;
+	if (!tg_json_is_number(v))
+		return tg_jf_bad(err, prefix, name, "'%s' must be a number", name);
+	if (!tg_json_get_i64(v, min, max, ret))
+		return tg_jf_bad(err, prefix, name, "'%s' must be a whole number from %lld to %lld", name,
+				 (long long)min, (long long)max);
+	if (present)
+		*present = true;
+	return 0;
+}
+
+int tg_jf_fixed(const json_t *obj, const char *prefix, const char *name, bool required, tg_fixed *ret,
+		bool *present, struct tg_error *err)
+{
+	int rc;
+	json_t *v = field(obj, prefix, name, required, &rc, err);
+
+	if (present)
+		*present = false;
+	if (rc < 0 || !v)
+		return rc;
+	if (!tg_json_is_number(v))
+		return tg_jf_bad(err, prefix, name, "'%s' must be a number", name);
+	switch (tg_json_get_fixed(v, ret)) {
+	case TG_FIXED_OK:
+		break;
+	case TG_FIXED_EPRECISION:
+		return tg_jf_bad(err, prefix, name, "'%s' has more than 6 digits after the decimal point", name);
+	case TG_FIXED_ERANGE:
+		return tg_jf_bad(err, prefix, name, "'%s' must be below 9000000000000 in absolute value", name);
+	default:
+		return tg_jf_bad(err, prefix, name, "'%s' must be a decimal number", name);
+	}
+	if (present)
+		*present = true;
+	return 0;
+}
+
+int tg_jf_enum(const json_t *obj, const char *prefix, const char *name, bool required, const char *const *values,
+	       int *ret, bool *present, struct tg_error *err)
+{
+	int rc;
+	json_t *v = field(obj, prefix, name, required, &rc, err);
+	char list[256] = "";
+
+	if (present)
+		*present = false;
+	if (rc < 0 || !v)
+		return rc;
+	if (is_plain_string(v)) {
+		for (int i = 0; values[i]; i++)
+			if (strcmp(values[i], json_string_value(v)) == 0) {
+				*ret = i;
+				if (present)
+					*present = true;
+				return 0;
+			}
+	}
+	for (int i = 0; values[i]; i++) {
+		size_t n = strlen(list);
+		snprintf(list + n, sizeof(list) - n, "%s%s", i ? ", " : "", values[i]);
+	}
+	return tg_jf_bad(err, prefix, name, "'%s' must be one of: %s", name, list);
+}
+
+int tg_jf_object(const json_t *obj, const char *prefix, const char *name, bool required, json_t **ret,
+		 struct tg_error *err)
+{
+	int rc;
+	json_t *v = field(obj, prefix, name, required, &rc, err);
+
+	if (rc < 0 || !v)
+		return rc;
+	if (!json_is_object(v))
+		return tg_jf_bad(err, prefix, name, "'%s' must be an object", name);
+	*ret = v;
+	return 0;
+}
+
+int tg_jf_array(const json_t *obj, const char *prefix, const char *name, bool required, json_t **ret,
+		struct tg_error *err)
+{
+	int rc;
+	json_t *v = field(obj, prefix, name, required, &rc, err);
+
+	if (rc < 0 || !v)
+		return rc;
+	if (!json_is_array(v))
+		return tg_jf_bad(err, prefix, name, "'%s' must be an array", name);
+	*ret = v;
+	return 0;
+}
