@@ -199,12 +199,15 @@ static int limit_store(struct tg_req *req, const json_t *spec, bool create, json
 
 	if (!t)
 		return req->err.err;
+	/* l borrows the snapshot's meter: t stays referenced until l is released */
 	rc = policy_limit_parse(spec, t, &l, &req->err);
-	policy_tenant_unref(t);
-	if (rc < 0)
+	if (rc < 0) {
+		policy_tenant_unref(t);
 		return rc;
+	}
 	if ((rc = limit_rules(req, &l)) < 0) {
 		policy_limit_release(&l);
+		policy_tenant_unref(t);
 		return rc;
 	}
 	struct store_limit_row r = {
@@ -219,6 +222,7 @@ static int limit_store(struct tg_req *req, const json_t *spec, bool create, json
 	rc = create ? store_limit_create(req->principal.tenant_id, &r, row, &req->err)
 		    : store_limit_update(req->principal.tenant_id, &r, row, &req->err);
 	policy_limit_release(&l);
+	policy_tenant_unref(t);
 	if (rc == 0)
 		reload_tenant(req->principal.tenant_id, &req->err);
 	return rc;

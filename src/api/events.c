@@ -126,7 +126,8 @@ static int one_event(struct tg_req *req, const struct policy_tenant *t, int64_t 
 			if (v && json_is_string(v) && !tg_json_is_number(v))
 				json_object_set(dims, m->group_by[g], v);
 		}
-		c->meter_id = m->id;
+		/* the snapshot may be replaced before the writer is done: copy what it lends */
+		c->meter_id = tg_arena_strdup(&req->arena, m->id);
 		c->agg = (int)m->agg;
 		c->dims_json = dump_to_arena(&req->arena, dims);
 		e->ncontribs++;

@@ -98,5 +98,10 @@ int store_customer_resolve(const char *tenant_id, const char *id, bool auto_crea
 			   struct tg_error *err)
 {
 	const char *p[] = {tenant_id, id, store_bool(auto_create)};
-	return store_exec1(&q_customer_resolve, p, ret, err);
+	int rc = store_exec1(&q_customer_resolve, p, ret, err);
+
+	/* a concurrent creator won the insert after our snapshot was taken: a fresh statement sees it */
+	if (rc == 0 && !*ret && auto_create)
+		rc = store_exec1(&q_customer_resolve, p, ret, err);
+	return rc;
 }

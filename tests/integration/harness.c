@@ -41,6 +41,11 @@ static void sleep_ms(int ms)
 
 void srv_start(struct srv *s, const char *const *extra_env)
 {
+	srv_start_wait(s, extra_env, "/readyz");
+}
+
+void srv_start_wait(struct srv *s, const char *const *extra_env, const char *wait_path)
+{
 	const char *bin = getenv("TOLLGATE_BIN");
 	char listen[64], admin_env[96];
 	struct resp r = {0};
@@ -88,7 +93,7 @@ void srv_start(struct srv *s, const char *const *extra_env)
 		int status;
 		if (waitpid(s->pid, &status, WNOHANG) == s->pid)
 			ck_abort_msg("tollgated exited during start-up (status %d); see %s", status, s->log);
-		r = req(s, "GET", "/readyz", NULL, NULL, NULL);
+		r = req(s, "GET", wait_path, NULL, NULL, NULL);
 		long st = r.status;
 		resp_free(&r);
 		if (st == 200)
@@ -254,6 +259,15 @@ struct tenant tenant_new(const struct srv *s, bool test_mode)
 	return t;
 }
 
+long long time_parse(const char *s)
+{
+	struct tm tm = {0};
+	const char *end = s ? strptime(s, "%Y-%m-%dT%H:%M:%SZ", &tm) : NULL;
+
+	ck_assert_msg(end && !*end, "not an RFC 3339 UTC time: '%s'", s ? s : "(null)");
+	return (long long)timegm(&tm);
+}
+
 /* ---- JSON paths ---- */
 
 json_t *jpath(json_t *root, const char *path)
@@ -341,19 +355,26 @@ void run_parallel(int n, void (*fn)(int i, void *arg), void *arg)
 static char *run_capture(const char *cmd)
 {
 	FILE *f = popen(cmd, "r");
-	char buf[4096];
-	size_t n;
-	char *out;
+	char chunk[4096];
+	char *out = NULL;
+	size_t n, len = 0;
 
 	if (!f)
 		return NULL;
-	n = fread(buf, 1, sizeof(buf) - 1, f);
-	buf[n] = '\0';
-	if (pclose(f) != 0)
+	while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0) {
+		out = realloc(out, len + n + 1);
+		memcpy(out + len, chunk, n);
+		len += n;
+	}
+	if (pclose(f) != 0) {
+		free(out);
 		return NULL;
-	while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == ' '))
-		buf[--n] = '\0';
-	out = strdup(buf);
+	}
+	if (!out)
+		out = calloc(1, 1);
+	out[len] = '\0';
+	while (len > 0 && (out[len - 1] == '\n' || out[len - 1] == ' '))
+		out[--len] = '\0';
 	return out;
 }
 
@@ -394,4 +415,30 @@ int run_suite(Suite *s)
 	failed = srunner_ntests_failed(sr);
 	srunner_free(sr);
 	return failed ? 1 : 0;
+}
+
+void must_post(const struct srv *s, const char *key, const char *path, const char *body)
+{
+	struct resp r = req(s, "POST", path, key, body, NULL);
+	ck_assert_msg(r.status == 200 || r.status == 201, "POST %s %s → %ld %s", path, body, r.status, r.body);
+	resp_free(&r);
+}
+
+double limit_used(const struct srv *s, const char *key, const char *customer, const char *limit_id)
+{
+	char path[256];
+	struct resp r;
+	json_t *l;
+	size_t i;
+	double used = -1;
+
+	snprintf(path, sizeof(path), "/v1/customers/%s/usage", customer);
+	r = req(s, "GET", path, key, NULL, NULL);
+	ck_status(r, 200);
+	json_array_foreach(jpath(r.json, "limits"), i, l)
+		if (!strcmp(json_string_value(json_object_get(l, "id")), limit_id))
+			used = json_number_value(json_object_get(l, "used"));
+	resp_free(&r);
+	ck_assert_msg(used >= 0, "limit %s not in the usage of %s", limit_id, customer);
+	return used;
 }

@@ -23,6 +23,8 @@ struct srv {
 
 /* Start tollgated on a free port; extra_env is a NULL-terminated list of "NAME=value". Waits for /readyz. */
 void srv_start(struct srv *s, const char *const *extra_env);
+/* Same, waiting for wait_path to answer 200 instead (e.g. "/healthz" when a service is meant to be down). */
+void srv_start_wait(struct srv *s, const char *const *extra_env, const char *wait_path);
 void srv_stop(struct srv *s);  /* SIGTERM, wait */
 void srv_kill9(struct srv *s); /* SIGKILL, wait */
 int free_port(void);
@@ -67,6 +69,23 @@ double jnum(json_t *root, const char *path);
 		ck_assert_str_eq(jstr((r).json, "error.code"), code_str);                              \
 	} while (0)
 
+/* The whole error body: status, error.type, error.code and error.param (NULL: must be absent). */
+#define ck_err(r, status_code, type_str, code_str, param_str)                                        \
+	do {                                                                                           \
+		const char *param_ = (param_str);                                                      \
+		ck_status(r, status_code);                                                             \
+		ck_assert_str_eq(jstr((r).json, "error.type"), type_str);                              \
+		ck_assert_str_eq(jstr((r).json, "error.code"), code_str);                              \
+		ck_assert_msg(json_is_string(jpath((r).json, "error.message")), "no error.message: %s", (r).body); \
+		if (param_)                                                                            \
+			ck_assert_str_eq(jstr((r).json, "error.param"), param_);                       \
+		else                                                                                   \
+			ck_assert_msg(jpath((r).json, "error.param") == NULL, "unexpected param: %s", (r).body); \
+	} while (0)
+
+/* Seconds since the epoch of an RFC 3339 UTC time ("2026-11-22T03:00:00Z"); fails the test otherwise. */
+long long time_parse(const char *s);
+
 /* Run fn(i, arg) in n threads at once (released together); waits for all. */
 void run_parallel(int n, void (*fn)(int i, void *arg), void *arg);
 
@@ -74,6 +93,11 @@ void run_parallel(int n, void (*fn)(int i, void *arg), void *arg);
 int redis_cmd(const char *cmd); /* e.g. "FLUSHALL"; returns 0 on success */
 /* Run SQL through psql and return its output (trimmed, malloc'd) or NULL. */
 char *psql(const char *sql);
+
+/* POST that must succeed (200/201). */
+void must_post(const struct srv *s, const char *key, const char *path, const char *body);
+/* "used" of one limit in GET /v1/customers/{customer}/usage (fails the test when absent). */
+double limit_used(const struct srv *s, const char *key, const char *customer, const char *limit_id);
 
 /* Standard main: run the suite with the server fixture; returns the exit status. */
 int run_suite(Suite *s);

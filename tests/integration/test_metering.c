@@ -1,0 +1,316 @@
+/* test_metering.c — the nasty cases of metering: concurrency, duplicates, crashes, lost Redis, exact decimals. */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+static struct srv S;
+
+static void setup(void)
+{
+	srv_start(&S, NULL);
+}
+
+static void teardown(void)
+{
+	srv_stop(&S);
+}
+
+/* A tenant with meter tokens (sum of "tokens", by model) and one quota on it. */
+static struct tenant metered(const char *limit_json)
+{
+	struct tenant t = tenant_new(&S, false);
+	must_post(&S, t.key, "/v1/meters",
+		"{\"id\":\"tokens\",\"event_type\":\"llm.completion\",\"aggregation\":\"sum\",\"property\":\"tokens\","
+		"\"group_by\":[\"model\"]}");
+	if (limit_json)
+		must_post(&S, t.key, "/v1/limits", limit_json);
+	return t;
+}
+
+static double usage_of(const struct tenant *t, const char *customer, const char *limit_id)
+{
+	return limit_used(&S, t->key, customer, limit_id);
+}
+
+struct race {
+	const char *key;
+	const char *body;
+	_Atomic int ok, denied, other;
+};
+
+static void race_one(int i, void *arg)
+{
+	struct race *rc = arg;
+	(void)i;
+	struct resp r = req(&S, "POST", "/v1/check", rc->key, rc->body, NULL);
+	if (r.status == 200)
+		atomic_fetch_add(&rc->ok, 1);
+	else if (r.status == 429)
+		atomic_fetch_add(&rc->denied, 1);
+	else
+		atomic_fetch_add(&rc->other, 1);
+	resp_free(&r);
+}
+
+START_TEST(concurrent_consume_respects_hard_limit)
+{
+	struct tenant t = metered("{\"id\":\"cap\",\"kind\":\"quota\",\"meter\":\"tokens\",\"period\":\"month\",\"limit\":100}");
+	struct race rc = {.key = t.key,
+			  .body = "{\"customer_id\":\"u_race\",\"meter\":\"tokens\",\"amount\":1,\"consume\":true}"};
+
+	run_parallel(300, race_one, &rc);
+	ck_assert_int_eq(atomic_load(&rc.other), 0);
+	ck_assert_int_eq(atomic_load(&rc.ok), 100);
+	ck_assert_int_eq(atomic_load(&rc.denied), 200);
+	ck_assert(usage_of(&t, "u_race", "cap") == 100);
+	/* and the durable record agrees: exactly 100 events, 100 in the rollups */
+	char sql[512];
+	snprintf(sql, sizeof(sql), "SELECT count(*) FROM events WHERE tenant_id = '%s' AND customer_id = 'u_race'", t.id);
+	char *n = psql(sql);
+	ck_assert_str_eq(n, "100");
+	free(n);
+	snprintf(sql, sizeof(sql),
+		 "SELECT sum(value)::int FROM usage_rollups WHERE tenant_id = '%s' AND subject = 'u_race' AND meter_id = 'tokens'",
+		 t.id);
+	n = psql(sql);
+	ck_assert_str_eq(n, "100");
+	free(n);
+}
+END_TEST
+
+struct dup {
+	const char *key;
+	_Atomic int accepted, duplicates, other;
+};
+
+static void dup_one(int i, void *arg)
+{
+	struct dup *d = arg;
+	(void)i;
+	struct resp r = req(&S, "POST", "/v1/events", d->key,
+			    "{\"id\":\"evt-same\",\"customer_id\":\"u_dup\",\"type\":\"llm.completion\","
+			    "\"properties\":{\"tokens\":7,\"model\":\"gpt-4\"}}",
+			    NULL);
+	if (r.status != 200) {
+		atomic_fetch_add(&d->other, 1);
+	} else {
+		atomic_fetch_add(&d->accepted, (int)jint(r.json, "accepted"));
+		atomic_fetch_add(&d->duplicates, (int)jint(r.json, "duplicates"));
+	}
+	resp_free(&r);
+}
+
+START_TEST(concurrent_duplicate_event_counts_once)
+{
+	struct tenant t = metered("{\"id\":\"m\",\"kind\":\"quota\",\"meter\":\"tokens\",\"period\":\"month\",\"limit\":1000}");
+	struct dup d = {.key = t.key};
+
+	run_parallel(32, dup_one, &d);
+	ck_assert_int_eq(atomic_load(&d.other), 0);
+	ck_assert_int_eq(atomic_load(&d.accepted), 1);
+	ck_assert_int_eq(atomic_load(&d.duplicates), 31);
+	ck_assert(usage_of(&t, "u_dup", "m") == 7);
+	/* a later retry is a duplicate too */
+	struct resp r = req(&S, "POST", "/v1/events", t.key,
+			    "{\"events\":[{\"id\":\"evt-same\",\"customer_id\":\"u_dup\",\"type\":\"llm.completion\","
+			    "\"properties\":{\"tokens\":7}},{\"id\":\"evt-same\",\"customer_id\":\"u_dup\","
+			    "\"type\":\"llm.completion\",\"properties\":{\"tokens\":7}}]}",
+			    NULL);
+	ck_status(r, 200);
+	ck_assert_int_eq(jint(r.json, "accepted"), 0);
+	ck_assert_int_eq(jint(r.json, "duplicates"), 2);
+	resp_free(&r);
+	ck_assert(usage_of(&t, "u_dup", "m") == 7);
+}
+END_TEST
+
+START_TEST(denied_check_consumes_nothing_elsewhere)
+{
+	struct tenant t = metered("{\"id\":\"big\",\"kind\":\"quota\",\"meter\":\"tokens\",\"period\":\"month\",\"limit\":1000}");
+	must_post(&S, t.key, "/v1/limits", "{\"id\":\"small\",\"kind\":\"quota\",\"meter\":\"tokens\",\"period\":\"day\",\"limit\":10}");
+	must_post(&S, t.key, "/v1/limits",
+		"{\"id\":\"rpm\",\"kind\":\"rate\",\"meter\":\"requests\",\"limit\":100,\"window\":60}");
+
+	struct resp r = req(&S, "POST", "/v1/check", t.key,
+			    "{\"customer_id\":\"u_d\",\"meter\":\"tokens\",\"amount\":11,\"consume\":true}", NULL);
+	ck_status(r, 429);
+	ck_assert_str_eq(jstr(r.json, "code"), "quota_exceeded");
+	ck_assert_str_eq(jstr(r.json, "binding_limit"), "small");
+	resp_free(&r);
+	ck_assert(usage_of(&t, "u_d", "big") == 0);
+	ck_assert(usage_of(&t, "u_d", "small") == 0);
+	/* the requests rate was not charged either: its bucket is still full */
+	r = req(&S, "POST", "/v1/check", t.key, "{\"customer_id\":\"u_d\",\"dry_run\":true}", NULL);
+	ck_status(r, 200);
+	json_t *l;
+	size_t i;
+	json_array_foreach(jpath(r.json, "limits"), i, l)
+		if (!strcmp(json_string_value(json_object_get(l, "id")), "rpm"))
+			ck_assert(json_number_value(json_object_get(l, "remaining")) == 100);
+	resp_free(&r);
+}
+END_TEST
+
+START_TEST(decimal_usage_is_exact)
+{
+	struct tenant t = metered("{\"id\":\"dec\",\"kind\":\"quota\",\"meter\":\"tokens\",\"period\":\"month\",\"limit\":0.3}");
+
+	for (int i = 0; i < 3; i++) {
+		struct resp r = req(&S, "POST", "/v1/check", t.key,
+				    "{\"customer_id\":\"u_x\",\"meter\":\"tokens\",\"amount\":0.1,\"consume\":true}", NULL);
+		ck_status(r, 200);
+		resp_free(&r);
+	}
+	struct resp r = req(&S, "POST", "/v1/check", t.key,
+			    "{\"customer_id\":\"u_x\",\"meter\":\"tokens\",\"amount\":0.000001}", NULL);
+	ck_status(r, 429);
+	/* the body carries the exact decimal, not a float approximation */
+	ck_assert_ptr_nonnull(strstr(r.body, "\"used\":0.3,"));
+	ck_assert_ptr_nonnull(strstr(r.body, "\"remaining\":0,"));
+	resp_free(&r);
+	/* the same through events */
+	struct tenant t2 = metered("{\"id\":\"dec\",\"kind\":\"quota\",\"meter\":\"tokens\",\"period\":\"month\",\"limit\":0.3}");
+	r = req(&S, "POST", "/v1/events", t2.key,
+		"{\"events\":[{\"customer_id\":\"u_y\",\"type\":\"llm.completion\",\"properties\":{\"tokens\":0.1}},"
+		"{\"customer_id\":\"u_y\",\"type\":\"llm.completion\",\"properties\":{\"tokens\":0.1}},"
+		"{\"customer_id\":\"u_y\",\"type\":\"llm.completion\",\"properties\":{\"tokens\":0.1}}]}",
+		NULL);
+	ck_status(r, 200);
+	ck_assert_int_eq(jint(r.json, "accepted"), 3);
+	resp_free(&r);
+	r = req(&S, "POST", "/v1/check", t2.key, "{\"customer_id\":\"u_y\",\"meter\":\"tokens\",\"amount\":0}", NULL);
+	ck_status(r, 200);
+	ck_assert_ptr_nonnull(strstr(r.body, "\"used\":0.3,"));
+	resp_free(&r);
+	r = req(&S, "POST", "/v1/check", t2.key, "{\"customer_id\":\"u_y\",\"meter\":\"tokens\",\"amount\":0.000001}", NULL);
+	ck_status(r, 429);
+	resp_free(&r);
+}
+END_TEST
+
+/* ---- kill -9 while clients stream events ---- */
+
+#define STREAMERS 8
+struct streamer {
+	const char *key;
+	int index;
+	_Atomic bool *stop;
+	int acked;           /* events acknowledged by a 200 */
+	char **acked_ids;
+	int cap;
+};
+
+static void *stream_main(void *arg)
+{
+	struct streamer *st = arg;
+	int seq = 0;
+
+	while (!atomic_load(st->stop)) {
+		char body[1024], ids[4][64];
+		int n = 1 + seq % 4;
+		size_t len = (size_t)snprintf(body, sizeof(body), "{\"events\":[");
+		for (int k = 0; k < n; k++) {
+			snprintf(ids[k], sizeof(ids[k]), "s%d-%d", st->index, seq + k);
+			len += (size_t)snprintf(body + len, sizeof(body) - len,
+						"%s{\"id\":\"%s\",\"customer_id\":\"c%d\",\"type\":\"llm.completion\","
+						"\"properties\":{\"tokens\":1}}",
+						k ? "," : "", ids[k], st->index);
+		}
+		snprintf(body + len, sizeof(body) - len, "]}");
+		seq += n;
+		struct resp r = req(&S, "POST", "/v1/events", st->key, body, NULL);
+		if (r.status == 200 && jint(r.json, "accepted") == n) {
+			for (int k = 0; k < n; k++) {
+				if (st->acked == st->cap) {
+					st->cap = st->cap ? st->cap * 2 : 256;
+					st->acked_ids = realloc(st->acked_ids, sizeof(char *) * (size_t)st->cap);
+				}
+				st->acked_ids[st->acked++] = strdup(ids[k]);
+			}
+		} else if (r.status < 0) {
+			resp_free(&r);
+			break; /* the server is gone */
+		}
+		resp_free(&r);
+	}
+	return NULL;
+}
+
+START_TEST(kill9_loses_no_acknowledged_event)
+{
+	struct tenant t = metered("{\"id\":\"all\",\"kind\":\"quota\",\"meter\":\"tokens\",\"period\":\"all_time\",\"limit\":100000000}");
+	struct streamer st[STREAMERS];
+	pthread_t th[STREAMERS];
+	_Atomic bool stop = false;
+
+	memset(st, 0, sizeof(st));
+	for (int i = 0; i < STREAMERS; i++) {
+		st[i].key = t.key;
+		st[i].index = i;
+		st[i].stop = &stop;
+		pthread_create(&th[i], NULL, stream_main, &st[i]);
+	}
+	usleep(1500 * 1000);
+	srv_kill9(&S);
+	atomic_store(&stop, true);
+	for (int i = 0; i < STREAMERS; i++)
+		pthread_join(th[i], NULL);
+	S.port = 0;
+	srv_start(&S, NULL);
+
+	int total = 0;
+	for (int i = 0; i < STREAMERS; i++) {
+		char sql[512], customer[16], path[64];
+		snprintf(customer, sizeof(customer), "c%d", i);
+		snprintf(sql, sizeof(sql), "SELECT string_agg(id, ',') FROM events WHERE tenant_id = '%s' AND customer_id = '%s'",
+			 t.id, customer);
+		char *stored = psql(sql);
+		ck_assert_ptr_nonnull(stored);
+		size_t slen = strlen(stored);
+		int stored_n = slen ? 1 : 0;
+		for (size_t k = 0; k < slen; k++)
+			stored_n += stored[k] == ',';
+		for (int k = 0; k < st[i].acked; k++) {
+			char needle[80];
+			snprintf(needle, sizeof(needle), ",%s,", st[i].acked_ids[k]);
+			size_t nl = strlen(needle);
+			/* search ",id," in ",stored," */
+			char *wrapped = malloc(slen + 3);
+			sprintf(wrapped, ",%s,", stored);
+			ck_assert_msg(memmem(wrapped, slen + 2, needle, nl) != NULL, "acknowledged event %s is missing",
+				      st[i].acked_ids[k]);
+			free(wrapped);
+			free(st[i].acked_ids[k]);
+		}
+		ck_assert_int_ge(stored_n, st[i].acked);
+		/* the usage after restart counts exactly what is stored */
+		snprintf(path, sizeof(path), "%s", customer);
+		ck_assert(usage_of(&t, path, "all") == stored_n);
+		total += st[i].acked;
+		free(st[i].acked_ids);
+		free(stored);
+	}
+	ck_assert_int_gt(total, 50); /* the streams really ran before the kill */
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("metering");
+	TCase *tc = tcase_create("nasty");
+
+	tcase_add_unchecked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 240);
+	tcase_add_test(tc, concurrent_consume_respects_hard_limit);
+	tcase_add_test(tc, concurrent_duplicate_event_counts_once);
+	tcase_add_test(tc, denied_check_consumes_nothing_elsewhere);
+	tcase_add_test(tc, decimal_usage_is_exact);
+	tcase_add_test(tc, kill9_loses_no_acknowledged_event);
+	suite_add_tcase(s, tc);
+	return run_suite(s);
+}

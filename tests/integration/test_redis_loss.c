@@ -1,0 +1,91 @@
+/* test_redis_loss.c — Redis is a cache: after FLUSHALL every counter is rebuilt exactly from PostgreSQL. */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+static struct srv S;
+
+static void setup(void)
+{
+	srv_start(&S, NULL);
+}
+
+static void teardown(void)
+{
+	srv_stop(&S);
+}
+
+/* A tenant with meter tokens (sum of "tokens", by model) and one quota on it. */
+static struct tenant metered(const char *limit_json)
+{
+	struct tenant t = tenant_new(&S, false);
+	must_post(&S, t.key, "/v1/meters",
+		"{\"id\":\"tokens\",\"event_type\":\"llm.completion\",\"aggregation\":\"sum\",\"property\":\"tokens\","
+		"\"group_by\":[\"model\"]}");
+	if (limit_json)
+		must_post(&S, t.key, "/v1/limits", limit_json);
+	return t;
+}
+
+static double usage_of(const struct tenant *t, const char *customer, const char *limit_id)
+{
+	return limit_used(&S, t->key, customer, limit_id);
+}
+
+START_TEST(redis_flush_rebuilds_exact_usage)
+{
+	struct tenant t = metered("{\"id\":\"mo\",\"kind\":\"quota\",\"meter\":\"tokens\",\"period\":\"month\",\"limit\":1000}");
+	must_post(&S, t.key, "/v1/limits",
+		"{\"id\":\"gpt4\",\"kind\":\"quota\",\"meter\":\"tokens\",\"period\":\"day\",\"limit\":500,\"filter\":{\"model\":\"gpt-4\"}}");
+	must_post(&S, t.key, "/v1/customers", "{\"id\":\"org\"}");
+	must_post(&S, t.key, "/v1/customers", "{\"id\":\"m1\",\"parent_id\":\"org\"}");
+	must_post(&S, t.key, "/v1/limits",
+		"{\"id\":\"orgcap\",\"kind\":\"quota\",\"scope\":\"customer\",\"customer_id\":\"org\",\"meter\":\"tokens\","
+		"\"period\":\"week\",\"limit\":900}");
+	must_post(&S, t.key, "/v1/events",
+		"{\"events\":[{\"customer_id\":\"m1\",\"type\":\"llm.completion\",\"properties\":{\"tokens\":120.5,\"model\":\"gpt-4\"}},"
+		"{\"customer_id\":\"m1\",\"type\":\"llm.completion\",\"properties\":{\"tokens\":30,\"model\":\"gpt-3.5\"}}]}");
+	struct resp r = req(&S, "POST", "/v1/check", t.key,
+			    "{\"customer_id\":\"m1\",\"meter\":\"tokens\",\"amount\":9.25,\"consume\":true,"
+			    "\"dimensions\":{\"model\":\"gpt-4\"}}",
+			    NULL);
+	ck_status(r, 200);
+	resp_free(&r);
+	double mo = usage_of(&t, "m1", "mo"), g4 = usage_of(&t, "m1", "gpt4"), org = usage_of(&t, "m1", "orgcap");
+	ck_assert(mo == 159.75);
+	ck_assert(g4 == 129.75);
+	ck_assert(org == 159.75);
+
+	ck_assert_int_eq(redis_cmd("FLUSHALL"), 0);
+	ck_assert(usage_of(&t, "m1", "mo") == mo);
+	ck_assert(usage_of(&t, "m1", "gpt4") == g4);
+	ck_assert(usage_of(&t, "m1", "orgcap") == org);
+	/* checks see the same numbers: 370.25 more gpt-4 fits the daily 500, 370.26 does not */
+	r = req(&S, "POST", "/v1/check", t.key,
+		"{\"customer_id\":\"m1\",\"meter\":\"tokens\",\"amount\":370.25,\"dimensions\":{\"model\":\"gpt-4\"}}", NULL);
+	ck_status(r, 200);
+	resp_free(&r);
+	r = req(&S, "POST", "/v1/check", t.key,
+		"{\"customer_id\":\"m1\",\"meter\":\"tokens\",\"amount\":370.26,\"dimensions\":{\"model\":\"gpt-4\"}}", NULL);
+	ck_status(r, 429);
+	ck_assert_str_eq(jstr(r.json, "binding_limit"), "gpt4");
+	resp_free(&r);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("redis_loss");
+	TCase *tc = tcase_create("flush");
+
+	tcase_add_unchecked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 120);
+	tcase_add_test(tc, redis_flush_rebuilds_exact_usage);
+	suite_add_tcase(s, tc);
+	return run_suite(s);
+}
