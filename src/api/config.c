@@ -191,23 +191,17 @@ static int limit_rules(struct tg_req *req, const struct policy_limit *l)
 	return 0;
 }
 
-static int limit_store(struct tg_req *req, const json_t *spec, bool create, json_t **row)
+/* Validate and write one limit (no reload: callers reload once their transaction is over). */
+static int limit_write(struct tg_req *req, struct policy_tenant *t, const json_t *spec, bool create, json_t **row)
 {
 	struct policy_limit l;
-	struct policy_tenant *t = api_tenant(req);
 	int rc;
 
-	if (!t)
-		return req->err.err;
-	/* l borrows the snapshot's meter: t stays referenced until l is released */
-	rc = policy_limit_parse(spec, t, &l, &req->err);
-	if (rc < 0) {
-		policy_tenant_unref(t);
+	/* l borrows the snapshot's meter: t stays referenced by the caller until l is released */
+	if ((rc = policy_limit_parse(spec, t, &l, &req->err)) < 0)
 		return rc;
-	}
 	if ((rc = limit_rules(req, &l)) < 0) {
 		policy_limit_release(&l);
-		policy_tenant_unref(t);
 		return rc;
 	}
 	struct store_limit_row r = {
@@ -222,25 +216,108 @@ static int limit_store(struct tg_req *req, const json_t *spec, bool create, json
 	rc = create ? store_limit_create(req->principal.tenant_id, &r, row, &req->err)
 		    : store_limit_update(req->principal.tenant_id, &r, row, &req->err);
 	policy_limit_release(&l);
+	return rc;
+}
+
+static int limit_store(struct tg_req *req, const json_t *spec, bool create, json_t **row)
+{
+	struct policy_tenant *t = api_tenant(req);
+	int rc;
+
+	if (!t)
+		return req->err.err;
+	rc = limit_write(req, t, spec, create, row);
 	policy_tenant_unref(t);
 	if (rc == 0)
 		reload_tenant(req->principal.tenant_id, &req->err);
 	return rc;
 }
 
-/* Create a limit from a body; used by POST /v1/limits and POST /v1/tiers' "limits". */
-int api_limit_create(struct tg_req *req, const json_t *body, json_t **row)
+/* A limit body with its id filled in (new reference). */
+static json_t *with_id(const json_t *body)
 {
 	json_t *spec = json_deep_copy(body);
 	char id[TG_SID_BUFSZ];
-	int rc;
 
 	if (!json_object_get(spec, "id")) {
 		tg_sid_new("lim_", id);
 		json_object_set_new(spec, "id", json_string(id));
 	}
-	rc = limit_store(req, spec, true, row);
+	return spec;
+}
+
+int api_limit_create(struct tg_req *req, const json_t *body, json_t **row)
+{
+	json_t *spec = with_id(body);
+	int rc = limit_store(req, spec, true, row);
+
 	json_decref(spec);
+	return rc;
+}
+
+/* POST /v1/tiers: the tier and its limits ("limits": limits without scope) in one transaction. */
+int api_tiers_create(struct tg_req *req)
+{
+	static const char *const fields[] = {"id", "name", "limits", NULL};
+	const char *id, *name = NULL;
+	json_t *body = api_body(req), *limits = NULL, *row = NULL, *created;
+	struct policy_tenant *t;
+	size_t i;
+	json_t *l;
+	int rc;
+
+	if (!body)
+		return req->err.err;
+	if ((rc = api_only(req, body, fields)) < 0 || (rc = api_id(req, body, "id", true, false, &id)) < 0 ||
+	    (rc = api_str(req, body, "name", false, true, 200, &name)) < 0 ||
+	    (rc = tg_jf_array(body, NULL, "limits", false, &limits, &req->err)) < 0)
+		return rc;
+	json_array_foreach(limits, i, l) {
+		char prefix[32];
+		snprintf(prefix, sizeof(prefix), "limits[%zu]", i);
+		if (!json_is_object(l))
+			return tg_jf_bad(&req->err, NULL, prefix, "each limit is an object");
+		if (json_object_get(l, "scope") || json_object_get(l, "tier") || json_object_get(l, "customer_id"))
+			return tg_jf_bad(&req->err, prefix, "scope", "a tier's limits take their scope and tier from it");
+	}
+	if (!(t = api_tenant(req)))
+		return req->err.err;
+	created = json_array();
+	if ((rc = store_begin(&req->err)) < 0)
+		goto out;
+	if ((rc = store_tier_create(req->principal.tenant_id, id, name, &row, &req->err)) < 0) {
+		if (req->err.err == TG_ECONFLICT)
+			tg_fail(&req->err, TG_ECONFLICT, "tier_exists", "id", "tier '%s' already exists", id);
+		goto fail;
+	}
+	json_array_foreach(limits, i, l) {
+		json_t *spec = with_id(l), *lrow = NULL;
+		json_object_set_new(spec, "scope", json_string("tier"));
+		json_object_set_new(spec, "tier", json_string(id));
+		rc = limit_write(req, t, spec, true, &lrow);
+		json_decref(spec);
+		if (rc < 0) {
+			const char *field = tg_arena_printf(&req->arena, "limits[%zu]%s%s", i, req->err.param[0] ? "." : "",
+							    req->err.param);
+			snprintf(req->err.param, sizeof(req->err.param), "%s", field);
+			goto fail;
+		}
+		json_array_append_new(created, lrow);
+	}
+	if ((rc = store_commit(&req->err)) < 0)
+		goto fail;
+	reload_tenant(req->principal.tenant_id, &req->err);
+	json_object_set_new(row, "limits", json_incref(created));
+	tg_req_reply(req, 201, row);
+	row = NULL;
+	rc = 0;
+	goto out;
+fail:
+	store_rollback();
+out:
+	json_decref(row);
+	json_decref(created);
+	policy_tenant_unref(t);
 	return rc;
 }
 

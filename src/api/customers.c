@@ -141,28 +141,6 @@ int api_customers_delete(struct tg_req *req)
 
 /* ---- tiers ---- */
 
-int api_tiers_create(struct tg_req *req)
-{
-	static const char *const fields[] = {"id", "name", NULL};
-	const char *id, *name = NULL;
-	json_t *body = api_body(req), *row;
-	int rc;
-
-	if (!body)
-		return req->err.err;
-	if ((rc = api_only(req, body, fields)) < 0 || (rc = api_id(req, body, "id", true, false, &id)) < 0 ||
-	    (rc = api_str(req, body, "name", false, true, 200, &name)) < 0)
-		return rc;
-	if ((rc = store_tier_create(req->principal.tenant_id, id, name, &row, &req->err)) < 0) {
-		if (req->err.err == TG_ECONFLICT)
-			tg_fail(&req->err, TG_ECONFLICT, "tier_exists", "id", "tier '%s' already exists", id);
-		return req->err.err;
-	}
-	reload_tenant(req->principal.tenant_id, &req->err);
-	tg_req_reply(req, 201, row);
-	return 0;
-}
-
 int api_tiers_list(struct tg_req *req)
 {
 	static const char *const q[] = {"limit", "starting_after", NULL};
