@@ -23,7 +23,8 @@
 
 /* Parse text; returns a new reference, or NULL with err filled
  * (400 invalid_json; duplicate keys and non-object/array tops are errors too
- * when top_object is true). */
+ * when top_object is true; a number PostgreSQL could not store, such as
+ * 1e-20000, is a 400 invalid_parameter naming its path, e.g. "metadata.x"). */
 json_t *tg_json_parse(const char *text, size_t len, bool top_object, struct tg_error *err);
 
 bool tg_json_is_number(const json_t *v);

@@ -68,6 +68,9 @@ bool tg_id_valid(const char *s, size_t len);
 /* Server-made ids: prefix + 24 characters [0-9a-z] from the OS random source. buf ≥ 40. */
 #define TG_SID_BUFSZ 40
 void tg_sid_new(const char *prefix, char *buf);
+/* The same shape from a per-thread generator seeded by the OS: for ids that need to be unique,
+ * not unguessable (request ids), without a system call each. */
+void tg_sid_fast(const char *prefix, char *buf);
 
 /* Time: milliseconds since the Unix epoch (UTC). */
 int64_t tg_now_ms(void);          /* CLOCK_REALTIME */

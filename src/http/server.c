@@ -588,7 +588,7 @@ static struct http_req *req_new(struct http_loop *hl, struct MHD_Connection *c, 
 		req->request_id = rid;
 	} else {
 		char *id = tg_arena_alloc(&req->arena, TG_SID_BUFSZ);
-		tg_sid_new("req_", id);
+		tg_sid_fast("req_", id);
 		req->request_id = id;
 	}
 	if (req->method == 0) {

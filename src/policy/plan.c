@@ -8,10 +8,12 @@
 
 struct plan {
 	struct policy_counter *cs;
-	int n;
+	int n, cap;
 	int64_t now;
 	struct tg_arena *arena;
 };
+
+#define FIRST_CAP 8 /* most checks touch a handful of counters: no big zeroed block per request */
 
 bool policy_filter_matches(const struct policy_limit *l, const struct policy_dim *dims, int ndims)
 {
@@ -35,6 +37,14 @@ static struct policy_counter *add(struct plan *p, const struct policy_limit *l, 
 
 	if (p->n >= MAX_COUNTERS)
 		return NULL;
+	if (p->n == p->cap) {
+		int cap = p->cap ? p->cap * 4 : FIRST_CAP;
+		struct policy_counter *cs = tg_arena_alloc(p->arena, sizeof(*cs) * (size_t)cap);
+		if (p->n)
+			memcpy(cs, p->cs, sizeof(*cs) * (size_t)p->n);
+		p->cs = cs;
+		p->cap = cap;
+	}
 	c = &p->cs[p->n++];
 	memset(c, 0, sizeof(*c));
 	c->limit = l;
@@ -144,8 +154,7 @@ static void plan_meter(struct plan *p, const struct policy_tenant *t, const stru
 int policy_plan(const struct policy_tenant *t, const struct policy_check *c, const struct policy_subject *s,
 		int64_t now_ms, struct tg_arena *a, struct policy_counter **ret)
 {
-	struct plan p = {.cs = tg_arena_alloc(a, sizeof(struct policy_counter) * MAX_COUNTERS), .now = now_ms,
-			 .arena = a};
+	struct plan p = {.now = now_ms, .arena = a};
 	const struct policy_meter *m = policy_meter_find(t, c->meter ? c->meter : POLICY_REQUESTS);
 	struct meter_amount req = {&t->requests, TG_FIXED_SCALE, true};
 
@@ -183,8 +192,7 @@ static int add_all(void *arg, const char *key, void *val)
 int policy_plan_all(const struct policy_tenant *t, const struct policy_subject *s, int64_t now_ms,
 		    struct tg_arena *a, struct policy_counter **ret)
 {
-	struct plan p = {.cs = tg_arena_alloc(a, sizeof(struct policy_counter) * MAX_COUNTERS), .now = now_ms,
-			 .arena = a};
+	struct plan p = {.now = now_ms, .arena = a};
 	struct {
 		struct plan *p;
 		const struct policy_tenant *t;

@@ -37,3 +37,37 @@ void tg_sid_new(const char *prefix, char *buf)
 	}
 	buf[n + sizeof(rnd)] = '\0';
 }
+
+/* xoshiro256** per thread, seeded once from the OS */
+static uint64_t rotl(uint64_t x, int k)
+{
+	return (x << k) | (x >> (64 - k));
+}
+
+void tg_sid_fast(const char *prefix, char *buf)
+{
+	static const char alphabet[] = "0123456789abcdefghijklmnopqrstuvwxyz";
+	static _Thread_local uint64_t s[4];
+	static _Thread_local bool seeded;
+	size_t n = strlen(prefix);
+
+	if (!seeded) {
+		tg_random_bytes(s, sizeof(s));
+		seeded = true;
+	}
+	if (n > TG_SID_BUFSZ - 25)
+		n = TG_SID_BUFSZ - 25;
+	memcpy(buf, prefix, n);
+	for (int i = 0; i < 24; i += 12) {
+		uint64_t r = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
+		s[2] ^= s[0];
+		s[3] ^= s[1];
+		s[1] ^= s[2];
+		s[0] ^= s[3];
+		s[2] ^= t;
+		s[3] = rotl(s[3], 45);
+		for (int k = 0; k < 12; k++, r /= 36)
+			buf[n + i + k] = alphabet[r % 36];
+	}
+	buf[n + 24] = '\0';
+}

@@ -65,38 +65,110 @@ static bool is_jansson_number(const json_t *v)
 	return json_is_integer(v) || json_is_real(v);
 }
 
-/* Replace every jansson number in v (document order) by a number value holding its lexeme. */
-static bool replace_numbers(json_t *v, struct lexemes *lx)
+/*
+ * A number PostgreSQL's numeric (so jsonb) can hold once stored: at most NUMBER_DIGITS_MAX digits on
+ * each side of the point after the exponent is applied. jansson takes 1e-20000 or 0e-99999 (as 0.0),
+ * but the INSERT of such a number fails; and what numeric writes back for an accepted number (1e-1000
+ * as "0.000…1") has the same digits, so it parses again when read from the database.
+ */
+#define NUMBER_DIGITS_MAX 1000
+
+static bool number_storable(const char *s, size_t n)
+{
+	size_t i = 0;
+	int64_t int_digits = 0, frac_digits = 0, exp = 0;
+	bool exp_neg = false;
+
+	/* the text already parsed as JSON: -?digits(.digits)?([eE][+-]?digits)? */
+	if (i < n && s[i] == '-')
+		i++;
+	for (; i < n && s[i] >= '0' && s[i] <= '9'; i++)
+		int_digits++;
+	if (i < n && s[i] == '.')
+		for (i++; i < n && s[i] >= '0' && s[i] <= '9'; i++)
+			frac_digits++;
+	if (i < n && (s[i] == 'e' || s[i] == 'E')) {
+		i++;
+		if (i < n && (s[i] == '+' || s[i] == '-'))
+			exp_neg = s[i++] == '-';
+		for (; i < n; i++) {
+			exp = exp * 10 + (s[i] - '0');
+			if (exp > 10 * NUMBER_DIGITS_MAX)
+				return false;
+		}
+	}
+	if (exp_neg)
+		exp = -exp;
+	return int_digits + exp <= NUMBER_DIGITS_MAX && frac_digits - exp <= NUMBER_DIGITS_MAX;
+}
+
+/* The field a number sits in, for the error: "metadata.limits.0". */
+static void path_push(char *path, size_t *plen, const char *key, size_t index)
+{
+	size_t cap = sizeof(((struct tg_error *)0)->param);
+	int n = key ? snprintf(path + *plen, cap - *plen, "%s%s", *plen ? "." : "", key)
+		    : snprintf(path + *plen, cap - *plen, "%s%zu", *plen ? "." : "", index);
+
+	if (n > 0)
+		*plen = *plen + (size_t)n < cap ? *plen + (size_t)n : cap - 1;
+}
+
+static json_t *number_at(struct lexemes *lx, char *path, size_t plen, struct tg_error *err)
 {
 	const char *start;
 	size_t len;
+
+	if (!next_lexeme(lx, &start, &len)) {
+		tg_fail(err, TG_EINTERNAL, NULL, NULL, "could not read the numbers of the body");
+		return NULL;
+	}
+	if (!number_storable(start, len)) {
+		path[plen] = '\0';
+		if (plen)
+			tg_fail(err, TG_EINVAL, "invalid_parameter", path, "'%s' is a number out of range", path);
+		else
+			tg_fail(err, TG_EINVAL, "invalid_parameter", NULL, "the number is out of range");
+		return NULL;
+	}
+	return number_value(start, len);
+}
+
+/* Replace every jansson number in v (document order) by a number value holding its lexeme. */
+static int replace_numbers(json_t *v, struct lexemes *lx, char *path, size_t plen, struct tg_error *err)
+{
+	size_t sub = plen;
+	json_t *num;
 
 	if (json_is_object(v)) {
 		const char *key;
 		json_t *child;
 		json_object_foreach(v, key, child) {
+			sub = plen;
+			path_push(path, &sub, key, 0);
 			if (is_jansson_number(child)) {
-				if (!next_lexeme(lx, &start, &len))
-					return false;
-				json_object_set_new_nocheck(v, key, number_value(start, len));
-			} else if (!replace_numbers(child, lx)) {
-				return false;
+				if (!(num = number_at(lx, path, sub, err)))
+					return err->err;
+				json_object_set_new_nocheck(v, key, num);
+			} else if (replace_numbers(child, lx, path, sub, err) < 0) {
+				return err->err;
 			}
 		}
 	} else if (json_is_array(v)) {
 		size_t i;
 		json_t *child;
 		json_array_foreach(v, i, child) {
+			sub = plen;
+			path_push(path, &sub, NULL, i);
 			if (is_jansson_number(child)) {
-				if (!next_lexeme(lx, &start, &len))
-					return false;
-				json_array_set_new(v, i, number_value(start, len));
-			} else if (!replace_numbers(child, lx)) {
-				return false;
+				if (!(num = number_at(lx, path, sub, err)))
+					return err->err;
+				json_array_set_new(v, i, num);
+			} else if (replace_numbers(child, lx, path, sub, err) < 0) {
+				return err->err;
 			}
 		}
 	}
-	return true;
+	return 0;
 }
 
 json_t *tg_json_parse(const char *text, size_t len, bool top_object, struct tg_error *err)
@@ -107,6 +179,7 @@ json_t *tg_json_parse(const char *text, size_t len, bool top_object, struct tg_e
 	size_t flags = JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL | (top_object ? 0 : JSON_DECODE_ANY);
 	json_t *root;
 	struct lexemes lx = {text, text + len, text};
+	char path[sizeof(err->param)] = "";
 
 	if (len == 0) {
 		tg_fail(err, TG_EINVAL, "invalid_json", NULL, "request body is empty; a JSON object is expected");
@@ -124,18 +197,11 @@ json_t *tg_json_parse(const char *text, size_t len, bool top_object, struct tg_e
 		return NULL;
 	}
 	if (is_jansson_number(root)) {
-		const char *start;
-		size_t n;
 		json_decref(root);
-		if (!next_lexeme(&lx, &start, &n)) {
-			tg_fail(err, TG_EINTERNAL, NULL, NULL, "could not read a number");
-			return NULL;
-		}
-		return number_value(start, n);
+		return number_at(&lx, path, 0, err);
 	}
-	if (!replace_numbers(root, &lx)) {
+	if (replace_numbers(root, &lx, path, 0, err) < 0) {
 		json_decref(root);
-		tg_fail(err, TG_EINTERNAL, NULL, NULL, "could not read the numbers of the body");
 		return NULL;
 	}
 	return root;
