@@ -110,6 +110,7 @@ struct policy_tenant {
 	int nlimits;
 	/* indexes (built at compile time) */
 	struct policy_index *index;
+	uint64_t generation;  /* unique per compiled snapshot: caches keyed on it die with it */
 	_Atomic int refs;
 };
 

@@ -140,6 +140,8 @@ int store_customer_delete(const char *tenant_id, const char *id, bool *deleted, 
 /* {tenant:{...}, meters:[spec...], limits:[spec...]} for policy_compile, or *ret = NULL when no such tenant. */
 int store_config_load(const char *tenant_id, json_t **ret, struct tg_error *err);
 int store_tenant_ids(json_t **ret, struct tg_error *err); /* [{"id"}...] */
+/* Every tenant's configuration in one query: [{"id", "config"}...]. */
+int store_config_load_all(json_t **ret, struct tg_error *err);
 
 int store_meter_create(const char *tenant_id, const char *id, const json_t *spec, json_t **ret,
 		       struct tg_error *err);

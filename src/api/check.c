@@ -8,6 +8,8 @@
 #include "tollgate/hot.h"
 #include "tollgate/json.h"
 #include "tollgate/log.h"
+#include "tollgate/loop.h"
+#include "tollgate/map.h"
 #include "tollgate/metrics.h"
 #include "tollgate/policy.h"
 #include "tollgate/store.h"
@@ -27,6 +29,32 @@
 #define DEFAULT_RESERVATION_TTL 300
 #define MAX_RESERVATION_TTL 86400
 
+/*
+ * DESIGN (deny cache): each event loop keeps, for the counters that denied a
+ * check, "denied until T" (tenant clock) with the amount that was denied and
+ * the snapshot generation of the decision. A later check asking at least that
+ * amount of such a counter before T is denied from here, without Redis: a
+ * customer hammering far past its limit is cheaper to refuse than to serve.
+ * Rate limits refill deterministically, so T is exact; quota denials are
+ * cached for at most a second (a released reservation or a limit raised on
+ * another instance frees room). A new snapshot (any configuration change)
+ * voids every entry of the tenant. Loop-local: no locks.
+ */
+#define DENY_CACHE_MAX 65536
+#define DENY_QUOTA_MS 1000
+
+struct deny_entry {
+	int64_t until;
+	uint64_t generation;
+	tg_fixed amount;
+	struct policy_counter state;  /* the counter as denied (its limit lives in that generation) */
+	struct tg_metric *throttles;
+};
+
+static _Thread_local struct tg_map deny_cache;
+static _Thread_local struct tg_buf throttle_log;
+static _Thread_local bool throttle_hook;
+
 struct check {
 	struct tg_req *req;
 	struct policy_tenant *t;
@@ -41,6 +69,7 @@ struct check {
 	int64_t rsv_ttl;
 	char rsv_id[TG_SID_BUFSZ];
 	bool degraded;
+	bool from_cache;
 	/* a consuming check's usage, on its way to PostgreSQL */
 	struct store_submission sub;
 	struct store_event ev;
@@ -59,6 +88,111 @@ static struct tg_metric *decisions_metric(const char *code)
 		*slot = tg_counter("tollgate_check_decisions_total", "Checks answered, by decision code.", labels);
 	}
 	return *slot;
+}
+
+static void flush_throttle_log(void *arg)
+{
+	(void)arg;
+	if (throttle_log.len) {
+		tg_log_raw(throttle_log.buf, throttle_log.len);
+		tg_buf_reset(&throttle_log);
+	}
+}
+
+static size_t deny_key(char *buf, size_t size, const char *tenant, const struct policy_counter *c)
+{
+	int n = snprintf(buf, size, "%s|%s|%d|%s", tenant, c->limit->id, (int)c->subject_kind, c->subject);
+	return n < 0 ? 0 : (size_t)n < size ? (size_t)n : size - 1;
+}
+
+static struct tg_metric *throttle_metric(const char *tenant, const struct policy_limit *l)
+{
+	char labels[256];
+
+	snprintf(labels, sizeof(labels), "tenant=\"%s\",limit=\"%s\",kind=\"%s\"", tenant, l->id,
+		 policy_kind_names[l->kind]);
+	return tg_counter("tollgate_throttles_total", "Checks denied by a limit, by tenant and limit.", labels);
+}
+
+/* Count and log one denial (a line per throttle, written with the loop's next pass). */
+static void throttled(struct check *ck, const struct policy_counter *c, struct tg_metric *m)
+{
+	struct tg_buf *b = &throttle_log;
+	char ts[TG_TIME_BUFSZ];
+
+	tg_metric_add(m ? m : throttle_metric(ck->req->principal.tenant_id, c->limit), 1);
+	if (!tg_loop_current()) {
+		log_info("throttled", "tenant=%s customer=%s ip=%s key=%s limit=%s", ck->req->principal.tenant_id,
+			 ck->customer_id, ck->chk.ip ? ck->chk.ip : "", ck->chk.key ? ck->chk.key : "", c->limit->id);
+		return;
+	}
+	if (!throttle_hook) {
+		tg_loop_on_pass_end(tg_loop_current(), flush_throttle_log, NULL);
+		throttle_hook = true;
+	}
+	tg_time_format(tg_now_ms(), ts);
+	tg_buf_addf(b, "{\"ts\":\"%s\",\"level\":\"info\",\"msg\":\"throttled\",\"req_id\":\"%s\",\"tenant\":\"%s\","
+		       "\"customer\":\"", ts, ck->req->request_id, ck->req->principal.tenant_id);
+	tg_buf_add_json_str(b, ck->customer_id, strlen(ck->customer_id));
+	tg_buf_adds(b, "\",\"ip\":\"");
+	if (ck->chk.ip)
+		tg_buf_add_json_str(b, ck->chk.ip, strlen(ck->chk.ip));
+	tg_buf_adds(b, "\",\"key\":\"");
+	if (ck->chk.key)
+		tg_buf_add_json_str(b, ck->chk.key, strlen(ck->chk.key));
+	tg_buf_addf(b, "\",\"limit\":\"%s\",\"kind\":\"%s\"}\n", c->limit->id, policy_kind_names[c->limit->kind]);
+}
+
+static void deny_cache_put(struct check *ck, const struct policy_counter *c)
+{
+	char key[512];
+	struct deny_entry *e;
+	int64_t until;
+
+	if (!tg_loop_current() || c->retry_ms < 0 || ck->chk.dry_run)
+		return;
+	until = ck->now + c->retry_ms;
+	if (c->limit->kind == POLICY_QUOTA && until > ck->now + DENY_QUOTA_MS)
+		until = ck->now + DENY_QUOTA_MS;
+	deny_key(key, sizeof(key), ck->req->principal.tenant_id, c);
+	e = tg_map_get(&deny_cache, key);
+	if (!e) {
+		if (deny_cache.len >= DENY_CACHE_MAX)
+			tg_map_release(&deny_cache, free);
+		e = tg_calloc(1, sizeof(*e));
+		tg_map_put(&deny_cache, key, e);
+	}
+	if (e->generation != ck->t->generation || !e->throttles)
+		e->throttles = throttle_metric(ck->req->principal.tenant_id, c->limit);
+	e->until = until;
+	e->generation = ck->t->generation;
+	e->amount = c->amount;
+	e->state = *c;
+	e->state.subject = NULL; /* the request's memory: never kept */
+}
+
+/* A counter of this check known to deny it right now, or NULL. */
+static struct deny_entry *deny_cache_hit(struct check *ck)
+{
+	char key[512];
+
+	if (!deny_cache.len || ck->chk.dry_run)
+		return NULL;
+	for (int i = 0; i < ck->n; i++) {
+		const struct policy_counter *c = &ck->cs[i];
+		struct deny_entry *e;
+		if (!c->subject || c->limit->enforcement != ENF_HARD)
+			continue;
+		size_t n = deny_key(key, sizeof(key), ck->req->principal.tenant_id, c);
+		e = tg_map_getn(&deny_cache, key, n);
+		if (e && e->generation == ck->t->generation && e->until > ck->now && c->amount >= e->amount) {
+			e->state.subject = c->subject;
+			e->state.amount = c->amount;
+			e->state.retry_ms = e->until - ck->now;
+			return e;
+		}
+	}
+	return NULL;
 }
 
 /* ---- parsing ---- */
@@ -193,7 +327,24 @@ static void answer(struct check *ck)
 		tg_req_add_header(req, "Retry-After", buf);
 	}
 	tg_metric_add(decisions_metric(d.allowed ? (d.decision == DECISION_WARN ? "warn" : NULL) : d.code), 1);
+	if (!d.allowed && !ck->from_cache) {
+		for (int i = 0; i < ck->n; i++) {
+			const struct policy_counter *c = &ck->cs[i];
+			if (c->subject && !c->allowed && c->limit->enforcement == ENF_HARD) {
+				deny_cache_put(ck, c);
+				if (c == d.binding)
+					throttled(ck, c, NULL);
+			}
+		}
+	}
 	tg_req_reply(req, d.allowed ? 200 : 429, body);
+}
+
+static void answer_cached(struct check *ck, struct deny_entry *e)
+{
+	ck->from_cache = true;
+	answer(ck);
+	throttled(ck, &e->state, e->throttles);
 }
 
 static void done(struct check *ck)
@@ -408,6 +559,17 @@ int api_check(struct tg_req *req)
 		return api_bad(req, "meter", "no meter '%s'", ck->chk.meter);
 	}
 	ck->n = policy_plan(ck->t, &ck->chk, &ck->subj, ck->now, &req->arena, &ck->cs);
+	struct deny_entry *e = deny_cache_hit(ck);
+	if (e) {
+		/* answered from the deny cache: the counter that denied is all the state there is */
+		ck->cs = &e->state;
+		ck->n = 1;
+		ck->hc.status = HOT_DONE;
+		ck->hc.allowed = false;
+		answer_cached(ck, e);
+		done(ck);
+		return TG_ASYNC;
+	}
 	start_hot(ck, &req->arena);
 	if (ck->n == 0) {
 		ck->hc.status = HOT_DONE;

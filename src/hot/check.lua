@@ -4,7 +4,9 @@
 -- ARGV[1] now_ms, ARGV[2] flags ("d" dry run, "r" reserve), ARGV[3] reservation expiry ms,
 -- ARGV[4] reservation id, ARGV[5] its customer, ARGV[6] n, then 6 per counter: type, limit, amount, p1, p2, flags.
 --   q  (quota)          p1 = ttl ms (0: none), p2 = rebuilt value ("" = unknown)
---   tb (token bucket)   limit = capacity, p1 = refill amount per window, p2 = window ms
+--   tb (token bucket)   limit = capacity, p1 = refill amount per window, p2 = window ms; the state is the
+--                       bucket's level (what is used), draining at the refill rate: a limit raised or
+--                       lowered applies to the level as it stands
 --   sl (sliding log)    p1 = window ms
 --   sw (sliding window, 100 sub-buckets) p1 = window ms
 -- flags: c consume when allowed, r reserve when allowed, e enforced (hard), i insert-if-missing only
@@ -18,16 +20,16 @@ local missing = {}
 local deny = false
 local SUB = 100
 
-local function tb_state(key, cap, rate_amt, win)
-  local v = redis.call('HMGET', key, 't', 'ts')
-  local t, ts = tonumber(v[1]), tonumber(v[2])
-  if not t then return cap, now end
+local function tb_level(key, rate_amt, win)
+  local v = redis.call('HMGET', key, 'l', 'ts')
+  local l, ts = tonumber(v[1]), tonumber(v[2])
+  if not l then return 0, now end
   if now > ts then
-    t = t + math.floor((now - ts) * rate_amt / win)
-    if t > cap then t = cap end
+    l = l - math.floor((now - ts) * rate_amt / win)
+    if l < 0 then l = 0 end
     ts = now
   end
-  return t, ts
+  return l, ts
 end
 
 local function sw_state(key, win)
@@ -69,8 +71,8 @@ for i = 1, n do
     s.ttl = tonumber(p1)
   elseif kind == 'tb' then
     s.win = tonumber(p2); s.rate = tonumber(p1)
-    s.t, s.ts = tb_state(key, limit, s.rate, s.win)
-    s.fits = s.t >= amt
+    s.l, s.ts = tb_level(key, s.rate, s.win)
+    s.fits = s.l + amt <= limit
   elseif kind == 'sl' then
     s.win = tonumber(p1)
     redis.call('ZREMRANGEBYSCORE', key, '-inf', now - s.win)
@@ -120,10 +122,10 @@ for i = 1, n do
     end
   elseif s.kind == 'tb' then
     if consume then
-      s.t = s.t - s.amt
-      redis.call('HSET', s.key, 't', s.t, 'ts', s.ts)
-      -- once full again the key is not needed: a missing bucket is a full one
-      redis.call('PEXPIRE', s.key, math.ceil((s.limit - s.t) * s.win / s.rate) + 1000)
+      s.l = s.l + s.amt
+      redis.call('HSET', s.key, 'l', s.l, 'ts', s.ts)
+      -- once drained the key is not needed: a missing bucket is an empty one
+      redis.call('PEXPIRE', s.key, math.ceil(s.l * s.win / s.rate) + 1000)
     end
   elseif s.kind == 'sl' then
     if consume then
@@ -165,10 +167,10 @@ for i = 1, n do
   if s.kind == 'q' then
     r[#r + 1] = fits; r[#r + 1] = s.used; r[#r + 1] = s.rsv; r[#r + 1] = 0
   elseif s.kind == 'tb' then
-    local full = math.ceil((s.limit - s.t) * s.win / s.rate)
+    local full = math.ceil(s.l * s.win / s.rate)
     local retry = -1
-    if not s.fits and s.amt <= s.limit then retry = math.ceil((s.amt - s.t) * s.win / s.rate) end
-    r[#r + 1] = fits; r[#r + 1] = s.t; r[#r + 1] = full; r[#r + 1] = retry
+    if not s.fits and s.amt <= s.limit then retry = math.ceil((s.l + s.amt - s.limit) * s.win / s.rate) end
+    r[#r + 1] = fits; r[#r + 1] = s.limit - s.l; r[#r + 1] = full; r[#r + 1] = retry
   elseif s.kind == 'sl' then
     -- when the oldest entries leave the window, and when enough have left for this amount
     local reset, retry, acc = 0, -1, s.used
@@ -183,8 +185,19 @@ for i = 1, n do
     if not s.fits and s.amt > s.limit then retry = -1 end
     r[#r + 1] = fits; r[#r + 1] = s.used; r[#r + 1] = reset; r[#r + 1] = retry
   else
+    -- when enough of the oldest sub-buckets have left the window for this amount to fit
     local retry = -1
-    if not s.fits and s.amt <= s.limit then retry = math.ceil(s.b) end
+    if not s.fits and s.amt <= s.limit then
+      local need, freed = s.used + s.amt - s.limit, 0
+      for j = s.idx - SUB, s.idx do
+        freed = freed + tonumber(redis.call('HGET', s.key, 'b' .. j) or '0')
+        if freed >= need then
+          retry = math.ceil((j + 1) * s.b + s.win - now)
+          break
+        end
+      end
+      if retry < 0 then retry = s.win end
+    end
     r[#r + 1] = fits; r[#r + 1] = s.used; r[#r + 1] = s.win; r[#r + 1] = retry
   end
 end

@@ -2,7 +2,7 @@
 -- KEYS[i]: counter keys. ARGV[1] now_ms, ARGV[2] n, then 5 per counter: type, amount, p1, p2, agg.
 --   q  (quota)        p1 = ttl ms: only if the key exists (a missing one is rebuilt from the rollups,
 --                     which already hold this usage); agg s(um) / m(ax) / l(atest)
---   tb (token bucket) p1 = capacity, p2 = "refill per window:window ms"; may go below zero (debt)
+--   tb (token bucket) p1 = capacity, p2 = "refill per window:window ms"; the level may pass the capacity (debt)
 --   sl / sw           p1 = window ms
 -- Then reservation releases: ARGV[3+5n] their count r, then r ids; KEYS after the counters, 3 per
 -- reservation: its hash (counter key → amount held), the tenant's expiry index and owner map.
@@ -24,20 +24,19 @@ for i = 1, n do
       end
     end
   elseif kind == 'tb' then
-    local cap = tonumber(p1)
     local rate, win = string.match(p2, '^(%d+):(%d+)$')
     rate, win = tonumber(rate), tonumber(win)
-    local v = redis.call('HMGET', key, 't', 'ts')
-    local t, ts = tonumber(v[1]), tonumber(v[2])
-    if not t then t, ts = cap, now end
+    local v = redis.call('HMGET', key, 'l', 'ts')
+    local l, ts = tonumber(v[1]), tonumber(v[2])
+    if not l then l, ts = 0, now end
     if now > ts then
-      t = t + math.floor((now - ts) * rate / win)
-      if t > cap then t = cap end
+      l = l - math.floor((now - ts) * rate / win)
+      if l < 0 then l = 0 end
       ts = now
     end
-    t = t - amt
-    redis.call('HSET', key, 't', t, 'ts', ts)
-    redis.call('PEXPIRE', key, math.ceil((cap - t) * win / rate) + 1000)
+    l = l + amt
+    redis.call('HSET', key, 'l', l, 'ts', ts)
+    redis.call('PEXPIRE', key, math.ceil(l * win / rate) + 1000)
   elseif kind == 'sl' then
     local w = tonumber(p1)
     local c = redis.call('ZCOUNT', key, now, now)

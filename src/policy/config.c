@@ -659,7 +659,10 @@ struct policy_tenant *policy_compile(const json_t *config, struct tg_error *err)
 	json_t *row;
 	int64_t offset = 0;
 
+	static _Atomic uint64_t generations;
+
 	atomic_store(&t->refs, 1);
+	t->generation = atomic_fetch_add(&generations, 1) + 1;
 	t->index = ix;
 	t->id = tg_strdup(json_string_value(json_object_get(tenant, "id")) ? json_string_value(json_object_get(tenant, "id")) : "");
 	t->test_mode = json_is_true(json_object_get(tenant, "test_mode"));

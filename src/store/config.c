@@ -4,16 +4,26 @@
 #include "tollgate/json.h"
 #include "tollgate/store.h"
 
-/* json, not jsonb, all the way: the specs keep the key order they were written in */
+/* One tenant's whole configuration; json, not jsonb, all the way: specs keep their key order. */
+#define CONFIG_OF(t)                                                                                    \
+	"json_build_object("                                                                            \
+	" 'tenant', json_build_object('id', " t ".id, 'test_mode', " t ".test_mode,"                     \
+	"   'clock_offset_ms', " t ".clock_offset_ms, 'default_tier', " t ".default_tier,"                \
+	"   'auto_create_customers', " t ".auto_create_customers),"                                       \
+	" 'meters', COALESCE((SELECT json_agg(json_build_object('spec', spec, 'created_at', tg_ts(created_at)," \
+	"   'updated_at', tg_ts(updated_at)) ORDER BY seq) FROM meters WHERE tenant_id = " t ".id), '[]'::json)," \
+	" 'limits', COALESCE((SELECT json_agg(json_build_object('spec', spec, 'created_at', tg_ts(created_at)," \
+	"   'updated_at', tg_ts(updated_at)) ORDER BY seq) FROM limits WHERE tenant_id = " t ".id), '[]'::json))"
+
 static struct store_stmt q_config = STORE_STMT(
-	"SELECT json_build_object("
-	" 'tenant', (SELECT json_build_object('id', id, 'test_mode', test_mode, 'clock_offset_ms', clock_offset_ms,"
-	"   'default_tier', default_tier, 'auto_create_customers', auto_create_customers) FROM tenants WHERE id = $1),"
-	" 'meters', COALESCE((SELECT json_agg(json_build_object('spec', spec, 'created_at', tg_ts(created_at),"
-	"   'updated_at', tg_ts(updated_at)) ORDER BY seq) FROM meters WHERE tenant_id = $1), '[]'::json),"
-	" 'limits', COALESCE((SELECT json_agg(json_build_object('spec', spec, 'created_at', tg_ts(created_at),"
-	"   'updated_at', tg_ts(updated_at)) ORDER BY seq) FROM limits WHERE tenant_id = $1), '[]'::json)"
-	") AS config WHERE EXISTS (SELECT 1 FROM tenants WHERE id = $1)", 1);
+	"SELECT " CONFIG_OF("t") " AS config FROM tenants t WHERE t.id = $1", 1);
+static struct store_stmt q_config_all = STORE_STMT(
+	"SELECT t.id, " CONFIG_OF("t") " AS config FROM tenants t ORDER BY t.seq", 0);
+
+int store_config_load_all(json_t **ret, struct tg_error *err)
+{
+	return store_exec(&q_config_all, NULL, ret, err);
+}
 
 int store_config_load(const char *tenant_id, json_t **ret, struct tg_error *err)
 {

@@ -17,30 +17,37 @@ static pthread_t reload_thread;
 static _Atomic bool reload_stopping;
 static bool reload_running;
 
-/* Compile the tenant's configuration and publish it (or drop it when the tenant is gone). */
-static int reload_config(const char *tenant_id, struct tg_error *err)
+/* Compile a tenant's configuration and publish it (or drop the tenant when config is NULL). */
+static int publish(const char *tenant_id, const json_t *config, struct tg_error *err)
 {
-	json_t *config;
 	struct policy_tenant *t;
-	int rc = store_config_load(tenant_id, &config, err);
 
-	if (rc < 0)
-		return rc;
 	if (!config) {
 		policy_registry_put(tenant_id, NULL);
 		return 0;
 	}
 	t = policy_compile(config, err);
-	json_decref(config);
 	if (!t)
 		return err->err;
 	policy_registry_put(tenant_id, t);
 	return 0;
 }
 
+static int reload_config(const char *tenant_id, struct tg_error *err)
+{
+	json_t *config;
+	int rc = store_config_load(tenant_id, &config, err);
+
+	if (rc < 0)
+		return rc;
+	rc = publish(tenant_id, config, err);
+	json_decref(config);
+	return rc;
+}
+
 int reload_all(struct tg_error *err)
 {
-	json_t *keys, *ids, *row;
+	json_t *keys, *all, *row;
 	size_t i;
 	int rc = store_keys_load(NULL, &keys, err);
 
@@ -48,13 +55,14 @@ int reload_all(struct tg_error *err)
 		return rc;
 	auth_keys_set_all(keys);
 	json_decref(keys);
-	if ((rc = store_tenant_ids(&ids, err)) < 0)
+	/* one query for every tenant: a full reload must not hold notifications back for long */
+	if ((rc = store_config_load_all(&all, err)) < 0)
 		return rc;
-	json_array_foreach(ids, i, row) {
-		if ((rc = reload_config(store_str(row, "id"), err)) < 0)
+	json_array_foreach(all, i, row) {
+		if ((rc = publish(store_str(row, "id"), json_object_get(row, "config"), err)) < 0)
 			break;
 	}
-	json_decref(ids);
+	json_decref(all);
 	return rc;
 }
 
