@@ -62,6 +62,10 @@ int api_limit_create(struct tg_req *req, const json_t *body, json_t **row);
 struct policy_counter;
 struct hot_check;
 int api_rebuild(const char *tenant_id, struct policy_counter *cs, int n, struct tg_error *err);
+struct hot_balance;
+/* A customer's balance object (new reference), or json null when it has none. Blocking. */
+json_t *api_balance_json(struct tg_req *req, const char *customer);
+int api_rebuild_balance(const char *tenant_id, struct hot_balance *b, struct tg_error *err);
 /* hot_check_sync with rebuilds of what Redis lost (up to 3 rounds). Blocking; returns the hot_status. */
 int api_check_sync(struct hot_check *hc, struct tg_arena *a, struct tg_error *err);
 /* The writer's after-commit hook: committed usage into the Redis counters, reservations released. */

@@ -45,6 +45,18 @@ enum hot_status {
 #define HOT_DRY_RUN 1u
 #define HOT_RESERVE 2u
 
+/* The balance gate of a check: the owner's live balance in Redis. */
+struct hot_balance {
+	const char *owner;           /* the customer, or its organisation */
+	tg_fixed cost;               /* the check's priced cost */
+	bool consume, reserve;
+	bool missing, has_init;      /* missing: rebuild from PostgreSQL into init_* and call again */
+	tg_fixed init_balance, init_minimum;
+	/* results */
+	bool allowed;
+	tg_fixed balance, reserved, minimum;
+};
+
 struct hot_check {
 	const char *tenant_id;
 	const char *customer_id;     /* the reservation's owner */
@@ -54,6 +66,7 @@ struct hot_check {
 	unsigned flags;
 	const char *reservation_id;  /* with HOT_RESERVE */
 	int64_t reservation_expires_ms;
+	struct hot_balance *bal;     /* NULL: no balance gates this check */
 	/* results */
 	enum hot_status status;
 	bool allowed;                /* every enforced counter fit (and, unless dry run, all were consumed) */
@@ -71,10 +84,25 @@ struct hot_release {
 	const char *customer_id, *reservation_id;
 };
 
+/* A committed change of a live balance (only applied if Redis has it: else it is rebuilt from the ledger). */
+struct hot_balance_delta {
+	const char *owner;
+	tg_fixed amount; /* negative: a priced debit */
+};
+
 /* Add committed usage to the live counters (quota counters only if present: a missing one is
- * rebuilt from the rollups, which already include it) and release the named reservations. */
+ * rebuilt from the rollups, which already include it), move balances, release reservations. */
 int hot_apply_usage(const char *tenant_id, const struct policy_counter *cs, int n, int64_t now_ms,
-		    const struct hot_release *rel, int nrel, struct tg_arena *a, struct tg_error *err);
+		    const struct hot_balance_delta *bal, int nbal, const struct hot_release *rel, int nrel,
+		    struct tg_arena *a, struct tg_error *err);
+
+/* ---- the balance API (blocking) ---- */
+enum hot_balance_op { HOT_DEBIT = 'd', HOT_CREDIT = 'c', HOT_SET_MINIMUM = 'm' };
+/* Returns 1 done, 0 refused (a debit below the minimum), HOT_MISSING (-2: rebuild with init and call
+ * again) or a negative tg_err. The state after is in *ret. */
+#define HOT_BALANCE_MISSING (-100)
+int hot_balance(const char *tenant_id, const char *owner, enum hot_balance_op op, tg_fixed amount,
+		const tg_fixed *init_balance, const tg_fixed *init_minimum, struct hot_balance *ret, struct tg_error *err);
 /* Ids of a tenant's reservations whose expiry (tenant clock) has passed (new reference). */
 int hot_reservations_due(const char *tenant_id, int64_t now_ms, int max, json_t **ret, struct tg_error *err);
 /* The customer holding a reservation, "" when there is no such reservation. */

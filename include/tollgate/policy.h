@@ -162,10 +162,11 @@ struct policy_subject;
  * needs no scan of its members. A stripe that grows past its share of
  * TOLLGATE-wide capacity is simply cleared.
  */
-/* Fill s from the cache (strings copied into a); false on a miss. */
+/* Fill from the cache (strings copied into a); false on a miss. */
 bool policy_customer_get(const char *tenant_id, const char *customer_id, struct tg_arena *a, const char **tier,
-			 const char **parent_id);
-void policy_customer_put(const char *tenant_id, const char *customer_id, const char *tier, const char *parent_id);
+			 const char **parent_id, bool *has_balance);
+void policy_customer_put(const char *tenant_id, const char *customer_id, const char *tier, const char *parent_id,
+			 bool has_balance);
 void policy_customer_forget(const char *tenant_id, const char *customer_id);
 /* Resolve a subject fully from the cache (customer and its organisation); false on any miss. */
 bool policy_subject_cached(const char *tenant_id, const char *customer_id, struct tg_arena *a,
@@ -185,6 +186,7 @@ struct policy_subject {
 	const char *tier;      /* NULL: no tier */
 	const char *parent_id; /* the organisation, NULL when none */
 	const char *parent_tier;
+	const char *balance_owner; /* whose balance gates it: its own, else its organisation's, else NULL */
 };
 
 struct policy_check {
@@ -249,6 +251,14 @@ struct policy_ratelimit {
 	int64_t reset_s, window_s;
 };
 void policy_ratelimit(const struct policy_counter *c, int64_t now_ms, struct policy_ratelimit *rl);
+
+/* ---- prices ---- */
+/* The meter's price for these dimensions: the first `by` rule whose dimension value matches, else the
+ * default; false when the meter has no price. */
+bool policy_price(const struct policy_meter *m, const struct policy_dim *dims, int ndims, tg_fixed *ret);
+/* amount × price, rounded half away from zero to 6 digits; 0 for an unpriced meter. */
+int policy_cost(const struct policy_meter *m, tg_fixed amount, const struct policy_dim *dims, int ndims,
+		tg_fixed *ret);
 
 /* ---- events ---- */
 /* The value an event contributes to a meter, or false when the meter does not aggregate it. */

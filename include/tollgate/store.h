@@ -185,9 +185,42 @@ int store_usage_series(const char *tenant_id, const char *subject, const char *m
 		       struct tg_error *err);
 int store_events_list(const char *tenant_id, const char *customer_id, const char *type, int64_t from_ms,
 		      int64_t to_ms, const char *starting_after, int64_t limit, json_t **ret, struct tg_error *err);
-/* Customer row for caches: {id, tier, parent_id, parent_tier}; auto_create inserts it with the default tier. */
+/* Customer row for caches: {id, tier, parent_id, parent_tier, has_balance, parent_has_balance};
+ * auto_create inserts it with the default tier. */
 int store_customer_resolve(const char *tenant_id, const char *id, bool auto_create, json_t **ret,
 			   struct tg_error *err);
+
+/* ---- balances (store/balances.c) ---- */
+
+/* One ledger row to add to an owner's balance (inside the caller's transaction). */
+struct store_ledger_entry {
+	const char *id;              /* txn_... */
+	tg_fixed amount;             /* signed */
+	const char *kind;            /* credit, debit, usage */
+	const char *description, *idempotency_key, *event_id, *reservation_id;
+	/* set on success */
+	tg_fixed balance_after;
+};
+
+/* Append entries to one customer's ledger, update its balance, and write the webhook events its
+ * crossings cause (balance.low, balance.depleted, balance.replenished) — all in the caller's
+ * transaction. The balance row must exist (store_balance_ensure). *ret (may be NULL): the balance row after. */
+int store_ledger_append(const char *tenant_id, const char *customer_id, struct store_ledger_entry *entries, int n,
+			json_t **ret, struct tg_error *err);
+/* Create the balance row if missing (minimum 0). Returns 0; *created tells. */
+int store_balance_ensure(const char *tenant_id, const char *customer_id, bool *created, struct tg_error *err);
+/* {customer_id, balance, minimum_balance, low_balance_threshold, state} or NULL. */
+int store_balance_get(const char *tenant_id, const char *customer_id, json_t **ret, struct tg_error *err);
+/* Settings; each set only when its flag is true (threshold NULL clears it). Creates the row if missing. */
+int store_balance_settings(const char *tenant_id, const char *customer_id, bool set_min, tg_fixed minimum,
+			   bool set_low, const tg_fixed *low, json_t **ret, struct tg_error *err);
+/* A ledger row by idempotency key, or NULL. */
+int store_ledger_by_key(const char *tenant_id, const char *customer_id, const char *key, json_t **ret,
+			struct tg_error *err);
+int store_ledger_list(const char *tenant_id, const char *customer_id, const char *starting_after, int64_t limit,
+		      json_t **ret, struct tg_error *err);
+/* Which of these customers have a balance row (for the event writer): a JSON array of ids. */
+int store_balances_which(const char *tenant_id, const char *ids_array, json_t **ret, struct tg_error *err);
 
 /* ---- the event writer (store/writer.c) ---- */
 
@@ -212,6 +245,7 @@ struct store_contrib {
 	const char *dims_json; /* the meter's group_by dimensions of the event, "{}" when none */
 	tg_fixed value;
 	int agg;               /* enum policy_agg */
+	tg_fixed cost;         /* value × the meter's price (0 when unpriced): debited from the balance */
 };
 
 struct store_event {
@@ -226,6 +260,8 @@ struct store_event {
 	enum store_event_result result;
 	const char *reject_code;     /* static: "customer_not_found" */
 	const char *tier, *parent_id, *parent_tier; /* the customer as stored (in the submission's arena) */
+	const char *balance_owner;   /* who paid for it (the customer or its organisation), NULL when nobody */
+	tg_fixed cost;               /* what it cost */
 };
 
 struct store_submission {

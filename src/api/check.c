@@ -65,6 +65,8 @@ struct check {
 	struct policy_counter *cs;
 	int n;
 	struct hot_check hc;
+	struct hot_balance bal;
+	tg_fixed cost;               /* the check's priced cost */
 	int64_t now;
 	int64_t rsv_ttl;
 	char rsv_id[TG_SID_BUFSZ];
@@ -299,6 +301,14 @@ static void answer(struct check *ck)
 	char buf[32];
 
 	policy_decide(ck->cs, ck->n, ck->now, &d);
+	if (d.allowed && ck->hc.bal && !ck->bal.allowed && !ck->degraded) {
+		/* every limit would allow it, the wallet does not: 402, and waiting will not help */
+		d.allowed = false;
+		d.decision = DECISION_DENY;
+		d.code = "insufficient_balance";
+		d.binding = NULL;
+		d.retry_after_s = -1;
+	}
 	if (ck->chk.dry_run == false && ck->hc.status == HOT_DONE && ck->hc.allowed != d.allowed && !ck->degraded)
 		log_warn("decision differs from the script's", "customer %s", ck->customer_id);
 	for (int i = 0; i < ck->n; i++)
@@ -314,14 +324,18 @@ static void answer(struct check *ck)
 		"retry_after", !d.allowed && d.retry_after_s >= 0 ? json_integer(d.retry_after_s) : json_null(),
 		"binding_limit", d.binding ? json_string(d.binding->limit->id) : json_null(),
 		"limits", limits,
-		"balance", json_null(),
+		"balance", ck->hc.bal && !ck->degraded
+				   ? tg_json_obj("available", tg_json_fixed(ck->bal.balance - ck->bal.reserved), "minimum",
+						 tg_json_fixed(ck->bal.minimum), "customer_id", json_string(ck->bal.owner), NULL)
+				   : json_null(),
 		"warnings", warnings,
 		"reservation_id", d.allowed && ck->chk.reserve && !ck->chk.dry_run ? json_string(ck->rsv_id) : json_null(),
 		"degraded", json_boolean(ck->degraded),
 		NULL);
 	if (ck->chk.dry_run)
 		json_object_set_new(body, "dry_run", json_true());
-	add_ratelimit_headers(req, d.binding, ck->now);
+	if (d.binding)
+		add_ratelimit_headers(req, d.binding, ck->now);
 	if (!d.allowed && d.retry_after_s >= 0) {
 		snprintf(buf, sizeof(buf), "%lld", (long long)d.retry_after_s);
 		tg_req_add_header(req, "Retry-After", buf);
@@ -337,7 +351,7 @@ static void answer(struct check *ck)
 			}
 		}
 	}
-	tg_req_reply(req, d.allowed ? 200 : 429, body);
+	tg_req_reply(req, d.allowed ? 200 : d.code && !strcmp(d.code, "insufficient_balance") ? 402 : 429, body);
 }
 
 static void answer_cached(struct check *ck, struct deny_entry *e)
@@ -357,6 +371,13 @@ static void done(struct check *ck)
 /* Redis is down: fail-open limits let the check through (degraded), fail-closed ones refuse it. */
 static bool unavailable(struct check *ck)
 {
+	if (ck->hc.bal) {
+		tg_fail(&ck->req->err, TG_EUNAVAIL, "unavailable", NULL,
+			"the balance of '%s' cannot be checked right now; retry shortly", ck->bal.owner);
+		tg_req_reply_error(ck->req);
+		tg_metric_add(decisions_metric("unavailable"), 1);
+		return false;
+	}
 	for (int i = 0; i < ck->n; i++) {
 		struct policy_counter *c = &ck->cs[i];
 		if (!c->subject)
@@ -383,9 +404,11 @@ static void committed(struct store_submission *sub)
 
 	if (sub->rc < 0) {
 		/* not recorded: take the consumption back out of the live counters, then say so */
+		struct hot_balance_delta refund = {ck->hc.bal ? ck->bal.owner : NULL, ck->cost};
 		for (int i = 0; i < ck->n; i++)
 			ck->cs[i].amount = ck->cs[i].consume && ck->cs[i].limit->kind == POLICY_QUOTA ? -ck->cs[i].amount : 0;
-		if (!ck->degraded && hot_apply_usage(ck->hc.tenant_id, ck->cs, ck->n, ck->now, NULL, 0, &ck->req->arena, &err) < 0)
+		if (!ck->degraded && hot_apply_usage(ck->hc.tenant_id, ck->cs, ck->n, ck->now, &refund, refund.owner ? 1 : 0,
+						    NULL, 0, &ck->req->arena, &err) < 0)
 			log_warn("could not roll back a check's consumption", "%s", err.detail);
 		ck->req->err = sub->err;
 		tg_req_reply_error(ck->req);
@@ -431,6 +454,7 @@ static void record(struct check *ck)
 	ck->contrib.dims_json = dump_to_arena(&req->arena, dims);
 	ck->contrib.value = ck->chk.amount;
 	ck->contrib.agg = (int)m->agg;
+	ck->contrib.cost = ck->cost;
 	ck->ev.contribs = &ck->contrib;
 	ck->ev.ncontribs = 1;
 	ck->sub.tenant_id = req->principal.tenant_id;
@@ -463,6 +487,19 @@ static void finish(struct check *ck)
 	done(ck);
 }
 
+/* What the check costs at the meter's price (the balance gate tests it; a consuming check debits it). */
+static int price(struct check *ck)
+{
+	const struct policy_meter *m = policy_meter_find(ck->t, ck->chk.meter);
+
+	ck->cost = 0;
+	if (!m || m == &ck->t->requests)
+		return 0;
+	if (policy_cost(m, ck->chk.amount, ck->chk.dims, ck->chk.ndims, &ck->cost) < 0)
+		return api_bad(ck->req, "amount", "'amount' × the meter's price is out of range");
+	return 0;
+}
+
 static void start_hot(struct check *ck, struct tg_arena *a)
 {
 	ck->hc.tenant_id = ck->req->principal.tenant_id;
@@ -471,6 +508,13 @@ static void start_hot(struct check *ck, struct tg_arena *a)
 	ck->hc.n = ck->n;
 	ck->hc.now_ms = ck->now;
 	ck->hc.flags = (ck->chk.dry_run ? HOT_DRY_RUN : 0) | (ck->chk.reserve ? HOT_RESERVE : 0);
+	if (ck->subj.balance_owner && !ck->hc.bal) {
+		ck->bal.owner = ck->subj.balance_owner;
+		ck->bal.cost = ck->cost;
+		ck->bal.consume = ck->chk.consume;
+		ck->bal.reserve = ck->chk.reserve;
+		ck->hc.bal = &ck->bal;
+	}
 	if (ck->chk.reserve) {
 		tg_sid_new("rsv_", ck->rsv_id);
 		ck->hc.reservation_id = ck->rsv_id;
@@ -513,18 +557,27 @@ static void slow_path(struct tg_req *req)
 		ck->subj.tier = tg_arena_strdup(&req->arena, store_str(row, "tier"));
 		ck->subj.parent_id = tg_arena_strdup(&req->arena, store_str(row, "parent_id"));
 		ck->subj.parent_tier = tg_arena_strdup(&req->arena, store_str(row, "parent_tier"));
-		policy_customer_put(req->principal.tenant_id, ck->customer_id, ck->subj.tier, ck->subj.parent_id);
+		bool own = store_is_true(row, "has_balance"), org = store_is_true(row, "parent_has_balance");
+		ck->subj.balance_owner = own ? ck->customer_id : org ? ck->subj.parent_id : NULL;
+		policy_customer_put(req->principal.tenant_id, ck->customer_id, ck->subj.tier, ck->subj.parent_id, own);
 		if (ck->subj.parent_id)
-			policy_customer_put(req->principal.tenant_id, ck->subj.parent_id, ck->subj.parent_tier, NULL);
+			policy_customer_put(req->principal.tenant_id, ck->subj.parent_id, ck->subj.parent_tier, NULL, org);
 		json_decref(row);
 	}
 	if (!ck->cs)
 		ck->n = policy_plan(ck->t, &ck->chk, &ck->subj, ck->now, &req->arena, &ck->cs);
+	if (price(ck) < 0) {
+		tg_req_reply_error(req);
+		done(ck);
+		return;
+	}
 	start_hot(ck, &req->arena);
-	if (ck->n > 0)
+	if (ck->n > 0 || ck->hc.bal)
 		api_check_sync(&ck->hc, &req->arena, &req->err);
-	else
+	else {
 		ck->hc.status = HOT_DONE;
+		ck->hc.allowed = true;
+	}
 	finish(ck);
 }
 
@@ -570,9 +623,14 @@ int api_check(struct tg_req *req)
 		done(ck);
 		return TG_ASYNC;
 	}
+	if ((rc = price(ck)) < 0) {
+		policy_tenant_unref(ck->t);
+		return rc;
+	}
 	start_hot(ck, &req->arena);
-	if (ck->n == 0) {
+	if (ck->n == 0 && !ck->hc.bal) {
 		ck->hc.status = HOT_DONE;
+		ck->hc.allowed = true;
 		finish(ck);
 		return TG_ASYNC;
 	}

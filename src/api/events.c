@@ -93,6 +93,19 @@ static int one_event(struct tg_req *req, const struct policy_tenant *t, int64_t 
 	}
 	e->properties_json = props ? dump_to_arena(&req->arena, json_incref(props)) : "{}";
 
+	/* the event's dimensions (its string properties) pick the price */
+	struct policy_dim edims[POLICY_MAX_DIMS];
+	int ndims = 0;
+	if (props) {
+		const char *k;
+		json_t *v;
+		json_object_foreach(props, k, v)
+			if (ndims < POLICY_MAX_DIMS && json_is_string(v) && !tg_json_is_number(v)) {
+				edims[ndims].key = k;
+				edims[ndims].value = json_string_value(v);
+				ndims++;
+			}
+	}
 	nm = policy_meters_for_type(t, e->type, ms, 64);
 	e->contribs = nm ? tg_arena_alloc(&req->arena, sizeof(*e->contribs) * (size_t)nm) : NULL;
 	for (int i = 0; i < nm; i++) {
@@ -128,6 +141,11 @@ static int one_event(struct tg_req *req, const struct policy_tenant *t, int64_t 
 		}
 		/* the snapshot may be replaced before the writer is done: copy what it lends */
 		c->meter_id = tg_arena_strdup(&req->arena, m->id);
+		if (policy_cost(m, c->value, edims, ndims, &c->cost) < 0) {
+			json_decref(dims);
+			return tg_fail(err, TG_EINVAL, "invalid_parameter", "properties",
+				       "the cost of this event at meter '%s' is out of range", m->id);
+		}
 		c->agg = (int)m->agg;
 		c->dims_json = dump_to_arena(&req->arena, dims);
 		e->ncontribs++;

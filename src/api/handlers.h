@@ -4,6 +4,11 @@
 
 #include "tollgate/http.h"
 
+int api_balance_credit(struct tg_req *req);
+int api_balance_debit(struct tg_req *req);
+int api_balance_get(struct tg_req *req);
+int api_balance_transactions(struct tg_req *req);
+int api_balance_update(struct tg_req *req);
 int api_check(struct tg_req *req);
 int api_customers_create(struct tg_req *req);
 int api_customers_delete(struct tg_req *req);

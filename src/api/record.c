@@ -36,6 +36,22 @@ int api_rebuild(const char *tenant_id, struct policy_counter *cs, int n, struct 
 	return 0;
 }
 
+/* A live balance Redis lost, from the ledger's sum. */
+int api_rebuild_balance(const char *tenant_id, struct hot_balance *b, struct tg_error *err)
+{
+	json_t *row;
+	int rc = store_balance_get(tenant_id, b->owner, &row, err);
+
+	if (rc < 0)
+		return rc;
+	b->init_balance = row ? store_get_fixed(row, "balance", 0) : 0;
+	b->init_minimum = row ? store_get_fixed(row, "minimum_balance", 0) : 0;
+	b->has_init = true;
+	b->missing = false;
+	json_decref(row);
+	return 0;
+}
+
 /* A check of these counters on this thread's blocking connection, rebuilding what Redis lost. */
 int api_check_sync(struct hot_check *hc, struct tg_arena *a, struct tg_error *err)
 {
@@ -44,6 +60,8 @@ int api_check_sync(struct hot_check *hc, struct tg_arena *a, struct tg_error *er
 		if (st != HOT_MISSING)
 			return st;
 		if (api_rebuild(hc->tenant_id, hc->cs, hc->n, err) < 0)
+			return HOT_ERROR;
+		if (hc->bal && hc->bal->missing && api_rebuild_balance(hc->tenant_id, hc->bal, err) < 0)
 			return HOT_ERROR;
 	}
 	tg_fail(err, TG_EUNAVAIL, "counters_unavailable", NULL, "usage counters could not be loaded; retry");
@@ -114,7 +132,8 @@ void api_after_commit(struct store_submission **subs, int n)
 		struct tg_error err;
 		struct policy_counter *cs;
 		struct hot_release *rel;
-		int ncs = 0, nrel = 0;
+		struct hot_balance_delta *bal;
+		int ncs = 0, nrel = 0, nbal = 0;
 		int max = 64 * (sub->n + 1);
 
 		if (sub->rc < 0)
@@ -125,12 +144,19 @@ void api_after_commit(struct store_submission **subs, int n)
 		tg_arena_init(&a);
 		cs = tg_arena_alloc(&a, sizeof(*cs) * (size_t)max);
 		rel = tg_arena_alloc(&a, sizeof(*rel) * (size_t)(sub->n + 1));
+		bal = tg_arena_alloc(&a, sizeof(*bal) * (size_t)(sub->n + 1));
 		for (int i = 0; i < sub->n; i++) {
 			const struct store_event *e = &sub->events[i];
 			if (e->result != STORE_EV_ACCEPTED)
 				continue;
-			if (!sub->counters_applied)
+			if (!sub->counters_applied) {
 				ncs += event_counters(t, e, &a, cs + ncs, max - ncs);
+				if (e->balance_owner) {
+					bal[nbal].owner = e->balance_owner;
+					bal[nbal].amount = -e->cost;
+					nbal++;
+				}
+			}
 			if (e->reservation_id) {
 				rel[nrel].customer_id = e->customer_id;
 				rel[nrel].reservation_id = e->reservation_id;
@@ -139,7 +165,7 @@ void api_after_commit(struct store_submission **subs, int n)
 		}
 		/* the rollups already hold this usage: a failure here only delays the counters until they are
 		 * rebuilt, it loses nothing */
-		if (hot_apply_usage(sub->tenant_id, cs, ncs, policy_now(t, tg_now_ms()), rel, nrel, &a, &err) < 0)
+		if (hot_apply_usage(sub->tenant_id, cs, ncs, policy_now(t, tg_now_ms()), bal, nbal, rel, nrel, &a, &err) < 0)
 			log_warn("live counters not updated", "tenant %s: %s", sub->tenant_id, err.detail);
 		tg_arena_release(&a);
 		policy_tenant_unref(t);

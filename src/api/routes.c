@@ -51,6 +51,12 @@ const struct tg_route api_routes[] = {
 	R(TG_POST, "/v1/reservations/{id}/release", api_reservations_release, TG_SCOPE_CHECK, 0),
 	R(TG_GET, "/v1/customers/{id}/usage", api_customers_usage, TG_SCOPE_READ, RT_CUSTOMER),
 	R(TG_GET, "/v1/usage", api_usage_series, TG_SCOPE_READ, 0),
+
+	R(TG_GET, "/v1/customers/{id}/balance", api_balance_get, TG_SCOPE_READ, RT_CUSTOMER),
+	R(TG_PATCH, "/v1/customers/{id}/balance", api_balance_update, TG_SCOPE_ALL, 0),
+	R(TG_POST, "/v1/customers/{id}/balance/credit", api_balance_credit, TG_SCOPE_ALL, 0),
+	R(TG_POST, "/v1/customers/{id}/balance/debit", api_balance_debit, TG_SCOPE_ALL, 0),
+	R(TG_GET, "/v1/customers/{id}/balance/transactions", api_balance_transactions, TG_SCOPE_READ, RT_CUSTOMER),
 };
 
 const size_t api_nroutes = sizeof(api_routes) / sizeof(api_routes[0]);

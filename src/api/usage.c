@@ -24,6 +24,8 @@ static int subject(struct tg_req *req, const char *id, struct policy_subject *s)
 	s->tier = tg_arena_strdup(&req->arena, store_str(row, "tier"));
 	s->parent_id = tg_arena_strdup(&req->arena, store_str(row, "parent_id"));
 	s->parent_tier = tg_arena_strdup(&req->arena, store_str(row, "parent_tier"));
+	s->balance_owner = store_is_true(row, "has_balance") ? id
+			   : store_is_true(row, "parent_has_balance") ? s->parent_id : NULL;
 	json_decref(row);
 	return 0;
 }
@@ -65,7 +67,7 @@ int api_customers_usage(struct tg_req *req)
 		json_array_append_new(limits, policy_counter_json(&cs[i], hc.now_ms));
 	}
 	tg_req_reply(req, 200, tg_json_obj("customer_id", json_string(id), "tier", tg_json_str(s.tier), "organization_id",
-					    tg_json_str(s.parent_id), "limits", limits, "balance", json_null(), NULL));
+					    tg_json_str(s.parent_id), "limits", limits, "balance", api_balance_json(req, s.balance_owner ? s.balance_owner : id), NULL));
 	rc = 0;
 out:
 	policy_tenant_unref(t);
@@ -219,7 +221,8 @@ int api_reservations_release(struct tg_req *req)
 		return req->err.err;
 	rel.customer_id = customer;
 	rel.reservation_id = id;
-	rc = hot_apply_usage(req->principal.tenant_id, NULL, 0, policy_now(t, tg_now_ms()), &rel, 1, &req->arena, &req->err);
+	rc = hot_apply_usage(req->principal.tenant_id, NULL, 0, policy_now(t, tg_now_ms()), NULL, 0, &rel, 1,
+			     &req->arena, &req->err);
 	policy_tenant_unref(t);
 	if (rc < 0)
 		return rc;

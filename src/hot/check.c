@@ -74,6 +74,12 @@ const char *hot_reservation_index(struct tg_arena *a, const char *tenant)
 	return tg_arena_printf(a, "tg:{%s}:rsvx", tenant);
 }
 
+/* A customer's live balance: beside its counters, under its hash tag. */
+const char *hot_balance_key(struct tg_arena *a, const char *tenant, const char *owner)
+{
+	return tg_arena_printf(a, "tg:{%s:%s}:bal", tenant, owner);
+}
+
 /* Which customer holds each reservation of a tenant: the release endpoint names only the id. */
 const char *hot_reservation_owners(struct tg_arena *a, const char *tenant)
 {
@@ -138,6 +144,27 @@ static int build(struct hot_check *hc, struct tg_arena *a, struct hot_argv *keys
 		hot_argv_push(args, tg_arena_strdup(a, fl));
 		n++;
 	}
+	if (hc->bal) {
+		struct hot_balance *b = hc->bal;
+		char fl[4];
+		int f = 0;
+		if (b->consume)
+			fl[f++] = 'c';
+		if (b->reserve)
+			fl[f++] = 'r';
+		fl[f++] = 'e';
+		fl[f] = '\0';
+		hot_argv_push(keys, hot_balance_key(a, hc->tenant_id, b->owner));
+		hot_argv_push(args, "b");
+		hot_argv_push(args, "0");
+		hot_argv_push(args, hot_i64(a, b->cost));
+		hot_argv_push(args, b->has_init ? tg_arena_printf(a, "%lld:%lld", (long long)b->init_balance,
+								   (long long)b->init_minimum)
+						: "");
+		hot_argv_push(args, "");
+		hot_argv_push(args, tg_arena_strdup(a, fl));
+		n++;
+	}
 	args->v[5] = hot_i64(a, n);
 	args->len[5] = strlen(args->v[5]);
 	if (hc->flags & HOT_RESERVE) {
@@ -177,8 +204,13 @@ static void parse(struct hot_check *hc, const redisReply *r)
 	status = int_at(r, 0);
 	if (status < 0) {
 		/* indexes (1-based) among the counters that were sent */
+		int sent = 0;
+		for (int i = 0; i < hc->n; i++)
+			sent += hc->cs[i].subject != NULL;
 		for (size_t k = 1; k < r->elements; k++) {
 			int64_t want = int_at(r, k), seen = 0;
+			if (hc->bal && want == sent + 1)
+				hc->bal->missing = true;
 			for (int i = 0; i < hc->n; i++) {
 				if (!hc->cs[i].subject)
 					continue;
@@ -220,6 +252,14 @@ static void parse(struct hot_check *hc, const redisReply *r)
 			c->reset_ms = hc->now_ms + (b > 0 ? b : 0);
 			c->retry_ms = c->allowed ? -1 : d;
 		}
+	}
+	if (hc->bal) {
+		struct hot_balance *b = hc->bal;
+		b->allowed = int_at(r, pos) == 1;
+		b->balance = int_at(r, pos + 1);
+		b->reserved = int_at(r, pos + 2);
+		b->minimum = int_at(r, pos + 3);
+		b->missing = false;
 	}
 	hc->status = HOT_DONE;
 }

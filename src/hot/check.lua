@@ -9,6 +9,9 @@
 --                       lowered applies to the level as it stands
 --   sl (sliding log)    p1 = window ms
 --   sw (sliding window, 100 sub-buckets) p1 = window ms
+--   b  (balance gate)   amount = the check's priced cost, p1 = rebuilt "balance:minimum" ("" = unknown);
+--                       fits while available (balance - reserved) is above the minimum and stays at or
+--                       above it after the cost
 -- flags: c consume when allowed, r reserve when allowed, e enforced (hard), i insert-if-missing only
 -- Amounts are integers in micro-units. Returns {status, then 4 per counter: fits, a, b, c}:
 --   status 1 allowed (and applied), 0 denied (nothing applied), -1 counters missing (then their indexes).
@@ -84,6 +87,21 @@ for i = 1, n do
     end
     s.used = used; s.entries = es
     s.fits = used + amt <= limit
+  elseif kind == 'b' then
+    local v = redis.call('HMGET', key, 'b', 'r', 'm')
+    if not v[1] then
+      if p1 == '' then missing[#missing + 1] = i
+      else
+        local b, m = string.match(p1, '^(-?%d+):(-?%d+)$')
+        s.init = true; s.bal = tonumber(b); s.min = tonumber(m); s.rsv = 0
+      end
+    else
+      s.bal, s.rsv, s.min = tonumber(v[1]), tonumber(v[2]) or 0, tonumber(v[3]) or 0
+    end
+    if s.bal then
+      local avail = s.bal - s.rsv
+      s.fits = avail > s.min and avail - amt >= s.min
+    end
   else -- sw
     s.win = tonumber(p1)
     s.used, s.idx, s.drop, s.reset, s.total, s.ec, s.b = sw_state(key, s.win)
@@ -118,6 +136,16 @@ for i = 1, n do
       s.rsv = s.rsv + s.amt
       redis.call('HINCRBY', s.key, 'r', s.amt)
       if s.ttl > 0 then redis.call('PEXPIRE', s.key, s.ttl) end
+      redis.call('HSET', KEYS[n + 1], s.key, s.amt)
+    end
+  elseif s.kind == 'b' then
+    if s.init then redis.call('HSET', s.key, 'b', s.bal, 'r', 0, 'm', s.min) end
+    if consume and s.amt ~= 0 then
+      s.bal = s.bal - s.amt
+      redis.call('HINCRBY', s.key, 'b', -s.amt)
+    elseif reserve and s.amt ~= 0 then
+      s.rsv = s.rsv + s.amt
+      redis.call('HINCRBY', s.key, 'r', s.amt)
       redis.call('HSET', KEYS[n + 1], s.key, s.amt)
     end
   elseif s.kind == 'tb' then
@@ -166,6 +194,8 @@ for i = 1, n do
   local fits = s.fits and 1 or 0
   if s.kind == 'q' then
     r[#r + 1] = fits; r[#r + 1] = s.used; r[#r + 1] = s.rsv; r[#r + 1] = 0
+  elseif s.kind == 'b' then
+    r[#r + 1] = fits; r[#r + 1] = s.bal; r[#r + 1] = s.rsv; r[#r + 1] = s.min
   elseif s.kind == 'tb' then
     local full = math.ceil(s.l * s.win / s.rate)
     local retry = -1

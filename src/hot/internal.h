@@ -15,7 +15,7 @@ struct hot_script {
 	const char *source;
 	char sha[41];
 };
-extern struct hot_script hot_script_check, hot_script_usage;
+extern struct hot_script hot_script_check, hot_script_usage, hot_script_balance;
 extern struct hot_script *const hot_scripts[];
 extern const int hot_nscripts;
 void hot_scripts_init(void);
@@ -52,5 +52,6 @@ bool hot_sliding_log(const struct policy_limit *l);
 const char *hot_reservation_key(struct tg_arena *a, const char *tenant, const char *customer, const char *id);
 const char *hot_reservation_index(struct tg_arena *a, const char *tenant);
 const char *hot_reservation_owners(struct tg_arena *a, const char *tenant);
+const char *hot_balance_key(struct tg_arena *a, const char *tenant, const char *owner);
 
 #endif

@@ -7,7 +7,8 @@
 #include "tollgate/util.h"
 
 int hot_apply_usage(const char *tenant_id, const struct policy_counter *cs, int n, int64_t now_ms,
-		    const struct hot_release *rel, int nrel, struct tg_arena *a, struct tg_error *err)
+		    const struct hot_balance_delta *bal, int nbal, const struct hot_release *rel, int nrel,
+		    struct tg_arena *a, struct tg_error *err)
 {
 	struct hot_argv keys = {.a = a}, args = {.a = a};
 	int sent = 0;
@@ -40,6 +41,17 @@ int hot_apply_usage(const char *tenant_id, const struct policy_counter *cs, int 
 			hot_argv_push(&args, "");
 			hot_argv_push(&args, "s");
 		}
+		sent++;
+	}
+	for (int i = 0; i < nbal; i++) {
+		if (!bal[i].owner || bal[i].amount == 0)
+			continue;
+		hot_argv_push(&keys, hot_balance_key(a, tenant_id, bal[i].owner));
+		hot_argv_push(&args, "b");
+		hot_argv_push(&args, hot_i64(a, bal[i].amount));
+		hot_argv_push(&args, "");
+		hot_argv_push(&args, "");
+		hot_argv_push(&args, "s");
 		sent++;
 	}
 	args.v[1] = hot_i64(a, sent);
@@ -105,4 +117,37 @@ int hot_reservation_owner(const char *tenant_id, const char *id, char *customer,
 		snprintf(customer, size, "%s", r->str);
 	freeReplyObject(r);
 	return 0;
+}
+
+int hot_balance(const char *tenant_id, const char *owner, enum hot_balance_op op, tg_fixed amount,
+		const tg_fixed *init_balance, const tg_fixed *init_minimum, struct hot_balance *ret, struct tg_error *err)
+{
+	struct tg_arena a;
+	redisReply *r;
+	int rc;
+
+	tg_arena_init(&a);
+	const char *keys[] = {hot_balance_key(&a, tenant_id, owner)};
+	const char *args[] = {op == HOT_DEBIT ? "d" : op == HOT_CREDIT ? "c" : "m", hot_i64(&a, amount),
+			      init_balance && init_minimum
+				      ? tg_arena_printf(&a, "%lld:%lld", (long long)*init_balance, (long long)*init_minimum)
+				      : ""};
+	r = hot_sync_script(&hot_script_balance, 1, keys, 3, args, err);
+	tg_arena_release(&a);
+	if (!r)
+		return err->err;
+	if (r->type != REDIS_REPLY_ARRAY || r->elements != 4) {
+		tg_fail(err, TG_EUNAVAIL, "redis_error", NULL, "Redis refused the balance update");
+		tg_error_detail(err, "%s", r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+		freeReplyObject(r);
+		return err->err;
+	}
+	rc = (int)r->element[0]->integer;
+	memset(ret, 0, sizeof(*ret));
+	ret->balance = r->element[1]->integer;
+	ret->reserved = r->element[2]->integer;
+	ret->minimum = r->element[3]->integer;
+	ret->allowed = rc == 1;
+	freeReplyObject(r);
+	return rc < 0 ? HOT_BALANCE_MISSING : rc;
 }

@@ -4,6 +4,7 @@
 --                     which already hold this usage); agg s(um) / m(ax) / l(atest)
 --   tb (token bucket) p1 = capacity, p2 = "refill per window:window ms"; the level may pass the capacity (debt)
 --   sl / sw           p1 = window ms
+--   b  (balance)      amount added to the balance (negative: a priced debit), only if the key exists
 -- Then reservation releases: ARGV[3+5n] their count r, then r ids; KEYS after the counters, 3 per
 -- reservation: its hash (counter key → amount held), the tenant's expiry index and owner map.
 local now = tonumber(ARGV[1])
@@ -23,6 +24,8 @@ for i = 1, n do
         redis.call('HINCRBY', key, 'u', amt)
       end
     end
+  elseif kind == 'b' then
+    if redis.call('EXISTS', key) == 1 then redis.call('HINCRBY', key, 'b', amt) end
   elseif kind == 'tb' then
     local rate, win = string.match(p2, '^(%d+):(%d+)$')
     rate, win = tonumber(rate), tonumber(win)

@@ -11,6 +11,7 @@
 
 struct entry {
 	char *tier, *parent_id;
+	bool has_balance;
 };
 
 static struct stripe {
@@ -49,7 +50,7 @@ static size_t make_key(char *buf, size_t size, const char *tenant, const char *c
 }
 
 bool policy_customer_get(const char *tenant_id, const char *customer_id, struct tg_arena *a, const char **tier,
-			 const char **parent_id)
+			 const char **parent_id, bool *has_balance)
 {
 	char key[320];
 	size_t n = make_key(key, sizeof(key), tenant_id, customer_id);
@@ -62,13 +63,15 @@ bool policy_customer_get(const char *tenant_id, const char *customer_id, struct 
 	if (e) {
 		*tier = tg_arena_strdup(a, e->tier);
 		*parent_id = tg_arena_strdup(a, e->parent_id);
+		*has_balance = e->has_balance;
 		hit = true;
 	}
 	pthread_mutex_unlock(&s->lock);
 	return hit;
 }
 
-void policy_customer_put(const char *tenant_id, const char *customer_id, const char *tier, const char *parent_id)
+void policy_customer_put(const char *tenant_id, const char *customer_id, const char *tier, const char *parent_id,
+			 bool has_balance)
 {
 	char key[320];
 	size_t n = make_key(key, sizeof(key), tenant_id, customer_id);
@@ -77,6 +80,7 @@ void policy_customer_put(const char *tenant_id, const char *customer_id, const c
 
 	e->tier = tier ? tg_strdup(tier) : NULL;
 	e->parent_id = parent_id ? tg_strdup(parent_id) : NULL;
+	e->has_balance = has_balance;
 	pthread_mutex_lock(&s->lock);
 	if (s->map.len >= STRIPE_MAX)
 		tg_map_release(&s->map, entry_free);
@@ -99,12 +103,14 @@ bool policy_subject_cached(const char *tenant_id, const char *customer_id, struc
 			   struct policy_subject *s)
 {
 	const char *grandparent;
+	bool own, org = false;
 
 	memset(s, 0, sizeof(*s));
 	s->customer_id = customer_id;
-	if (!policy_customer_get(tenant_id, customer_id, a, &s->tier, &s->parent_id))
+	if (!policy_customer_get(tenant_id, customer_id, a, &s->tier, &s->parent_id, &own))
 		return false;
-	if (s->parent_id && !policy_customer_get(tenant_id, s->parent_id, a, &s->parent_tier, &grandparent))
+	if (s->parent_id && !policy_customer_get(tenant_id, s->parent_id, a, &s->parent_tier, &grandparent, &org))
 		return false;
+	s->balance_owner = own ? customer_id : org ? s->parent_id : NULL;
 	return true;
 }

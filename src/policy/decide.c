@@ -121,3 +121,28 @@ bool policy_event_value(const struct policy_meter *m, const json_t *properties, 
 		return false;
 	return true;
 }
+
+bool policy_price(const struct policy_meter *m, const struct policy_dim *dims, int ndims, tg_fixed *ret)
+{
+	if (!m->has_price)
+		return false;
+	for (int i = 0; i < m->nprices; i++)
+		for (int j = 0; j < ndims; j++)
+			if (!strcmp(dims[j].key, m->prices[i].dim) && !strcmp(dims[j].value, m->prices[i].value)) {
+				*ret = m->prices[i].price;
+				return true;
+			}
+	*ret = m->price_default;
+	return true;
+}
+
+int policy_cost(const struct policy_meter *m, tg_fixed amount, const struct policy_dim *dims, int ndims,
+		tg_fixed *ret)
+{
+	tg_fixed price;
+
+	*ret = 0;
+	if (!policy_price(m, dims, ndims, &price))
+		return 0;
+	return tg_fixed_mul(amount, price, ret);
+}

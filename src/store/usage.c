@@ -89,10 +89,13 @@ static struct store_stmt q_customer_resolve = STORE_STMT(
 	"WITH ins AS (INSERT INTO customers (tenant_id, id, tier) "
 	"  SELECT $1, $2, default_tier FROM tenants WHERE id = $1 AND $3::boolean "
 	"  ON CONFLICT DO NOTHING RETURNING id, tier, parent_id) "
-	"SELECT c.id, c.tier, c.parent_id, p.tier AS parent_tier FROM customers c "
-	"  LEFT JOIN customers p ON p.tenant_id = c.tenant_id AND p.id = c.parent_id "
+	"SELECT c.id, c.tier, c.parent_id, p.tier AS parent_tier, "
+	"  EXISTS (SELECT 1 FROM balances b WHERE b.tenant_id = c.tenant_id AND b.customer_id = c.id) AS has_balance, "
+	"  EXISTS (SELECT 1 FROM balances b WHERE b.tenant_id = c.tenant_id AND b.customer_id = c.parent_id) "
+	"    AS parent_has_balance "
+	"FROM customers c LEFT JOIN customers p ON p.tenant_id = c.tenant_id AND p.id = c.parent_id "
 	"  WHERE c.tenant_id = $1 AND c.id = $2 "
-	"UNION ALL SELECT id, tier, parent_id, NULL FROM ins", 3);
+	"UNION ALL SELECT id, tier, parent_id, NULL, false, false FROM ins", 3);
 
 int store_customer_resolve(const char *tenant_id, const char *id, bool auto_create, json_t **ret,
 			   struct tg_error *err)

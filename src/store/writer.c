@@ -65,6 +65,11 @@ struct rollup {
 	int agg;
 };
 
+struct owner_entries {
+	struct store_ledger_entry *entries;
+	int n, cap;
+};
+
 struct customer_info {
 	const char *tier, *parent_id, *parent_tier;
 };
@@ -220,6 +225,94 @@ out:
 	return rc;
 }
 
+/* Priced usage is debited from the balance of the customer, or else of its organisation, with a ledger
+ * row per event, in the same transaction as the events. Debits for usage are never refused. */
+static int debit_balances(const char *tenant, struct store_submission **subs, int n, struct tg_arena *a,
+			  struct tg_error *err)
+{
+	struct store_array ids = {0};
+	struct tg_map has = TG_MAP_INIT, owners = TG_MAP_INIT;
+	json_t *rows = NULL, *row;
+	size_t i;
+	int rc = 0;
+
+	for (int s = 0; s < n; s++) {
+		if (strcmp(subs[s]->tenant_id, tenant) != 0)
+			continue;
+		for (int k = 0; k < subs[s]->n; k++) {
+			struct store_event *e = &subs[s]->events[k];
+			e->cost = 0;
+			e->balance_owner = NULL;
+			if (e->result != STORE_EV_ACCEPTED)
+				continue;
+			for (int c = 0; c < e->ncontribs; c++)
+				tg_fixed_add(e->cost, e->contribs[c].cost, &e->cost);
+			if (e->cost == 0)
+				continue;
+			store_array_add(&ids, e->customer_id);
+			if (e->parent_id)
+				store_array_add(&ids, e->parent_id);
+		}
+	}
+	if (ids.n == 0)
+		goto out;
+	{
+		const char *text = store_array_text(&ids);
+		if ((rc = store_balances_which(tenant, text, &rows, err)) < 0)
+			goto out;
+	}
+	json_array_foreach(rows, i, row)
+		tg_map_put(&has, store_str(row, "customer_id"), (void *)1);
+	/* group each owner's entries, in the order of the events */
+	for (int s = 0; s < n; s++) {
+		if (strcmp(subs[s]->tenant_id, tenant) != 0)
+			continue;
+		for (int k = 0; k < subs[s]->n; k++) {
+			struct store_event *e = &subs[s]->events[k];
+			if (e->result != STORE_EV_ACCEPTED || e->cost == 0)
+				continue;
+			e->balance_owner = tg_map_get(&has, e->customer_id) ? e->customer_id
+					   : e->parent_id && tg_map_get(&has, e->parent_id) ? e->parent_id : NULL;
+			if (!e->balance_owner)
+				continue;
+			struct owner_entries *oe = tg_map_get(&owners, e->balance_owner);
+			if (!oe) {
+				oe = tg_arena_alloc(a, sizeof(*oe));
+				tg_map_put(&owners, e->balance_owner, oe);
+			}
+			if (oe->n == oe->cap) {
+				int cap = oe->cap ? oe->cap * 2 : 16;
+				struct store_ledger_entry *ne = tg_arena_alloc(a, sizeof(*ne) * (size_t)cap);
+				if (oe->n)
+					memcpy(ne, oe->entries, sizeof(*ne) * (size_t)oe->n);
+				oe->entries = ne;
+				oe->cap = cap;
+			}
+			struct store_ledger_entry *le = &oe->entries[oe->n++];
+			char id[TG_SID_BUFSZ];
+			tg_sid_new("txn_", id);
+			le->id = tg_arena_strdup(a, id);
+			le->amount = -e->cost;
+			le->kind = "usage";
+			le->event_id = e->id;
+			le->reservation_id = e->reservation_id;
+		}
+	}
+	for (size_t k = 0; k < owners.cap && rc == 0; k++) {
+		struct tg_map_slot *sl = &owners.slots[k];
+		if (!sl->key || !sl->val)
+			continue;
+		struct owner_entries *oe = sl->val;
+		rc = store_ledger_append(tenant, sl->key, oe->entries, oe->n, NULL, err);
+	}
+out:
+	json_decref(rows);
+	store_array_release(&ids);
+	tg_map_release(&has, NULL);
+	tg_map_release(&owners, NULL);
+	return rc;
+}
+
 /* Everything of one tenant in this batch. */
 static int write_tenant(const char *tenant, struct store_submission **subs, int n, struct tg_arena *a,
 			struct tg_error *err)
@@ -304,7 +397,9 @@ static int write_tenant(const char *tenant, struct store_submission **subs, int 
 				   store_array_text(&er), store_array_text(&ew)};
 		if ((rc = store_exec(&q_events, p, NULL, err)) < 0)
 			goto out;
-		rc = flush_rollups(tenant, &agg, err);
+		if ((rc = flush_rollups(tenant, &agg, err)) < 0)
+			goto out;
+		rc = debit_balances(tenant, subs, n, a, err);
 	}
 out:
 	json_decref(rows);
@@ -364,6 +459,7 @@ out:
 				e->tier = tg_arena_strdup(subs[s]->arena, e->tier);
 				e->parent_id = tg_arena_strdup(subs[s]->arena, e->parent_id);
 				e->parent_tier = tg_arena_strdup(subs[s]->arena, e->parent_tier);
+				e->balance_owner = tg_arena_strdup(subs[s]->arena, e->balance_owner);
 			}
 	}
 	tg_arena_release(&a);

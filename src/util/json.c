@@ -171,6 +171,39 @@ static int replace_numbers(json_t *v, struct lexemes *lx, char *path, size_t ple
 	return 0;
 }
 
+/*
+ * jansson refuses a number beyond a double's range ("real number overflow"), and with it the whole
+ * body, so the field could not be named. Each such number is shown to jansson as "0" padded with
+ * spaces (error columns stay right): only its lexeme is kept anyway, and number_storable() or the
+ * getters then judge it against its field. Returns the masked copy, or NULL when none was needed.
+ */
+static char *mask_overflows(const char *text, size_t len)
+{
+	struct lexemes lx = {text, text + len, text};
+	const char *start;
+	size_t n;
+	char *copy = NULL;
+
+	while (next_lexeme(&lx, &start, &n)) {
+		/* fewer than 309 digits and no exponent always fit */
+		if (n < 309 && !memchr(start, 'e', n) && !memchr(start, 'E', n))
+			continue;
+		if (tg_fixed_parse(start, n, NULL) == TG_FIXED_ESYNTAX)
+			continue; /* not a JSON number: jansson says so */
+		_cleanup_free_ char *z = tg_strndup(start, n);
+		if (!isinf(strtod(z, NULL)))
+			continue;
+		if (!copy) {
+			copy = tg_malloc(len + 1);
+			memcpy(copy, text, len);
+			copy[len] = '\0';
+		}
+		copy[start - text] = '0';
+		memset(copy + (start - text) + 1, ' ', n - 1);
+	}
+	return copy;
+}
+
 json_t *tg_json_parse(const char *text, size_t len, bool top_object, struct tg_error *err)
 {
 	json_error_t jerr;
@@ -185,7 +218,8 @@ json_t *tg_json_parse(const char *text, size_t len, bool top_object, struct tg_e
 		tg_fail(err, TG_EINVAL, "invalid_json", NULL, "request body is empty; a JSON object is expected");
 		return NULL;
 	}
-	root = json_loadb(text, len, flags, &jerr);
+	_cleanup_free_ char *masked = mask_overflows(text, len);
+	root = json_loadb(masked ? masked : text, len, flags, &jerr);
 	if (!root) {
 		tg_fail(err, TG_EINVAL, "invalid_json", NULL, "malformed JSON at line %d column %d: %s", jerr.line,
 			jerr.column, jerr.text);

@@ -44,7 +44,7 @@ int duties_expire_reservations(void)
 			rel.customer_id = customer;
 			rel.reservation_id = json_string_value(id);
 			tg_arena_init(&a);
-			if (hot_apply_usage(tenants[i], NULL, 0, now, &rel, 1, &a, &err) == 0)
+			if (hot_apply_usage(tenants[i], NULL, 0, now, NULL, 0, &rel, 1, &a, &err) == 0)
 				released++;
 			tg_arena_release(&a);
 		}
