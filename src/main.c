@@ -89,8 +89,9 @@ int main(int argc, char **argv)
 	auth_init(tg_cfg.admin_token, tg_cfg.jwt_secret);
 	if (start_store() < 0)
 		return 1;
-	if (reload_start() < 0 || store_writer_start(tg_cfg.event_batch_max, api_after_commit) < 0 ||
-	    (tg_cfg.worker_enabled && duties_start() < 0)) {
+	if (reload_start() < 0 || store_writer_start(tg_cfg.event_batch_max, api_watch, api_after_commit) < 0 ||
+	    (tg_cfg.worker_enabled && duties_start() < 0) ||
+	    (tg_cfg.webhook_workers > 0 && webhooks_start(tg_cfg.webhook_workers) < 0)) {
 		log_error("cannot start the background threads", NULL);
 		return 1;
 	}
@@ -116,6 +117,7 @@ int main(int argc, char **argv)
 		log_error("cannot serve", "%s", err.message);
 		fprintf(stderr, "tollgated: %s\n", err.message);
 		store_writer_stop();
+		webhooks_stop();
 		duties_stop();
 		reload_stop();
 		return 1;
@@ -129,6 +131,7 @@ int main(int argc, char **argv)
 	tg_http_stop(http);
 	api_set_http(NULL);
 	store_writer_stop();
+	webhooks_stop();
 	duties_stop();
 	reload_stop();
 	store_thread_end();

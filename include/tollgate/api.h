@@ -68,8 +68,10 @@ json_t *api_balance_json(struct tg_req *req, const char *customer);
 int api_rebuild_balance(const char *tenant_id, struct hot_balance *b, struct tg_error *err);
 /* hot_check_sync with rebuilds of what Redis lost (up to 3 rounds). Blocking; returns the hot_status. */
 int api_check_sync(struct hot_check *hc, struct tg_arena *a, struct tg_error *err);
-/* The writer's after-commit hook: committed usage into the Redis counters, reservations released. */
+/* The writer's watch hook: attach the quota counters a submission's accepted events moved. */
 struct store_submission;
+void api_watch(struct store_submission *sub);
+/* The writer's after-commit hook: committed usage into the Redis counters, reservations released. */
 void api_after_commit(struct store_submission **subs, int n);
 
 /* ---- replies ---- */

@@ -222,6 +222,64 @@ int store_ledger_list(const char *tenant_id, const char *customer_id, const char
 /* Which of these customers have a balance row (for the event writer): a JSON array of ids. */
 int store_balances_which(const char *tenant_id, const char *ids_array, json_t **ret, struct tg_error *err);
 
+/* ---- webhooks (store/webhooks.c) ---- */
+
+/* Write a webhook event into the outbox, in the caller's transaction; the trigger fans it out to one
+ * delivery per matching endpoint. With once_key, only the first event with that key is written
+ * (*written tells, may be NULL). */
+int store_outbox_add(const char *tenant_id, const char *type, const json_t *data, const char *once_key,
+		     bool *written, struct tg_error *err);
+
+int store_endpoint_create(const char *tenant_id, const char *id, const char *url, const char *description,
+			  const char *events_literal, const char *secret, json_t **ret, struct tg_error *err);
+int store_endpoint_get(const char *tenant_id, const char *id, json_t **ret, struct tg_error *err);
+int store_endpoints_list(const char *tenant_id, const char *starting_after, int64_t limit, json_t **ret,
+			 struct tg_error *err);
+struct store_endpoint_patch {
+	const char *url, *description, *events_literal;
+	bool set_url, set_description, set_events, set_disabled, disabled;
+};
+int store_endpoint_update(const char *tenant_id, const char *id, const struct store_endpoint_patch *p, json_t **ret,
+			  struct tg_error *err);
+int store_endpoint_delete(const char *tenant_id, const char *id, bool *deleted, struct tg_error *err);
+int store_endpoint_rotate(const char *tenant_id, const char *id, const char *secret, json_t **ret,
+			  struct tg_error *err);
+/* A ping for one endpoint: its event and its delivery, in one transaction; *ret is the delivery. */
+int store_endpoint_ping(const char *tenant_id, const char *endpoint_id, json_t **ret, struct tg_error *err);
+
+int store_deliveries_list(const char *tenant_id, const char *endpoint_id, const char *status,
+			  const char *starting_after, int64_t limit, json_t **ret, struct tg_error *err);
+int store_delivery_retry(const char *tenant_id, const char *id, json_t **ret, struct tg_error *err);
+/* Claim up to max due deliveries for lease_ms (other instances skip them meanwhile): rows with the
+ * event, the endpoint's url and secrets, and the attempt number. */
+int store_deliveries_claim(int max, int64_t lease_ms, json_t **ret, struct tg_error *err);
+/* Record one attempt and its outcome: succeeded, or pending again at next_ms (unix ms), or failed. */
+int store_delivery_attempt(const char *id, int attempt, int64_t started_ms, int status_code, int latency_ms,
+			   const char *error, const char *response, const char *outcome, int64_t next_ms,
+			   struct tg_error *err);
+int store_webhook_queue_depth(int64_t *pending, int64_t *failed, struct tg_error *err);
+
+/* ---- worker duties ---- */
+/* Inside a transaction: take the advisory lock named key if free (held until COMMIT/ROLLBACK). */
+int store_try_xact_lock(const char *key, bool *locked, struct tg_error *err);
+int store_duty_progress(const char *tenant_id, const char *duty, int64_t *done_to_ms, bool *found,
+			struct tg_error *err);
+int store_duty_advance(const char *tenant_id, const char *duty, int64_t done_to_ms, struct tg_error *err);
+/* Usage per subject of a meter in [from, to) with a dimension filter: [{subject, value}]. */
+int store_usage_by_subject(const char *tenant_id, const char *meter_id, int64_t from_ms, int64_t to_ms,
+			   const char *filter_json, int agg, json_t **ret, struct tg_error *err);
+/* Tier and organisation of customers: [{id, tier, parent_id, parent_tier}]. */
+int store_customers_info(const char *tenant_id, const char *ids_array, json_t **ret, struct tg_error *err);
+/* Record a closed period; *written is false when it was recorded before. */
+int store_period_close(const char *tenant_id, const char *limit_id, const char *subject, int64_t start_ms,
+		       int64_t end_ms, tg_fixed usage, tg_fixed limit, bool *written, struct tg_error *err);
+/* Customers with usage in [from, to): [{subject, meter_id, value}] (subjects are customers, not '*'). */
+int store_usage_summary(const char *tenant_id, int64_t from_ms, int64_t to_ms, json_t **ret, struct tg_error *err);
+/* Sums of watched counters after this transaction's rollups: arrays of subject, meter, from, to,
+ * filter (json), agg → [{i, value}] (i: 1-based position). */
+int store_usage_values(const char *tenant_id, const char *subjects, const char *meters, const char *froms,
+		       const char *tos, const char *filters, const char *aggs, json_t **ret, struct tg_error *err);
+
 /* ---- the event writer (store/writer.c) ---- */
 
 /*
@@ -264,8 +322,28 @@ struct store_event {
 	tg_fixed cost;               /* what it cost */
 };
 
+/* A quota counter an event moved, watched for thresholds and for going over its limit. */
+struct store_watch {
+	const char *limit_id, *subject, *meter_id, *filter_json;
+	int64_t from_ms, to_ms;      /* the period; to_ms INT64_MAX for all time */
+	int agg;
+	tg_fixed limit;
+	tg_fixed thresholds[8];
+	int nthresholds;
+	const char *enforcement;
+};
+
+/* A webhook event to write with the batch (rate_limit.throttled, workflow.terminated), at most once per key. */
+struct store_notice {
+	const char *type, *data_json, *once_key;
+};
+
 struct store_submission {
 	const char *tenant_id;
+	struct store_watch *watches;
+	int nwatches;
+	struct store_notice *notices;
+	int nnotices;
 	bool auto_create;
 	bool counters_applied;       /* a consuming check already moved the Redis counters */
 	struct store_event *events;
@@ -278,8 +356,11 @@ struct store_submission {
 	struct store_submission *next;
 };
 
-/* after_commit runs on the writer thread with every committed submission, before their done(). */
-int store_writer_start(int batch_max, void (*after_commit)(struct store_submission **subs, int n));
+/* watch runs inside the transaction once customers are resolved and ids claimed: it fills the
+ * submission's watches. after_commit runs on the writer thread with every committed submission,
+ * before their done(). */
+int store_writer_start(int batch_max, void (*watch)(struct store_submission *sub),
+		       void (*after_commit)(struct store_submission **subs, int n));
 void store_writer_submit(struct store_submission *s);
 /* Commit what is queued, then stop the thread. */
 void store_writer_stop(void);

@@ -2,6 +2,10 @@
 #ifndef TOLLGATE_WORKER_H
 #define TOLLGATE_WORKER_H
 
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
 #include "tollgate/error.h"
 
 /*
@@ -31,6 +35,26 @@ void reload_stop(void);
  * transaction-level advisory lock so only one instance runs each at a time.
  */
 int duties_start(void);
+/* One pass of period closing and daily summaries for every tenant (exposed for tests). */
+void duties_close_periods(void);
+
+/*
+ * DESIGN (webhook delivery): TOLLGATE_WEBHOOK_WORKERS threads per instance,
+ * each with one libcurl multi handle. A thread claims due deliveries with
+ * FOR UPDATE SKIP LOCKED and leases them (next_attempt_at pushed 60 s ahead,
+ * so a crash leaves them due again: at-least-once), sends up to 64 at a time
+ * (10 s timeout, redirects not followed, the connected address re-checked
+ * against the SSRF rules at connect time), records every attempt, and
+ * schedules the next with exponential backoff and jitter for up to 3 days.
+ */
+int webhooks_start(int threads);
+void webhooks_stop(void);
+/* Is this http(s) URL allowed as a webhook target? Resolves the host (refusing loopback, private,
+ * link-local, multicast and unspecified addresses unless allow_private). 0 or -err naming "url". */
+int webhook_url_check(const char *url, bool allow_private, struct tg_error *err);
+/* Standard Webhooks signature header value for one secret ("whsec_..."): "v1,<base64>". */
+int webhook_sign(const char *secret, const char *id, int64_t ts, const char *body, size_t len, char *out,
+		 size_t size);
 void duties_stop(void);
 /* One pass of the reservation expiry (exposed for tests); returns how many were released. */
 int duties_expire_reservations(void);

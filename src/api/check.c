@@ -52,6 +52,7 @@ struct deny_entry {
 };
 
 static _Thread_local struct tg_map deny_cache;
+static _Thread_local struct tg_map throttle_notified; /* "tenant|customer|limit" → minute + 1 */
 static _Thread_local struct tg_buf throttle_log;
 static _Thread_local bool throttle_hook;
 
@@ -116,6 +117,58 @@ static struct tg_metric *throttle_metric(const char *tenant, const struct policy
 	return tg_counter("tollgate_throttles_total", "Checks denied by a limit, by tenant and limit.", labels);
 }
 
+struct notice {
+	struct store_submission sub;
+	struct store_notice n;
+	struct tg_arena arena;
+};
+
+static void notice_done(struct store_submission *sub)
+{
+	struct notice *x = (struct notice *)sub;
+
+	tg_arena_release(&x->arena);
+	free(x);
+}
+
+/* rate_limit.throttled: at most one per customer and limit per minute (webhook_once makes it exact
+ * across instances; this loop-local memory keeps the writer from hearing of every denial). */
+static void notify_throttle(struct check *ck, const struct policy_counter *c)
+{
+	char key[512];
+	int64_t minute = ck->now / 60000;
+	uintptr_t seen;
+
+	if (c->limit->kind != POLICY_RATE)
+		return;
+	snprintf(key, sizeof(key), "%s|%s|%s", ck->req->principal.tenant_id, ck->customer_id, c->limit->id);
+	seen = (uintptr_t)tg_map_get(&throttle_notified, key);
+	if (seen == (uintptr_t)(minute + 1))
+		return;
+	if (throttle_notified.len > DENY_CACHE_MAX)
+		tg_map_release(&throttle_notified, NULL);
+	tg_map_put(&throttle_notified, key, (void *)(uintptr_t)(minute + 1));
+
+	struct notice *x = tg_calloc(1, sizeof(*x));
+	tg_arena_init(&x->arena);
+	json_t *data = tg_json_obj("customer_id", json_string(ck->customer_id), "limit_id", json_string(c->limit->id),
+				   "ip", tg_json_str(ck->chk.ip), "key", tg_json_str(ck->chk.key), "retry_after",
+				   c->retry_ms >= 0 ? json_integer(c->retry_ms / 1000 + (c->retry_ms % 1000 ? 1 : 0)) : json_null(),
+				   "minute", tg_json_time(minute * 60000), NULL);
+	char *text = tg_json_dumps(data);
+	json_decref(data);
+	x->n.type = "rate_limit.throttled";
+	x->n.data_json = tg_arena_strdup(&x->arena, text);
+	free(text);
+	x->n.once_key = tg_arena_printf(&x->arena, "throttled|%s|%s|%lld", ck->customer_id, c->limit->id, (long long)minute);
+	x->sub.tenant_id = tg_arena_strdup(&x->arena, ck->req->principal.tenant_id);
+	x->sub.notices = &x->n;
+	x->sub.nnotices = 1;
+	x->sub.arena = &x->arena;
+	x->sub.done = notice_done;
+	store_writer_submit(&x->sub);
+}
+
 /* Count and log one denial (a line per throttle, written with the loop's next pass). */
 static void throttled(struct check *ck, const struct policy_counter *c, struct tg_metric *m)
 {
@@ -123,6 +176,7 @@ static void throttled(struct check *ck, const struct policy_counter *c, struct t
 	char ts[TG_TIME_BUFSZ];
 
 	tg_metric_add(m ? m : throttle_metric(ck->req->principal.tenant_id, c->limit), 1);
+	notify_throttle(ck, c);
 	if (!tg_loop_current()) {
 		log_info("throttled", "tenant=%s customer=%s ip=%s key=%s limit=%s", ck->req->principal.tenant_id,
 			 ck->customer_id, ck->chk.ip ? ck->chk.ip : "", ck->chk.key ? ck->chk.key : "", c->limit->id);

@@ -123,6 +123,58 @@ static int event_counters(const struct policy_tenant *t, const struct store_even
 	return total;
 }
 
+/* The writer's watch hook: the quota counters a submission's accepted events moved (their customers are
+ * resolved by now), for the writer to fire thresholds and overruns in the same transaction. */
+void api_watch(struct store_submission *sub)
+{
+	struct policy_tenant *t = policy_registry_get(sub->tenant_id);
+	struct tg_arena *a = sub->arena;
+	int cap = 0;
+
+	sub->watches = NULL;
+	sub->nwatches = 0;
+	if (!t)
+		return;
+	for (int i = 0; i < sub->n; i++) {
+		struct store_event *e = &sub->events[i];
+		struct policy_counter cs[64];
+		int n;
+
+		if (e->result != STORE_EV_ACCEPTED)
+			continue;
+		n = event_counters(t, e, a, cs, 64);
+		for (int k = 0; k < n; k++) {
+			const struct policy_limit *l = cs[k].limit;
+			if (sub->nwatches == cap) {
+				cap = cap ? cap * 2 : 8;
+				struct store_watch *nw = tg_arena_alloc(a, sizeof(*nw) * (size_t)cap);
+				if (sub->nwatches)
+					memcpy(nw, sub->watches, sizeof(*nw) * (size_t)sub->nwatches);
+				sub->watches = nw;
+			}
+			struct store_watch *w = &sub->watches[sub->nwatches++];
+			json_t *filter = json_object();
+			for (int f = 0; f < l->nfilter; f++)
+				json_object_set_new(filter, l->filter[f].key, json_string(l->filter[f].value));
+			char *text = tg_json_dumps(filter);
+			json_decref(filter);
+			w->filter_json = tg_arena_strdup(a, text);
+			free(text);
+			w->limit_id = tg_arena_strdup(a, l->id);
+			w->subject = cs[k].subject_kind == SUBJECT_PLATFORM ? "*" : tg_arena_strdup(a, cs[k].subject);
+			w->meter_id = tg_arena_strdup(a, l->meter->id);
+			w->from_ms = cs[k].period_start_ms;
+			w->to_ms = cs[k].period_end_ms;
+			w->agg = (int)l->meter->agg;
+			w->limit = l->limit;
+			w->nthresholds = l->nthresholds;
+			memcpy(w->thresholds, l->thresholds, sizeof(w->thresholds[0]) * (size_t)l->nthresholds);
+			w->enforcement = policy_enforcement_names[l->enforcement];
+		}
+	}
+	policy_tenant_unref(t);
+}
+
 void api_after_commit(struct store_submission **subs, int n)
 {
 	for (int s = 0; s < n; s++) {

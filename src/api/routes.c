@@ -57,6 +57,16 @@ const struct tg_route api_routes[] = {
 	R(TG_POST, "/v1/customers/{id}/balance/credit", api_balance_credit, TG_SCOPE_ALL, 0),
 	R(TG_POST, "/v1/customers/{id}/balance/debit", api_balance_debit, TG_SCOPE_ALL, 0),
 	R(TG_GET, "/v1/customers/{id}/balance/transactions", api_balance_transactions, TG_SCOPE_READ, RT_CUSTOMER),
+
+	R(TG_POST, "/v1/webhook_endpoints", api_endpoints_create, TG_SCOPE_ALL, 0),
+	R(TG_GET, "/v1/webhook_endpoints", api_endpoints_list, TG_SCOPE_READ, 0),
+	R(TG_GET, "/v1/webhook_endpoints/{id}", api_endpoints_get, TG_SCOPE_READ, 0),
+	R(TG_PATCH, "/v1/webhook_endpoints/{id}", api_endpoints_update, TG_SCOPE_ALL, 0),
+	R(TG_DELETE, "/v1/webhook_endpoints/{id}", api_endpoints_delete, TG_SCOPE_ALL, 0),
+	R(TG_POST, "/v1/webhook_endpoints/{id}/rotate_secret", api_endpoints_rotate, TG_SCOPE_ALL, 0),
+	R(TG_POST, "/v1/webhook_endpoints/{id}/test", api_endpoints_test, TG_SCOPE_ALL, 0),
+	R(TG_GET, "/v1/webhook_endpoints/{id}/deliveries", api_endpoints_deliveries, TG_SCOPE_READ, 0),
+	R(TG_POST, "/v1/webhook_deliveries/{id}/retry", api_deliveries_retry, TG_SCOPE_ALL, 0),
 };
 
 const size_t api_nroutes = sizeof(api_routes) / sizeof(api_routes[0]);

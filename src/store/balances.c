@@ -49,9 +49,6 @@ static struct store_stmt q_ledger_insert = STORE_STMT(
 static struct store_stmt q_update = STORE_STMT(
 	"UPDATE balances SET balance = $3, state = $4, updated_at = now() WHERE tenant_id = $1 AND customer_id = $2 "
 	"RETURNING " BALANCE_COLS, 4);
-static struct store_stmt q_outbox = STORE_STMT(
-	"INSERT INTO webhook_events (tenant_id, id, type, data) VALUES ($1, $2, $3, $4::json)", 4);
-
 static const char *state_of(tg_fixed balance, tg_fixed minimum, const tg_fixed *low)
 {
 	if (balance <= minimum)
@@ -59,16 +56,6 @@ static const char *state_of(tg_fixed balance, tg_fixed minimum, const tg_fixed *
 	if (low && balance < *low)
 		return "low";
 	return "ok";
-}
-
-static int outbox(const char *tenant_id, const char *type, const json_t *data, struct tg_error *err)
-{
-	char id[TG_SID_BUFSZ];
-	_cleanup_free_ char *text = tg_json_dumps(data);
-	const char *p[] = {tenant_id, id, type, text};
-
-	tg_sid_new("evt_", id);
-	return store_exec(&q_outbox, p, NULL, err);
 }
 
 /* balance.low on crossing the threshold downward, balance.depleted on reaching the minimum,
@@ -83,11 +70,11 @@ static int crossings(const char *tenant_id, const char *before, json_t *row, str
 	int rc = 0;
 
 	if (!strcmp(before, "ok") && strcmp(after, "ok") != 0 && !json_is_null(json_object_get(row, "low_balance_threshold")))
-		rc = outbox(tenant_id, "balance.low", data, err);
+		rc = store_outbox_add(tenant_id, "balance.low", data, NULL, NULL, err);
 	if (rc == 0 && !strcmp(after, "depleted") && strcmp(before, "depleted") != 0)
-		rc = outbox(tenant_id, "balance.depleted", data, err);
+		rc = store_outbox_add(tenant_id, "balance.depleted", data, NULL, NULL, err);
 	if (rc == 0 && !strcmp(before, "depleted") && strcmp(after, "depleted") != 0)
-		rc = outbox(tenant_id, "balance.replenished", data, err);
+		rc = store_outbox_add(tenant_id, "balance.replenished", data, NULL, NULL, err);
 	json_decref(data);
 	return rc;
 }

@@ -19,6 +19,7 @@ static struct {
 	pthread_t thread;
 	int batch_max;
 	void (*after_commit)(struct store_submission **subs, int n);
+	void (*watch)(struct store_submission *sub);
 	struct tg_map months; /* partitions known to exist */
 	struct tg_metric *m_batches, *m_events, *m_failures, *m_duplicates;
 } W = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
@@ -313,6 +314,124 @@ out:
 	return rc;
 }
 
+/* limit.threshold for each threshold the new usage reached, limit.exceeded once usage is over the limit:
+ * each at most once per limit, subject and period (webhook_once). */
+static int fire_watches(const char *tenant, struct store_submission **subs, int n, struct tg_arena *a,
+			struct tg_error *err)
+{
+	struct tg_map seen = TG_MAP_INIT;
+	struct store_array sj = {0}, mt = {0}, fr = {0}, to = {0}, fl = {0}, ag = {0};
+	const struct store_watch **list = NULL;
+	int count = 0, cap = 0, rc = 0;
+	json_t *rows = NULL, *row;
+	size_t i;
+
+	for (int s = 0; s < n; s++) {
+		if (strcmp(subs[s]->tenant_id, tenant) != 0)
+			continue;
+		for (int w = 0; w < subs[s]->nwatches; w++) {
+			const struct store_watch *x = &subs[s]->watches[w];
+			char *key = tg_arena_printf(a, "%s|%s|%lld", x->limit_id, x->subject, (long long)x->from_ms);
+			char b1[STORE_I64_BUFSZ], b2[STORE_I64_BUFSZ], b3[STORE_I64_BUFSZ];
+			if (tg_map_get(&seen, key))
+				continue;
+			tg_map_put(&seen, key, (void *)1);
+			if (count == cap) {
+				cap = cap ? cap * 2 : 32;
+				const struct store_watch **nl = tg_arena_alloc(a, sizeof(*nl) * (size_t)cap);
+				if (count)
+					memcpy(nl, list, sizeof(*nl) * (size_t)count);
+				list = nl;
+			}
+			list[count++] = x;
+			store_array_add(&sj, x->subject);
+			store_array_add(&mt, x->meter_id);
+			store_array_add(&fr, store_i64(x->from_ms, b1));
+			store_array_add(&to, x->to_ms == INT64_MAX ? NULL : store_i64(x->to_ms, b2));
+			store_array_add(&fl, x->filter_json);
+			store_array_add(&ag, store_i64(x->agg, b3));
+		}
+	}
+	if (count == 0)
+		goto out;
+	if ((rc = store_usage_values(tenant, store_array_text(&sj), store_array_text(&mt), store_array_text(&fr),
+				     store_array_text(&to), store_array_text(&fl), store_array_text(&ag), &rows, err)) < 0)
+		goto out;
+	json_array_foreach(rows, i, row) {
+		int64_t k = store_int(row, "i", 0) - 1;
+		if (k < 0 || k >= count)
+			continue;
+		const struct store_watch *x = list[k];
+		tg_fixed used = store_get_fixed(row, "value", 0);
+		char ts1[TG_TIME_BUFSZ], ts2[TG_TIME_BUFSZ];
+		tg_time_format(x->from_ms, ts1);
+		tg_time_format(x->to_ms == INT64_MAX ? 0 : x->to_ms, ts2);
+		for (int t = 0; t < x->nthresholds && rc == 0; t++) {
+			tg_fixed need;
+			/* reached when used ≥ limit × threshold (exact: both are fixed point) */
+			if (tg_fixed_mul(x->limit, x->thresholds[t], &need) < 0 || used < need || x->limit == 0)
+				continue;
+			char thr[TG_FIXED_BUFSZ];
+			tg_fixed_format(x->thresholds[t], thr);
+			json_t *data = tg_json_obj("limit_id", json_string(x->limit_id), "customer_id",
+						   strcmp(x->subject, "*") ? json_string(x->subject) : json_null(),
+						   "threshold", tg_json_fixed(x->thresholds[t]), "usage", tg_json_fixed(used),
+						   "limit", tg_json_fixed(x->limit), "period_start", json_string(ts1),
+						   "period_end", x->to_ms == INT64_MAX ? json_null() : json_string(ts2), NULL);
+			rc = store_outbox_add(tenant, "limit.threshold", data,
+					      tg_arena_printf(a, "threshold|%s|%s|%lld|%s", x->limit_id, x->subject,
+							      (long long)x->from_ms, thr),
+					      NULL, err);
+			json_decref(data);
+		}
+		if (rc == 0 && used > x->limit) {
+			json_t *data = tg_json_obj("limit_id", json_string(x->limit_id), "customer_id",
+						   strcmp(x->subject, "*") ? json_string(x->subject) : json_null(),
+						   "usage", tg_json_fixed(used), "limit", tg_json_fixed(x->limit), "enforcement",
+						   json_string(x->enforcement), "period_start", json_string(ts1),
+						   "period_end", x->to_ms == INT64_MAX ? json_null() : json_string(ts2), NULL);
+			rc = store_outbox_add(tenant, "limit.exceeded", data,
+					      tg_arena_printf(a, "exceeded|%s|%s|%lld", x->limit_id, x->subject,
+							      (long long)x->from_ms),
+					      NULL, err);
+			json_decref(data);
+		}
+		if (rc < 0)
+			break;
+	}
+out:
+	json_decref(rows);
+	tg_map_release(&seen, NULL);
+	store_array_release(&sj);
+	store_array_release(&mt);
+	store_array_release(&fr);
+	store_array_release(&to);
+	store_array_release(&fl);
+	store_array_release(&ag);
+	return rc;
+}
+
+/* Notices (throttles, terminated workflows) ride in the batch: each at most once per key. */
+static int write_notices(const char *tenant, struct store_submission **subs, int n, struct tg_error *err)
+{
+	int rc = 0;
+
+	for (int s = 0; s < n && rc == 0; s++) {
+		if (strcmp(subs[s]->tenant_id, tenant) != 0)
+			continue;
+		for (int k = 0; k < subs[s]->nnotices && rc == 0; k++) {
+			struct store_notice *x = &subs[s]->notices[k];
+			struct tg_error perr;
+			json_t *data = tg_json_parse(x->data_json, strlen(x->data_json), false, &perr);
+			if (!data)
+				continue;
+			rc = store_outbox_add(tenant, x->type, data, x->once_key, NULL, err);
+			json_decref(data);
+		}
+	}
+	return rc;
+}
+
 /* Everything of one tenant in this batch. */
 static int write_tenant(const char *tenant, struct store_submission **subs, int n, struct tg_arena *a,
 			struct tg_error *err)
@@ -351,8 +470,10 @@ static int write_tenant(const char *tenant, struct store_submission **subs, int 
 			store_array_add(&ts, store_i64(e->ts_ms, buf));
 		}
 	}
-	if (ids.n == 0)
+	if (ids.n == 0) {
+		rc = write_notices(tenant, subs, n, err);
 		goto out;
+	}
 	{
 		const char *p[] = {tenant, store_array_text(&ids), store_array_text(&ts)};
 		if ((rc = store_exec(&q_ids, p, &rows, err)) < 0)
@@ -399,8 +520,15 @@ static int write_tenant(const char *tenant, struct store_submission **subs, int 
 			goto out;
 		if ((rc = flush_rollups(tenant, &agg, err)) < 0)
 			goto out;
-		rc = debit_balances(tenant, subs, n, a, err);
+		if ((rc = debit_balances(tenant, subs, n, a, err)) < 0)
+			goto out;
+		for (int s = 0; s < n && W.watch; s++)
+			if (strcmp(subs[s]->tenant_id, tenant) == 0)
+				W.watch(subs[s]);
+		rc = fire_watches(tenant, subs, n, a, err);
 	}
+	if (rc == 0)
+		rc = write_notices(tenant, subs, n, err);
 out:
 	json_decref(rows);
 	tg_map_release(&cust, NULL);
@@ -549,9 +677,11 @@ static void *writer_main(void *arg)
 	return NULL;
 }
 
-int store_writer_start(int batch_max, void (*after_commit)(struct store_submission **subs, int n))
+int store_writer_start(int batch_max, void (*watch)(struct store_submission *sub),
+		       void (*after_commit)(struct store_submission **subs, int n))
 {
 	W.batch_max = batch_max;
+	W.watch = watch;
 	W.after_commit = after_commit;
 	W.tail = &W.head;
 	W.stopping = false;

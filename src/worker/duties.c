@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "tollgate/hot.h"
+#include "tollgate/json.h"
 #include "tollgate/log.h"
 #include "tollgate/metrics.h"
 #include "tollgate/policy.h"
@@ -57,6 +58,216 @@ int duties_expire_reservations(void)
 	return released;
 }
 
+#define MAX_PERIODS_PER_PASS 48
+
+/* Does limit l apply to subject (a customer id, or "*" for the platform) as its own counter? */
+static bool applies(const struct policy_tenant *t, const struct policy_limit *l, const char *subject,
+		    const json_t *info, struct tg_arena *a)
+{
+	struct policy_subject s = {0};
+	struct policy_counter *cs;
+	int n;
+
+	if (!strcmp(subject, "*"))
+		return l->scope == SCOPE_PLATFORM;
+	if (!info || l->scope == SCOPE_PLATFORM)
+		return false;
+	s.customer_id = subject;
+	s.tier = store_str(info, "tier");
+	n = policy_plan_all(t, &s, 0, a, &cs);
+	for (int i = 0; i < n; i++)
+		if (cs[i].limit == l && cs[i].subject_kind == SUBJECT_CUSTOMER)
+			return true;
+	return false;
+}
+
+static json_t *filter_json(const struct policy_limit *l)
+{
+	json_t *f = json_object();
+
+	for (int i = 0; i < l->nfilter; i++)
+		json_object_set_new(f, l->filter[i].key, json_string(l->filter[i].value));
+	return f;
+}
+
+/* Close one finished period of a limit: its history and limit.reset for every subject that had usage. */
+static int close_period(const struct policy_tenant *t, const struct policy_limit *l, int64_t start, int64_t end,
+			struct tg_error *err)
+{
+	json_t *f = filter_json(l), *rows = NULL, *infos = NULL, *row;
+	char *ftext = tg_json_dumps(f);
+	struct store_array ids = {0};
+	struct tg_arena a;
+	size_t i;
+	int rc;
+
+	tg_arena_init(&a);
+	json_decref(f);
+	rc = store_usage_by_subject(t->id, l->meter->id, start, end, ftext, (int)l->meter->agg, &rows, err);
+	free(ftext);
+	if (rc < 0)
+		goto out;
+	json_array_foreach(rows, i, row)
+		if (strcmp(store_str(row, "subject"), "*") != 0)
+			store_array_add(&ids, store_str(row, "subject"));
+	if (ids.n && (rc = store_customers_info(t->id, store_array_text(&ids), &infos, err)) < 0)
+		goto out;
+	json_array_foreach(rows, i, row) {
+		const char *subject = store_str(row, "subject");
+		const json_t *info = NULL, *x;
+		size_t k;
+		bool written;
+		json_array_foreach(infos, k, x)
+			if (!strcmp(store_str(x, "id"), subject))
+				info = x;
+		if (!applies(t, l, subject, info, &a))
+			continue;
+		tg_fixed usage = store_get_fixed(row, "value", 0);
+		if ((rc = store_period_close(t->id, l->id, subject, start, end, usage, l->limit, &written, err)) < 0)
+			goto out;
+		if (!written)
+			continue;
+		json_t *data = tg_json_obj("limit_id", json_string(l->id), "customer_id",
+					   strcmp(subject, "*") ? json_string(subject) : json_null(), "meter",
+					   json_string(l->meter->id), "period", json_string(policy_period_names[l->period]),
+					   "period_start", tg_json_time(start), "period_end", tg_json_time(end), "usage",
+					   tg_json_fixed(usage), "limit", tg_json_fixed(l->limit), NULL);
+		rc = store_outbox_add(t->id, "limit.reset", data, NULL, NULL, err);
+		json_decref(data);
+		if (rc < 0)
+			goto out;
+	}
+out:
+	json_decref(rows);
+	json_decref(infos);
+	store_array_release(&ids);
+	tg_arena_release(&a);
+	return rc;
+}
+
+/* Run one duty of one tenant under its advisory lock: periods [done_to, upto) in steps of next(). */
+static int run_duty(const struct policy_tenant *t, const char *duty, int64_t upto, int64_t (*next)(int64_t, const void *),
+		    int (*close)(const struct policy_tenant *, const void *, int64_t, int64_t, struct tg_error *),
+		    const void *arg, struct tg_error *err)
+{
+	char lockname[300];
+	bool locked, found;
+	int64_t done_to;
+	int rc;
+
+	snprintf(lockname, sizeof(lockname), "duty|%s|%s", t->id, duty);
+	if ((rc = store_begin(err)) < 0)
+		return rc;
+	if ((rc = store_try_xact_lock(lockname, &locked, err)) < 0 || !locked)
+		goto end; /* another instance runs it now */
+	if ((rc = store_duty_progress(t->id, duty, &done_to, &found, err)) < 0)
+		goto end;
+	if (!found) {
+		/* first sight of this duty: periods close from the current one on */
+		rc = store_duty_advance(t->id, duty, upto, err);
+		goto end;
+	}
+	for (int k = 0; k < MAX_PERIODS_PER_PASS && done_to < upto; k++) {
+		int64_t end = next(done_to, arg);
+		if ((rc = close(t, arg, done_to, end, err)) < 0 || (rc = store_duty_advance(t->id, duty, end, err)) < 0)
+			goto end;
+		done_to = end;
+	}
+end:
+	if (rc == 0)
+		rc = store_commit(err);
+	if (rc < 0)
+		store_rollback();
+	return rc;
+}
+
+static int64_t next_period(int64_t start, const void *arg)
+{
+	const struct policy_limit *l = arg;
+	return policy_period_end(l->period, policy_period_start(l->period, start));
+}
+
+static int close_limit(const struct policy_tenant *t, const void *arg, int64_t start, int64_t end, struct tg_error *err)
+{
+	return close_period(t, arg, start, end, err);
+}
+
+static int64_t next_day(int64_t start, const void *arg)
+{
+	(void)arg;
+	return policy_period_end(PERIOD_DAY, policy_period_start(PERIOD_DAY, start));
+}
+
+/* usage.summary: one per customer with usage on a finished UTC day (tenant clock). */
+static int summarise_day(const struct policy_tenant *t, const void *arg, int64_t start, int64_t end,
+			 struct tg_error *err)
+{
+	json_t *rows = NULL, *row, *usage = NULL;
+	const char *current = NULL;
+	char day[TG_TIME_BUFSZ];
+	size_t i;
+	int rc;
+
+	(void)arg;
+	tg_time_format(start, day);
+	day[10] = '\0';
+	if ((rc = store_usage_summary(t->id, start, end, &rows, err)) < 0)
+		return rc;
+	for (i = 0; i <= json_array_size(rows) && rc == 0; i++) {
+		row = json_array_get(rows, i);
+		const char *subject = row ? store_str(row, "subject") : NULL;
+		if (current && (!subject || strcmp(subject, current) != 0)) {
+			json_t *data = tg_json_obj("customer_id", json_string(current), "date", json_string(day),
+						   "period_start", tg_json_time(start), "period_end", tg_json_time(end),
+						   "usage", usage, NULL);
+			usage = NULL;
+			char key[300];
+			snprintf(key, sizeof(key), "summary|%s|%s", current, day);
+			rc = store_outbox_add(t->id, "usage.summary", data, key, NULL, err);
+			json_decref(data);
+		}
+		if (!row)
+			break;
+		if (!current || strcmp(subject, current) != 0) {
+			current = subject;
+			usage = json_object();
+		}
+		json_object_set_new(usage, store_str(row, "meter_id"), tg_json_fixed(store_get_fixed(row, "value", 0)));
+	}
+	json_decref(usage);
+	json_decref(rows);
+	return rc;
+}
+
+void duties_close_periods(void)
+{
+	size_t nt;
+	char **tenants = policy_registry_tenants(&nt);
+
+	for (size_t i = 0; i < nt; i++) {
+		struct policy_tenant *t = policy_registry_get(tenants[i]);
+		struct tg_error err;
+		if (!t)
+			continue;
+		int64_t now = policy_now(t, tg_now_ms());
+		for (int k = 0; k < t->nlimits; k++) {
+			const struct policy_limit *l = &t->limits[k];
+			char duty[200];
+			if (l->kind != POLICY_QUOTA || l->period == PERIOD_ALL_TIME)
+				continue;
+			snprintf(duty, sizeof(duty), "reset:%s:%s", l->id, policy_period_names[l->period]);
+			if (run_duty(t, duty, policy_period_start(l->period, now), next_period, close_limit, l, &err) < 0)
+				log_warn("period close failed", "tenant %s limit %s: %s", t->id, l->id, err.detail);
+		}
+		if (run_duty(t, "summary", policy_period_start(PERIOD_DAY, now), next_day, summarise_day, NULL, &err) < 0)
+			log_warn("usage summary failed", "tenant %s: %s", t->id, err.detail);
+		policy_tenant_unref(t);
+	}
+	for (size_t i = 0; i < nt; i++)
+		free(tenants[i]);
+	free(tenants);
+}
+
 static void sweep_idempotency(void)
 {
 	struct tg_error err;
@@ -72,13 +283,17 @@ static void *duties_main(void *arg)
 {
 	struct tg_metric *expired = tg_counter("tollgate_reservations_expired_total",
 					       "Reservations released by the worker at their TTL.", "");
-	int64_t last_sweep = 0;
+	int64_t last_sweep = 0, last_close = 0;
 
 	(void)arg;
 	pthread_setname_np(pthread_self(), "duties");
 	while (!atomic_load(&duties_stopping)) {
 		int64_t started = tg_mono_us();
 		tg_metric_add(expired, duties_expire_reservations());
+		if (started - last_close >= INT64_C(2) * 1000000) {
+			duties_close_periods();
+			last_close = started;
+		}
 		if (started - last_sweep > INT64_C(600) * 1000000) {
 			sweep_idempotency();
 			last_sweep = started;

@@ -1,0 +1,392 @@
+/* webhooks.c — SQL for the outbox, endpoints, the delivery queue, and the worker duties' bookkeeping. */
+#include <stdio.h>
+#include <string.h>
+
+#include "tollgate/json.h"
+#include "tollgate/store.h"
+
+/* ---- outbox ---- */
+
+static struct store_stmt q_once = STORE_STMT(
+	"INSERT INTO webhook_once (tenant_id, key) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING 1 AS fresh", 2);
+static struct store_stmt q_outbox = STORE_STMT(
+	"INSERT INTO webhook_events (tenant_id, id, type, data) VALUES ($1, $2, $3, $4::json)", 4);
+
+int store_outbox_add(const char *tenant_id, const char *type, const json_t *data, const char *once_key,
+		     bool *written, struct tg_error *err)
+{
+	char id[TG_SID_BUFSZ];
+	int rc;
+
+	if (written)
+		*written = false;
+	if (once_key) {
+		const char *p[] = {tenant_id, once_key};
+		json_t *row;
+		if ((rc = store_exec1(&q_once, p, &row, err)) < 0)
+			return rc;
+		if (!row)
+			return 0;
+		json_decref(row);
+	}
+	_cleanup_free_ char *text = tg_json_dumps(data);
+	tg_sid_new("evt_", id);
+	const char *p[] = {tenant_id, id, type, text};
+	if ((rc = store_exec(&q_outbox, p, NULL, err)) < 0)
+		return rc;
+	if (written)
+		*written = true;
+	return 0;
+}
+
+/* ---- endpoints ---- */
+
+#define ENDPOINT_COLS                                                                                 \
+	"id, url, description, events, disabled, tg_ts(created_at) AS created_at, tg_ts(updated_at) AS updated_at"
+
+static struct store_stmt q_ep_insert = STORE_STMT(
+	"INSERT INTO webhook_endpoints (tenant_id, id, url, description, events, secret) "
+	"VALUES ($1, $2, $3, $4, $5::text[], $6) RETURNING " ENDPOINT_COLS, 6);
+
+int store_endpoint_create(const char *tenant_id, const char *id, const char *url, const char *description,
+			  const char *events_literal, const char *secret, json_t **ret, struct tg_error *err)
+{
+	const char *p[] = {tenant_id, id, url, description, events_literal, secret};
+	return store_exec1(&q_ep_insert, p, ret, err);
+}
+
+static struct store_stmt q_ep_get = STORE_STMT(
+	"SELECT " ENDPOINT_COLS " FROM webhook_endpoints WHERE tenant_id = $1 AND id = $2", 2);
+
+int store_endpoint_get(const char *tenant_id, const char *id, json_t **ret, struct tg_error *err)
+{
+	const char *p[] = {tenant_id, id};
+	return store_exec1(&q_ep_get, p, ret, err);
+}
+
+static struct store_stmt q_ep_seq = STORE_STMT("SELECT seq FROM webhook_endpoints WHERE tenant_id = $1 AND id = $2", 2);
+static struct store_stmt q_ep_list = STORE_STMT(
+	"SELECT " ENDPOINT_COLS " FROM webhook_endpoints WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3", 3);
+
+int store_endpoints_list(const char *tenant_id, const char *starting_after, int64_t limit, json_t **ret,
+			 struct tg_error *err)
+{
+	char seq[STORE_I64_BUFSZ], lim[STORE_I64_BUFSZ];
+	int rc;
+
+	store_i64(0, seq);
+	if (starting_after) {
+		const char *cp[] = {tenant_id, starting_after};
+		json_t *row;
+		if ((rc = store_exec1(&q_ep_seq, cp, &row, err)) < 0)
+			return rc;
+		if (!row)
+			return tg_fail(err, TG_EINVAL, "invalid_parameter", "starting_after",
+				       "'starting_after' names no object of this list");
+		store_i64(store_int(row, "seq", 0), seq);
+		json_decref(row);
+	}
+	const char *p[] = {tenant_id, seq, store_i64(limit + 1, lim)};
+	return store_exec(&q_ep_list, p, ret, err);
+}
+
+static struct store_stmt q_ep_update = STORE_STMT(
+	"UPDATE webhook_endpoints SET url = CASE WHEN $3 THEN $4 ELSE url END, "
+	"description = CASE WHEN $5 THEN $6 ELSE description END, "
+	"events = CASE WHEN $7 THEN $8::text[] ELSE events END, "
+	"disabled = CASE WHEN $9 THEN $10::boolean ELSE disabled END, updated_at = now() "
+	"WHERE tenant_id = $1 AND id = $2 RETURNING " ENDPOINT_COLS, 10);
+
+int store_endpoint_update(const char *tenant_id, const char *id, const struct store_endpoint_patch *e, json_t **ret,
+			  struct tg_error *err)
+{
+	const char *p[] = {tenant_id, id, store_bool(e->set_url), e->url, store_bool(e->set_description), e->description,
+			   store_bool(e->set_events), e->events_literal, store_bool(e->set_disabled), store_bool(e->disabled)};
+	return store_exec1(&q_ep_update, p, ret, err);
+}
+
+static struct store_stmt q_ep_delete = STORE_STMT("DELETE FROM webhook_endpoints WHERE tenant_id = $1 AND id = $2", 2);
+
+int store_endpoint_delete(const char *tenant_id, const char *id, bool *deleted, struct tg_error *err)
+{
+	const char *p[] = {tenant_id, id};
+	int rc = store_exec(&q_ep_delete, p, NULL, err);
+
+	*deleted = rc == 0 && store_affected() > 0;
+	return rc;
+}
+
+static struct store_stmt q_ep_rotate = STORE_STMT(
+	"UPDATE webhook_endpoints SET previous_secret = secret, previous_expires_at = now() + interval '24 hours', "
+	"secret = $3, updated_at = now() WHERE tenant_id = $1 AND id = $2 RETURNING " ENDPOINT_COLS, 3);
+
+int store_endpoint_rotate(const char *tenant_id, const char *id, const char *secret, json_t **ret,
+			  struct tg_error *err)
+{
+	const char *p[] = {tenant_id, id, secret};
+	return store_exec1(&q_ep_rotate, p, ret, err);
+}
+
+#define DELIVERY_COLS                                                                                 \
+	"d.id, d.endpoint_id, d.event_id, ev.type AS event_type, d.status, d.attempts, "                  \
+	"tg_ts(d.next_attempt_at) AS next_attempt_at, d.last_status, d.last_error, "                      \
+	"tg_ts(d.created_at) AS created_at, tg_ts(d.updated_at) AS updated_at, "                          \
+	"COALESCE((SELECT json_agg(json_build_object('attempt', a.attempt, 'started_at', tg_ts(a.started_at), " \
+	"'status_code', a.status_code, 'latency_ms', a.latency_ms, 'error', a.error, 'response', a.response) " \
+	"ORDER BY a.attempt) FROM webhook_attempts a WHERE a.delivery_id = d.id), '[]'::json) AS attempt_log"
+
+static struct store_stmt q_ping = STORE_STMT(
+	"WITH ev AS (INSERT INTO webhook_events (tenant_id, id, type, data) "
+	"  VALUES ($1, $3, 'ping', json_build_object('endpoint_id', $2::text)) RETURNING id), "
+	"d AS (INSERT INTO webhook_deliveries (id, tenant_id, endpoint_id, event_id) "
+	"  SELECT $4, $1, $2, id FROM ev RETURNING id) SELECT id FROM d", 4);
+static struct store_stmt q_delivery_get = STORE_STMT(
+	"SELECT " DELIVERY_COLS " FROM webhook_deliveries d JOIN webhook_events ev "
+	"ON ev.tenant_id = d.tenant_id AND ev.id = d.event_id WHERE d.tenant_id = $1 AND d.id = $2", 2);
+
+int store_endpoint_ping(const char *tenant_id, const char *endpoint_id, json_t **ret, struct tg_error *err)
+{
+	char evt[TG_SID_BUFSZ], whd[TG_SID_BUFSZ];
+	json_t *row;
+	int rc;
+
+	tg_sid_new("evt_", evt);
+	tg_sid_new("whd_", whd);
+	const char *p[] = {tenant_id, endpoint_id, evt, whd};
+	if ((rc = store_exec1(&q_ping, p, &row, err)) < 0)
+		return rc;
+	json_decref(row);
+	const char *g[] = {tenant_id, whd};
+	return store_exec1(&q_delivery_get, g, ret, err);
+}
+
+static struct store_stmt q_deliveries_list = STORE_STMT(
+	"SELECT " DELIVERY_COLS " FROM webhook_deliveries d JOIN webhook_events ev "
+	"ON ev.tenant_id = d.tenant_id AND ev.id = d.event_id "
+	"WHERE d.tenant_id = $1 AND d.endpoint_id = $2 AND ($3::text IS NULL OR d.status = $3) "
+	"AND ($4::bigint IS NULL OR d.seq < $4) ORDER BY d.seq DESC LIMIT $5", 5);
+static struct store_stmt q_delivery_seq = STORE_STMT(
+	"SELECT seq FROM webhook_deliveries WHERE tenant_id = $1 AND endpoint_id = $2 AND id = $3", 3);
+
+int store_deliveries_list(const char *tenant_id, const char *endpoint_id, const char *status,
+			  const char *starting_after, int64_t limit, json_t **ret, struct tg_error *err)
+{
+	char seq[STORE_I64_BUFSZ], lim[STORE_I64_BUFSZ];
+	const char *cursor = NULL;
+	int rc;
+
+	if (starting_after) {
+		const char *cp[] = {tenant_id, endpoint_id, starting_after};
+		json_t *row;
+		if ((rc = store_exec1(&q_delivery_seq, cp, &row, err)) < 0)
+			return rc;
+		if (!row)
+			return tg_fail(err, TG_EINVAL, "invalid_parameter", "starting_after",
+				       "'starting_after' names no delivery of this endpoint");
+		cursor = store_i64(store_int(row, "seq", 0), seq);
+		json_decref(row);
+	}
+	const char *p[] = {tenant_id, endpoint_id, status, cursor, store_i64(limit + 1, lim)};
+	return store_exec(&q_deliveries_list, p, ret, err);
+}
+
+static struct store_stmt q_delivery_retry = STORE_STMT(
+	"UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = now(), updated_at = now() "
+	"WHERE tenant_id = $1 AND id = $2 RETURNING id", 2);
+
+int store_delivery_retry(const char *tenant_id, const char *id, json_t **ret, struct tg_error *err)
+{
+	const char *p[] = {tenant_id, id};
+	json_t *row;
+	int rc = store_exec1(&q_delivery_retry, p, &row, err);
+
+	*ret = NULL;
+	if (rc < 0 || !row)
+		return rc;
+	json_decref(row);
+	return store_exec1(&q_delivery_get, p, ret, err);
+}
+
+/* Claimed rows are leased by pushing next_attempt_at ahead: a crash leaves them due again later. */
+static struct store_stmt q_claim = STORE_STMT(
+	"WITH c AS (SELECT id FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= now() "
+	"  ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED) "
+	"UPDATE webhook_deliveries d SET next_attempt_at = now() + ($2::bigint * interval '1 millisecond'), "
+	"  attempts = d.attempts + 1, updated_at = now() FROM c WHERE d.id = c.id "
+	"RETURNING d.id, d.tenant_id, d.attempts AS attempt, (extract(epoch FROM d.created_at) * 1000)::bigint AS created_ms, "
+	"  (SELECT url FROM webhook_endpoints e WHERE e.tenant_id = d.tenant_id AND e.id = d.endpoint_id) AS url, "
+	"  (SELECT secret FROM webhook_endpoints e WHERE e.tenant_id = d.tenant_id AND e.id = d.endpoint_id) AS secret, "
+	"  (SELECT CASE WHEN previous_expires_at > now() THEN previous_secret END FROM webhook_endpoints e "
+	"    WHERE e.tenant_id = d.tenant_id AND e.id = d.endpoint_id) AS previous_secret, "
+	"  (SELECT json_build_object('id', ev.id, 'type', ev.type, 'created', tg_ts(ev.created_at), 'data', ev.data) "
+	"    FROM webhook_events ev WHERE ev.tenant_id = d.tenant_id AND ev.id = d.event_id)::text AS payload", 2);
+
+int store_deliveries_claim(int max, int64_t lease_ms, json_t **ret, struct tg_error *err)
+{
+	char m[STORE_I64_BUFSZ], l[STORE_I64_BUFSZ];
+	const char *p[] = {store_i64(max, m), store_i64(lease_ms, l)};
+	return store_exec(&q_claim, p, ret, err);
+}
+
+static struct store_stmt q_attempt = STORE_STMT(
+	"INSERT INTO webhook_attempts (delivery_id, attempt, started_at, status_code, latency_ms, error, response) "
+	"VALUES ($1, $2, to_timestamp($3::bigint / 1000.0), $4, $5, $6, $7) ON CONFLICT DO NOTHING", 7);
+static struct store_stmt q_outcome = STORE_STMT(
+	"UPDATE webhook_deliveries SET status = $2, last_status = $3, last_error = $4, "
+	"next_attempt_at = CASE WHEN $2 = 'pending' THEN to_timestamp($5::bigint / 1000.0) ELSE next_attempt_at END, "
+	"updated_at = now() WHERE id = $1", 5);
+
+int store_delivery_attempt(const char *id, int attempt, int64_t started_ms, int status_code, int latency_ms,
+			   const char *error, const char *response, const char *outcome, int64_t next_ms,
+			   struct tg_error *err)
+{
+	char a[STORE_I64_BUFSZ], s[STORE_I64_BUFSZ], c[STORE_I64_BUFSZ], l[STORE_I64_BUFSZ], n[STORE_I64_BUFSZ];
+	const char *ap[] = {id, store_i64(attempt, a), store_i64(started_ms, s),
+			    status_code ? store_i64(status_code, c) : NULL, store_i64(latency_ms, l), error, response};
+	const char *op[] = {id, outcome, status_code ? c : NULL, error, store_i64(next_ms, n)};
+	int rc;
+
+	if ((rc = store_begin(err)) < 0)
+		return rc;
+	if ((rc = store_exec(&q_attempt, ap, NULL, err)) < 0 || (rc = store_exec(&q_outcome, op, NULL, err)) < 0 ||
+	    (rc = store_commit(err)) < 0) {
+		store_rollback();
+		return rc;
+	}
+	return 0;
+}
+
+static struct store_stmt q_depth = STORE_STMT(
+	"SELECT count(*) FILTER (WHERE status = 'pending') AS pending, count(*) FILTER (WHERE status = 'failed') AS failed "
+	"FROM webhook_deliveries", 0);
+
+int store_webhook_queue_depth(int64_t *pending, int64_t *failed, struct tg_error *err)
+{
+	json_t *row;
+	int rc = store_exec1(&q_depth, NULL, &row, err);
+
+	if (rc < 0)
+		return rc;
+	*pending = store_int(row, "pending", 0);
+	*failed = store_int(row, "failed", 0);
+	json_decref(row);
+	return 0;
+}
+
+/* ---- duties ---- */
+
+static struct store_stmt q_try_lock = STORE_STMT("SELECT pg_try_advisory_xact_lock(hashtext($1)) AS locked", 1);
+
+int store_try_xact_lock(const char *key, bool *locked, struct tg_error *err)
+{
+	const char *p[] = {key};
+	json_t *row;
+	int rc = store_exec1(&q_try_lock, p, &row, err);
+
+	*locked = rc == 0 && store_is_true(row, "locked");
+	json_decref(row);
+	return rc;
+}
+
+static struct store_stmt q_progress = STORE_STMT(
+	"SELECT (extract(epoch FROM done_to) * 1000)::bigint AS ms FROM duty_progress WHERE tenant_id = $1 AND duty = $2", 2);
+static struct store_stmt q_advance = STORE_STMT(
+	"INSERT INTO duty_progress (tenant_id, duty, done_to) VALUES ($1, $2, to_timestamp($3::bigint / 1000.0)) "
+	"ON CONFLICT (tenant_id, duty) DO UPDATE SET done_to = GREATEST(duty_progress.done_to, EXCLUDED.done_to)", 3);
+
+int store_duty_progress(const char *tenant_id, const char *duty, int64_t *done_to_ms, bool *found,
+			struct tg_error *err)
+{
+	const char *p[] = {tenant_id, duty};
+	json_t *row;
+	int rc = store_exec1(&q_progress, p, &row, err);
+
+	if (rc < 0)
+		return rc;
+	*found = row != NULL;
+	*done_to_ms = row ? store_int(row, "ms", 0) : 0;
+	json_decref(row);
+	return 0;
+}
+
+int store_duty_advance(const char *tenant_id, const char *duty, int64_t done_to_ms, struct tg_error *err)
+{
+	char b[STORE_I64_BUFSZ];
+	const char *p[] = {tenant_id, duty, store_i64(done_to_ms, b)};
+	return store_exec(&q_advance, p, NULL, err);
+}
+
+static struct store_stmt q_by_subject = STORE_STMT(
+	"SELECT subject, CASE WHEN $7::int = 2 THEN max(value) "
+	"  WHEN $7::int = 3 THEN (array_agg(value ORDER BY last_ts DESC))[1] ELSE sum(value) END AS value "
+	"FROM usage_rollups WHERE tenant_id = $1 AND meter_id = $2 AND hour >= to_timestamp($3::bigint / 1000.0) "
+	"AND hour < to_timestamp($4::bigint / 1000.0) AND dims @> $5::jsonb AND ($6::text IS NULL OR subject = $6) "
+	"GROUP BY subject", 7);
+
+int store_usage_by_subject(const char *tenant_id, const char *meter_id, int64_t from_ms, int64_t to_ms,
+			   const char *filter_json, int agg, json_t **ret, struct tg_error *err)
+{
+	char f[STORE_I64_BUFSZ], t[STORE_I64_BUFSZ], a[STORE_I64_BUFSZ];
+	const char *p[] = {tenant_id, meter_id, store_i64(from_ms, f), store_i64(to_ms, t), filter_json, NULL,
+			   store_i64(agg, a)};
+	return store_exec(&q_by_subject, p, ret, err);
+}
+
+static struct store_stmt q_customers_info = STORE_STMT(
+	"SELECT c.id, c.tier, c.parent_id, p.tier AS parent_tier FROM customers c "
+	"LEFT JOIN customers p ON p.tenant_id = c.tenant_id AND p.id = c.parent_id "
+	"WHERE c.tenant_id = $1 AND c.id = ANY($2::text[])", 2);
+
+int store_customers_info(const char *tenant_id, const char *ids_array, json_t **ret, struct tg_error *err)
+{
+	const char *p[] = {tenant_id, ids_array};
+	return store_exec(&q_customers_info, p, ret, err);
+}
+
+static struct store_stmt q_period_close = STORE_STMT(
+	"INSERT INTO period_history (tenant_id, limit_id, subject, period_start, period_end, usage, \"limit\") "
+	"VALUES ($1, $2, $3, to_timestamp($4::bigint / 1000.0), to_timestamp($5::bigint / 1000.0), $6, $7) "
+	"ON CONFLICT DO NOTHING RETURNING 1 AS fresh", 7);
+
+int store_period_close(const char *tenant_id, const char *limit_id, const char *subject, int64_t start_ms,
+		       int64_t end_ms, tg_fixed usage, tg_fixed limit, bool *written, struct tg_error *err)
+{
+	char s[STORE_I64_BUFSZ], e[STORE_I64_BUFSZ], u[TG_FIXED_BUFSZ], l[TG_FIXED_BUFSZ];
+	const char *p[] = {tenant_id, limit_id, subject, store_i64(start_ms, s), store_i64(end_ms, e),
+			   store_fixed(usage, u), store_fixed(limit, l)};
+	json_t *row;
+	int rc = store_exec1(&q_period_close, p, &row, err);
+
+	*written = rc == 0 && row;
+	json_decref(row);
+	return rc;
+}
+
+static struct store_stmt q_summary = STORE_STMT(
+	"SELECT r.subject, r.meter_id, sum(r.value) AS value, sum(r.events) AS events FROM usage_rollups r "
+	"WHERE r.tenant_id = $1 AND r.hour >= to_timestamp($2::bigint / 1000.0) AND r.hour < to_timestamp($3::bigint / 1000.0) "
+	"AND EXISTS (SELECT 1 FROM customers c WHERE c.tenant_id = r.tenant_id AND c.id = r.subject) "
+	"GROUP BY r.subject, r.meter_id ORDER BY r.subject, r.meter_id", 3);
+
+int store_usage_summary(const char *tenant_id, int64_t from_ms, int64_t to_ms, json_t **ret, struct tg_error *err)
+{
+	char f[STORE_I64_BUFSZ], t[STORE_I64_BUFSZ];
+	const char *p[] = {tenant_id, store_i64(from_ms, f), store_i64(to_ms, t)};
+	return store_exec(&q_summary, p, ret, err);
+}
+
+static struct store_stmt q_values = STORE_STMT(
+	"SELECT w.i, (SELECT CASE WHEN w.agg = 2 THEN max(r.value) "
+	"    WHEN w.agg = 3 THEN (array_agg(r.value ORDER BY r.last_ts DESC))[1] ELSE sum(r.value) END "
+	"  FROM usage_rollups r WHERE r.tenant_id = $1 AND r.subject = w.subject AND r.meter_id = w.meter "
+	"  AND r.hour >= to_timestamp(w.f / 1000.0) AND (w.t IS NULL OR r.hour < to_timestamp(w.t / 1000.0)) "
+	"  AND r.dims @> w.filter) AS value "
+	"FROM unnest($2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::jsonb[], $7::int[]) "
+	"  WITH ORDINALITY AS w(subject, meter, f, t, filter, agg, i)", 7);
+
+int store_usage_values(const char *tenant_id, const char *subjects, const char *meters, const char *froms,
+		       const char *tos, const char *filters, const char *aggs, json_t **ret, struct tg_error *err)
+{
+	const char *p[] = {tenant_id, subjects, meters, froms, tos, filters, aggs};
+	return store_exec(&q_values, p, ret, err);
+}

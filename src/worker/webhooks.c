@@ -1,0 +1,349 @@
+/* webhooks.c — delivering the outbox: Standard Webhooks signatures, libcurl multi, retries (see worker.h). */
+#include <arpa/inet.h>
+#include <curl/curl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "tollgate/config.h"
+#include "tollgate/crypto.h"
+#include "tollgate/json.h"
+#include "tollgate/log.h"
+#include "tollgate/metrics.h"
+#include "tollgate/store.h"
+#include "tollgate/util.h"
+#include "tollgate/worker.h"
+
+#define IN_FLIGHT 64
+#define LEASE_MS 60000
+#define GIVE_UP_MS (INT64_C(3) * 86400 * 1000)
+#define MAX_DELAY_MS (INT64_C(6) * 3600 * 1000)
+#define SNIPPET 256
+
+/* ---- SSRF rules ---- */
+
+static bool v4_forbidden(uint32_t a)
+{
+	return (a >> 24) == 127 || (a >> 24) == 10 || (a >> 24) == 0 || (a >> 20) == (172u << 4 | 1) ||
+	       (a >> 16) == (192u << 8 | 168) || (a >> 16) == (169u << 8 | 254) || (a >> 22) == (100u << 2 | 1) ||
+	       (a >> 28) >= 14 || a == 0xffffffffu;
+}
+
+static bool addr_forbidden(const struct sockaddr *sa)
+{
+	if (sa->sa_family == AF_INET)
+		return v4_forbidden(ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr));
+	if (sa->sa_family == AF_INET6) {
+		const unsigned char *b = ((const struct sockaddr_in6 *)sa)->sin6_addr.s6_addr;
+		static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+		static const unsigned char zero[16];
+		if (!memcmp(b, mapped, 12))
+			return v4_forbidden((uint32_t)b[12] << 24 | (uint32_t)b[13] << 16 | (uint32_t)b[14] << 8 | b[15]);
+		if (!memcmp(b, zero, 15) && (b[15] == 0 || b[15] == 1))
+			return true;                              /* :: and ::1 */
+		return b[0] == 0xff ||                            /* multicast */
+		       (b[0] == 0xfe && (b[1] & 0xc0) == 0x80) || /* link-local */
+		       (b[0] & 0xfe) == 0xfc;                     /* unique local */
+	}
+	return true;
+}
+
+int webhook_url_check(const char *url, bool allow_private, struct tg_error *err)
+{
+	CURLU *u = curl_url();
+	char *scheme = NULL, *host = NULL;
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai = NULL;
+	int rc = 0;
+
+	if (!u || curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK ||
+	    curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
+	    curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK) {
+		rc = tg_fail(err, TG_EINVAL, "invalid_url", "url", "'url' must be an absolute http(s) URL");
+		goto out;
+	}
+	if (strcmp(scheme, "http") != 0 && strcmp(scheme, "https") != 0) {
+		rc = tg_fail(err, TG_EINVAL, "invalid_url", "url", "'url' must use http or https");
+		goto out;
+	}
+	if (allow_private)
+		goto out;
+	{
+		char h[256];
+		size_t n = strlen(host);
+		/* curl keeps IPv6 literals in brackets */
+		if (n >= 2 && host[0] == '[' && host[n - 1] == ']' && n - 2 < sizeof(h)) {
+			memcpy(h, host + 1, n - 2);
+			h[n - 2] = '\0';
+		} else {
+			snprintf(h, sizeof(h), "%s", host);
+		}
+		if (getaddrinfo(h, NULL, &hints, &ai) != 0) {
+			rc = tg_fail(err, TG_EINVAL, "invalid_url", "url", "the host of 'url' does not resolve");
+			goto out;
+		}
+	}
+	for (struct addrinfo *p = ai; p; p = p->ai_next)
+		if (addr_forbidden(p->ai_addr)) {
+			rc = tg_fail(err, TG_EINVAL, "url_not_allowed", "url",
+				     "'url' resolves to a loopback, private, link-local or multicast address");
+			break;
+		}
+out:
+	if (ai)
+		freeaddrinfo(ai);
+	curl_free(scheme);
+	curl_free(host);
+	curl_url_cleanup(u);
+	return rc;
+}
+
+/* libcurl asks us for each socket: the address it is about to connect to is checked again here, so
+ * DNS that changed since the endpoint was created cannot point a delivery inward. */
+static curl_socket_t open_socket(void *arg, curlsocktype purpose, struct curl_sockaddr *a)
+{
+	(void)arg;
+	if (purpose != CURLSOCKTYPE_IPCXN || (!tg_cfg.webhook_allow_private && addr_forbidden(&a->addr)))
+		return CURL_SOCKET_BAD;
+	return socket(a->family, a->socktype, a->protocol);
+}
+
+/* ---- signing ---- */
+
+int webhook_sign(const char *secret, const char *id, int64_t ts, const char *body, size_t len, char *out, size_t size)
+{
+	unsigned char key[128], mac[32];
+	char b64[64];
+	long klen;
+	struct tg_buf msg = TG_BUF_INIT;
+
+	if (strncmp(secret, "whsec_", 6) != 0 || strlen(secret + 6) > 160)
+		return -1;
+	klen = tg_base64_decode(secret + 6, strlen(secret + 6), key);
+	if (klen <= 0)
+		return -1;
+	tg_buf_addf(&msg, "%s.%lld.", id, (long long)ts);
+	tg_buf_add(&msg, body, len);
+	tg_hmac_sha256(key, (size_t)klen, msg.buf, msg.len, mac);
+	tg_buf_release(&msg);
+	tg_base64_encode(mac, sizeof(mac), b64);
+	snprintf(out, size, "v1,%s", b64);
+	return 0;
+}
+
+/* ---- delivery ---- */
+
+struct transfer {
+	CURL *h;
+	struct curl_slist *headers;
+	char *id;                 /* the delivery */
+	int attempt;
+	int64_t created_ms, started_ms, started_us;
+	char *payload;
+	struct tg_buf response;
+};
+
+static struct {
+	pthread_t *threads;
+	int n;
+	_Atomic bool stopping;
+	struct tg_metric *sent, *failed, *retried, *pending, *dead;
+} D;
+
+static size_t on_body(char *p, size_t size, size_t n, void *arg)
+{
+	struct transfer *t = arg;
+	size_t add = size * n;
+
+	if (t->response.len < SNIPPET)
+		tg_buf_add(&t->response, p, add < SNIPPET - t->response.len ? add : SNIPPET - t->response.len);
+	return add;
+}
+
+static int64_t backoff_ms(int attempt)
+{
+	int64_t d = tg_cfg.webhook_backoff_base_ms;
+
+	for (int i = 1; i < attempt && d < MAX_DELAY_MS; i++)
+		d *= 2;
+	if (d > MAX_DELAY_MS)
+		d = MAX_DELAY_MS;
+	/* ±20% jitter, so retries of a burst do not arrive together */
+	return d * 8 / 10 + (int64_t)(tg_random_u64() % (uint64_t)(d * 4 / 10 + 1));
+}
+
+static struct transfer *start(CURLM *multi, const json_t *row)
+{
+	struct transfer *t = tg_calloc(1, sizeof(*t));
+	const char *url = store_str(row, "url"), *secret = store_str(row, "secret");
+	const char *prev = store_str(row, "previous_secret"), *payload = store_str(row, "payload");
+	char hdr[512], sig[128], sig2[128], evid[TG_SID_BUFSZ + 8] = "";
+	int64_t ts = tg_now_ms() / 1000;
+	struct tg_error err;
+	json_t *p;
+
+	t->id = tg_strdup(store_str(row, "id"));
+	t->attempt = (int)store_int(row, "attempt", 1);
+	t->created_ms = store_int(row, "created_ms", 0);
+	t->payload = tg_strdup(payload ? payload : "{}");
+	p = tg_json_parse(t->payload, strlen(t->payload), false, &err);
+	if (p && json_is_string(json_object_get(p, "id")))
+		snprintf(evid, sizeof(evid), "%s", json_string_value(json_object_get(p, "id")));
+	json_decref(p);
+	t->headers = curl_slist_append(t->headers, "Content-Type: application/json");
+	t->headers = curl_slist_append(t->headers, "User-Agent: Tollgate-Webhooks/" TOLLGATE_VERSION);
+	snprintf(hdr, sizeof(hdr), "webhook-id: %s", evid);
+	t->headers = curl_slist_append(t->headers, hdr);
+	snprintf(hdr, sizeof(hdr), "webhook-timestamp: %lld", (long long)ts);
+	t->headers = curl_slist_append(t->headers, hdr);
+	if (!secret || webhook_sign(secret, evid, ts, t->payload, strlen(t->payload), sig, sizeof(sig)) < 0)
+		sig[0] = '\0';
+	/* during a rotation both signatures go out, space-separated: receivers accept either */
+	if (prev && webhook_sign(prev, evid, ts, t->payload, strlen(t->payload), sig2, sizeof(sig2)) == 0)
+		snprintf(hdr, sizeof(hdr), "webhook-signature: %s %s", sig, sig2);
+	else
+		snprintf(hdr, sizeof(hdr), "webhook-signature: %s", sig);
+	t->headers = curl_slist_append(t->headers, hdr);
+	snprintf(hdr, sizeof(hdr), "Tollgate-Delivery-Attempt: %d", t->attempt);
+	t->headers = curl_slist_append(t->headers, hdr);
+	t->headers = curl_slist_append(t->headers, "Expect:");
+
+	t->h = curl_easy_init();
+	curl_easy_setopt(t->h, CURLOPT_URL, url ? url : "");
+	curl_easy_setopt(t->h, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(t->h, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(t->h, CURLOPT_TIMEOUT_MS, 10000L);
+	curl_easy_setopt(t->h, CURLOPT_CONNECTTIMEOUT_MS, 5000L);
+	curl_easy_setopt(t->h, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(t->h, CURLOPT_HTTPHEADER, t->headers);
+	curl_easy_setopt(t->h, CURLOPT_POSTFIELDS, t->payload);
+	curl_easy_setopt(t->h, CURLOPT_POSTFIELDSIZE, (long)strlen(t->payload));
+	curl_easy_setopt(t->h, CURLOPT_WRITEFUNCTION, on_body);
+	curl_easy_setopt(t->h, CURLOPT_WRITEDATA, t);
+	curl_easy_setopt(t->h, CURLOPT_OPENSOCKETFUNCTION, open_socket);
+	curl_easy_setopt(t->h, CURLOPT_PRIVATE, t);
+	t->started_ms = tg_now_ms();
+	t->started_us = tg_mono_us();
+	curl_multi_add_handle(multi, t->h);
+	return t;
+}
+
+static void finish(CURLM *multi, struct transfer *t, CURLcode res)
+{
+	long status = 0;
+	int latency = (int)((tg_mono_us() - t->started_us) / 1000);
+	const char *outcome;
+	char error[256] = "";
+	int64_t next = 0;
+	struct tg_error err;
+
+	curl_easy_getinfo(t->h, CURLINFO_RESPONSE_CODE, &status);
+	if (res != CURLE_OK)
+		snprintf(error, sizeof(error), "%s", res == CURLE_COULDNT_CONNECT || res == CURLE_COULDNT_RESOLVE_HOST
+							 ? (tg_cfg.webhook_allow_private ? curl_easy_strerror(res)
+											 : "connection refused or address not allowed")
+							 : curl_easy_strerror(res));
+	else if (status < 200 || status > 299)
+		snprintf(error, sizeof(error), "HTTP %ld", status);
+	if (res == CURLE_OK && status >= 200 && status <= 299) {
+		outcome = "succeeded";
+		tg_metric_add(D.sent, 1);
+	} else if (tg_now_ms() + backoff_ms(t->attempt) > t->created_ms + GIVE_UP_MS) {
+		outcome = "failed";
+		tg_metric_add(D.failed, 1);
+	} else {
+		outcome = "pending";
+		next = tg_now_ms() + backoff_ms(t->attempt);
+		tg_metric_add(D.retried, 1);
+	}
+	if (store_delivery_attempt(t->id, t->attempt, t->started_ms, (int)status, latency, error[0] ? error : NULL,
+				   t->response.buf ? t->response.buf : "", outcome, next, &err) < 0)
+		log_warn("webhook attempt not recorded; it will be retried after its lease", "%s: %s", t->id, err.detail);
+	curl_multi_remove_handle(multi, t->h);
+	curl_easy_cleanup(t->h);
+	curl_slist_free_all(t->headers);
+	tg_buf_release(&t->response);
+	free(t->payload);
+	free(t->id);
+	free(t);
+}
+
+static void *webhooks_main(void *arg)
+{
+	CURLM *multi = curl_multi_init();
+	int running = 0, in_flight = 0;
+	int64_t last_depth = 0;
+
+	(void)arg;
+	pthread_setname_np(pthread_self(), "webhooks");
+	while (!atomic_load(&D.stopping) || in_flight > 0) {
+		if (!atomic_load(&D.stopping) && in_flight < IN_FLIGHT) {
+			json_t *rows = NULL, *row;
+			struct tg_error err;
+			size_t i;
+			if (store_deliveries_claim(IN_FLIGHT - in_flight, LEASE_MS, &rows, &err) < 0) {
+				log_warn("webhook claim failed", "%s", err.detail);
+			} else {
+				json_array_foreach(rows, i, row) {
+					start(multi, row);
+					in_flight++;
+				}
+			}
+			json_decref(rows);
+		}
+		curl_multi_perform(multi, &running);
+		CURLMsg *m;
+		int left;
+		while ((m = curl_multi_info_read(multi, &left))) {
+			if (m->msg != CURLMSG_DONE)
+				continue;
+			struct transfer *t;
+			curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&t);
+			finish(multi, t, m->data.result);
+			in_flight--;
+		}
+		if (tg_mono_us() - last_depth > 5000000) {
+			int64_t pending, failed;
+			struct tg_error err;
+			if (store_webhook_queue_depth(&pending, &failed, &err) == 0) {
+				tg_metric_set(D.pending, pending);
+				tg_metric_set(D.dead, failed);
+			}
+			last_depth = tg_mono_us();
+		}
+		/* wake for socket activity, or every 100 ms to look for newly due deliveries */
+		curl_multi_wait(multi, NULL, 0, in_flight ? 20 : 100, NULL);
+	}
+	curl_multi_cleanup(multi);
+	store_thread_end();
+	return NULL;
+}
+
+int webhooks_start(int threads)
+{
+	D.sent = tg_counter("tollgate_webhook_deliveries_total", "Webhook attempts by outcome.", "outcome=\"succeeded\"");
+	D.retried = tg_counter("tollgate_webhook_deliveries_total", "Webhook attempts by outcome.", "outcome=\"retry\"");
+	D.failed = tg_counter("tollgate_webhook_deliveries_total", "Webhook attempts by outcome.", "outcome=\"failed\"");
+	D.pending = tg_gauge("tollgate_webhook_queue_depth", "Webhook deliveries waiting to be sent.", "");
+	D.dead = tg_gauge("tollgate_webhook_failed_deliveries", "Webhook deliveries that gave up after 3 days.", "");
+	atomic_store(&D.stopping, false);
+	D.n = threads;
+	D.threads = tg_calloc((size_t)(threads + 1), sizeof(pthread_t));
+	for (int i = 0; i < threads; i++)
+		if (pthread_create(&D.threads[i], NULL, webhooks_main, NULL) != 0)
+			return -1;
+	return 0;
+}
+
+void webhooks_stop(void)
+{
+	atomic_store(&D.stopping, true);
+	for (int i = 0; i < D.n; i++)
+		pthread_join(D.threads[i], NULL);
+	free(D.threads);
+	D.threads = NULL;
+	D.n = 0;
+}
