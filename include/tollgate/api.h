@@ -14,6 +14,8 @@ extern const size_t api_nroutes;
 
 /* The tg_wrap_fn around every worker-pool handler: Idempotency-Key replay on POST. */
 int api_wrap(struct tg_req *req);
+/* Run the route's handler inside a transaction with its audit entry, when the route changes configuration. */
+int api_audited(struct tg_req *req);
 /* Give the ops handlers the server (for /metrics). */
 void api_set_http(struct tg_http *h);
 

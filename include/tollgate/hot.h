@@ -57,6 +57,21 @@ struct hot_balance {
 	tg_fixed balance, reserved, minimum;
 };
 
+/* The workflow guards of a check (effective maxima, 0 = none). */
+struct hot_workflow {
+	const char *id, *tool, *args_hash;
+	int64_t depth;
+	int64_t max_calls, max_depth, max_duration_ms, max_duplicates;
+	tg_fixed max_cost, cost;
+	bool record_cost;  /* a consuming check: its cost is spent by the workflow now */
+	/* results */
+	bool allowed;
+	int code; /* 0 ok, 1 tool calls, 2 duplicates, 3 depth, 4 duration, 5 cost; 10 + one of those when the
+		   * workflow was terminated by an earlier call */
+	int64_t calls;
+	tg_fixed spent;
+};
+
 struct hot_check {
 	const char *tenant_id;
 	const char *customer_id;     /* the reservation's owner */
@@ -67,6 +82,7 @@ struct hot_check {
 	const char *reservation_id;  /* with HOT_RESERVE */
 	int64_t reservation_expires_ms;
 	struct hot_balance *bal;     /* NULL: no balance gates this check */
+	struct hot_workflow *wf;     /* NULL: no workflow guard */
 	/* results */
 	enum hot_status status;
 	bool allowed;                /* every enforced counter fit (and, unless dry run, all were consumed) */
@@ -88,6 +104,7 @@ struct hot_release {
 struct hot_balance_delta {
 	const char *owner;
 	tg_fixed amount; /* negative: a priced debit */
+	const char *workflow_id; /* set: the cost goes to this workflow instead (owner unused) */
 };
 
 /* Add committed usage to the live counters (quota counters only if present: a missing one is
@@ -96,6 +113,10 @@ int hot_apply_usage(const char *tenant_id, const struct policy_counter *cs, int 
 		    const struct hot_balance_delta *bal, int nbal, const struct hot_release *rel, int nrel,
 		    struct tg_arena *a, struct tg_error *err);
 
+/* Put rebuilt values into Redis for the counters (has_init) and balance (has_init) still missing there. */
+int hot_init_counters(const char *tenant_id, const struct policy_counter *cs, int n, int64_t now_ms,
+		      const struct hot_balance *bal, struct tg_arena *a, struct tg_error *err);
+
 /* ---- the balance API (blocking) ---- */
 enum hot_balance_op { HOT_DEBIT = 'd', HOT_CREDIT = 'c', HOT_SET_MINIMUM = 'm' };
 /* Returns 1 done, 0 refused (a debit below the minimum), HOT_MISSING (-2: rebuild with init and call
@@ -103,6 +124,10 @@ enum hot_balance_op { HOT_DEBIT = 'd', HOT_CREDIT = 'c', HOT_SET_MINIMUM = 'm' }
 #define HOT_BALANCE_MISSING (-100)
 int hot_balance(const char *tenant_id, const char *owner, enum hot_balance_op op, tg_fixed amount,
 		const tg_fixed *init_balance, const tg_fixed *init_minimum, struct hot_balance *ret, struct tg_error *err);
+/* The tenants holding reservations (new reference: an array of ids). */
+int hot_reserving_tenants(json_t **ret, struct tg_error *err);
+/* Drop a tenant from that set if it holds none any more. */
+int hot_reservations_forget_tenant(const char *tenant_id, struct tg_error *err);
 /* Ids of a tenant's reservations whose expiry (tenant clock) has passed (new reference). */
 int hot_reservations_due(const char *tenant_id, int64_t now_ms, int max, json_t **ret, struct tg_error *err);
 /* The customer holding a reservation, "" when there is no such reservation. */

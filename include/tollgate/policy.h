@@ -89,6 +89,7 @@ struct policy_limit {
 	int64_t max_tool_calls, max_depth, max_duration_s, duplicate_threshold;
 	tg_fixed max_cost;
 	char *slot;                 /* canonical (kind, meter, period|window, filter, per) */
+	int64_t created_ms;         /* real time; 0 when unknown */
 	json_t *json;               /* the API representation (owned) */
 };
 
@@ -99,6 +100,7 @@ struct policy_limit_list {
 
 struct policy_tenant {
 	char *id;
+	int64_t created_ms;    /* real time */
 	bool test_mode;
 	int64_t clock_offset_ms;
 	char *default_tier;
@@ -165,8 +167,11 @@ struct policy_subject;
 /* Fill from the cache (strings copied into a); false on a miss. */
 bool policy_customer_get(const char *tenant_id, const char *customer_id, struct tg_arena *a, const char **tier,
 			 const char **parent_id, bool *has_balance);
-void policy_customer_put(const char *tenant_id, const char *customer_id, const char *tier, const char *parent_id,
-			 bool has_balance);
+/* The generation to read before loading a customer from PostgreSQL, and to put the result under: a
+ * forget in between (a change committed meanwhile) makes the put a no-op, so stale data is never kept. */
+uint64_t policy_customer_generation(const char *tenant_id, const char *customer_id);
+bool policy_customer_put(const char *tenant_id, const char *customer_id, const char *tier, const char *parent_id,
+			 bool has_balance, uint64_t generation);
 void policy_customer_forget(const char *tenant_id, const char *customer_id);
 /* Resolve a subject fully from the cache (customer and its organisation); false on any miss. */
 bool policy_subject_cached(const char *tenant_id, const char *customer_id, struct tg_arena *a,
@@ -251,6 +256,18 @@ struct policy_ratelimit {
 	int64_t reset_s, window_s;
 };
 void policy_ratelimit(const struct policy_counter *c, int64_t now_ms, struct policy_ratelimit *rl);
+
+/* ---- workflow guards ---- */
+/* The effective guards for a customer: its customer-scope workflow limits, else its tier's, else the
+ * defaults, plus platform ones; the strictest of each maximum, with the limit it came from.
+ * Index: 0 tool calls, 1 duplicates, 2 depth, 3 duration, 4 cost (hot_workflow codes 1–5). */
+struct policy_workflow {
+	int64_t max_calls, max_duplicates, max_depth, max_duration_s;
+	tg_fixed max_cost;
+	const struct policy_limit *from[5];
+};
+extern const char *const policy_guard_names[];
+bool policy_workflow_guard(const struct policy_tenant *t, const struct policy_subject *s, struct policy_workflow *out);
 
 /* ---- prices ---- */
 /* The meter's price for these dimensions: the first `by` rule whose dimension value matches, else the

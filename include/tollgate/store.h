@@ -49,9 +49,11 @@ int store_exec1(struct store_stmt *st, const char *const *params, json_t **row, 
 /* Number of rows the last command on this thread affected. */
 int64_t store_affected(void);
 
+/* Transactions nest (only the outermost reaches PostgreSQL; an inner rollback dooms the outer one). */
 int store_begin(struct tg_error *err);
 int store_commit(struct tg_error *err);
 void store_rollback(void);
+bool store_in_transaction(void);
 /* Run raw SQL with no parameters (migrations, LISTEN). */
 int store_exec_raw(const char *sql, struct tg_error *err);
 /* The SQLSTATE of the last error on this thread ("" if none). */
@@ -260,6 +262,8 @@ int store_delivery_attempt(const char *id, int attempt, int64_t started_ms, int 
 int store_webhook_queue_depth(int64_t *pending, int64_t *failed, struct tg_error *err);
 
 /* ---- worker duties ---- */
+/* Inside a transaction: wait for the advisory lock named key (held until COMMIT/ROLLBACK). */
+int store_xact_lock(const char *key, struct tg_error *err);
 /* Inside a transaction: take the advisory lock named key if free (held until COMMIT/ROLLBACK). */
 int store_try_xact_lock(const char *key, bool *locked, struct tg_error *err);
 int store_duty_progress(const char *tenant_id, const char *duty, int64_t *done_to_ms, bool *found,
@@ -273,12 +277,25 @@ int store_customers_info(const char *tenant_id, const char *ids_array, json_t **
 /* Record a closed period; *written is false when it was recorded before. */
 int store_period_close(const char *tenant_id, const char *limit_id, const char *subject, int64_t start_ms,
 		       int64_t end_ms, tg_fixed usage, tg_fixed limit, bool *written, struct tg_error *err);
+/* The first hour ≥ from with usage of a meter (any meter when NULL), or -1 when none. */
+int store_first_usage(const char *tenant_id, const char *meter_id, int64_t from_ms, int64_t *ret_ms,
+		      struct tg_error *err);
 /* Customers with usage in [from, to): [{subject, meter_id, value}] (subjects are customers, not '*'). */
 int store_usage_summary(const char *tenant_id, int64_t from_ms, int64_t to_ms, json_t **ret, struct tg_error *err);
 /* Sums of watched counters after this transaction's rollups: arrays of subject, meter, from, to,
  * filter (json), agg → [{i, value}] (i: 1-based position). */
 int store_usage_values(const char *tenant_id, const char *subjects, const char *meters, const char *froms,
 		       const char *tos, const char *filters, const char *aggs, json_t **ret, struct tg_error *err);
+
+/* ---- audit (store/audit.c) ---- */
+struct store_audit {
+	const char *actor, *action, *resource_type, *resource_id, *request_id;
+	const json_t *before, *after; /* NULL → SQL NULL */
+};
+int store_audit_add(const char *tenant_id, const struct store_audit *a, struct tg_error *err);
+int store_audit_list(const char *tenant_id, const char *resource_type, const char *resource_id, const char *action,
+		     const char *actor, int64_t from_ms, int64_t to_ms, const char *starting_after, int64_t limit,
+		     json_t **ret, struct tg_error *err);
 
 /* ---- the event writer (store/writer.c) ---- */
 
@@ -336,6 +353,8 @@ struct store_watch {
 /* A webhook event to write with the batch (rate_limit.throttled, workflow.terminated), at most once per key. */
 struct store_notice {
 	const char *type, *data_json, *once_key;
+	/* also an audit entry (when the event was written): */
+	const char *audit_action, *actor, *resource_type, *resource_id;
 };
 
 struct store_submission {
@@ -353,6 +372,8 @@ struct store_submission {
 	void *owner;
 	int rc;                      /* 0 or a negative tg_err with err filled */
 	struct tg_error err;
+	void (*run)(void *arg);      /* set: not events, a call to make on the writer thread (store_writer_run) */
+	void *run_arg;
 	struct store_submission *next;
 };
 
@@ -362,6 +383,9 @@ struct store_submission {
 int store_writer_start(int batch_max, void (*watch)(struct store_submission *sub),
 		       void (*after_commit)(struct store_submission **subs, int n));
 void store_writer_submit(struct store_submission *s);
+/* Run fn(arg) on the writer thread between two batches, and wait for it: no commit of this instance
+ * interleaves with it (how lost Redis counters are rebuilt exactly). Blocking; not on an event loop. */
+void store_writer_run(void (*fn)(void *arg), void *arg);
 /* Commit what is queued, then stop the thread. */
 void store_writer_stop(void);
 

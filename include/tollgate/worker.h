@@ -21,8 +21,13 @@
 
 /* Load everything (blocking; at start-up). */
 int reload_all(struct tg_error *err);
-/* Reload one tenant's keys and configuration now (blocking; any thread with a store connection). */
+/* Reload one tenant's keys and configuration now (blocking; any thread with a store connection).
+ * Inside a transaction the reload waits for reload_flush() after it ends. */
 int reload_tenant(const char *tenant_id, struct tg_error *err);
+/* Run (committed) or forget the reloads deferred on this thread. */
+void reload_flush(bool committed);
+/* Drop a customer from this instance's cache once the current transaction (if any) has committed. */
+void reload_forget_customer(const char *tenant_id, const char *customer_id);
 
 int reload_start(void);
 void reload_stop(void);

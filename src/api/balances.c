@@ -9,6 +9,7 @@
 #include "tollgate/log.h"
 #include "tollgate/policy.h"
 #include "tollgate/store.h"
+#include "tollgate/worker.h"
 
 /*
  * DESIGN: PostgreSQL's ledger is the truth and the live balance in Redis
@@ -128,7 +129,7 @@ int api_balance_update(struct tg_req *req)
 		json_decref(row);
 		return rc;
 	}
-	policy_customer_forget(req->principal.tenant_id, id);
+	reload_forget_customer(req->principal.tenant_id, id);
 	tg_req_reply(req, 200, render(row, st.reserved));
 	json_decref(row);
 	return 0;
@@ -216,17 +217,70 @@ static int write_ledger(struct tg_req *req, const char *id, const struct movemen
 	return 0;
 }
 
+/* Retries of one idempotency key wait for each other: the first decides, the others replay it. */
+static int key_lock(struct tg_req *req, const char *id, const struct movement *m)
+{
+	int rc;
+
+	if (!m->key)
+		return 0;
+	if ((rc = store_begin(&req->err)) < 0)
+		return rc;
+	if ((rc = store_xact_lock(tg_arena_printf(&req->arena, "ledger|%s|%s|%s", req->principal.tenant_id, id, m->key),
+				  &req->err)) < 0)
+		store_rollback();
+	return rc;
+}
+
+static int key_unlock(const struct movement *m, int rc, struct tg_req *req)
+{
+	struct tg_error e;
+
+	if (!m->key)
+		return rc;
+	if (rc < 0 || store_commit(&e) < 0)
+		store_rollback();
+	(void)req;
+	return rc;
+}
+
+static int credit(struct tg_req *req, const char *id, struct movement *m);
+static int debit(struct tg_req *req, const char *id, struct movement *m);
+
 int api_balance_credit(struct tg_req *req)
 {
 	const char *id;
 	struct movement m = {0};
-	struct hot_balance st;
-	json_t *row, *txn;
 	int rc;
 
 	if (api_path_id(req, 0, &id) < 0)
 		return api_not_found(req, "customer", req->params[0]);
-	if ((rc = parse_movement(req, &m)) < 0 || (rc = customer_exists(req, id)) < 0 || (rc = replay(req, id, &m, "credit")) != 0)
+	if ((rc = parse_movement(req, &m)) < 0 || (rc = customer_exists(req, id)) < 0 || (rc = key_lock(req, id, &m)) < 0)
+		return rc;
+	return key_unlock(&m, credit(req, id, &m), req);
+}
+
+int api_balance_debit(struct tg_req *req)
+{
+	const char *id;
+	struct movement m = {0};
+	int rc;
+
+	if (api_path_id(req, 0, &id) < 0)
+		return api_not_found(req, "customer", req->params[0]);
+	if ((rc = parse_movement(req, &m)) < 0 || (rc = customer_exists(req, id)) < 0 || (rc = key_lock(req, id, &m)) < 0)
+		return rc;
+	return key_unlock(&m, debit(req, id, &m), req);
+}
+
+static int credit(struct tg_req *req, const char *id, struct movement *mv)
+{
+	struct movement m = *mv;
+	struct hot_balance st;
+	json_t *row, *txn;
+	int rc;
+
+	if ((rc = replay(req, id, &m, "credit")) != 0)
 		return rc < 0 ? rc : 0;
 	if ((rc = write_ledger(req, id, &m, "credit", &row, &txn)) < 0) {
 		/* the same key raced in: answer as a replay */
@@ -242,29 +296,28 @@ int api_balance_credit(struct tg_req *req)
 		log_warn("live balance not credited; it is rebuilt from the ledger", "%s", req->err.detail);
 		st.reserved = 0;
 	}
-	policy_customer_forget(req->principal.tenant_id, id);
+	reload_forget_customer(req->principal.tenant_id, id);
 	tg_req_reply(req, 200, tg_json_obj("balance", render(row, st.reserved), "transaction", txn, NULL));
 	json_decref(row);
 	return 0;
 }
 
-int api_balance_debit(struct tg_req *req)
+static int debit(struct tg_req *req, const char *id, struct movement *mv)
 {
-	const char *id;
-	struct movement m = {0};
+	struct movement m = *mv;
 	struct hot_balance st;
 	json_t *row, *txn;
-	bool created;
 	int rc;
 
-	if (api_path_id(req, 0, &id) < 0)
-		return api_not_found(req, "customer", req->params[0]);
-	if ((rc = parse_movement(req, &m)) < 0 || (rc = customer_exists(req, id)) < 0 || (rc = replay(req, id, &m, "debit")) != 0)
+	if ((rc = replay(req, id, &m, "debit")) != 0)
 		return rc < 0 ? rc : 0;
-	if ((rc = store_balance_ensure(req->principal.tenant_id, id, &created, &req->err)) < 0)
+	/* no wallet, nothing to debit: refused, and no wallet is made for it */
+	if ((rc = store_balance_get(req->principal.tenant_id, id, &row, &req->err)) < 0)
 		return rc;
-	if (created)
-		policy_customer_forget(req->principal.tenant_id, id);
+	if (!row)
+		return tg_fail(&req->err, TG_EBALANCE, "insufficient_balance", "amount",
+			       "customer '%s' has no balance to debit", id);
+	json_decref(row);
 	/* decided in Redis, atomically against checks and other debits */
 	if ((rc = live(req, id, HOT_DEBIT, m.amount, &st)) < 0)
 		return rc;

@@ -62,12 +62,27 @@ struct check {
 	struct policy_check chk;
 	struct policy_subject subj;
 	const char *customer_id;
-	const char *workflow_json;
 	struct policy_counter *cs;
 	int n;
 	struct hot_check hc;
 	struct hot_balance bal;
+	struct hot_workflow wf;
+	struct policy_workflow guard;
+	bool has_workflow;
 	tg_fixed cost;               /* the check's priced cost */
+	/* fallback: re-evaluation with substituted dimensions (up to 3 steps, never a cycle) */
+	int fallback_steps;
+	json_t *fallback;            /* the dimensions substituted so far */
+	char *visited[4];
+	struct {
+		struct policy_counter *cs;
+		int n;
+		struct hot_check hc;
+		struct hot_balance bal;
+		struct hot_workflow wf;
+		struct policy_check chk;
+		tg_fixed cost;
+	} first;                     /* the original evaluation, answered when no fallback passes */
 	int64_t now;
 	int64_t rsv_ttl;
 	char rsv_id[TG_SID_BUFSZ];
@@ -131,6 +146,47 @@ static void notice_done(struct store_submission *sub)
 	free(x);
 }
 
+/* A webhook event (and an audit entry when audit_action is set) through the writer, at most once per key,
+ * without waiting for it. */
+static void notice(const char *tenant, const char *type, json_t *data, const char *once_key, const char *audit_action,
+		   const char *actor, const char *resource_type, const char *resource_id)
+{
+	struct notice *x = tg_calloc(1, sizeof(*x));
+	char *text = tg_json_dumps(data);
+
+	json_decref(data);
+	tg_arena_init(&x->arena);
+	x->n.type = type;
+	x->n.data_json = tg_arena_strdup(&x->arena, text);
+	free(text);
+	x->n.once_key = tg_arena_strdup(&x->arena, once_key);
+	x->n.audit_action = audit_action;
+	x->n.actor = tg_arena_strdup(&x->arena, actor);
+	x->n.resource_type = resource_type;
+	x->n.resource_id = tg_arena_strdup(&x->arena, resource_id);
+	x->sub.tenant_id = tg_arena_strdup(&x->arena, tenant);
+	x->sub.notices = &x->n;
+	x->sub.nnotices = 1;
+	x->sub.arena = &x->arena;
+	x->sub.done = notice_done;
+	store_writer_submit(&x->sub);
+}
+
+/* workflow.terminated, once per workflow. */
+static void notify_terminated(struct check *ck, int guard)
+{
+	const struct policy_limit *l = ck->guard.from[guard - 1];
+	char key[300];
+
+	snprintf(key, sizeof(key), "workflow|%s", ck->wf.id);
+	notice(ck->req->principal.tenant_id, "workflow.terminated",
+	       tg_json_obj("workflow_id", json_string(ck->wf.id), "customer_id", json_string(ck->customer_id), "limit_id",
+			   json_string(l ? l->id : ""), "guard", json_string(policy_guard_names[guard - 1]), "tool_calls",
+			   json_integer(ck->wf.calls), "cost", tg_json_fixed(ck->wf.spent), "tool", tg_json_str(ck->wf.tool),
+			   NULL),
+	       key, NULL, NULL, NULL, NULL);
+}
+
 /* rate_limit.throttled: at most one per customer and limit per minute (webhook_once makes it exact
  * across instances; this loop-local memory keeps the writer from hearing of every denial). */
 static void notify_throttle(struct check *ck, const struct policy_counter *c)
@@ -149,24 +205,13 @@ static void notify_throttle(struct check *ck, const struct policy_counter *c)
 		tg_map_release(&throttle_notified, NULL);
 	tg_map_put(&throttle_notified, key, (void *)(uintptr_t)(minute + 1));
 
-	struct notice *x = tg_calloc(1, sizeof(*x));
-	tg_arena_init(&x->arena);
-	json_t *data = tg_json_obj("customer_id", json_string(ck->customer_id), "limit_id", json_string(c->limit->id),
-				   "ip", tg_json_str(ck->chk.ip), "key", tg_json_str(ck->chk.key), "retry_after",
-				   c->retry_ms >= 0 ? json_integer(c->retry_ms / 1000 + (c->retry_ms % 1000 ? 1 : 0)) : json_null(),
-				   "minute", tg_json_time(minute * 60000), NULL);
-	char *text = tg_json_dumps(data);
-	json_decref(data);
-	x->n.type = "rate_limit.throttled";
-	x->n.data_json = tg_arena_strdup(&x->arena, text);
-	free(text);
-	x->n.once_key = tg_arena_printf(&x->arena, "throttled|%s|%s|%lld", ck->customer_id, c->limit->id, (long long)minute);
-	x->sub.tenant_id = tg_arena_strdup(&x->arena, ck->req->principal.tenant_id);
-	x->sub.notices = &x->n;
-	x->sub.nnotices = 1;
-	x->sub.arena = &x->arena;
-	x->sub.done = notice_done;
-	store_writer_submit(&x->sub);
+	snprintf(key, sizeof(key), "throttled|%s|%s|%lld", ck->customer_id, c->limit->id, (long long)minute);
+	notice(ck->req->principal.tenant_id, "rate_limit.throttled",
+	       tg_json_obj("customer_id", json_string(ck->customer_id), "limit_id", json_string(c->limit->id), "ip",
+			   tg_json_str(ck->chk.ip), "key", tg_json_str(ck->chk.key), "retry_after",
+			   c->retry_ms >= 0 ? json_integer(c->retry_ms / 1000 + (c->retry_ms % 1000 ? 1 : 0)) : json_null(),
+			   "minute", tg_json_time(minute * 60000), NULL),
+	       key, "rate_limit.denied", ck->req->principal.key_id, "limit", c->limit->id);
 }
 
 /* Count and log one denial (a line per throttle, written with the loop's next pass). */
@@ -277,6 +322,22 @@ static int parse_dims(struct tg_req *req, const json_t *obj, struct policy_check
 	return 0;
 }
 
+static int parse_workflow(struct tg_req *req, const json_t *wf, struct check *ck)
+{
+	static const char *const fields[] = {"id", "tool", "args_hash", "depth", NULL};
+	int rc;
+
+	ck->wf.depth = 0;
+	if ((rc = tg_jf_only(wf, "workflow", fields, &req->err)) < 0 ||
+	    (rc = tg_jf_id(wf, "workflow", "id", true, false, &ck->wf.id, &req->err)) < 0 ||
+	    (rc = tg_jf_id(wf, "workflow", "tool", false, true, &ck->wf.tool, &req->err)) < 0 ||
+	    (rc = tg_jf_id(wf, "workflow", "args_hash", false, true, &ck->wf.args_hash, &req->err)) < 0 ||
+	    (rc = tg_jf_int(wf, "workflow", "depth", false, 0, 1000000, &ck->wf.depth, NULL, &req->err)) < 0)
+		return rc;
+	ck->has_workflow = true;
+	return 0;
+}
+
 static bool ip_valid(const char *s)
 {
 	unsigned char buf[16];
@@ -314,6 +375,8 @@ static int parse(struct tg_req *req, struct check *ck)
 	if (c->ip && !ip_valid(c->ip))
 		return api_bad(req, "ip", "'ip' must be an IPv4 or IPv6 address");
 	if (dims && (rc = parse_dims(req, dims, c)) < 0)
+		return rc;
+	if (wf && (rc = parse_workflow(req, wf, ck)) < 0)
 		return rc;
 	if (c->consume && c->reserve)
 		return api_bad(req, "reserve", "a check either consumes or reserves, not both");
@@ -355,6 +418,15 @@ static void answer(struct check *ck)
 	char buf[32];
 
 	policy_decide(ck->cs, ck->n, ck->now, &d);
+	int guard = ck->hc.wf && !ck->wf.allowed ? (ck->wf.code > 10 ? ck->wf.code - 10 : ck->wf.code) : 0;
+	if (d.allowed && guard >= 1 && guard <= 5 && !ck->degraded) {
+		/* a guard tripped (now or earlier): the workflow is over, waiting will not help */
+		d.allowed = false;
+		d.decision = DECISION_DENY;
+		d.code = "workflow_limit";
+		d.binding = NULL;
+		d.retry_after_s = -1;
+	}
 	if (d.allowed && ck->hc.bal && !ck->bal.allowed && !ck->degraded) {
 		/* every limit would allow it, the wallet does not: 402, and waiting will not help */
 		d.allowed = false;
@@ -376,7 +448,10 @@ static void answer(struct check *ck)
 		"code", d.code ? json_string(d.code) : json_null(),
 		"customer_id", json_string(ck->customer_id),
 		"retry_after", !d.allowed && d.retry_after_s >= 0 ? json_integer(d.retry_after_s) : json_null(),
-		"binding_limit", d.binding ? json_string(d.binding->limit->id) : json_null(),
+		"binding_limit", d.binding ? json_string(d.binding->limit->id)
+			       : guard >= 1 && guard <= 5 && d.code && !strcmp(d.code, "workflow_limit")
+				       ? json_string(ck->guard.from[guard - 1]->id)
+				       : json_null(),
 		"limits", limits,
 		"balance", ck->hc.bal && !ck->degraded
 				   ? tg_json_obj("available", tg_json_fixed(ck->bal.balance - ck->bal.reserved), "minimum",
@@ -386,8 +461,19 @@ static void answer(struct check *ck)
 		"reservation_id", d.allowed && ck->chk.reserve && !ck->chk.dry_run ? json_string(ck->rsv_id) : json_null(),
 		"degraded", json_boolean(ck->degraded),
 		NULL);
+	if (d.allowed && ck->fallback && ck->fallback_steps > 0) {
+		json_object_set_new(body, "decision", json_string(policy_decision_names[DECISION_FALLBACK]));
+		json_object_set_new(body, "fallback", json_incref(ck->fallback));
+	}
 	if (ck->chk.dry_run)
 		json_object_set_new(body, "dry_run", json_true());
+	if (ck->hc.wf)
+		json_object_set_new(body, "workflow",
+				    tg_json_obj("id", json_string(ck->wf.id), "terminated", json_boolean(guard != 0), "guard",
+						guard >= 1 && guard <= 5 ? json_string(policy_guard_names[guard - 1]) : json_null(),
+						"tool_calls", json_integer(ck->wf.calls), "cost", tg_json_fixed(ck->wf.spent), NULL));
+	if (ck->hc.wf && ck->wf.code >= 1 && ck->wf.code <= 5 && !ck->chk.dry_run)
+		notify_terminated(ck, guard);
 	if (d.binding)
 		add_ratelimit_headers(req, d.binding, ck->now);
 	if (!d.allowed && d.retry_after_s >= 0) {
@@ -417,6 +503,8 @@ static void answer_cached(struct check *ck, struct deny_entry *e)
 
 static void done(struct check *ck)
 {
+	json_decref(ck->fallback);
+	ck->fallback = NULL;
 	policy_tenant_unref(ck->t);
 	ck->t = NULL;
 	tg_req_complete(ck->req);
@@ -458,7 +546,7 @@ static void committed(struct store_submission *sub)
 
 	if (sub->rc < 0) {
 		/* not recorded: take the consumption back out of the live counters, then say so */
-		struct hot_balance_delta refund = {ck->hc.bal ? ck->bal.owner : NULL, ck->cost};
+		struct hot_balance_delta refund = {ck->hc.bal ? ck->bal.owner : NULL, ck->cost, NULL};
 		for (int i = 0; i < ck->n; i++)
 			ck->cs[i].amount = ck->cs[i].consume && ck->cs[i].limit->kind == POLICY_QUOTA ? -ck->cs[i].amount : 0;
 		if (!ck->degraded && hot_apply_usage(ck->hc.tenant_id, ck->cs, ck->n, ck->now, &refund, refund.owner ? 1 : 0,
@@ -503,7 +591,7 @@ static void record(struct check *ck)
 	ck->ev.meter_id = m->id;
 	ck->ev.ts_ms = ck->now;
 	ck->ev.properties_json = dump_to_arena(&req->arena, props);
-	ck->ev.workflow_id = ck->workflow_json;
+	ck->ev.workflow_id = ck->has_workflow ? ck->wf.id : NULL;
 	ck->contrib.meter_id = m->id;
 	ck->contrib.dims_json = dump_to_arena(&req->arena, dims);
 	ck->contrib.value = ck->chk.amount;
@@ -522,6 +610,124 @@ static void record(struct check *ck)
 	store_writer_submit(&ck->sub);
 }
 
+static void on_hot(void *arg);
+static void finish(struct check *ck);
+static int price(struct check *ck);
+static void start_hot(struct check *ck, struct tg_arena *a);
+
+static char *dims_key(struct check *ck)
+{
+	struct tg_buf b = TG_BUF_INIT;
+	const struct policy_check *c = &ck->chk;
+	char *k;
+
+	/* dimensions are kept sorted by key below, so equal sets give equal keys */
+	for (int i = 0; i < c->ndims; i++)
+		tg_buf_addf(&b, "%s=%s\x1f", c->dims[i].key, c->dims[i].value);
+	k = tg_arena_strdup(&ck->req->arena, b.buf ? b.buf : "");
+	tg_buf_release(&b);
+	return k;
+}
+
+static int dim_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct policy_dim *)a)->key, ((const struct policy_dim *)b)->key);
+}
+
+/* A denial by a limit with on_exceed fallback: evaluate again with its dimensions. True when re-issued. */
+static bool try_fallback(struct check *ck)
+{
+	struct policy_decision d;
+	const struct policy_limit *l = NULL;
+
+	if (ck->hc.status != HOT_DONE || ck->hc.allowed || ck->fallback_steps >= 3)
+		return false;
+	policy_decide(ck->cs, ck->n, ck->now, &d);
+	if (d.allowed)
+		return false; /* the balance or a workflow guard said no: no fallback for those */
+	if (d.binding && d.binding->limit->fallback)
+		l = d.binding->limit;
+	for (int i = 0; !l && i < ck->n; i++)
+		if (ck->cs[i].subject && !ck->cs[i].allowed && ck->cs[i].limit->enforcement == ENF_HARD &&
+		    ck->cs[i].limit->fallback)
+			l = ck->cs[i].limit;
+	if (!l)
+		return false;
+	if (ck->fallback_steps == 0) {
+		ck->first.cs = ck->cs;
+		ck->first.n = ck->n;
+		ck->first.hc = ck->hc;
+		ck->first.bal = ck->bal;
+		ck->first.wf = ck->wf;
+		ck->first.chk = ck->chk;
+		ck->first.cost = ck->cost;
+		ck->visited[0] = dims_key(ck);
+		ck->fallback = json_object();
+	}
+	/* substitute (the dimension values are the snapshot's: it is referenced until the request ends) */
+	struct policy_check *c = &ck->chk;
+	for (int k = 0; k < l->nfallback; k++) {
+		int j;
+		for (j = 0; j < c->ndims; j++)
+			if (!strcmp(c->dims[j].key, l->fallback[k].key))
+				break;
+		if (j == c->ndims) {
+			if (c->ndims >= POLICY_MAX_DIMS)
+				return false;
+			c->ndims++;
+		}
+		c->dims[j] = l->fallback[k];
+		json_object_set_new(ck->fallback, l->fallback[k].key, json_string(l->fallback[k].value));
+	}
+	qsort(c->dims, (size_t)c->ndims, sizeof(c->dims[0]), dim_cmp);
+	char *key = dims_key(ck);
+	for (int v = 0; v <= ck->fallback_steps; v++)
+		if (ck->visited[v] && !strcmp(ck->visited[v], key))
+			return false; /* a cycle in the configuration: stop here */
+	ck->fallback_steps++;
+	ck->visited[ck->fallback_steps] = key;
+	ck->n = policy_plan(ck->t, &ck->chk, &ck->subj, ck->now, &ck->req->arena, &ck->cs);
+	if (price(ck) < 0)
+		return false;
+	memset(&ck->hc, 0, sizeof(ck->hc));
+	memset(&ck->bal, 0, sizeof(ck->bal));
+	struct hot_workflow keep = ck->wf;
+	memset(&ck->wf, 0, sizeof(ck->wf));
+	ck->wf.id = keep.id;
+	ck->wf.tool = keep.tool;
+	ck->wf.args_hash = keep.args_hash;
+	ck->wf.depth = keep.depth;
+	start_hot(ck, &ck->req->arena);
+	if (tg_loop_current()) {
+		if (hot_check_async(&ck->hc, &ck->req->arena, on_hot, ck) < 0)
+			ck->hc.status = HOT_ERROR;
+		else
+			return true;
+	} else {
+		api_check_sync(&ck->hc, &ck->req->arena, &ck->req->err);
+	}
+	finish(ck);
+	return true;
+}
+
+/* The fallback chain found nothing that passes: answer the original denial. */
+static void restore_first(struct check *ck)
+{
+	if (ck->fallback_steps == 0 || ck->hc.allowed)
+		return;
+	ck->cs = ck->first.cs;
+	ck->n = ck->first.n;
+	ck->hc = ck->first.hc;
+	ck->bal = ck->first.bal;
+	ck->wf = ck->first.wf;
+	ck->chk = ck->first.chk;
+	ck->cost = ck->first.cost;
+	ck->hc.bal = ck->hc.bal ? &ck->bal : NULL;
+	ck->hc.wf = ck->hc.wf ? &ck->wf : NULL;
+	ck->hc.cs = ck->cs;
+	ck->fallback_steps = 0;
+}
+
 /* Every counter's state is known (or Redis is down): decide, answer, record. */
 static void finish(struct check *ck)
 {
@@ -531,6 +737,9 @@ static void finish(struct check *ck)
 		done(ck);
 		return;
 	}
+	if (try_fallback(ck))
+		return;
+	restore_first(ck);
 	answer(ck);
 	record_it = ck->req->status == 200 && ck->chk.consume && !ck->chk.dry_run &&
 		    strcmp(ck->chk.meter, POLICY_REQUESTS) != 0;
@@ -562,6 +771,16 @@ static void start_hot(struct check *ck, struct tg_arena *a)
 	ck->hc.n = ck->n;
 	ck->hc.now_ms = ck->now;
 	ck->hc.flags = (ck->chk.dry_run ? HOT_DRY_RUN : 0) | (ck->chk.reserve ? HOT_RESERVE : 0);
+	if (ck->has_workflow && !ck->hc.wf && policy_workflow_guard(ck->t, &ck->subj, &ck->guard)) {
+		ck->wf.max_calls = ck->guard.max_calls;
+		ck->wf.max_duplicates = ck->guard.max_duplicates;
+		ck->wf.max_depth = ck->guard.max_depth;
+		ck->wf.max_duration_ms = ck->guard.max_duration_s * 1000;
+		ck->wf.max_cost = ck->guard.max_cost;
+		ck->wf.cost = ck->cost;
+		ck->wf.record_cost = ck->chk.consume;
+		ck->hc.wf = &ck->wf;
+	}
 	if (ck->subj.balance_owner && !ck->hc.bal) {
 		ck->bal.owner = ck->subj.balance_owner;
 		ck->bal.cost = ck->cost;
@@ -597,6 +816,7 @@ static void slow_path(struct tg_req *req)
 		return;
 	}
 	if (!policy_subject_cached(req->principal.tenant_id, ck->customer_id, &req->arena, &ck->subj)) {
+		uint64_t gen = policy_customer_generation(req->principal.tenant_id, ck->customer_id);
 		rc = store_customer_resolve(req->principal.tenant_id, ck->customer_id, ck->t->auto_create_customers, &row,
 					    &req->err);
 		if (rc == 0 && !row)
@@ -613,9 +833,11 @@ static void slow_path(struct tg_req *req)
 		ck->subj.parent_tier = tg_arena_strdup(&req->arena, store_str(row, "parent_tier"));
 		bool own = store_is_true(row, "has_balance"), org = store_is_true(row, "parent_has_balance");
 		ck->subj.balance_owner = own ? ck->customer_id : org ? ck->subj.parent_id : NULL;
-		policy_customer_put(req->principal.tenant_id, ck->customer_id, ck->subj.tier, ck->subj.parent_id, own);
-		if (ck->subj.parent_id)
-			policy_customer_put(req->principal.tenant_id, ck->subj.parent_id, ck->subj.parent_tier, NULL, org);
+		policy_customer_put(req->principal.tenant_id, ck->customer_id, ck->subj.tier, ck->subj.parent_id, own, gen);
+		/* the organisation's entry only when the same generation covers it (its stripe may differ) */
+		if (ck->subj.parent_id &&
+		    policy_customer_generation(req->principal.tenant_id, ck->subj.parent_id) == gen)
+			policy_customer_put(req->principal.tenant_id, ck->subj.parent_id, ck->subj.parent_tier, NULL, org, gen);
 		json_decref(row);
 	}
 	if (!ck->cs)
@@ -626,7 +848,7 @@ static void slow_path(struct tg_req *req)
 		return;
 	}
 	start_hot(ck, &req->arena);
-	if (ck->n > 0 || ck->hc.bal)
+	if (ck->n > 0 || ck->hc.bal || ck->hc.wf)
 		api_check_sync(&ck->hc, &req->arena, &req->err);
 	else {
 		ck->hc.status = HOT_DONE;
@@ -682,7 +904,7 @@ int api_check(struct tg_req *req)
 		return rc;
 	}
 	start_hot(ck, &req->arena);
-	if (ck->n == 0 && !ck->hc.bal) {
+	if (ck->n == 0 && !ck->hc.bal && !ck->hc.wf) {
 		ck->hc.status = HOT_DONE;
 		ck->hc.allowed = true;
 		finish(ck);

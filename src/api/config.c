@@ -114,6 +114,31 @@ static int immutable(struct tg_req *req, const json_t *body, const json_t *store
 	return 0;
 }
 
+/* A quota's filter names dimensions its meter keeps: the meter may not drop one still in use. */
+static int group_by_kept(struct tg_req *req, const struct policy_meter *m)
+{
+	struct policy_tenant *t = api_tenant(req);
+	int rc = 0;
+
+	if (!t)
+		return req->err.err;
+	for (int i = 0; i < t->nlimits && rc == 0; i++) {
+		const struct policy_limit *l = &t->limits[i];
+		if (l->kind != POLICY_QUOTA || !l->meter || strcmp(l->meter->id, m->id) != 0)
+			continue;
+		for (int f = 0; f < l->nfilter && rc == 0; f++) {
+			bool kept = false;
+			for (int g = 0; g < m->ngroup; g++)
+				kept |= !strcmp(m->group_by[g], l->filter[f].key);
+			if (!kept)
+				rc = tg_fail(&req->err, TG_ECONFLICT, "meter_in_use", "group_by",
+					     "limit '%s' filters on '%s': keep it in group_by", l->id, l->filter[f].key);
+		}
+	}
+	policy_tenant_unref(t);
+	return rc;
+}
+
 int api_meters_update(struct tg_req *req)
 {
 	const char *id;
@@ -123,6 +148,8 @@ int api_meters_update(struct tg_req *req)
 
 	if (api_path_id(req, 0, &id) < 0)
 		return api_not_found(req, "meter", req->params[0]);
+	if (strcmp(id, POLICY_REQUESTS) == 0)
+		return tg_fail(&req->err, TG_EINVAL, "reserved_id", NULL, "the built-in requests meter cannot be changed");
 	if (!body)
 		return req->err.err;
 	if ((rc = store_meter_get(req->principal.tenant_id, id, &stored, &req->err)) < 0)
@@ -139,6 +166,10 @@ int api_meters_update(struct tg_req *req)
 	json_decref(spec);
 	if (rc < 0)
 		return rc;
+	if ((rc = group_by_kept(req, &m)) < 0) {
+		policy_meter_release(&m);
+		return rc;
+	}
 	rc = store_meter_update(req->principal.tenant_id, id, m.json, &row, &req->err);
 	policy_meter_release(&m);
 	if (rc < 0)

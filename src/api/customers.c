@@ -4,6 +4,7 @@
 #include "handlers.h"
 #include "tollgate/api.h"
 #include "tollgate/json.h"
+#include "tollgate/policy.h"
 #include "tollgate/store.h"
 #include "tollgate/util.h"
 #include "tollgate/worker.h"
@@ -119,6 +120,8 @@ int api_customers_update(struct tg_req *req)
 		return rc;
 	if (!row)
 		return api_not_found(req, "customer", f.id);
+	/* the next check on this instance reads the new tier or organisation (others hear the NOTIFY) */
+	reload_forget_customer(req->principal.tenant_id, f.id);
 	tg_req_reply(req, 200, row);
 	return 0;
 }
@@ -135,6 +138,7 @@ int api_customers_delete(struct tg_req *req)
 		return rc;
 	if (!deleted)
 		return api_not_found(req, "customer", id);
+	reload_forget_customer(req->principal.tenant_id, id);
 	tg_req_reply(req, 200, tg_json_obj("id", json_string(id), "deleted", json_true(), NULL));
 	return 0;
 }

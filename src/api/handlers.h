@@ -4,6 +4,7 @@
 
 #include "tollgate/http.h"
 
+int api_audit_list(struct tg_req *req);
 int api_balance_credit(struct tg_req *req);
 int api_balance_debit(struct tg_req *req);
 int api_balance_get(struct tg_req *req);

@@ -42,7 +42,7 @@ int api_wrap(struct tg_req *req)
 	int claimed, rc;
 
 	if (req->method != TG_POST || !key)
-		return req->route->handler(req);
+		return api_audited(req);
 	if (!key_ok(key))
 		return tg_fail(&req->err, TG_EINVAL, "invalid_idempotency_key", "Idempotency-Key",
 			       "the Idempotency-Key header must be 1 to 255 printable ASCII characters");
@@ -71,7 +71,7 @@ int api_wrap(struct tg_req *req)
 		return 0;
 	}
 
-	rc = req->route->handler(req);
+	rc = api_audited(req);
 	if (rc < 0)
 		tg_req_reply_error(req);
 	struct tg_error e;

@@ -52,17 +52,49 @@ int api_rebuild_balance(const char *tenant_id, struct hot_balance *b, struct tg_
 	return 0;
 }
 
+struct rebuild_job {
+	struct hot_check *hc;
+	struct tg_arena *arena;
+	int rc;
+	struct tg_error err;
+};
+
+/*
+ * On the writer thread: read the lost counters' truth from PostgreSQL and put it back into Redis.
+ * No commit of this instance can fall between the read and the write, so no event is lost or
+ * counted twice by the rebuild (instances writing concurrently still can: see the README).
+ */
+static void rebuild_on_writer(void *arg)
+{
+	struct rebuild_job *j = arg;
+	struct hot_check *hc = j->hc;
+
+	tg_error_clear(&j->err);
+	j->rc = api_rebuild(hc->tenant_id, hc->cs, hc->n, &j->err);
+	if (j->rc == 0 && hc->bal && hc->bal->missing)
+		j->rc = api_rebuild_balance(hc->tenant_id, hc->bal, &j->err);
+	if (j->rc == 0)
+		j->rc = hot_init_counters(hc->tenant_id, hc->cs, hc->n, hc->now_ms, hc->bal, j->arena, &j->err);
+	/* the values are in Redis now: the next attempt uses what is there (newer usage included) */
+	for (int i = 0; i < hc->n; i++)
+		hc->cs[i].has_init = false;
+	if (hc->bal)
+		hc->bal->has_init = false;
+}
+
 /* A check of these counters on this thread's blocking connection, rebuilding what Redis lost. */
 int api_check_sync(struct hot_check *hc, struct tg_arena *a, struct tg_error *err)
 {
 	for (int attempt = 0; attempt < 3; attempt++) {
+		struct rebuild_job job = {.hc = hc, .arena = a};
 		int st = hot_check_sync(hc, a, err);
 		if (st != HOT_MISSING)
 			return st;
-		if (api_rebuild(hc->tenant_id, hc->cs, hc->n, err) < 0)
+		store_writer_run(rebuild_on_writer, &job);
+		if (job.rc < 0) {
+			*err = job.err;
 			return HOT_ERROR;
-		if (hc->bal && hc->bal->missing && api_rebuild_balance(hc->tenant_id, hc->bal, err) < 0)
-			return HOT_ERROR;
+		}
 	}
 	tg_fail(err, TG_EUNAVAIL, "counters_unavailable", NULL, "usage counters could not be loaded; retry");
 	return HOT_ERROR;
@@ -196,7 +228,7 @@ void api_after_commit(struct store_submission **subs, int n)
 		tg_arena_init(&a);
 		cs = tg_arena_alloc(&a, sizeof(*cs) * (size_t)max);
 		rel = tg_arena_alloc(&a, sizeof(*rel) * (size_t)(sub->n + 1));
-		bal = tg_arena_alloc(&a, sizeof(*bal) * (size_t)(sub->n + 1));
+		bal = tg_arena_alloc(&a, sizeof(*bal) * (size_t)(2 * sub->n + 1));
 		for (int i = 0; i < sub->n; i++) {
 			const struct store_event *e = &sub->events[i];
 			if (e->result != STORE_EV_ACCEPTED)
@@ -208,11 +240,23 @@ void api_after_commit(struct store_submission **subs, int n)
 					bal[nbal].amount = -e->cost;
 					nbal++;
 				}
+				if (e->workflow_id && e->cost) {
+					/* max_cost counts what a workflow's events cost */
+					bal[nbal].workflow_id = e->workflow_id;
+					bal[nbal].amount = e->cost;
+					nbal++;
+				}
 			}
 			if (e->reservation_id) {
-				rel[nrel].customer_id = e->customer_id;
-				rel[nrel].reservation_id = e->reservation_id;
-				nrel++;
+				/* the hold is released wherever it is held (its owner, not necessarily this customer) */
+				char owner[TG_ID_MAX + 1];
+				struct tg_error oerr;
+				if (hot_reservation_owner(sub->tenant_id, e->reservation_id, owner, sizeof(owner), &oerr) == 0 &&
+				    owner[0]) {
+					rel[nrel].customer_id = tg_arena_strdup(&a, owner);
+					rel[nrel].reservation_id = e->reservation_id;
+					nrel++;
+				}
 			}
 		}
 		/* the rollups already hold this usage: a failure here only delays the counters until they are

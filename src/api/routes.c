@@ -67,6 +67,8 @@ const struct tg_route api_routes[] = {
 	R(TG_POST, "/v1/webhook_endpoints/{id}/test", api_endpoints_test, TG_SCOPE_ALL, 0),
 	R(TG_GET, "/v1/webhook_endpoints/{id}/deliveries", api_endpoints_deliveries, TG_SCOPE_READ, 0),
 	R(TG_POST, "/v1/webhook_deliveries/{id}/retry", api_deliveries_retry, TG_SCOPE_ALL, 0),
+
+	R(TG_GET, "/v1/audit", api_audit_list, TG_SCOPE_READ, 0),
 };
 
 const size_t api_nroutes = sizeof(api_routes) / sizeof(api_routes[0]);

@@ -178,6 +178,7 @@ int api_usage_series(struct tg_req *req)
 		}
 	}
 	int agg = (int)m->agg;
+	to = policy_now(t, tg_now_ms()); /* a test-mode tenant's series end at its clock */
 	policy_tenant_unref(t);
 	if ((rc = api_query_time(req, "to", &to, &has_to)) < 0)
 		return rc;

@@ -74,6 +74,12 @@ const char *hot_reservation_index(struct tg_arena *a, const char *tenant)
 	return tg_arena_printf(a, "tg:{%s}:rsvx", tenant);
 }
 
+/* A workflow's guard state: one hash per workflow id, in its own slot. */
+const char *hot_workflow_key(struct tg_arena *a, const char *tenant, const char *id)
+{
+	return tg_arena_printf(a, "tg:{%s|wf|%s}", tenant, id);
+}
+
 /* A customer's live balance: beside its counters, under its hash tag. */
 const char *hot_balance_key(struct tg_arena *a, const char *tenant, const char *owner)
 {
@@ -119,6 +125,10 @@ static int build(struct hot_check *hc, struct tg_arena *a, struct hot_argv *keys
 			fl[f++] = 'r';
 		if (l->enforcement == ENF_HARD)
 			fl[f++] = 'e';
+		if (l->kind == POLICY_QUOTA && l->meter->agg == AGG_MAX)
+			fl[f++] = 'm';
+		else if (l->kind == POLICY_QUOTA && l->meter->agg == AGG_LATEST)
+			fl[f++] = 'l';
 		fl[f] = '\0';
 		hot_argv_push(keys, hot_counter_key(a, hc->tenant_id, c));
 		if (l->kind == POLICY_QUOTA) {
@@ -142,6 +152,20 @@ static int build(struct hot_check *hc, struct tg_arena *a, struct hot_argv *keys
 			hot_argv_push(args, "");
 		}
 		hot_argv_push(args, tg_arena_strdup(a, fl));
+		n++;
+	}
+	if (hc->wf) {
+		struct hot_workflow *w = hc->wf;
+		hot_argv_push(keys, hot_workflow_key(a, hc->tenant_id, w->id));
+		hot_argv_push(args, "wf");
+		hot_argv_push(args, "0");
+		hot_argv_push(args, hot_i64(a, w->cost));
+		hot_argv_push(args, tg_arena_printf(a, "%lld:%lld:%lld:%lld:%lld", (long long)w->max_calls,
+						    (long long)w->max_depth, (long long)w->max_duration_ms,
+						    (long long)w->max_duplicates, (long long)w->max_cost));
+		hot_argv_push(args, tg_arena_printf(a, "%lld:%s|%s", (long long)w->depth, w->tool ? w->tool : "",
+						    w->args_hash ? w->args_hash : ""));
+		hot_argv_push(args, w->record_cost ? "cek" : "ce");
 		n++;
 	}
 	if (hc->bal) {
@@ -171,6 +195,8 @@ static int build(struct hot_check *hc, struct tg_arena *a, struct hot_argv *keys
 		hot_argv_push(keys, hot_reservation_key(a, hc->tenant_id, hc->customer_id, hc->reservation_id));
 		hot_argv_push(keys, hot_reservation_index(a, hc->tenant_id));
 		hot_argv_push(keys, hot_reservation_owners(a, hc->tenant_id));
+		hot_argv_push(keys, HOT_RESERVING_TENANTS);
+		hot_argv_push(args, hc->tenant_id);
 	}
 	return n;
 }
@@ -209,7 +235,7 @@ static void parse(struct hot_check *hc, const redisReply *r)
 			sent += hc->cs[i].subject != NULL;
 		for (size_t k = 1; k < r->elements; k++) {
 			int64_t want = int_at(r, k), seen = 0;
-			if (hc->bal && want == sent + 1)
+			if (hc->bal && want == sent + (hc->wf ? 2 : 1))
 				hc->bal->missing = true;
 			for (int i = 0; i < hc->n; i++) {
 				if (!hc->cs[i].subject)
@@ -252,6 +278,14 @@ static void parse(struct hot_check *hc, const redisReply *r)
 			c->reset_ms = hc->now_ms + (b > 0 ? b : 0);
 			c->retry_ms = c->allowed ? -1 : d;
 		}
+	}
+	if (hc->wf) {
+		struct hot_workflow *w = hc->wf;
+		w->allowed = int_at(r, pos) == 1;
+		w->code = (int)int_at(r, pos + 1);
+		w->calls = int_at(r, pos + 2);
+		w->spent = int_at(r, pos + 3);
+		pos += 4;
 	}
 	if (hc->bal) {
 		struct hot_balance *b = hc->bal;

@@ -1,6 +1,7 @@
 -- check.lua: test every counter of one check, then consume all or nothing.
 -- KEYS[1..n]: counter keys; when reserving KEYS[n+1] the reservation's hash (counter key → amount held),
--- KEYS[n+2] the tenant's expiry index (zset id → expiry), KEYS[n+3] the tenant's owner map (id → customer).
+-- KEYS[n+2] the tenant's expiry index (zset id → expiry), KEYS[n+3] the tenant's owner map (id → customer),
+-- KEYS[n+4] the set of tenants holding reservations (for the worker), ARGV[6 + 6n + 1] the tenant.
 -- ARGV[1] now_ms, ARGV[2] flags ("d" dry run, "r" reserve), ARGV[3] reservation expiry ms,
 -- ARGV[4] reservation id, ARGV[5] its customer, ARGV[6] n, then 6 per counter: type, limit, amount, p1, p2, flags.
 --   q  (quota)          p1 = ttl ms (0: none), p2 = rebuilt value ("" = unknown)
@@ -9,10 +10,14 @@
 --                       lowered applies to the level as it stands
 --   sl (sliding log)    p1 = window ms
 --   sw (sliding window, 100 sub-buckets) p1 = window ms
+--   wf (workflow guard) amount = the check's priced cost, p1 = "calls:depth:duration ms:duplicates:cost" maxima
+--                       (0 = none), p2 = "depth:tool|args_hash"; a tripped guard terminates the workflow for
+--                       good (later calls: code 10 + the guard); flag k adds the cost to what it has spent
 --   b  (balance gate)   amount = the check's priced cost, p1 = rebuilt "balance:minimum" ("" = unknown);
 --                       fits while available (balance - reserved) is above the minimum and stays at or
 --                       above it after the cost
--- flags: c consume when allowed, r reserve when allowed, e enforced (hard), i insert-if-missing only
+-- flags: c consume when allowed, r reserve when allowed, e enforced (hard); m / l: the quota's meter keeps the
+-- maximum / the latest value (usage is that value, not a sum)
 -- Amounts are integers in micro-units. Returns {status, then 4 per counter: fits, a, b, c}:
 --   status 1 allowed (and applied), 0 denied (nothing applied), -1 counters missing (then their indexes).
 local now = tonumber(ARGV[1])
@@ -70,7 +75,12 @@ for i = 1, n do
       local v = redis.call('HMGET', key, 'u', 'r')
       s.used, s.rsv = tonumber(v[1]) or 0, tonumber(v[2]) or 0
     end
-    if s.used then s.fits = s.used + s.rsv + amt <= limit end
+    s.agg = string.find(fl, 'm', 1, true) and 'm' or (string.find(fl, 'l', 1, true) and 'l' or 's')
+    if s.used then
+      if s.agg == 'm' then s.fits = math.max(s.used, amt) + s.rsv <= limit
+      elseif s.agg == 'l' then s.fits = amt + s.rsv <= limit
+      else s.fits = s.used + s.rsv + amt <= limit end
+    end
     s.ttl = tonumber(p1)
   elseif kind == 'tb' then
     s.win = tonumber(p2); s.rate = tonumber(p1)
@@ -87,6 +97,25 @@ for i = 1, n do
     end
     s.used = used; s.entries = es
     s.fits = used + amt <= limit
+  elseif kind == 'wf' then
+    local mc, md, mdur, mdup, mcost = string.match(p1, '^(%d+):(%d+):(%d+):(%d+):(%d+)$')
+    mc, md, mdur, mdup, mcost = tonumber(mc), tonumber(md), tonumber(mdur), tonumber(mdup), tonumber(mcost)
+    local depth, tool = string.match(p2, '^(%d+):(.*)$')
+    depth = tonumber(depth)
+    s.dupf = 'd:' .. tool
+    local v = redis.call('HMGET', key, 'n', 'f', 'c', 't', s.dupf)
+    s.calls, s.first, s.spent, s.term = tonumber(v[1]) or 0, tonumber(v[2]), tonumber(v[3]) or 0, tonumber(v[4])
+    local dups = tonumber(v[5]) or 0
+    s.code = 0
+    if s.term then s.code = 10 + s.term
+    elseif mc > 0 and s.calls + 1 > mc then s.code = 1
+    elseif mdup > 0 and dups + 1 > mdup then s.code = 2
+    elseif md > 0 and depth > md then s.code = 3
+    elseif mdur > 0 and s.first and now - s.first > mdur then s.code = 4
+    elseif mcost > 0 and s.spent + amt > mcost then s.code = 5
+    end
+    s.fits = s.code == 0
+    s.ttl = math.max(2 * mdur, 60000)
   elseif kind == 'b' then
     local v = redis.call('HMGET', key, 'b', 'r', 'm')
     if not v[1] then
@@ -129,14 +158,36 @@ for i = 1, n do
       if s.ttl > 0 then redis.call('PEXPIRE', s.key, s.ttl) end
     end
     if consume then
-      s.used = s.used + s.amt
-      redis.call('HINCRBY', s.key, 'u', s.amt)
+      if s.agg == 'm' then
+        if s.amt > s.used then s.used = s.amt; redis.call('HSET', s.key, 'u', s.amt) end
+      elseif s.agg == 'l' then
+        s.used = s.amt
+        redis.call('HSET', s.key, 'u', s.amt)
+      else
+        s.used = s.used + s.amt
+        redis.call('HINCRBY', s.key, 'u', s.amt)
+      end
       if s.ttl > 0 then redis.call('PEXPIRE', s.key, s.ttl) end
     elseif reserve then
       s.rsv = s.rsv + s.amt
       redis.call('HINCRBY', s.key, 'r', s.amt)
       if s.ttl > 0 then redis.call('PEXPIRE', s.key, s.ttl) end
       redis.call('HSET', KEYS[n + 1], s.key, s.amt)
+    end
+  elseif s.kind == 'wf' then
+    if not dry and s.code >= 1 and s.code <= 5 then
+      -- terminated for good, whatever else the check decided
+      redis.call('HSET', s.key, 't', s.code)
+      redis.call('PEXPIRE', s.key, s.ttl)
+    elseif consume then
+      s.calls = s.calls + 1
+      redis.call('HINCRBY', s.key, 'n', 1)
+      redis.call('HINCRBY', s.key, s.dupf, 1)
+      if not s.first then redis.call('HSET', s.key, 'f', now); redis.call('PEXPIRE', s.key, s.ttl) end
+      if s.amt ~= 0 and string.find(s.fl, 'k', 1, true) then
+        s.spent = s.spent + s.amt
+        redis.call('HINCRBY', s.key, 'c', s.amt)
+      end
     end
   elseif s.kind == 'b' then
     if s.init then redis.call('HSET', s.key, 'b', s.bal, 'r', 0, 'm', s.min) end
@@ -186,6 +237,7 @@ if reserving then
   redis.call('HSET', KEYS[n + 1], '_customer', ARGV[5])
   redis.call('ZADD', KEYS[n + 2], ARGV[3], ARGV[4])
   redis.call('HSET', KEYS[n + 3], ARGV[4], ARGV[5])
+  redis.call('SADD', KEYS[n + 4], ARGV[7 + n * 6])
 end
 
 local r = {apply and 1 or (deny and 0 or 1)}
@@ -194,6 +246,8 @@ for i = 1, n do
   local fits = s.fits and 1 or 0
   if s.kind == 'q' then
     r[#r + 1] = fits; r[#r + 1] = s.used; r[#r + 1] = s.rsv; r[#r + 1] = 0
+  elseif s.kind == 'wf' then
+    r[#r + 1] = fits; r[#r + 1] = s.code; r[#r + 1] = s.calls; r[#r + 1] = s.spent
   elseif s.kind == 'b' then
     r[#r + 1] = fits; r[#r + 1] = s.bal; r[#r + 1] = s.rsv; r[#r + 1] = s.min
   elseif s.kind == 'tb' then

@@ -44,8 +44,18 @@ int hot_apply_usage(const char *tenant_id, const struct policy_counter *cs, int 
 		sent++;
 	}
 	for (int i = 0; i < nbal; i++) {
-		if (!bal[i].owner || bal[i].amount == 0)
+		if ((!bal[i].owner && !bal[i].workflow_id) || bal[i].amount == 0)
 			continue;
+		if (bal[i].workflow_id) {
+			hot_argv_push(&keys, hot_workflow_key(a, tenant_id, bal[i].workflow_id));
+			hot_argv_push(&args, "w");
+			hot_argv_push(&args, hot_i64(a, bal[i].amount));
+			hot_argv_push(&args, "");
+			hot_argv_push(&args, "");
+			hot_argv_push(&args, "s");
+			sent++;
+			continue;
+		}
 		hot_argv_push(&keys, hot_balance_key(a, tenant_id, bal[i].owner));
 		hot_argv_push(&args, "b");
 		hot_argv_push(&args, hot_i64(a, bal[i].amount));
@@ -74,6 +84,41 @@ int hot_apply_usage(const char *tenant_id, const struct policy_counter *cs, int 
 		freeReplyObject(r);
 		return err->err;
 	}
+	freeReplyObject(r);
+	return 0;
+}
+
+int hot_reserving_tenants(json_t **ret, struct tg_error *err)
+{
+	const char *argv[] = {"SMEMBERS", HOT_RESERVING_TENANTS};
+	redisReply *r = hot_sync_argv(2, argv, NULL, err);
+
+	if (!r)
+		return err->err;
+	*ret = json_array();
+	if (r->type == REDIS_REPLY_ARRAY)
+		for (size_t i = 0; i < r->elements; i++)
+			if (r->element[i]->type == REDIS_REPLY_STRING)
+				json_array_append_new(*ret, json_stringn(r->element[i]->str, r->element[i]->len));
+	freeReplyObject(r);
+	return 0;
+}
+
+int hot_reservations_forget_tenant(const char *tenant_id, struct tg_error *err)
+{
+	struct tg_arena a;
+	redisReply *r;
+
+	/* only when its index is empty: a reservation made meanwhile keeps it listed */
+	tg_arena_init(&a);
+	const char *keys[] = {hot_reservation_index(&a, tenant_id), HOT_RESERVING_TENANTS};
+	const char *argv[] = {"EVAL",
+			      "if redis.call('ZCARD', KEYS[1]) == 0 then return redis.call('SREM', KEYS[2], ARGV[1]) end return 0",
+			      "2", keys[0], keys[1], tenant_id};
+	r = hot_sync_argv(6, argv, NULL, err);
+	tg_arena_release(&a);
+	if (!r)
+		return err->err;
 	freeReplyObject(r);
 	return 0;
 }
@@ -150,4 +195,47 @@ int hot_balance(const char *tenant_id, const char *owner, enum hot_balance_op op
 	ret->allowed = rc == 1;
 	freeReplyObject(r);
 	return rc < 0 ? HOT_BALANCE_MISSING : rc;
+}
+
+int hot_init_counters(const char *tenant_id, const struct policy_counter *cs, int n, int64_t now_ms,
+		      const struct hot_balance *bal, struct tg_arena *a, struct tg_error *err)
+{
+	struct hot_argv keys = {.a = a}, args = {.a = a};
+	int sent = 0;
+	redisReply *r;
+
+	hot_argv_push(&args, hot_i64(a, now_ms));
+	hot_argv_push(&args, "0");
+	for (int i = 0; i < n; i++) {
+		const struct policy_counter *c = &cs[i];
+		if (!c->subject || !c->has_init)
+			continue;
+		int64_t ttl = c->period_end_ms == INT64_MAX ? 0 : c->period_end_ms - now_ms + INT64_C(86400000);
+		hot_argv_push(&keys, hot_counter_key(a, tenant_id, c));
+		hot_argv_push(&args, "qi");
+		hot_argv_push(&args, hot_i64(a, c->init));
+		hot_argv_push(&args, hot_i64(a, ttl > 0 ? ttl : 86400000));
+		hot_argv_push(&args, "");
+		hot_argv_push(&args, "s");
+		sent++;
+	}
+	if (bal && bal->has_init) {
+		hot_argv_push(&keys, hot_balance_key(a, tenant_id, bal->owner));
+		hot_argv_push(&args, "bi");
+		hot_argv_push(&args, hot_i64(a, bal->init_balance));
+		hot_argv_push(&args, hot_i64(a, bal->init_minimum));
+		hot_argv_push(&args, "");
+		hot_argv_push(&args, "s");
+		sent++;
+	}
+	if (sent == 0)
+		return 0;
+	args.v[1] = hot_i64(a, sent);
+	args.len[1] = strlen(args.v[1]);
+	hot_argv_push(&args, "0");
+	r = hot_sync_script(&hot_script_usage, keys.n, keys.v, args.n, args.v, err);
+	if (!r)
+		return err->err;
+	freeReplyObject(r);
+	return 0;
 }

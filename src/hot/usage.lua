@@ -5,6 +5,9 @@
 --   tb (token bucket) p1 = capacity, p2 = "refill per window:window ms"; the level may pass the capacity (debt)
 --   sl / sw           p1 = window ms
 --   b  (balance)      amount added to the balance (negative: a priced debit), only if the key exists
+--   w  (workflow)     priced cost recorded under a workflow id (kept a day when the workflow is unknown)
+--   qi (quota init)   set a lost counter to its rebuilt value (amount) if it is still missing; p1 = ttl ms
+--   bi (balance init) set a lost balance if still missing: amount = balance, p1 = minimum
 -- Then reservation releases: ARGV[3+5n] their count r, then r ids; KEYS after the counters, 3 per
 -- reservation: its hash (counter key → amount held), the tenant's expiry index and owner map.
 local now = tonumber(ARGV[1])
@@ -26,6 +29,16 @@ for i = 1, n do
     end
   elseif kind == 'b' then
     if redis.call('EXISTS', key) == 1 then redis.call('HINCRBY', key, 'b', amt) end
+  elseif kind == 'qi' then
+    if redis.call('EXISTS', key) == 0 then
+      redis.call('HSET', key, 'u', amt, 'r', 0)
+      if tonumber(p1) > 0 then redis.call('PEXPIRE', key, tonumber(p1)) end
+    end
+  elseif kind == 'bi' then
+    if redis.call('EXISTS', key) == 0 then redis.call('HSET', key, 'b', amt, 'r', 0, 'm', tonumber(p1)) end
+  elseif kind == 'w' then
+    redis.call('HINCRBY', key, 'c', amt)
+    if redis.call('PTTL', key) < 0 then redis.call('PEXPIRE', key, 86400000) end
   elseif kind == 'tb' then
     local rate, win = string.match(p2, '^(%d+):(%d+)$')
     rate, win = tonumber(rate), tonumber(win)

@@ -443,6 +443,12 @@ int policy_limit_parse(const json_t *spec, const struct policy_tenant *t, struct
 	on_exceed = json_object_get(spec, "on_exceed");
 	if (on_exceed && !json_is_null(on_exceed) && (rc = parse_on_exceed(on_exceed, l, err)) < 0)
 		goto fail;
+	if (l->fallback && policy_filter_matches(l, l->fallback, l->nfallback)) {
+		/* the fallback would be judged by this very limit again: a loop, refused here */
+		rc = tg_jf_bad(err, "on_exceed", "dimensions",
+			       "the fallback dimensions still match this limit's filter: it would fall back to itself");
+		goto fail;
+	}
 	build_slot(l);
 	l->json = policy_limit_json(l);
 	return 0;
@@ -666,6 +672,8 @@ struct policy_tenant *policy_compile(const json_t *config, struct tg_error *err)
 	t->index = ix;
 	t->id = tg_strdup(json_string_value(json_object_get(tenant, "id")) ? json_string_value(json_object_get(tenant, "id")) : "");
 	t->test_mode = json_is_true(json_object_get(tenant, "test_mode"));
+	if (json_is_string(json_object_get(tenant, "created_at")))
+		tg_time_parse(json_string_value(json_object_get(tenant, "created_at")), &t->created_ms);
 	tg_json_get_i64(json_object_get(tenant, "clock_offset_ms"), 0, INT64_MAX / 2, &offset);
 	t->clock_offset_ms = t->test_mode ? offset : 0;
 	t->default_tier = dup_or_null(json_string_value(json_object_get(tenant, "default_tier")));
@@ -705,6 +713,8 @@ struct policy_tenant *policy_compile(const json_t *config, struct tg_error *err)
 		}
 		json_object_set(l->json, "created_at", json_object_get(row, "created_at"));
 		json_object_set(l->json, "updated_at", json_object_get(row, "updated_at"));
+		if (json_is_string(json_object_get(row, "created_at")))
+			tg_time_parse(json_string_value(json_object_get(row, "created_at")), &l->created_ms);
 		t->nlimits++;
 	}
 	/* index only after the array stopped moving */

@@ -17,6 +17,7 @@ struct entry {
 static struct stripe {
 	pthread_mutex_t lock;
 	struct tg_map map;
+	uint64_t generation; /* bumped by every forget: a load that began before one must not be kept */
 } stripes[STRIPES];
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 
@@ -70,22 +71,42 @@ bool policy_customer_get(const char *tenant_id, const char *customer_id, struct 
 	return hit;
 }
 
-void policy_customer_put(const char *tenant_id, const char *customer_id, const char *tier, const char *parent_id,
-			 bool has_balance)
+uint64_t policy_customer_generation(const char *tenant_id, const char *customer_id)
+{
+	char key[320];
+	size_t n = make_key(key, sizeof(key), tenant_id, customer_id);
+	struct stripe *s = stripe_of(key, n);
+	uint64_t g;
+
+	pthread_mutex_lock(&s->lock);
+	g = s->generation;
+	pthread_mutex_unlock(&s->lock);
+	return g;
+}
+
+bool policy_customer_put(const char *tenant_id, const char *customer_id, const char *tier, const char *parent_id,
+			 bool has_balance, uint64_t generation)
 {
 	char key[320];
 	size_t n = make_key(key, sizeof(key), tenant_id, customer_id);
 	struct stripe *s = stripe_of(key, n);
 	struct entry *e = tg_calloc(1, sizeof(*e));
+	bool kept = false;
 
 	e->tier = tier ? tg_strdup(tier) : NULL;
 	e->parent_id = parent_id ? tg_strdup(parent_id) : NULL;
 	e->has_balance = has_balance;
 	pthread_mutex_lock(&s->lock);
-	if (s->map.len >= STRIPE_MAX)
-		tg_map_release(&s->map, entry_free);
-	entry_free(tg_map_put(&s->map, key, e));
+	if (s->generation == generation) {
+		if (s->map.len >= STRIPE_MAX)
+			tg_map_release(&s->map, entry_free);
+		entry_free(tg_map_put(&s->map, key, e));
+		e = NULL;
+		kept = true;
+	}
 	pthread_mutex_unlock(&s->lock);
+	entry_free(e);
+	return kept;
 }
 
 void policy_customer_forget(const char *tenant_id, const char *customer_id)
@@ -96,6 +117,7 @@ void policy_customer_forget(const char *tenant_id, const char *customer_id)
 
 	pthread_mutex_lock(&s->lock);
 	entry_free(tg_map_del(&s->map, key));
+	s->generation++;
 	pthread_mutex_unlock(&s->lock);
 }
 

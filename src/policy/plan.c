@@ -204,3 +204,54 @@ int policy_plan_all(const struct policy_tenant *t, const struct policy_subject *
 	*ret = p.cs;
 	return p.n;
 }
+
+const char *const policy_guard_names[] = {"max_tool_calls", "duplicate_threshold", "max_depth", "max_duration",
+					  "max_cost"};
+
+static void tighten(int64_t *have, int64_t v, const struct policy_limit **from, const struct policy_limit *l)
+{
+	if (v > 0 && (*have == 0 || v < *have)) {
+		*have = v;
+		*from = l;
+	}
+}
+
+static void guard_from(struct policy_workflow *w, const struct policy_limit *l)
+{
+	tighten(&w->max_calls, l->max_tool_calls, &w->from[0], l);
+	tighten(&w->max_duplicates, l->duplicate_threshold, &w->from[1], l);
+	tighten(&w->max_depth, l->max_depth, &w->from[2], l);
+	tighten(&w->max_duration_s, l->max_duration_s, &w->from[3], l);
+	tighten(&w->max_cost, l->max_cost, &w->from[4], l);
+}
+
+bool policy_workflow_guard(const struct policy_tenant *t, const struct policy_subject *s, struct policy_workflow *out)
+{
+	const struct policy_limit_list *wl = t->index ? &t->index->workflow : NULL;
+	enum policy_scope level = SCOPE_DEFAULT;
+
+	memset(out, 0, sizeof(*out));
+	if (!wl || wl->n == 0)
+		return false;
+	/* workflow guards fill one slot: the customer's, else its tier's, else the default ones */
+	for (int i = 0; i < wl->n; i++) {
+		const struct policy_limit *l = wl->items[i];
+		if (l->scope == SCOPE_CUSTOMER && s->customer_id && !strcmp(l->customer_id, s->customer_id))
+			level = SCOPE_CUSTOMER;
+		else if (l->scope == SCOPE_TIER && s->tier && !strcmp(l->tier, s->tier) && level != SCOPE_CUSTOMER)
+			level = SCOPE_TIER;
+	}
+	for (int i = 0; i < wl->n; i++) {
+		const struct policy_limit *l = wl->items[i];
+		bool mine = (l->scope == SCOPE_CUSTOMER && level == SCOPE_CUSTOMER && s->customer_id &&
+			     !strcmp(l->customer_id, s->customer_id)) ||
+			    (l->scope == SCOPE_TIER && level == SCOPE_TIER && s->tier && !strcmp(l->tier, s->tier)) ||
+			    (l->scope == SCOPE_DEFAULT && level == SCOPE_DEFAULT) || l->scope == SCOPE_PLATFORM;
+		if (mine)
+			guard_from(out, l);
+	}
+	for (int i = 0; i < 5; i++)
+		if (out->from[i])
+			return true;
+	return false;
+}

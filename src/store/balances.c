@@ -12,8 +12,10 @@
 	"id, customer_id, amount, kind, description, idempotency_key, event_id, reservation_id, balance_after, " \
 	"tg_ts(created_at) AS created_at"
 
+/* A new wallet is 'new' until its first movement: setting it up fires no crossings. */
 static struct store_stmt q_ensure = STORE_STMT(
-	"INSERT INTO balances (tenant_id, customer_id) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING 1 AS created", 2);
+	"INSERT INTO balances (tenant_id, customer_id, state) VALUES ($1, $2, 'new') ON CONFLICT DO NOTHING "
+	"RETURNING 1 AS created", 2);
 
 int store_balance_ensure(const char *tenant_id, const char *customer_id, bool *created, struct tg_error *err)
 {
@@ -63,6 +65,8 @@ static const char *state_of(tg_fixed balance, tg_fixed minimum, const tg_fixed *
 static int crossings(const char *tenant_id, const char *before, json_t *row, struct tg_error *err)
 {
 	const char *after = store_str(row, "state");
+	if (!strcmp(before, "new"))
+		return 0;
 	json_t *data = tg_json_obj("customer_id", json_incref(json_object_get(row, "customer_id")), "balance",
 				   json_incref(json_object_get(row, "balance")), "minimum_balance",
 				   json_incref(json_object_get(row, "minimum_balance")), "low_balance_threshold",
@@ -158,7 +162,7 @@ int store_balance_settings(const char *tenant_id, const char *customer_id, bool 
 		tg_fixed b = store_get_fixed(row, "balance", 0), m = store_get_fixed(row, "minimum_balance", 0);
 		tg_fixed l = store_get_fixed(row, "low_balance_threshold", 0);
 		bool has_low = !json_is_null(json_object_get(row, "low_balance_threshold"));
-		const char *sp[] = {tenant_id, customer_id, state_of(b, m, has_low ? &l : NULL)};
+		const char *sp[] = {tenant_id, customer_id, !strcmp(before, "new") ? "new" : state_of(b, m, has_low ? &l : NULL)};
 		json_decref(row);
 		row = NULL;
 		if ((rc = store_exec1(&q_state, sp, &row, err)) < 0 || (rc = crossings(tenant_id, before, row, err)) < 0)

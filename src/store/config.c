@@ -9,7 +9,7 @@
 	"json_build_object("                                                                            \
 	" 'tenant', json_build_object('id', " t ".id, 'test_mode', " t ".test_mode,"                     \
 	"   'clock_offset_ms', " t ".clock_offset_ms, 'default_tier', " t ".default_tier,"                \
-	"   'auto_create_customers', " t ".auto_create_customers),"                                       \
+	"   'auto_create_customers', " t ".auto_create_customers, 'created_at', tg_ts(" t ".created_at)),"   \
 	" 'meters', COALESCE((SELECT json_agg(json_build_object('spec', spec, 'created_at', tg_ts(created_at)," \
 	"   'updated_at', tg_ts(updated_at)) ORDER BY seq) FROM meters WHERE tenant_id = " t ".id), '[]'::json)," \
 	" 'limits', COALESCE((SELECT json_agg(json_build_object('spec', spec, 'created_at', tg_ts(created_at)," \

@@ -15,6 +15,8 @@
 
 struct conn_state {
 	PGconn *pg;
+	int depth;    /* nested store_begin() calls: only the outermost talks to PostgreSQL */
+	bool doomed;  /* an inner level rolled back: the outermost must too */
 	unsigned char prepared[STMT_MAX];
 	int64_t affected;
 	char sqlstate[8];
@@ -48,6 +50,8 @@ static void conn_close(struct conn_state *cs)
 	if (cs->pg)
 		PQfinish(cs->pg);
 	cs->pg = NULL;
+	cs->depth = 0;
+	cs->doomed = false;
 	memset(cs->prepared, 0, sizeof(cs->prepared));
 }
 
@@ -291,22 +295,64 @@ int store_exec_raw(const char *sql, struct tg_error *err)
 	return 0;
 }
 
+/*
+ * Transactions nest: a handler's store calls may open their own, and the
+ * request wrapper (audit) opens one around them all. Only the outermost
+ * BEGIN and COMMIT reach PostgreSQL; an inner rollback dooms the outer
+ * transaction, whose COMMIT then rolls back and reports the failure.
+ */
 int store_begin(struct tg_error *err)
 {
-	return store_exec_raw("BEGIN", err);
+	int rc;
+
+	if (tls && tls->pg && tls->depth > 0) {
+		tls->depth++;
+		return 0;
+	}
+	if ((rc = store_exec_raw("BEGIN", err)) == 0) {
+		tls->depth = 1;
+		tls->doomed = false;
+	}
+	return rc;
 }
 
 int store_commit(struct tg_error *err)
 {
-	return store_exec_raw("COMMIT", err);
+	int rc;
+
+	if (!tls || !tls->pg || tls->depth <= 0)
+		return tg_fail(err, TG_EUNAVAIL, "database_unavailable", NULL, "the transaction was lost; retry");
+	if (--tls->depth > 0)
+		return 0;
+	if (tls->doomed) {
+		store_exec_raw("ROLLBACK", err);
+		tls->doomed = false;
+		return tg_fail(err, TG_EUNAVAIL, "conflict_retry", NULL, "the change could not be completed; retry");
+	}
+	rc = store_exec_raw("COMMIT", err);
+	return rc;
 }
 
 void store_rollback(void)
 {
 	struct tg_error e;
 
-	if (tls && tls->pg && PQtransactionStatus(tls->pg) != PQTRANS_IDLE)
+	if (!tls || !tls->pg)
+		return;
+	if (tls->depth > 1) {
+		tls->depth--;
+		tls->doomed = true;
+		return;
+	}
+	tls->depth = 0;
+	tls->doomed = false;
+	if (PQtransactionStatus(tls->pg) != PQTRANS_IDLE)
 		store_exec_raw("ROLLBACK", &e);
+}
+
+bool store_in_transaction(void)
+{
+	return tls && tls->pg && tls->depth > 0;
 }
 
 /* ---- parameters and rows ---- */

@@ -275,6 +275,14 @@ int store_webhook_queue_depth(int64_t *pending, int64_t *failed, struct tg_error
 
 /* ---- duties ---- */
 
+static struct store_stmt q_lock = STORE_STMT("SELECT pg_advisory_xact_lock(hashtext($1))", 1);
+
+int store_xact_lock(const char *key, struct tg_error *err)
+{
+	const char *p[] = {key};
+	return store_exec(&q_lock, p, NULL, err);
+}
+
 static struct store_stmt q_try_lock = STORE_STMT("SELECT pg_try_advisory_xact_lock(hashtext($1)) AS locked", 1);
 
 int store_try_xact_lock(const char *key, bool *locked, struct tg_error *err)
@@ -360,6 +368,25 @@ int store_period_close(const char *tenant_id, const char *limit_id, const char *
 	*written = rc == 0 && row;
 	json_decref(row);
 	return rc;
+}
+
+static struct store_stmt q_first_usage = STORE_STMT(
+	"SELECT (extract(epoch FROM min(hour)) * 1000)::bigint AS ms FROM usage_rollups WHERE tenant_id = $1 "
+	"AND ($2::text IS NULL OR meter_id = $2) AND hour >= to_timestamp($3::bigint / 1000.0)", 3);
+
+int store_first_usage(const char *tenant_id, const char *meter_id, int64_t from_ms, int64_t *ret_ms,
+		      struct tg_error *err)
+{
+	char f[STORE_I64_BUFSZ];
+	const char *p[] = {tenant_id, meter_id, store_i64(from_ms, f)};
+	json_t *row;
+	int rc = store_exec1(&q_first_usage, p, &row, err);
+
+	if (rc < 0)
+		return rc;
+	*ret_ms = json_is_null(json_object_get(row, "ms")) ? -1 : store_int(row, "ms", -1);
+	json_decref(row);
+	return 0;
 }
 
 static struct store_stmt q_summary = STORE_STMT(

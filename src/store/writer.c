@@ -423,9 +423,17 @@ static int write_notices(const char *tenant, struct store_submission **subs, int
 			struct store_notice *x = &subs[s]->notices[k];
 			struct tg_error perr;
 			json_t *data = tg_json_parse(x->data_json, strlen(x->data_json), false, &perr);
+			bool fresh = true;
 			if (!data)
 				continue;
-			rc = store_outbox_add(tenant, x->type, data, x->once_key, NULL, err);
+			rc = store_outbox_add(tenant, x->type, data, x->once_key, &fresh, err);
+			if (rc == 0 && fresh && x->audit_action) {
+				/* the same once-key rations the audit entries of repeated denials */
+				struct store_audit a = {.actor = x->actor ? x->actor : "system", .action = x->audit_action,
+							.resource_type = x->resource_type, .resource_id = x->resource_id,
+							.after = data};
+				rc = store_audit_add(tenant, &a, err);
+			}
 			json_decref(data);
 		}
 	}
@@ -656,7 +664,17 @@ static void *writer_main(void *arg)
 			pthread_mutex_unlock(&W.lock);
 			break;
 		}
-		while (W.head && (n == 0 || events + W.head->n <= W.batch_max)) {
+		if (W.head->run) {
+			struct store_submission *call = W.head;
+			W.head = call->next;
+			if (!W.head)
+				W.tail = &W.head;
+			pthread_mutex_unlock(&W.lock);
+			call->run(call->run_arg);
+			call->done(call);
+			continue;
+		}
+		while (W.head && !W.head->run && (n == 0 || events + W.head->n <= W.batch_max)) {
 			struct store_submission *s = W.head;
 			W.head = s->next;
 			if (n == cap) {
@@ -705,6 +723,46 @@ void store_writer_submit(struct store_submission *s)
 	W.queued_events += s->n;
 	pthread_cond_signal(&W.cond);
 	pthread_mutex_unlock(&W.lock);
+}
+
+struct call {
+	struct store_submission sub;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool done;
+};
+
+static void call_done(struct store_submission *sub)
+{
+	struct call *c = (struct call *)sub;
+
+	pthread_mutex_lock(&c->lock);
+	c->done = true;
+	pthread_cond_signal(&c->cond);
+	pthread_mutex_unlock(&c->lock);
+}
+
+void store_writer_run(void (*fn)(void *arg), void *arg)
+{
+	struct call c;
+
+	memset(&c, 0, sizeof(c));
+	if (!W.running) {
+		fn(arg); /* no writer (tools, tests): nothing to interleave with */
+		return;
+	}
+	pthread_mutex_init(&c.lock, NULL);
+	pthread_cond_init(&c.cond, NULL);
+	c.sub.run = fn;
+	c.sub.run_arg = arg;
+	c.sub.done = call_done;
+	store_writer_submit(&c.sub);
+	pthread_mutex_lock(&c.lock);
+	while (!c.done)
+		pthread_cond_wait(&c.cond, &c.lock);
+	pthread_mutex_unlock(&c.lock);
+	pthread_mutex_destroy(&c.lock);
+	pthread_cond_destroy(&c.cond);
 }
 
 void store_writer_stop(void)

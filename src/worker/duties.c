@@ -6,6 +6,7 @@
 #include "tollgate/hot.h"
 #include "tollgate/json.h"
 #include "tollgate/log.h"
+#include "tollgate/map.h"
 #include "tollgate/metrics.h"
 #include "tollgate/policy.h"
 #include "tollgate/store.h"
@@ -18,47 +19,53 @@ static bool duties_running;
 
 int duties_expire_reservations(void)
 {
-	size_t nt;
-	char **tenants = policy_registry_tenants(&nt);
+	json_t *tenants = NULL, *tid;
+	struct tg_error err;
+	size_t i;
 	int released = 0;
 
-	for (size_t i = 0; i < nt; i++) {
-		struct policy_tenant *t = policy_registry_get(tenants[i]);
-		struct tg_error err;
+	if (hot_reserving_tenants(&tenants, &err) < 0)
+		return 0; /* Redis is down: next pass */
+	json_array_foreach(tenants, i, tid) {
+		const char *tenant = json_string_value(tid);
+		struct policy_tenant *t = policy_registry_get(tenant);
 		json_t *due = NULL, *id;
 		size_t k;
 
 		if (!t)
 			continue;
 		int64_t now = policy_now(t, tg_now_ms());
-		if (hot_reservations_due(tenants[i], now, 1000, &due, &err) < 0) {
+		if (hot_reservations_due(tenant, now, 1000, &due, &err) < 0) {
 			policy_tenant_unref(t);
-			log_warn("reservation expiry skipped", "%s", err.detail);
-			break; /* Redis is down: try again next pass */
+			break;
 		}
 		json_array_foreach(due, k, id) {
 			char customer[TG_ID_MAX + 1];
 			struct tg_arena a;
 			struct hot_release rel;
-			if (hot_reservation_owner(tenants[i], json_string_value(id), customer, sizeof(customer), &err) < 0)
+			if (hot_reservation_owner(tenant, json_string_value(id), customer, sizeof(customer), &err) < 0)
 				break;
 			rel.customer_id = customer;
 			rel.reservation_id = json_string_value(id);
 			tg_arena_init(&a);
-			if (hot_apply_usage(tenants[i], NULL, 0, now, NULL, 0, &rel, 1, &a, &err) == 0)
+			if (hot_apply_usage(tenant, NULL, 0, now, NULL, 0, &rel, 1, &a, &err) == 0)
 				released++;
 			tg_arena_release(&a);
 		}
+		if (json_array_size(due) == 0)
+			hot_reservations_forget_tenant(tenant, &err);
 		json_decref(due);
 		policy_tenant_unref(t);
 	}
-	for (size_t i = 0; i < nt; i++)
-		free(tenants[i]);
-	free(tenants);
+	json_decref(tenants);
 	return released;
 }
 
 #define MAX_PERIODS_PER_PASS 48
+#define PASS_BUDGET_US 250000
+
+/* When each (tenant, duty) has work again, on the tenant's clock: a duty is not even looked at before. */
+static struct tg_map next_due = TG_MAP_INIT;
 
 /* Does limit l apply to subject (a customer id, or "*" for the platform) as its own counter? */
 static bool applies(const struct policy_tenant *t, const struct policy_limit *l, const char *subject,
@@ -90,10 +97,10 @@ static json_t *filter_json(const struct policy_limit *l)
 	return f;
 }
 
-/* Close one finished period of a limit: its history and limit.reset for every subject that had usage. */
-static int close_period(const struct policy_tenant *t, const struct policy_limit *l, int64_t start, int64_t end,
-			struct tg_error *err)
+/* limit.reset: one finished period of a limit, for every subject that had usage, with its history row. */
+static int close_limit(const struct policy_tenant *t, const void *arg, int64_t start, int64_t end, struct tg_error *err)
 {
+	const struct policy_limit *l = arg;
 	json_t *f = filter_json(l), *rows = NULL, *infos = NULL, *row;
 	char *ftext = tg_json_dumps(f);
 	struct store_array ids = {0};
@@ -145,59 +152,6 @@ out:
 	return rc;
 }
 
-/* Run one duty of one tenant under its advisory lock: periods [done_to, upto) in steps of next(). */
-static int run_duty(const struct policy_tenant *t, const char *duty, int64_t upto, int64_t (*next)(int64_t, const void *),
-		    int (*close)(const struct policy_tenant *, const void *, int64_t, int64_t, struct tg_error *),
-		    const void *arg, struct tg_error *err)
-{
-	char lockname[300];
-	bool locked, found;
-	int64_t done_to;
-	int rc;
-
-	snprintf(lockname, sizeof(lockname), "duty|%s|%s", t->id, duty);
-	if ((rc = store_begin(err)) < 0)
-		return rc;
-	if ((rc = store_try_xact_lock(lockname, &locked, err)) < 0 || !locked)
-		goto end; /* another instance runs it now */
-	if ((rc = store_duty_progress(t->id, duty, &done_to, &found, err)) < 0)
-		goto end;
-	if (!found) {
-		/* first sight of this duty: periods close from the current one on */
-		rc = store_duty_advance(t->id, duty, upto, err);
-		goto end;
-	}
-	for (int k = 0; k < MAX_PERIODS_PER_PASS && done_to < upto; k++) {
-		int64_t end = next(done_to, arg);
-		if ((rc = close(t, arg, done_to, end, err)) < 0 || (rc = store_duty_advance(t->id, duty, end, err)) < 0)
-			goto end;
-		done_to = end;
-	}
-end:
-	if (rc == 0)
-		rc = store_commit(err);
-	if (rc < 0)
-		store_rollback();
-	return rc;
-}
-
-static int64_t next_period(int64_t start, const void *arg)
-{
-	const struct policy_limit *l = arg;
-	return policy_period_end(l->period, policy_period_start(l->period, start));
-}
-
-static int close_limit(const struct policy_tenant *t, const void *arg, int64_t start, int64_t end, struct tg_error *err)
-{
-	return close_period(t, arg, start, end, err);
-}
-
-static int64_t next_day(int64_t start, const void *arg)
-{
-	(void)arg;
-	return policy_period_end(PERIOD_DAY, policy_period_start(PERIOD_DAY, start));
-}
-
 /* usage.summary: one per customer with usage on a finished UTC day (tenant clock). */
 static int summarise_day(const struct policy_tenant *t, const void *arg, int64_t start, int64_t end,
 			 struct tg_error *err)
@@ -217,11 +171,11 @@ static int summarise_day(const struct policy_tenant *t, const void *arg, int64_t
 		row = json_array_get(rows, i);
 		const char *subject = row ? store_str(row, "subject") : NULL;
 		if (current && (!subject || strcmp(subject, current) != 0)) {
+			char key[300];
 			json_t *data = tg_json_obj("customer_id", json_string(current), "date", json_string(day),
 						   "period_start", tg_json_time(start), "period_end", tg_json_time(end),
 						   "usage", usage, NULL);
 			usage = NULL;
-			char key[300];
 			snprintf(key, sizeof(key), "summary|%s|%s", current, day);
 			rc = store_outbox_add(t->id, "usage.summary", data, key, NULL, err);
 			json_decref(data);
@@ -239,29 +193,88 @@ static int summarise_day(const struct policy_tenant *t, const void *arg, int64_t
 	return rc;
 }
 
+typedef int (*close_fn)(const struct policy_tenant *, const void *, int64_t, int64_t, struct tg_error *);
+
+/*
+ * One duty of one tenant, under its advisory lock (so one instance runs it at a time), resuming from its
+ * progress row: every finished period from there to now is closed, skipping straight over stretches
+ * without usage. A duty never seen starts at the period its tenant or limit was created in.
+ */
+static int run_duty(const struct policy_tenant *t, const char *duty, enum policy_period period, const char *meter,
+		    int64_t since_ms, close_fn close, const void *arg, struct tg_error *err)
+{
+	char key[300], lockname[320];
+	int64_t now = policy_now(t, tg_now_ms()), upto = policy_period_start(period, now), done_to, first;
+	bool locked, found;
+	int rc;
+
+	snprintf(key, sizeof(key), "%s|%s", t->id, duty);
+	if ((int64_t)(intptr_t)tg_map_get(&next_due, key) > now)
+		return 0;
+	snprintf(lockname, sizeof(lockname), "duty|%s", key);
+	if ((rc = store_begin(err)) < 0)
+		return rc;
+	if ((rc = store_try_xact_lock(lockname, &locked, err)) < 0 || !locked)
+		goto end; /* another instance runs it now */
+	if ((rc = store_duty_progress(t->id, duty, &done_to, &found, err)) < 0)
+		goto end;
+	if (!found)
+		done_to = policy_period_start(period, since_ms < now ? since_ms : now);
+	for (int k = 0; k < MAX_PERIODS_PER_PASS && done_to < upto; k++) {
+		if ((rc = store_first_usage(t->id, meter, done_to, &first, err)) < 0)
+			goto end;
+		if (first < 0 || first >= upto) {
+			done_to = upto; /* nothing to close before the current period */
+			break;
+		}
+		if (first > done_to)
+			done_to = policy_period_start(period, first);
+		int64_t end = policy_period_end(period, done_to);
+		if ((rc = close(t, arg, done_to, end, err)) < 0)
+			goto end;
+		done_to = end;
+	}
+	rc = store_duty_advance(t->id, duty, done_to, err);
+end:
+	if (rc == 0)
+		rc = store_commit(err);
+	if (rc < 0) {
+		store_rollback();
+		return rc;
+	}
+	if (locked && done_to >= upto)
+		tg_map_put(&next_due, key, (void *)(intptr_t)policy_period_end(period, upto));
+	return 0;
+}
+
 void duties_close_periods(void)
 {
+	static size_t cursor;
 	size_t nt;
 	char **tenants = policy_registry_tenants(&nt);
+	int64_t started = tg_mono_us();
 
-	for (size_t i = 0; i < nt; i++) {
+	/* round robin within a time budget: many tenants never starve the other duties */
+	for (size_t k = 0; k < nt && tg_mono_us() - started < PASS_BUDGET_US; k++) {
+		size_t i = (cursor + k) % nt;
 		struct policy_tenant *t = policy_registry_get(tenants[i]);
 		struct tg_error err;
 		if (!t)
 			continue;
-		int64_t now = policy_now(t, tg_now_ms());
-		for (int k = 0; k < t->nlimits; k++) {
-			const struct policy_limit *l = &t->limits[k];
+		for (int j = 0; j < t->nlimits; j++) {
+			const struct policy_limit *l = &t->limits[j];
 			char duty[200];
 			if (l->kind != POLICY_QUOTA || l->period == PERIOD_ALL_TIME)
 				continue;
 			snprintf(duty, sizeof(duty), "reset:%s:%s", l->id, policy_period_names[l->period]);
-			if (run_duty(t, duty, policy_period_start(l->period, now), next_period, close_limit, l, &err) < 0)
+			if (run_duty(t, duty, l->period, l->meter->id, l->created_ms ? l->created_ms : t->created_ms,
+				     close_limit, l, &err) < 0)
 				log_warn("period close failed", "tenant %s limit %s: %s", t->id, l->id, err.detail);
 		}
-		if (run_duty(t, "summary", policy_period_start(PERIOD_DAY, now), next_day, summarise_day, NULL, &err) < 0)
+		if (run_duty(t, "summary", PERIOD_DAY, NULL, t->created_ms, summarise_day, NULL, &err) < 0)
 			log_warn("usage summary failed", "tenant %s: %s", t->id, err.detail);
 		policy_tenant_unref(t);
+		cursor = i + 1;
 	}
 	for (size_t i = 0; i < nt; i++)
 		free(tenants[i]);
@@ -290,7 +303,7 @@ static void *duties_main(void *arg)
 	while (!atomic_load(&duties_stopping)) {
 		int64_t started = tg_mono_us();
 		tg_metric_add(expired, duties_expire_reservations());
-		if (started - last_close >= INT64_C(2) * 1000000) {
+		if (started - last_close >= INT64_C(1) * 1000000) {
 			duties_close_periods();
 			last_close = started;
 		}

@@ -6,6 +6,7 @@
 #include "tollgate/auth.h"
 #include "tollgate/hot.h"
 #include "tollgate/log.h"
+#include "tollgate/map.h"
 #include "tollgate/policy.h"
 #include "tollgate/store.h"
 #include "tollgate/util.h"
@@ -17,65 +18,140 @@ static pthread_t reload_thread;
 static _Atomic bool reload_stopping;
 static bool reload_running;
 
-/* Compile a tenant's configuration and publish it (or drop the tenant when config is NULL). */
-static int publish(const char *tenant_id, const json_t *config, struct tg_error *err)
-{
-	struct policy_tenant *t;
+/*
+ * Freshness: every load notes when it started reading (monotonic µs) and a
+ * tenant's keys and snapshot are replaced only by data read later than what
+ * is in place. So a slow full reload cannot put back what a notification or a
+ * handler's own reload has already replaced with newer data.
+ */
+static pthread_mutex_t fresh_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct tg_map fresh = TG_MAP_INIT; /* tenant → stamp of the data in place */
 
-	if (!config) {
-		policy_registry_put(tenant_id, NULL);
-		return 0;
-	}
-	t = policy_compile(config, err);
-	if (!t)
+/* Compile and publish a tenant's keys and configuration if newer than what is in place. */
+static int publish(const char *tenant_id, const json_t *keys, const json_t *config, int64_t stamp,
+		   struct tg_error *err)
+{
+	struct policy_tenant *t = NULL;
+
+	if (config && !(t = policy_compile(config, err)))
 		return err->err;
-	policy_registry_put(tenant_id, t);
+	pthread_mutex_lock(&fresh_lock);
+	int64_t in_place = (int64_t)(intptr_t)tg_map_get(&fresh, tenant_id);
+	if (stamp >= in_place) {
+		tg_map_put(&fresh, tenant_id, (void *)(intptr_t)stamp);
+		auth_keys_set_tenant(tenant_id, keys);
+		policy_registry_put(tenant_id, t); /* NULL: the tenant is gone */
+		t = NULL;
+	}
+	pthread_mutex_unlock(&fresh_lock);
+	policy_tenant_unref(t);
 	return 0;
-}
-
-static int reload_config(const char *tenant_id, struct tg_error *err)
-{
-	json_t *config;
-	int rc = store_config_load(tenant_id, &config, err);
-
-	if (rc < 0)
-		return rc;
-	rc = publish(tenant_id, config, err);
-	json_decref(config);
-	return rc;
 }
 
 int reload_all(struct tg_error *err)
 {
+	int64_t stamp = tg_mono_us();
 	json_t *keys, *all, *row;
+	struct tg_map by_tenant = TG_MAP_INIT;
 	size_t i;
 	int rc = store_keys_load(NULL, &keys, err);
 
 	if (rc < 0)
 		return rc;
-	auth_keys_set_all(keys);
-	json_decref(keys);
 	/* one query for every tenant: a full reload must not hold notifications back for long */
-	if ((rc = store_config_load_all(&all, err)) < 0)
+	if ((rc = store_config_load_all(&all, err)) < 0) {
+		json_decref(keys);
 		return rc;
+	}
+	json_array_foreach(keys, i, row) {
+		const char *tenant = store_str(row, "tenant_id");
+		json_t *list = tg_map_get(&by_tenant, tenant);
+		if (!list) {
+			list = json_array();
+			tg_map_put(&by_tenant, tenant, list);
+		}
+		json_array_append(list, row);
+	}
 	json_array_foreach(all, i, row) {
-		if ((rc = publish(store_str(row, "id"), json_object_get(row, "config"), err)) < 0)
+		const char *tenant = store_str(row, "id");
+		json_t *list = tg_map_get(&by_tenant, tenant), *none = NULL;
+		if (!list)
+			list = none = json_array();
+		rc = publish(tenant, list, json_object_get(row, "config"), stamp, err);
+		json_decref(none);
+		if (rc < 0)
 			break;
 	}
+	tg_map_release(&by_tenant, (void (*)(void *))json_decref);
+	json_decref(keys);
 	json_decref(all);
 	return rc;
 }
 
-int reload_tenant(const char *tenant_id, struct tg_error *err)
+static int reload_one(const char *tenant_id, struct tg_error *err)
 {
-	json_t *keys;
+	int64_t stamp = tg_mono_us();
+	json_t *keys, *config;
 	int rc = store_keys_load(tenant_id, &keys, err);
 
 	if (rc < 0)
 		return rc;
-	auth_keys_set_tenant(tenant_id, keys);
+	if ((rc = store_config_load(tenant_id, &config, err)) == 0)
+		rc = publish(tenant_id, keys, config, stamp, err);
 	json_decref(keys);
-	return reload_config(tenant_id, err);
+	json_decref(config);
+	return rc;
+}
+
+/* Reloads asked for inside a transaction wait for its end: the snapshot must not show uncommitted state. */
+static _Thread_local char *deferred[8];
+static _Thread_local int ndeferred;
+static _Thread_local char *forgets[8][2];
+static _Thread_local int nforgets;
+
+void reload_flush(bool committed)
+{
+	struct tg_error err;
+
+	for (int i = 0; i < ndeferred; i++) {
+		if (committed && reload_tenant(deferred[i], &err) < 0)
+			log_warn("tenant reload failed", "tenant %s: %s", deferred[i], err.detail);
+		free(deferred[i]);
+	}
+	ndeferred = 0;
+	for (int i = 0; i < nforgets; i++) {
+		if (committed)
+			policy_customer_forget(forgets[i][0], forgets[i][1]);
+		free(forgets[i][0]);
+		free(forgets[i][1]);
+	}
+	nforgets = 0;
+}
+
+void reload_forget_customer(const char *tenant_id, const char *customer_id)
+{
+	/* forgotten after the commit: a check loading it meanwhile would cache the old state */
+	if (store_in_transaction() && nforgets < (int)(sizeof(forgets) / sizeof(forgets[0]))) {
+		forgets[nforgets][0] = tg_strdup(tenant_id);
+		forgets[nforgets][1] = tg_strdup(customer_id);
+		nforgets++;
+		return;
+	}
+	policy_customer_forget(tenant_id, customer_id);
+}
+
+int reload_tenant(const char *tenant_id, struct tg_error *err)
+{
+	if (store_in_transaction()) {
+		for (int i = 0; i < ndeferred; i++)
+			if (!strcmp(deferred[i], tenant_id))
+				return 0;
+		if (ndeferred < (int)(sizeof(deferred) / sizeof(deferred[0]))) {
+			deferred[ndeferred++] = tg_strdup(tenant_id);
+			return 0;
+		}
+	}
+	return reload_one(tenant_id, err);
 }
 
 static void on_notify(void *arg, const char *channel, const char *payload)
