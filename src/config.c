@@ -153,11 +153,10 @@ int tg_config_load(FILE *err)
 		if (env && set_opt(&opts[i], env, err) < 0)
 			failed = 1;
 	}
-	if (!failed) {
-		failed |= check_listen(tg_cfg.listen, err) < 0;
-		failed |= check_url("TOLLGATE_DATABASE_URL", tg_cfg.database_url, pg_schemes, err) < 0;
-		failed |= check_url("TOLLGATE_REDIS_URL", tg_cfg.redis_url, redis_schemes, err) < 0;
-	}
+	/* every problem is reported at once, not only the first */
+	failed |= check_listen(tg_cfg.listen, err) < 0;
+	failed |= check_url("TOLLGATE_DATABASE_URL", tg_cfg.database_url, pg_schemes, err) < 0;
+	failed |= check_url("TOLLGATE_REDIS_URL", tg_cfg.redis_url, redis_schemes, err) < 0;
 	if (tg_cfg.threads == 0) {
 		long n = sysconf(_SC_NPROCESSORS_ONLN);
 		tg_cfg.threads = n > 0 ? (int)(n > 64 ? 64 : n) : 2;

@@ -23,6 +23,13 @@ static int loop_init(struct tg_loop *loop, int index)
 	return hot_loop_init(loop, index);
 }
 
+/* A worker thread ends: its PostgreSQL and Redis connections go with it. */
+static void worker_exit(void)
+{
+	store_thread_end();
+	hot_thread_end();
+}
+
 static int start_store(void)
 {
 	struct tg_error err;
@@ -111,6 +118,7 @@ int main(int argc, char **argv)
 		.authenticate = auth_authenticate,
 		.wrap = api_wrap,
 		.loop_init = loop_init,
+		.worker_exit = worker_exit,
 	};
 	http = tg_http_start(&opts, &err);
 	if (!http) {

@@ -113,6 +113,8 @@ int hot_apply_usage(const char *tenant_id, const struct policy_counter *cs, int 
 		    const struct hot_balance_delta *bal, int nbal, const struct hot_release *rel, int nrel,
 		    struct tg_arena *a, struct tg_error *err);
 
+/* Drop a live balance: the next use rebuilds it from the ledger (after a failed update, or a deleted wallet). */
+int hot_balance_forget(const char *tenant_id, const char *owner, struct tg_error *err);
 /* Put rebuilt values into Redis for the counters (has_init) and balance (has_init) still missing there. */
 int hot_init_counters(const char *tenant_id, const struct policy_counter *cs, int n, int64_t now_ms,
 		      const struct hot_balance *bal, struct tg_arena *a, struct tg_error *err);

@@ -139,6 +139,7 @@ struct tg_http_opts {
 	tg_authenticate_fn authenticate;
 	tg_wrap_fn wrap;
 	tg_loop_init_fn loop_init;
+	void (*worker_exit)(void); /* runs on each worker thread as it ends (close its connections) */
 };
 
 struct tg_http;

@@ -26,8 +26,9 @@ int reload_all(struct tg_error *err);
 int reload_tenant(const char *tenant_id, struct tg_error *err);
 /* Run (committed) or forget the reloads deferred on this thread. */
 void reload_flush(bool committed);
-/* Drop a customer from this instance's cache once the current transaction (if any) has committed. */
-void reload_forget_customer(const char *tenant_id, const char *customer_id);
+/* Drop a customer from this instance's cache (and its live balance from Redis when wallet) once the
+ * current transaction (if any) has committed. */
+void reload_forget_customer(const char *tenant_id, const char *customer_id, bool wallet);
 
 int reload_start(void);
 void reload_stop(void);

@@ -129,7 +129,7 @@ int api_balance_update(struct tg_req *req)
 		json_decref(row);
 		return rc;
 	}
-	reload_forget_customer(req->principal.tenant_id, id);
+	reload_forget_customer(req->principal.tenant_id, id, false);
 	tg_req_reply(req, 200, render(row, st.reserved));
 	json_decref(row);
 	return 0;
@@ -293,10 +293,13 @@ static int credit(struct tg_req *req, const char *id, struct movement *mv)
 	if (rc == HOT_BALANCE_MISSING)
 		rc = live(req, id, HOT_CREDIT, 0, &st);
 	if (rc < 0) {
+		struct tg_error e;
+		/* dropped so that the next use rebuilds it from the ledger, credit included */
 		log_warn("live balance not credited; it is rebuilt from the ledger", "%s", req->err.detail);
+		hot_balance_forget(req->principal.tenant_id, id, &e);
 		st.reserved = 0;
 	}
-	reload_forget_customer(req->principal.tenant_id, id);
+	reload_forget_customer(req->principal.tenant_id, id, false);
 	tg_req_reply(req, 200, tg_json_obj("balance", render(row, st.reserved), "transaction", txn, NULL));
 	json_decref(row);
 	return 0;
@@ -328,8 +331,10 @@ static int debit(struct tg_req *req, const char *id, struct movement *mv)
 		struct tg_error e;
 		struct hot_balance back;
 		/* not recorded: give it back */
-		if (hot_balance(req->principal.tenant_id, id, HOT_CREDIT, m.amount, NULL, NULL, &back, &e) < 0)
+		if (hot_balance(req->principal.tenant_id, id, HOT_CREDIT, m.amount, NULL, NULL, &back, &e) < 0) {
 			log_warn("debit not given back in Redis; it is rebuilt from the ledger", "%s", e.detail);
+			hot_balance_forget(req->principal.tenant_id, id, &e);
+		}
 		if (req->err.err == TG_ECONFLICT && m.key && replay(req, id, &m, "debit") == 1)
 			return 0;
 		return rc;

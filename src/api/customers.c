@@ -3,7 +3,9 @@
 
 #include "handlers.h"
 #include "tollgate/api.h"
+#include "tollgate/hot.h"
 #include "tollgate/json.h"
+#include "tollgate/log.h"
 #include "tollgate/policy.h"
 #include "tollgate/store.h"
 #include "tollgate/util.h"
@@ -121,7 +123,7 @@ int api_customers_update(struct tg_req *req)
 	if (!row)
 		return api_not_found(req, "customer", f.id);
 	/* the next check on this instance reads the new tier or organisation (others hear the NOTIFY) */
-	reload_forget_customer(req->principal.tenant_id, f.id);
+	reload_forget_customer(req->principal.tenant_id, f.id, false);
 	tg_req_reply(req, 200, row);
 	return 0;
 }
@@ -138,7 +140,8 @@ int api_customers_delete(struct tg_req *req)
 		return rc;
 	if (!deleted)
 		return api_not_found(req, "customer", id);
-	reload_forget_customer(req->principal.tenant_id, id);
+	/* its wallet went with it: a customer made again under this id starts without the old balance */
+	reload_forget_customer(req->principal.tenant_id, id, true);
 	tg_req_reply(req, 200, tg_json_obj("id", json_string(id), "deleted", json_true(), NULL));
 	return 0;
 }

@@ -20,6 +20,8 @@
 -- maximum / the latest value (usage is that value, not a sum)
 -- Amounts are integers in micro-units. Returns {status, then 4 per counter: fits, a, b, c}:
 --   status 1 allowed (and applied), 0 denied (nothing applied), -1 counters missing (then their indexes).
+-- integers go to Redis as plain digits: Lua would write 1e+17, which HINCRBY refuses
+local function I(x) return string.format('%.0f', x) end
 local now = tonumber(ARGV[1])
 local dry = string.find(ARGV[2], 'd', 1, true) ~= nil
 local n = tonumber(ARGV[6])
@@ -154,25 +156,25 @@ for i = 1, n do
   local reserve = reserving and string.find(s.fl, 'r', 1, true) ~= nil
   if s.kind == 'q' then
     if s.init then
-      redis.call('HSET', s.key, 'u', s.init, 'r', 0)
+      redis.call('HSET', s.key, 'u', I(s.init), 'r', 0)
       if s.ttl > 0 then redis.call('PEXPIRE', s.key, s.ttl) end
     end
     if consume then
       if s.agg == 'm' then
-        if s.amt > s.used then s.used = s.amt; redis.call('HSET', s.key, 'u', s.amt) end
+        if s.amt > s.used then s.used = s.amt; redis.call('HSET', s.key, 'u', I(s.amt)) end
       elseif s.agg == 'l' then
         s.used = s.amt
-        redis.call('HSET', s.key, 'u', s.amt)
+        redis.call('HSET', s.key, 'u', I(s.amt))
       else
         s.used = s.used + s.amt
-        redis.call('HINCRBY', s.key, 'u', s.amt)
+        redis.call('HINCRBY', s.key, 'u', I(s.amt))
       end
       if s.ttl > 0 then redis.call('PEXPIRE', s.key, s.ttl) end
     elseif reserve then
       s.rsv = s.rsv + s.amt
-      redis.call('HINCRBY', s.key, 'r', s.amt)
+      redis.call('HINCRBY', s.key, 'r', I(s.amt))
       if s.ttl > 0 then redis.call('PEXPIRE', s.key, s.ttl) end
-      redis.call('HSET', KEYS[n + 1], s.key, s.amt)
+      redis.call('HSET', KEYS[n + 1], s.key, I(s.amt))
     end
   elseif s.kind == 'wf' then
     if not dry and s.code >= 1 and s.code <= 5 then
@@ -186,23 +188,23 @@ for i = 1, n do
       if not s.first then redis.call('HSET', s.key, 'f', now); redis.call('PEXPIRE', s.key, s.ttl) end
       if s.amt ~= 0 and string.find(s.fl, 'k', 1, true) then
         s.spent = s.spent + s.amt
-        redis.call('HINCRBY', s.key, 'c', s.amt)
+        redis.call('HINCRBY', s.key, 'c', I(s.amt))
       end
     end
   elseif s.kind == 'b' then
-    if s.init then redis.call('HSET', s.key, 'b', s.bal, 'r', 0, 'm', s.min) end
+    if s.init then redis.call('HSET', s.key, 'b', I(s.bal), 'r', 0, 'm', I(s.min)) end
     if consume and s.amt ~= 0 then
       s.bal = s.bal - s.amt
-      redis.call('HINCRBY', s.key, 'b', -s.amt)
+      redis.call('HINCRBY', s.key, 'b', I(-s.amt))
     elseif reserve and s.amt ~= 0 then
       s.rsv = s.rsv + s.amt
-      redis.call('HINCRBY', s.key, 'r', s.amt)
-      redis.call('HSET', KEYS[n + 1], s.key, s.amt)
+      redis.call('HINCRBY', s.key, 'r', I(s.amt))
+      redis.call('HSET', KEYS[n + 1], s.key, I(s.amt))
     end
   elseif s.kind == 'tb' then
     if consume then
       s.l = s.l + s.amt
-      redis.call('HSET', s.key, 'l', s.l, 'ts', s.ts)
+      redis.call('HSET', s.key, 'l', I(s.l), 'ts', I(s.ts))
       -- once drained the key is not needed: a missing bucket is an empty one
       redis.call('PEXPIRE', s.key, math.ceil(s.l * s.win / s.rate) + 1000)
     end
@@ -223,10 +225,10 @@ for i = 1, n do
       local total = (s.reset and 0 or s.total)
       if consume then
         total = total + s.amt
-        redis.call('HINCRBY', s.key, 'b' .. s.idx, s.amt)
+        redis.call('HINCRBY', s.key, 'b' .. s.idx, I(s.amt))
         s.used = s.used + s.amt
       end
-      redis.call('HSET', s.key, 't', total, 'o', s.idx - SUB)
+      redis.call('HSET', s.key, 't', I(total), 'o', s.idx - SUB)
       redis.call('PEXPIRE', s.key, s.win * 2 + 1000)
     end
   end

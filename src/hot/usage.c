@@ -239,3 +239,18 @@ int hot_init_counters(const char *tenant_id, const struct policy_counter *cs, in
 	freeReplyObject(r);
 	return 0;
 }
+
+int hot_balance_forget(const char *tenant_id, const char *owner, struct tg_error *err)
+{
+	struct tg_arena a;
+	redisReply *r;
+
+	tg_arena_init(&a);
+	const char *argv[] = {"DEL", hot_balance_key(&a, tenant_id, owner)};
+	r = hot_sync_argv(2, argv, NULL, err);
+	tg_arena_release(&a);
+	if (!r)
+		return err->err;
+	freeReplyObject(r);
+	return 0;
+}

@@ -10,6 +10,8 @@
 --   bi (balance init) set a lost balance if still missing: amount = balance, p1 = minimum
 -- Then reservation releases: ARGV[3+5n] their count r, then r ids; KEYS after the counters, 3 per
 -- reservation: its hash (counter key → amount held), the tenant's expiry index and owner map.
+-- integers go to Redis as plain digits: Lua would write 1e+17, which HINCRBY refuses
+local function I(x) return string.format('%.0f', x) end
 local now = tonumber(ARGV[1])
 local n = tonumber(ARGV[2])
 for i = 1, n do
@@ -20,24 +22,24 @@ for i = 1, n do
     if redis.call('EXISTS', key) == 1 then
       if agg == 'm' then
         local u = tonumber(redis.call('HGET', key, 'u') or '0')
-        if amt > u then redis.call('HSET', key, 'u', amt) end
+        if amt > u then redis.call('HSET', key, 'u', I(amt)) end
       elseif agg == 'l' then
-        redis.call('HSET', key, 'u', amt)
+        redis.call('HSET', key, 'u', I(amt))
       else
-        redis.call('HINCRBY', key, 'u', amt)
+        redis.call('HINCRBY', key, 'u', I(amt))
       end
     end
   elseif kind == 'b' then
-    if redis.call('EXISTS', key) == 1 then redis.call('HINCRBY', key, 'b', amt) end
+    if redis.call('EXISTS', key) == 1 then redis.call('HINCRBY', key, 'b', I(amt)) end
   elseif kind == 'qi' then
     if redis.call('EXISTS', key) == 0 then
-      redis.call('HSET', key, 'u', amt, 'r', 0)
+      redis.call('HSET', key, 'u', I(amt), 'r', 0)
       if tonumber(p1) > 0 then redis.call('PEXPIRE', key, tonumber(p1)) end
     end
   elseif kind == 'bi' then
-    if redis.call('EXISTS', key) == 0 then redis.call('HSET', key, 'b', amt, 'r', 0, 'm', tonumber(p1)) end
+    if redis.call('EXISTS', key) == 0 then redis.call('HSET', key, 'b', I(amt), 'r', 0, 'm', p1) end
   elseif kind == 'w' then
-    redis.call('HINCRBY', key, 'c', amt)
+    redis.call('HINCRBY', key, 'c', I(amt))
     if redis.call('PTTL', key) < 0 then redis.call('PEXPIRE', key, 86400000) end
   elseif kind == 'tb' then
     local rate, win = string.match(p2, '^(%d+):(%d+)$')
@@ -51,7 +53,7 @@ for i = 1, n do
       ts = now
     end
     l = l + amt
-    redis.call('HSET', key, 'l', l, 'ts', ts)
+    redis.call('HSET', key, 'l', I(l), 'ts', I(ts))
     redis.call('PEXPIRE', key, math.ceil(l * win / rate) + 1000)
   elseif kind == 'sl' then
     local w = tonumber(p1)
@@ -61,8 +63,8 @@ for i = 1, n do
   else
     local w = tonumber(p1)
     local idx = math.floor(now / (w / 100))
-    redis.call('HINCRBY', key, 'b' .. idx, amt)
-    redis.call('HINCRBY', key, 't', amt)
+    redis.call('HINCRBY', key, 'b' .. idx, I(amt))
+    redis.call('HINCRBY', key, 't', I(amt))
     if not redis.call('HGET', key, 'o') then redis.call('HSET', key, 'o', idx - 100) end
     redis.call('PEXPIRE', key, w * 2 + 1000)
   end
@@ -74,7 +76,7 @@ for j = 1, r do
   local held = redis.call('HGETALL', rk)
   for k = 1, #held, 2 do
     if held[k] ~= '_customer' and redis.call('EXISTS', held[k]) == 1 then
-      redis.call('HINCRBY', held[k], 'r', -tonumber(held[k + 1]))
+      redis.call('HINCRBY', held[k], 'r', I(-tonumber(held[k + 1])))
     end
   end
   redis.call('DEL', rk)

@@ -972,7 +972,7 @@ struct tg_http *tg_http_start(const struct tg_http_opts *opts, struct tg_error *
 		}
 	}
 	freeaddrinfo(ai);
-	h->pool = tg_pool_new("worker", opts->workers, NULL);
+	h->pool = tg_pool_new("worker", opts->workers, opts->worker_exit);
 	for (int i = 0; i < opts->threads; i++)
 		if (pthread_create(&h->loops[i].thread, NULL, loop_main, &h->loops[i]) != 0)
 			TG_BUG("cannot start an event loop thread");

@@ -2,6 +2,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <time.h>
 
 #include "tollgate/auth.h"
 #include "tollgate/hot.h"
@@ -107,7 +108,17 @@ static int reload_one(const char *tenant_id, struct tg_error *err)
 static _Thread_local char *deferred[8];
 static _Thread_local int ndeferred;
 static _Thread_local char *forgets[8][2];
+static _Thread_local bool forget_wallet[8];
 static _Thread_local int nforgets;
+
+static void forget_now(const char *tenant_id, const char *customer_id, bool wallet)
+{
+	struct tg_error e;
+
+	policy_customer_forget(tenant_id, customer_id);
+	if (wallet && hot_balance_forget(tenant_id, customer_id, &e) < 0)
+		log_warn("live balance of a deleted customer not dropped", "%s", e.detail);
+}
 
 void reload_flush(bool committed)
 {
@@ -121,23 +132,24 @@ void reload_flush(bool committed)
 	ndeferred = 0;
 	for (int i = 0; i < nforgets; i++) {
 		if (committed)
-			policy_customer_forget(forgets[i][0], forgets[i][1]);
+			forget_now(forgets[i][0], forgets[i][1], forget_wallet[i]);
 		free(forgets[i][0]);
 		free(forgets[i][1]);
 	}
 	nforgets = 0;
 }
 
-void reload_forget_customer(const char *tenant_id, const char *customer_id)
+void reload_forget_customer(const char *tenant_id, const char *customer_id, bool wallet)
 {
 	/* forgotten after the commit: a check loading it meanwhile would cache the old state */
 	if (store_in_transaction() && nforgets < (int)(sizeof(forgets) / sizeof(forgets[0]))) {
 		forgets[nforgets][0] = tg_strdup(tenant_id);
 		forgets[nforgets][1] = tg_strdup(customer_id);
+		forget_wallet[nforgets] = wallet;
 		nforgets++;
 		return;
 	}
-	policy_customer_forget(tenant_id, customer_id);
+	forget_now(tenant_id, customer_id, wallet);
 }
 
 int reload_tenant(const char *tenant_id, struct tg_error *err)
@@ -175,11 +187,49 @@ static void on_notify(void *arg, const char *channel, const char *payload)
 	}
 }
 
+/* Full reloads run on their own thread: however long one takes, notifications keep being handled. */
+static pthread_t full_thread;
+static pthread_mutex_t full_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t full_cond = PTHREAD_COND_INITIALIZER;
+static bool full_wanted;
+
+static void want_full_reload(void)
+{
+	pthread_mutex_lock(&full_lock);
+	full_wanted = true;
+	pthread_cond_signal(&full_cond);
+	pthread_mutex_unlock(&full_lock);
+}
+
+static void *full_main(void *arg)
+{
+	struct tg_error err;
+
+	TG_UNUSED(arg);
+	pthread_setname_np(pthread_self(), "reload-all");
+	while (!atomic_load(&reload_stopping)) {
+		struct timespec until;
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_sec += FULL_RELOAD_MS / 1000;
+		pthread_mutex_lock(&full_lock);
+		while (!full_wanted && !atomic_load(&reload_stopping))
+			if (pthread_cond_timedwait(&full_cond, &full_lock, &until) != 0)
+				break; /* the periodic safety net */
+		full_wanted = false;
+		pthread_mutex_unlock(&full_lock);
+		if (atomic_load(&reload_stopping))
+			break;
+		if (reload_all(&err) < 0)
+			log_warn("full reload failed", "%s", err.detail);
+	}
+	store_thread_end();
+	return NULL;
+}
+
 static void *reload_main(void *arg)
 {
 	static const char *const channels[] = {"tg_config", "tg_customer", NULL};
 	struct store_listener *l = NULL;
-	int64_t last_full = tg_mono_us() / 1000;
 	struct tg_error err;
 
 	TG_UNUSED(arg);
@@ -194,20 +244,13 @@ static void *reload_main(void *arg)
 				continue;
 			}
 			/* anything may have changed while we were not listening */
-			if (reload_all(&err) < 0)
-				log_warn("full reload failed", "%s", err.detail);
-			last_full = tg_mono_us() / 1000;
+			want_full_reload();
 		}
 		if (store_listen_wait(l, 200, on_notify, NULL) < 0) {
 			log_warn("LISTEN connection lost; reconnecting", NULL);
 			store_listener_free(l);
 			l = NULL;
 			continue;
-		}
-		if (tg_mono_us() / 1000 - last_full >= FULL_RELOAD_MS) {
-			if (reload_all(&err) < 0)
-				log_warn("full reload failed", "%s", err.detail);
-			last_full = tg_mono_us() / 1000;
 		}
 	}
 	store_listener_free(l);
@@ -219,6 +262,8 @@ static void *reload_main(void *arg)
 int reload_start(void)
 {
 	atomic_store(&reload_stopping, false);
+	if (pthread_create(&full_thread, NULL, full_main, NULL) != 0)
+		return -1;
 	if (pthread_create(&reload_thread, NULL, reload_main, NULL) != 0)
 		return -1;
 	reload_running = true;
@@ -230,6 +275,10 @@ void reload_stop(void)
 	if (!reload_running)
 		return;
 	atomic_store(&reload_stopping, true);
+	pthread_mutex_lock(&full_lock);
+	pthread_cond_signal(&full_cond);
+	pthread_mutex_unlock(&full_lock);
 	pthread_join(reload_thread, NULL);
+	pthread_join(full_thread, NULL);
 	reload_running = false;
 }
