@@ -47,7 +47,7 @@ static int start_store(void)
 			log_warn("waiting for PostgreSQL", "%s", err.detail);
 		tg_wait_ms(1000);
 	}
-	if (reload_all(&err) < 0) {
+	if (reload_keys(&err) < 0) {
 		log_error("loading configuration failed", "%s %s", err.message, err.detail);
 		return -1;
 	}

@@ -19,8 +19,11 @@
  * answering, so a change is visible at once on the instance that made it.
  */
 
-/* Load everything (blocking; at start-up). */
+/* Load everything (blocking). */
 int reload_all(struct tg_error *err);
+/* Load every API key (blocking; at start-up, before serving: configurations load in the background, and a
+ * tenant not loaded yet is loaded by its first request). */
+int reload_keys(struct tg_error *err);
 /* Reload one tenant's keys and configuration now (blocking; any thread with a store connection).
  * Inside a transaction the reload waits for reload_flush() after it ends. */
 int reload_tenant(const char *tenant_id, struct tg_error *err);

@@ -817,8 +817,11 @@ static void slow_path(struct tg_req *req)
 	}
 	if (!policy_subject_cached(req->principal.tenant_id, ck->customer_id, &req->arena, &ck->subj)) {
 		uint64_t gen = policy_customer_generation(req->principal.tenant_id, ck->customer_id);
-		rc = store_customer_resolve(req->principal.tenant_id, ck->customer_id, ck->t->auto_create_customers, &row,
-					    &req->err);
+		/* a dry run changes nothing, not even by creating the customer: it is judged as a new one */
+		bool create = ck->t->auto_create_customers && !ck->chk.dry_run;
+		rc = store_customer_resolve(req->principal.tenant_id, ck->customer_id, create, &row, &req->err);
+		if (rc == 0 && !row && ck->chk.dry_run && ck->t->auto_create_customers)
+			row = tg_json_obj("id", json_string(ck->customer_id), "tier", tg_json_str(ck->t->default_tier), NULL);
 		if (rc == 0 && !row)
 			rc = api_not_found(req, "customer", ck->customer_id);
 		if (rc < 0) {
@@ -833,7 +836,9 @@ static void slow_path(struct tg_req *req)
 		ck->subj.parent_tier = tg_arena_strdup(&req->arena, store_str(row, "parent_tier"));
 		bool own = store_is_true(row, "has_balance"), org = store_is_true(row, "parent_has_balance");
 		ck->subj.balance_owner = own ? ck->customer_id : org ? ck->subj.parent_id : NULL;
-		policy_customer_put(req->principal.tenant_id, ck->customer_id, ck->subj.tier, ck->subj.parent_id, own, gen);
+		if (json_object_get(row, "has_balance")) /* a real row, not a dry run's stand-in */
+			policy_customer_put(req->principal.tenant_id, ck->customer_id, ck->subj.tier, ck->subj.parent_id, own,
+					    gen);
 		/* the organisation's entry only when the same generation covers it (its stripe may differ) */
 		if (ck->subj.parent_id &&
 		    policy_customer_generation(req->principal.tenant_id, ck->subj.parent_id) == gen)

@@ -89,6 +89,18 @@ int reload_all(struct tg_error *err)
 	return rc;
 }
 
+int reload_keys(struct tg_error *err)
+{
+	json_t *keys;
+	int rc = store_keys_load(NULL, &keys, err);
+
+	if (rc < 0)
+		return rc;
+	auth_keys_set_all(keys);
+	json_decref(keys);
+	return 0;
+}
+
 static int reload_one(const char *tenant_id, struct tg_error *err)
 {
 	int64_t stamp = tg_mono_us();
