@@ -1,4 +1,5 @@
 /* config.c — one table of every TOLLGATE_* environment variable: name, type, default, bounds, secrecy. */
+#include <sched.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -158,8 +159,10 @@ int tg_config_load(FILE *err)
 	failed |= check_url("TOLLGATE_DATABASE_URL", tg_cfg.database_url, pg_schemes, err) < 0;
 	failed |= check_url("TOLLGATE_REDIS_URL", tg_cfg.redis_url, redis_schemes, err) < 0;
 	if (tg_cfg.threads == 0) {
-		long n = sysconf(_SC_NPROCESSORS_ONLN);
-		tg_cfg.threads = n > 0 ? (int)(n > 64 ? 64 : n) : 2;
+		/* the CPUs this process may run on (taskset, cgroups), not all the machine has */
+		cpu_set_t set;
+		int n = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : (int)sysconf(_SC_NPROCESSORS_ONLN);
+		tg_cfg.threads = n > 0 ? (n > 64 ? 64 : n) : 2;
 	}
 	return failed ? -1 : 0;
 }

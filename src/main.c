@@ -116,6 +116,7 @@ int main(int argc, char **argv)
 		.routes = api_routes,
 		.nroutes = api_nroutes,
 		.authenticate = auth_authenticate,
+		.authenticate_slow = api_authenticate_slow,
 		.wrap = api_wrap,
 		.loop_init = loop_init,
 		.worker_exit = worker_exit,

@@ -16,6 +16,8 @@ extern const size_t api_nroutes;
 int api_wrap(struct tg_req *req);
 /* Run the route's handler inside a transaction with its audit entry, when the route changes configuration. */
 int api_audited(struct tg_req *req);
+/* The tg_http_opts.authenticate_slow: a key not cached here, looked up in PostgreSQL (blocking). */
+int api_authenticate_slow(const char *authorization, struct tg_principal *ret, struct tg_error *err);
 /* Give the ops handlers the server (for /metrics). */
 void api_set_http(struct tg_http *h);
 

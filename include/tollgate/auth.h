@@ -34,8 +34,12 @@ size_t auth_keys_count(void);
 /* Scopes array (["all"|"check"|"read"]) → TG_CAN_* mask; 0 when invalid. */
 unsigned auth_scopes_mask(const json_t *scopes);
 
+/* Add one active key row (id, tenant_id, secret_hash, scopes) to the cache. */
+void auth_keys_add(const json_t *row);
+
 /* A new secret "sk_" + 40 random base62-ish characters and its SHA-256 hex; prefix = first 11 chars. */
 #define AUTH_SECRET_BUFSZ 64
+#define AUTH_SECRET_LEN 43
 void auth_new_secret(char *secret, char *sha256_hex, char *prefix);
 
 /* Issue an HS256 JWT for tenant/key with scope ("all"|"read"), optional customer, expiring at exp (unix s). */

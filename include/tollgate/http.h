@@ -118,6 +118,8 @@ int64_t tg_req_started_us(const struct tg_req *req);
 void tg_req_offload(struct tg_req *req, void (*fn)(struct tg_req *req));
 
 typedef int (*tg_authenticate_fn)(const char *authorization, struct tg_principal *ret, struct tg_error *err);
+/* An authenticate_fn error code meaning "not known here: ask authenticate_slow on a worker". */
+#define TG_AUTH_ASK_DATABASE "unknown_api_key"
 /* Wraps every non-inline handler (idempotency keys, audit context...): must call req->route->handler. */
 typedef int (*tg_wrap_fn)(struct tg_req *req);
 /* Called once on each loop thread after its loop exists, before serving (hot/ attaches Redis here). */
@@ -136,7 +138,8 @@ struct tg_http_opts {
 	bool access_log;
 	const struct tg_route *routes;
 	size_t nroutes;
-	tg_authenticate_fn authenticate;
+	tg_authenticate_fn authenticate;      /* on the loop: from caches only */
+	tg_authenticate_fn authenticate_slow; /* on a worker, when authenticate says TG_AUTH_ASK_DATABASE */
 	tg_wrap_fn wrap;
 	tg_loop_init_fn loop_init;
 	void (*worker_exit)(void); /* runs on each worker thread as it ends (close its connections) */

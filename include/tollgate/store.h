@@ -103,6 +103,8 @@ int store_key_create(const char *tenant_id, const char *id, const char *name, co
 int store_keys_list(const char *tenant_id, const char *starting_after, int64_t limit, json_t **ret,
 		    struct tg_error *err);
 int store_key_revoke(const char *tenant_id, const char *id, json_t **ret, struct tg_error *err);
+/* The active key with this SHA-256, or NULL (row as store_keys_load). */
+int store_key_by_hash(const char *hash, json_t **ret, struct tg_error *err);
 /* Active keys for the auth cache: one tenant, or all when tenant_id is NULL. */
 int store_keys_load(const char *tenant_id, json_t **ret, struct tg_error *err);
 
@@ -269,6 +271,8 @@ int store_try_xact_lock(const char *key, bool *locked, struct tg_error *err);
 int store_duty_progress(const char *tenant_id, const char *duty, int64_t *done_to_ms, bool *found,
 			struct tg_error *err);
 int store_duty_advance(const char *tenant_id, const char *duty, int64_t done_to_ms, struct tg_error *err);
+/* Every duty's progress: [{tenant_id, duty, ms}]. */
+int store_duty_progress_all(json_t **ret, struct tg_error *err);
 /* Usage per subject of a meter in [from, to) with a dimension filter: [{subject, value}]. */
 int store_usage_by_subject(const char *tenant_id, const char *meter_id, int64_t from_ms, int64_t to_ms,
 			   const char *filter_json, int agg, json_t **ret, struct tg_error *err);

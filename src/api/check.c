@@ -435,8 +435,6 @@ static void answer(struct check *ck)
 		d.binding = NULL;
 		d.retry_after_s = -1;
 	}
-	if (ck->chk.dry_run == false && ck->hc.status == HOT_DONE && ck->hc.allowed != d.allowed && !ck->degraded)
-		log_warn("decision differs from the script's", "customer %s", ck->customer_id);
 	for (int i = 0; i < ck->n; i++)
 		if (ck->cs[i].subject)
 			json_array_append_new(limits, policy_counter_json(&ck->cs[i], ck->now));

@@ -4,6 +4,7 @@
 #include "handlers.h"
 #include "tollgate/api.h"
 #include "tollgate/auth.h"
+#include "tollgate/crypto.h"
 #include "tollgate/json.h"
 #include "tollgate/store.h"
 #include "tollgate/util.h"
@@ -122,4 +123,27 @@ int api_tokens_create(struct tg_req *req)
 				 NULL));
 	free(token);
 	return 0;
+}
+
+/* The slow half of authentication, on a worker: a key not cached here is looked up in PostgreSQL. */
+int api_authenticate_slow(const char *authorization, struct tg_principal *ret, struct tg_error *err)
+{
+	const char *secret = authorization ? authorization + 7 : "";
+	char hash[65];
+	json_t *row;
+	int rc;
+
+	while (*secret == ' ')
+		secret++;
+	tg_sha256_hex(secret, strlen(secret), hash);
+	if ((rc = store_key_by_hash(hash, &row, err)) < 0)
+		return rc;
+	if (!row)
+		return tg_fail(err, TG_EAUTH, "invalid_api_key", NULL, "the API key is invalid or revoked");
+	auth_keys_add(row);
+	json_decref(row);
+	rc = auth_authenticate(authorization, ret, err);
+	if (rc < 0 && err->code && !strcmp(err->code, TG_AUTH_ASK_DATABASE))
+		return tg_fail(err, TG_EAUTH, "invalid_api_key", NULL, "the API key is invalid or revoked");
+	return rc;
 }

@@ -187,6 +187,55 @@ static bool lookup_hash(const char *hash, struct tg_principal *p)
 	return found;
 }
 
+/*
+ * Unknown keys may be looked up in PostgreSQL (a key created on another instance a moment ago), but at
+ * most ASK_PER_SECOND times a second per instance, and never twice in a second for the same key: a flood
+ * of made-up keys costs the database almost nothing.
+ */
+#define ASK_PER_SECOND 50
+#define ASK_RECENT 64
+
+static struct {
+	pthread_mutex_t lock;
+	int64_t second;
+	int asked;
+	char recent[ASK_RECENT][17];
+	int64_t recent_at[ASK_RECENT];
+	int next;
+} ask = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static bool may_ask_database(const char *hash)
+{
+	int64_t now = tg_mono_us() / 1000;
+	bool ok = true;
+
+	pthread_mutex_lock(&ask.lock);
+	if (now / 1000 != ask.second) {
+		ask.second = now / 1000;
+		ask.asked = 0;
+	}
+	for (int i = 0; i < ASK_RECENT && ok; i++)
+		if (now - ask.recent_at[i] < 1000 && !strncmp(ask.recent[i], hash, 16))
+			ok = false;
+	if (ok && ask.asked >= ASK_PER_SECOND)
+		ok = false;
+	if (ok) {
+		ask.asked++;
+		snprintf(ask.recent[ask.next], sizeof(ask.recent[0]), "%.16s", hash);
+		ask.recent_at[ask.next] = now;
+		ask.next = (ask.next + 1) % ASK_RECENT;
+	}
+	pthread_mutex_unlock(&ask.lock);
+	return ok;
+}
+
+void auth_keys_add(const json_t *row)
+{
+	pthread_rwlock_wrlock(&A.lock);
+	add_locked(row);
+	pthread_rwlock_unlock(&A.lock);
+}
+
 static bool key_active(const char *key_id, const char *tenant_id)
 {
 	bool found = false;
@@ -321,8 +370,12 @@ int auth_authenticate(const char *authorization, struct tg_principal *ret, struc
 	if (strncmp(secret, "sk_", 3) == 0) {
 		char hash[65];
 		tg_sha256_hex(secret, len, hash);
-		if (!lookup_hash(hash, ret))
+		if (!lookup_hash(hash, ret)) {
+			/* made moments ago on another instance? let PostgreSQL say, within a budget */
+			if (len == AUTH_SECRET_LEN && may_ask_database(hash))
+				return tg_fail(err, TG_EAUTH, TG_AUTH_ASK_DATABASE, NULL, "the API key is not known here yet");
 			return tg_fail(err, TG_EAUTH, "invalid_api_key", NULL, "the API key is invalid or revoked");
+		}
 		ret->kind = TG_PRINCIPAL_KEY;
 		return 0;
 	}

@@ -3,24 +3,26 @@
 -- ARGV[2] amount (micro-units), ARGV[3] the rebuilt "balance:minimum" ("" = unknown).
 -- Returns {status, balance, reserved, minimum}: status 1 done, 0 refused (debit below the minimum),
 -- -1 missing (rebuild, then call again).
--- integers go to Redis as plain digits: Lua would write 1e+17, which HINCRBY refuses
-local function I(x) return string.format('%.0f', x) end
 local v = redis.call('HMGET', KEYS[1], 'b', 'r', 'm')
-local b, r, m = tonumber(v[1]), tonumber(v[2]) or 0, tonumber(v[3]) or 0
-if not b then
-  if ARGV[3] == '' then return {-1, 0, 0, 0} end
+local b, r, m
+if not v[1] then
+  if ARGV[3] == '' then return {-1, '0', '0', '0'} end
   local ib, im = string.match(ARGV[3], '^(-?%d+):(-?%d+)$')
-  b, r, m = tonumber(ib), 0, tonumber(im)
-  redis.call('HSET', KEYS[1], 'b', I(b), 'r', 0, 'm', I(m))
+  b, r, m = N(ib), N('0'), N(im)
+  redis.call('HSET', KEYS[1], 'b', S(b), 'r', 0, 'm', S(m))
+else
+  b, r, m = N(v[1]), N(v[2] or '0'), N(v[3] or '0')
 end
-local amt = tonumber(ARGV[2])
+local amt = N(ARGV[2])
 if ARGV[1] == 'd' then
-  if b - r - amt < m then return {0, b, r, m} end
-  b = redis.call('HINCRBY', KEYS[1], 'b', I(-amt))
+  if cmp(add(add(b, neg(r)), neg(amt)), m) < 0 then return {0, S(b), S(r), S(m)} end
+  b = add(b, neg(amt))
+  redis.call('HINCRBY', KEYS[1], 'b', S(neg(amt)))
 elseif ARGV[1] == 'c' then
-  b = redis.call('HINCRBY', KEYS[1], 'b', I(amt))
+  b = add(b, amt)
+  redis.call('HINCRBY', KEYS[1], 'b', ARGV[2])
 else
   m = amt
-  redis.call('HSET', KEYS[1], 'm', I(m))
+  redis.call('HSET', KEYS[1], 'm', ARGV[2])
 end
-return {1, b, r, m}
+return {1, S(b), S(r), S(m)}

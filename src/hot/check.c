@@ -201,7 +201,7 @@ static int build(struct hot_check *hc, struct tg_arena *a, struct hot_argv *keys
 	return n;
 }
 
-static int64_t int_at(const redisReply *r, size_t i)
+int64_t hot_reply_i64(const redisReply *r, size_t i)
 {
 	if (i >= r->elements)
 		return 0;
@@ -227,14 +227,14 @@ static void parse(struct hot_check *hc, const redisReply *r)
 		hc->status = HOT_ERROR;
 		return;
 	}
-	status = int_at(r, 0);
+	status = hot_reply_i64(r, 0);
 	if (status < 0) {
 		/* indexes (1-based) among the counters that were sent */
 		int sent = 0;
 		for (int i = 0; i < hc->n; i++)
 			sent += hc->cs[i].subject != NULL;
 		for (size_t k = 1; k < r->elements; k++) {
-			int64_t want = int_at(r, k), seen = 0;
+			int64_t want = hot_reply_i64(r, k), seen = 0;
 			if (hc->bal && want == sent + (hc->wf ? 2 : 1))
 				hc->bal->missing = true;
 			for (int i = 0; i < hc->n; i++) {
@@ -253,7 +253,7 @@ static void parse(struct hot_check *hc, const redisReply *r)
 		const struct policy_limit *l = c->limit;
 		if (!c->subject)
 			continue;
-		int64_t fits = int_at(r, pos), a = int_at(r, pos + 1), b = int_at(r, pos + 2), d = int_at(r, pos + 3);
+		int64_t fits = hot_reply_i64(r, pos), a = hot_reply_i64(r, pos + 1), b = hot_reply_i64(r, pos + 2), d = hot_reply_i64(r, pos + 3);
 		pos += 4;
 		c->allowed = fits == 1;
 		c->missing = false;
@@ -281,18 +281,18 @@ static void parse(struct hot_check *hc, const redisReply *r)
 	}
 	if (hc->wf) {
 		struct hot_workflow *w = hc->wf;
-		w->allowed = int_at(r, pos) == 1;
-		w->code = (int)int_at(r, pos + 1);
-		w->calls = int_at(r, pos + 2);
-		w->spent = int_at(r, pos + 3);
+		w->allowed = hot_reply_i64(r, pos) == 1;
+		w->code = (int)hot_reply_i64(r, pos + 1);
+		w->calls = hot_reply_i64(r, pos + 2);
+		w->spent = hot_reply_i64(r, pos + 3);
 		pos += 4;
 	}
 	if (hc->bal) {
 		struct hot_balance *b = hc->bal;
-		b->allowed = int_at(r, pos) == 1;
-		b->balance = int_at(r, pos + 1);
-		b->reserved = int_at(r, pos + 2);
-		b->minimum = int_at(r, pos + 3);
+		b->allowed = hot_reply_i64(r, pos) == 1;
+		b->balance = hot_reply_i64(r, pos + 1);
+		b->reserved = hot_reply_i64(r, pos + 2);
+		b->minimum = hot_reply_i64(r, pos + 3);
 		b->missing = false;
 	}
 	hc->status = HOT_DONE;

@@ -20,8 +20,6 @@
 -- maximum / the latest value (usage is that value, not a sum)
 -- Amounts are integers in micro-units. Returns {status, then 4 per counter: fits, a, b, c}:
 --   status 1 allowed (and applied), 0 denied (nothing applied), -1 counters missing (then their indexes).
--- integers go to Redis as plain digits: Lua would write 1e+17, which HINCRBY refuses
-local function I(x) return string.format('%.0f', x) end
 local now = tonumber(ARGV[1])
 local dry = string.find(ARGV[2], 'd', 1, true) ~= nil
 local n = tonumber(ARGV[6])
@@ -69,19 +67,20 @@ for i = 1, n do
   local kind, limit, amt = ARGV[base + 1], tonumber(ARGV[base + 2]), tonumber(ARGV[base + 3])
   local p1, p2, fl = ARGV[base + 4], ARGV[base + 5], ARGV[base + 6]
   local key = KEYS[i]
-  local s = {kind = kind, limit = limit, amt = amt, fl = fl, key = key}
+  local s = {kind = kind, limit = limit, amt = amt, fl = fl, key = key,
+             A = N(ARGV[base + 3]), L = N(ARGV[base + 2]), amt_s = ARGV[base + 3]}
   if kind == 'q' then
     if redis.call('EXISTS', key) == 0 then
-      if p2 == '' then missing[#missing + 1] = i else s.init = tonumber(p2); s.used = s.init; s.rsv = 0 end
+      if p2 == '' then missing[#missing + 1] = i else s.init = p2; s.U = N(p2); s.R = N('0') end
     else
       local v = redis.call('HMGET', key, 'u', 'r')
-      s.used, s.rsv = tonumber(v[1]) or 0, tonumber(v[2]) or 0
+      s.U, s.R = N(v[1] or '0'), N(v[2] or '0')
     end
     s.agg = string.find(fl, 'm', 1, true) and 'm' or (string.find(fl, 'l', 1, true) and 'l' or 's')
-    if s.used then
-      if s.agg == 'm' then s.fits = math.max(s.used, amt) + s.rsv <= limit
-      elseif s.agg == 'l' then s.fits = amt + s.rsv <= limit
-      else s.fits = s.used + s.rsv + amt <= limit end
+    if s.U then
+      if s.agg == 'm' then s.fits = cmp(add(cmp(s.U, s.A) >= 0 and s.U or s.A, s.R), s.L) <= 0
+      elseif s.agg == 'l' then s.fits = cmp(add(s.A, s.R), s.L) <= 0
+      else s.fits = cmp(add(add(s.U, s.R), s.A), s.L) <= 0 end
     end
     s.ttl = tonumber(p1)
   elseif kind == 'tb' then
@@ -124,14 +123,14 @@ for i = 1, n do
       if p1 == '' then missing[#missing + 1] = i
       else
         local b, m = string.match(p1, '^(-?%d+):(-?%d+)$')
-        s.init = true; s.bal = tonumber(b); s.min = tonumber(m); s.rsv = 0
+        s.init = true; s.B = N(b); s.M = N(m); s.R = N('0')
       end
     else
-      s.bal, s.rsv, s.min = tonumber(v[1]), tonumber(v[2]) or 0, tonumber(v[3]) or 0
+      s.B, s.R, s.M = N(v[1]), N(v[2] or '0'), N(v[3] or '0')
     end
-    if s.bal then
-      local avail = s.bal - s.rsv
-      s.fits = avail > s.min and avail - amt >= s.min
+    if s.B then
+      local avail = add(s.B, neg(s.R))
+      s.fits = cmp(avail, s.M) > 0 and cmp(add(avail, neg(s.A)), s.M) >= 0
     end
   else -- sw
     s.win = tonumber(p1)
@@ -156,25 +155,25 @@ for i = 1, n do
   local reserve = reserving and string.find(s.fl, 'r', 1, true) ~= nil
   if s.kind == 'q' then
     if s.init then
-      redis.call('HSET', s.key, 'u', I(s.init), 'r', 0)
+      redis.call('HSET', s.key, 'u', s.init, 'r', 0)
       if s.ttl > 0 then redis.call('PEXPIRE', s.key, s.ttl) end
     end
     if consume then
       if s.agg == 'm' then
-        if s.amt > s.used then s.used = s.amt; redis.call('HSET', s.key, 'u', I(s.amt)) end
+        if cmp(s.A, s.U) > 0 then s.U = s.A; redis.call('HSET', s.key, 'u', s.amt_s) end
       elseif s.agg == 'l' then
-        s.used = s.amt
-        redis.call('HSET', s.key, 'u', I(s.amt))
+        s.U = s.A
+        redis.call('HSET', s.key, 'u', s.amt_s)
       else
-        s.used = s.used + s.amt
-        redis.call('HINCRBY', s.key, 'u', I(s.amt))
+        s.U = add(s.U, s.A)
+        redis.call('HINCRBY', s.key, 'u', s.amt_s)
       end
       if s.ttl > 0 then redis.call('PEXPIRE', s.key, s.ttl) end
     elseif reserve then
-      s.rsv = s.rsv + s.amt
-      redis.call('HINCRBY', s.key, 'r', I(s.amt))
+      s.R = add(s.R, s.A)
+      redis.call('HINCRBY', s.key, 'r', s.amt_s)
       if s.ttl > 0 then redis.call('PEXPIRE', s.key, s.ttl) end
-      redis.call('HSET', KEYS[n + 1], s.key, I(s.amt))
+      redis.call('HSET', KEYS[n + 1], s.key, s.amt_s)
     end
   elseif s.kind == 'wf' then
     if not dry and s.code >= 1 and s.code <= 5 then
@@ -192,14 +191,14 @@ for i = 1, n do
       end
     end
   elseif s.kind == 'b' then
-    if s.init then redis.call('HSET', s.key, 'b', I(s.bal), 'r', 0, 'm', I(s.min)) end
+    if s.init then redis.call('HSET', s.key, 'b', S(s.B), 'r', 0, 'm', S(s.M)) end
     if consume and s.amt ~= 0 then
-      s.bal = s.bal - s.amt
-      redis.call('HINCRBY', s.key, 'b', I(-s.amt))
+      s.B = add(s.B, neg(s.A))
+      redis.call('HINCRBY', s.key, 'b', S(neg(s.A)))
     elseif reserve and s.amt ~= 0 then
-      s.rsv = s.rsv + s.amt
-      redis.call('HINCRBY', s.key, 'r', I(s.amt))
-      redis.call('HSET', KEYS[n + 1], s.key, I(s.amt))
+      s.R = add(s.R, s.A)
+      redis.call('HINCRBY', s.key, 'r', s.amt_s)
+      redis.call('HSET', KEYS[n + 1], s.key, s.amt_s)
     end
   elseif s.kind == 'tb' then
     if consume then
@@ -247,11 +246,11 @@ for i = 1, n do
   local s = st[i]
   local fits = s.fits and 1 or 0
   if s.kind == 'q' then
-    r[#r + 1] = fits; r[#r + 1] = s.used; r[#r + 1] = s.rsv; r[#r + 1] = 0
+    r[#r + 1] = fits; r[#r + 1] = S(s.U); r[#r + 1] = S(s.R); r[#r + 1] = 0
   elseif s.kind == 'wf' then
     r[#r + 1] = fits; r[#r + 1] = s.code; r[#r + 1] = s.calls; r[#r + 1] = s.spent
   elseif s.kind == 'b' then
-    r[#r + 1] = fits; r[#r + 1] = s.bal; r[#r + 1] = s.rsv; r[#r + 1] = s.min
+    r[#r + 1] = fits; r[#r + 1] = S(s.B); r[#r + 1] = S(s.R); r[#r + 1] = S(s.M)
   elseif s.kind == 'tb' then
     local full = math.ceil(s.l * s.win / s.rate)
     local retry = -1

@@ -12,7 +12,7 @@ typedef void (*hot_cb)(void *arg, redisReply *r);
 
 struct hot_script {
 	const char *name;
-	const char *source;
+	const char *source; /* the prelude and the script (set by hot_scripts_init) */
 	char sha[41];
 };
 extern struct hot_script hot_script_check, hot_script_usage, hot_script_balance;
@@ -36,6 +36,9 @@ redisReply *hot_sync_argv(int argc, const char **argv, const size_t *lens, struc
 /* EVALSHA on the blocking connection with NOSCRIPT reload. */
 redisReply *hot_sync_script(const struct hot_script *s, int nkeys, const char **keys, int nargs, const char **args,
 			    struct tg_error *err);
+
+/* Element i of an array reply as an integer (scripts return exact values as decimal strings). */
+int64_t hot_reply_i64(const redisReply *r, size_t i);
 
 /* Growing KEYS/ARGV lists in an arena. */
 struct hot_argv {

@@ -187,11 +187,11 @@ int hot_balance(const char *tenant_id, const char *owner, enum hot_balance_op op
 		freeReplyObject(r);
 		return err->err;
 	}
-	rc = (int)r->element[0]->integer;
+	rc = (int)hot_reply_i64(r, 0);
 	memset(ret, 0, sizeof(*ret));
-	ret->balance = r->element[1]->integer;
-	ret->reserved = r->element[2]->integer;
-	ret->minimum = r->element[3]->integer;
+	ret->balance = hot_reply_i64(r, 1);
+	ret->reserved = hot_reply_i64(r, 2);
+	ret->minimum = hot_reply_i64(r, 3);
 	ret->allowed = rc == 1;
 	freeReplyObject(r);
 	return rc < 0 ? HOT_BALANCE_MISSING : rc;

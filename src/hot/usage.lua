@@ -10,8 +10,6 @@
 --   bi (balance init) set a lost balance if still missing: amount = balance, p1 = minimum
 -- Then reservation releases: ARGV[3+5n] their count r, then r ids; KEYS after the counters, 3 per
 -- reservation: its hash (counter key → amount held), the tenant's expiry index and owner map.
--- integers go to Redis as plain digits: Lua would write 1e+17, which HINCRBY refuses
-local function I(x) return string.format('%.0f', x) end
 local now = tonumber(ARGV[1])
 local n = tonumber(ARGV[2])
 for i = 1, n do
@@ -21,23 +19,23 @@ for i = 1, n do
   if kind == 'q' then
     if redis.call('EXISTS', key) == 1 then
       if agg == 'm' then
-        local u = tonumber(redis.call('HGET', key, 'u') or '0')
-        if amt > u then redis.call('HSET', key, 'u', I(amt)) end
+        local u = redis.call('HGET', key, 'u') or '0'
+        if cmp(N(ARGV[b + 2]), N(u)) > 0 then redis.call('HSET', key, 'u', ARGV[b + 2]) end
       elseif agg == 'l' then
-        redis.call('HSET', key, 'u', I(amt))
+        redis.call('HSET', key, 'u', ARGV[b + 2])
       else
-        redis.call('HINCRBY', key, 'u', I(amt))
+        redis.call('HINCRBY', key, 'u', ARGV[b + 2])
       end
     end
   elseif kind == 'b' then
-    if redis.call('EXISTS', key) == 1 then redis.call('HINCRBY', key, 'b', I(amt)) end
+    if redis.call('EXISTS', key) == 1 then redis.call('HINCRBY', key, 'b', ARGV[b + 2]) end
   elseif kind == 'qi' then
     if redis.call('EXISTS', key) == 0 then
-      redis.call('HSET', key, 'u', I(amt), 'r', 0)
+      redis.call('HSET', key, 'u', ARGV[b + 2], 'r', 0)
       if tonumber(p1) > 0 then redis.call('PEXPIRE', key, tonumber(p1)) end
     end
   elseif kind == 'bi' then
-    if redis.call('EXISTS', key) == 0 then redis.call('HSET', key, 'b', I(amt), 'r', 0, 'm', p1) end
+    if redis.call('EXISTS', key) == 0 then redis.call('HSET', key, 'b', ARGV[b + 2], 'r', 0, 'm', p1) end
   elseif kind == 'w' then
     redis.call('HINCRBY', key, 'c', I(amt))
     if redis.call('PTTL', key) < 0 then redis.call('PEXPIRE', key, 86400000) end
@@ -76,7 +74,7 @@ for j = 1, r do
   local held = redis.call('HGETALL', rk)
   for k = 1, #held, 2 do
     if held[k] ~= '_customer' and redis.call('EXISTS', held[k]) == 1 then
-      redis.call('HINCRBY', held[k], 'r', I(-tonumber(held[k + 1])))
+      redis.call('HINCRBY', held[k], 'r', S(neg(N(held[k + 1]))))
     end
   end
   redis.call('DEL', rk)

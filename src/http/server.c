@@ -60,6 +60,7 @@ struct http_req {
 	bool timed_out;
 	bool suspended;
 	bool in_handler;    /* an inline handler is running: a completion now needs no resume */
+	bool authenticated; /* the credential was checked (possibly on a worker): dispatch goes on from there */
 	bool completed;     /* ... and it completed before returning TG_ASYNC */
 	int early_status;   /* routing error found on arrival: 404/405 */
 	unsigned allowed;
@@ -430,6 +431,37 @@ static void run_blocking(void *arg)
 		tg_req_complete(req);
 }
 
+/* Back on the loop after a slow authentication: dispatch again from the top (the credential is known). */
+static void redispatch_on_loop(void *arg)
+{
+	struct http_req *r = arg;
+
+	if (!r->timed_out) {
+		susp_unlink(r->hl, r);
+		r->suspended = false;
+		r->state = RS_READING;
+		r->hl->inflight--;
+		MHD_resume_connection(r->conn);
+		r->hl->need_run = true;
+	}
+	req_unref(r);
+}
+
+static void authenticate_slow(void *arg)
+{
+	struct http_req *r = arg;
+	struct tg_req *req = &r->pub;
+	const char *auth = tg_req_header(req, "Authorization");
+
+	if (r->hl->srv->opts.authenticate_slow(auth, &req->principal, &req->err) == 0) {
+		r->authenticated = true;
+		tg_loop_post(r->hl->loop, redispatch_on_loop, r);
+		return;
+	}
+	tg_req_reply_error(req);
+	tg_req_complete(req);
+}
+
 /* Decide what to do with a fully received request; returns true when a reply is ready now. */
 static bool dispatch(struct http_req *r)
 {
@@ -455,10 +487,21 @@ static bool dispatch(struct http_req *r)
 		tg_fail(&req->err, TG_ETOOBIG, "body_too_large", NULL, "the request body exceeds 1 MiB");
 		goto fail;
 	}
-	if (rt->scope != TG_SCOPE_PUBLIC) {
+	if (rt->scope != TG_SCOPE_PUBLIC && !r->authenticated) {
 		const char *auth = tg_req_header(req, "Authorization");
-		if (o->authenticate(auth, &req->principal, &req->err) < 0)
+		if (o->authenticate(auth, &req->principal, &req->err) < 0) {
+			/* a key this instance has not heard of yet: PostgreSQL is asked, off the loop */
+			if (o->authenticate_slow && req->err.code && !strcmp(req->err.code, TG_AUTH_ASK_DATABASE)) {
+				tg_error_clear(&req->err);
+				suspend(r);
+				tg_pool_submit(r->hl->srv->pool, authenticate_slow, r);
+				return false;
+			}
 			goto fail;
+		}
+		r->authenticated = true;
+	}
+	if (rt->scope != TG_SCOPE_PUBLIC) {
 		if (!scope_allows(rt->scope, &req->principal)) {
 			tg_fail(&req->err, TG_EPERM, "insufficient_scope", NULL,
 				rt->scope == TG_SCOPE_ADMIN ? "this route needs the admin token"

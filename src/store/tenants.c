@@ -162,6 +162,15 @@ static struct store_stmt q_keys_load = STORE_STMT(
 	"SELECT id, tenant_id, secret_hash, scopes FROM api_keys WHERE revoked_at IS NULL "
 	"AND ($1::text IS NULL OR tenant_id = $1)", 1);
 
+static struct store_stmt q_key_by_hash = STORE_STMT(
+	"SELECT id, tenant_id, secret_hash, scopes FROM api_keys WHERE secret_hash = $1 AND revoked_at IS NULL", 1);
+
+int store_key_by_hash(const char *hash, json_t **ret, struct tg_error *err)
+{
+	const char *p[] = {hash};
+	return store_exec1(&q_key_by_hash, p, ret, err);
+}
+
 int store_keys_load(const char *tenant_id, json_t **ret, struct tg_error *err)
 {
 	const char *p[] = {tenant_id};

@@ -209,8 +209,10 @@ int store_delivery_retry(const char *tenant_id, const char *id, json_t **ret, st
 
 /* Claimed rows are leased by pushing next_attempt_at ahead: a crash leaves them due again later. */
 static struct store_stmt q_claim = STORE_STMT(
-	"WITH c AS (SELECT id FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= now() "
-	"  ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED) "
+	"WITH c AS (SELECT d.id FROM webhook_deliveries d WHERE d.status = 'pending' AND d.next_attempt_at <= now() "
+	"  AND NOT EXISTS (SELECT 1 FROM webhook_endpoints e WHERE e.tenant_id = d.tenant_id AND e.id = d.endpoint_id "
+	"    AND e.disabled) "
+	"  ORDER BY d.next_attempt_at LIMIT $1 FOR UPDATE OF d SKIP LOCKED) "
 	"UPDATE webhook_deliveries d SET next_attempt_at = now() + ($2::bigint * interval '1 millisecond'), "
 	"  attempts = d.attempts + 1, updated_at = now() FROM c WHERE d.id = c.id "
 	"RETURNING d.id, d.tenant_id, d.attempts AS attempt, (extract(epoch FROM d.created_at) * 1000)::bigint AS created_ms, "
@@ -315,6 +317,14 @@ int store_duty_progress(const char *tenant_id, const char *duty, int64_t *done_t
 	*done_to_ms = row ? store_int(row, "ms", 0) : 0;
 	json_decref(row);
 	return 0;
+}
+
+static struct store_stmt q_progress_all = STORE_STMT(
+	"SELECT tenant_id, duty, (extract(epoch FROM done_to) * 1000)::bigint AS ms FROM duty_progress", 0);
+
+int store_duty_progress_all(json_t **ret, struct tg_error *err)
+{
+	return store_exec(&q_progress_all, NULL, ret, err);
 }
 
 int store_duty_advance(const char *tenant_id, const char *duty, int64_t done_to_ms, struct tg_error *err)

@@ -64,8 +64,30 @@ int duties_expire_reservations(void)
 #define MAX_PERIODS_PER_PASS 48
 #define PASS_BUDGET_US 250000
 
-/* When each (tenant, duty) has work again, on the tenant's clock: a duty is not even looked at before. */
+/* When each (tenant, duty) has work again, on the tenant's clock: a duty is not even looked at before.
+ * Seeded from the progress rows at start, so seeing a tenant for the first time costs no query. */
 static struct tg_map next_due = TG_MAP_INIT;
+static struct tg_map progress = TG_MAP_INIT; /* "tenant|duty" → done_to at start-up */
+static bool progress_loaded;
+
+static void load_progress(void)
+{
+	json_t *rows, *row;
+	struct tg_error err;
+	size_t i;
+
+	if (store_duty_progress_all(&rows, &err) < 0) {
+		log_warn("duty progress not loaded; duties will read it one by one", "%s", err.detail);
+		return;
+	}
+	json_array_foreach(rows, i, row) {
+		char key[300];
+		snprintf(key, sizeof(key), "%s|%s", store_str(row, "tenant_id"), store_str(row, "duty"));
+		tg_map_put(&progress, key, (void *)(intptr_t)store_int(row, "ms", 0));
+	}
+	json_decref(rows);
+	progress_loaded = true;
+}
 
 /* Does limit l apply to subject (a customer id, or "*" for the platform) as its own counter? */
 static bool applies(const struct policy_tenant *t, const struct policy_limit *l, const char *subject,
@@ -209,8 +231,18 @@ static int run_duty(const struct policy_tenant *t, const char *duty, enum policy
 	int rc;
 
 	snprintf(key, sizeof(key), "%s|%s", t->id, duty);
-	if ((int64_t)(intptr_t)tg_map_get(&next_due, key) > now)
+	int64_t due = (int64_t)(intptr_t)tg_map_get(&next_due, key);
+	if (!due && progress_loaded) {
+		/* first sight here: from its progress (or its start) is there a finished period to close? */
+		int64_t known = (int64_t)(intptr_t)tg_map_get(&progress, key);
+		int64_t from = known ? known : policy_period_start(period, since_ms < now ? since_ms : now);
+		if (from >= upto) {
+			tg_map_put(&next_due, key, (void *)(intptr_t)policy_period_end(period, upto));
+			return 0;
+		}
+	} else if (due > now) {
 		return 0;
+	}
 	snprintf(lockname, sizeof(lockname), "duty|%s", key);
 	if ((rc = store_begin(err)) < 0)
 		return rc;
@@ -242,8 +274,9 @@ end:
 		store_rollback();
 		return rc;
 	}
-	if (locked && done_to >= upto)
-		tg_map_put(&next_due, key, (void *)(intptr_t)policy_period_end(period, upto));
+	/* done: look again when the current period ends; another instance on it: in a while; else next pass */
+	tg_map_put(&next_due, key,
+		   (void *)(intptr_t)(!locked ? now + 30000 : done_to >= upto ? policy_period_end(period, upto) : 1));
 	return 0;
 }
 
@@ -300,6 +333,7 @@ static void *duties_main(void *arg)
 
 	(void)arg;
 	pthread_setname_np(pthread_self(), "duties");
+	load_progress();
 	while (!atomic_load(&duties_stopping)) {
 		int64_t started = tg_mono_us();
 		tg_metric_add(expired, duties_expire_reservations());
