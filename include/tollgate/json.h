@@ -52,6 +52,32 @@ json_t *tg_json_str(const char *s);
 json_t *tg_json_time(int64_t ms); /* RFC 3339 string; ms < 0 → null */
 
 /*
+ * A streaming JSON writer for replies on the hot path: no json_t, no allocation
+ * beyond the buffer. Values written after tg_jw_key() (in an object) or
+ * directly (in an array); commas are placed for you.
+ */
+#define TG_JW_DEPTH 16
+struct tg_jw {
+	struct tg_buf *b;
+	int depth;
+	bool more[TG_JW_DEPTH]; /* this level already has an element: a comma before the next */
+	bool after_key;
+};
+void tg_jw_init(struct tg_jw *w, struct tg_buf *b);
+void tg_jw_begin_object(struct tg_jw *w);
+void tg_jw_end_object(struct tg_jw *w);
+void tg_jw_begin_array(struct tg_jw *w);
+void tg_jw_end_array(struct tg_jw *w);
+void tg_jw_key(struct tg_jw *w, const char *key);
+void tg_jw_str(struct tg_jw *w, const char *s); /* NULL → null */
+void tg_jw_fixed(struct tg_jw *w, tg_fixed v);
+void tg_jw_int(struct tg_jw *w, int64_t v);
+void tg_jw_bool(struct tg_jw *w, bool v);
+void tg_jw_null(struct tg_jw *w);
+void tg_jw_time(struct tg_jw *w, int64_t ms); /* RFC 3339; ms < 0 → null */
+void tg_jw_json(struct tg_jw *w, const json_t *v); /* a json_t, through tg_json_dump */
+
+/*
  * Field validation shared by api/ (request bodies) and policy/ (stored
  * configuration): each returns 0, or a negative tg_err with err naming the
  * field (prefix + name, e.g. "on_exceed.dimensions"). Absent fields leave

@@ -248,7 +248,9 @@ struct policy_decision {
 
 /* Compose the decision from the counters' states (after Redis answered). */
 void policy_decide(const struct policy_counter *cs, int n, int64_t now_ms, struct policy_decision *d);
-/* The API object of one counter's live state (new reference). */
+/* The API object of one counter's live state: written to a reply, or as a new reference. */
+struct tg_jw;
+void policy_counter_write(struct tg_jw *w, const struct policy_counter *c, int64_t now_ms);
 json_t *policy_counter_json(const struct policy_counter *c, int64_t now_ms);
 /* RateLimit header values for the binding counter. */
 struct policy_ratelimit {

@@ -414,7 +414,7 @@ static void answer(struct check *ck)
 {
 	struct tg_req *req = ck->req;
 	struct policy_decision d;
-	json_t *limits = json_array(), *warnings = json_array();
+	struct tg_jw w;
 	char buf[32];
 
 	policy_decide(ck->cs, ck->n, ck->now, &d);
@@ -435,41 +435,84 @@ static void answer(struct check *ck)
 		d.binding = NULL;
 		d.retry_after_s = -1;
 	}
+	const char *binding = d.binding ? d.binding->limit->id
+			      : d.code && !strcmp(d.code, "workflow_limit") ? ck->guard.from[guard - 1]->id : NULL;
+	bool fallback = d.allowed && ck->fallback && ck->fallback_steps > 0;
+
+	/* the reply is written straight into the response buffer: this is the hot path */
+	req->status = d.allowed ? 200 : d.code && !strcmp(d.code, "insufficient_balance") ? 402 : 429;
+	req->content_type = "application/json";
+	tg_buf_reset(&req->resp);
+	tg_jw_init(&w, &req->resp);
+	tg_jw_begin_object(&w);
+	tg_jw_key(&w, "allowed");
+	tg_jw_bool(&w, d.allowed);
+	tg_jw_key(&w, "decision");
+	tg_jw_str(&w, policy_decision_names[fallback ? DECISION_FALLBACK : d.decision]);
+	tg_jw_key(&w, "code");
+	tg_jw_str(&w, d.code);
+	tg_jw_key(&w, "customer_id");
+	tg_jw_str(&w, ck->customer_id);
+	tg_jw_key(&w, "retry_after");
+	if (!d.allowed && d.retry_after_s >= 0)
+		tg_jw_int(&w, d.retry_after_s);
+	else
+		tg_jw_null(&w);
+	tg_jw_key(&w, "binding_limit");
+	tg_jw_str(&w, binding);
+	tg_jw_key(&w, "limits");
+	tg_jw_begin_array(&w);
 	for (int i = 0; i < ck->n; i++)
 		if (ck->cs[i].subject)
-			json_array_append_new(limits, policy_counter_json(&ck->cs[i], ck->now));
-	for (int i = 0; i < d.nwarnings; i++)
-		json_array_append_new(warnings, tg_json_str(tg_arena_printf(&req->arena, "soft limit '%s' exceeded", d.warnings[i])));
-	json_t *body = tg_json_obj(
-		"allowed", json_boolean(d.allowed),
-		"decision", json_string(policy_decision_names[d.decision]),
-		"code", d.code ? json_string(d.code) : json_null(),
-		"customer_id", json_string(ck->customer_id),
-		"retry_after", !d.allowed && d.retry_after_s >= 0 ? json_integer(d.retry_after_s) : json_null(),
-		"binding_limit", d.binding ? json_string(d.binding->limit->id)
-			       : guard >= 1 && guard <= 5 && d.code && !strcmp(d.code, "workflow_limit")
-				       ? json_string(ck->guard.from[guard - 1]->id)
-				       : json_null(),
-		"limits", limits,
-		"balance", ck->hc.bal && !ck->degraded
-				   ? tg_json_obj("available", tg_json_fixed(ck->bal.balance - ck->bal.reserved), "minimum",
-						 tg_json_fixed(ck->bal.minimum), "customer_id", json_string(ck->bal.owner), NULL)
-				   : json_null(),
-		"warnings", warnings,
-		"reservation_id", d.allowed && ck->chk.reserve && !ck->chk.dry_run ? json_string(ck->rsv_id) : json_null(),
-		"degraded", json_boolean(ck->degraded),
-		NULL);
-	if (d.allowed && ck->fallback && ck->fallback_steps > 0) {
-		json_object_set_new(body, "decision", json_string(policy_decision_names[DECISION_FALLBACK]));
-		json_object_set_new(body, "fallback", json_incref(ck->fallback));
+			policy_counter_write(&w, &ck->cs[i], ck->now);
+	tg_jw_end_array(&w);
+	tg_jw_key(&w, "balance");
+	if (ck->hc.bal && !ck->degraded) {
+		tg_jw_begin_object(&w);
+		tg_jw_key(&w, "available");
+		tg_jw_fixed(&w, ck->bal.balance - ck->bal.reserved);
+		tg_jw_key(&w, "minimum");
+		tg_jw_fixed(&w, ck->bal.minimum);
+		tg_jw_key(&w, "customer_id");
+		tg_jw_str(&w, ck->bal.owner);
+		tg_jw_end_object(&w);
+	} else {
+		tg_jw_null(&w);
 	}
-	if (ck->chk.dry_run)
-		json_object_set_new(body, "dry_run", json_true());
-	if (ck->hc.wf)
-		json_object_set_new(body, "workflow",
-				    tg_json_obj("id", json_string(ck->wf.id), "terminated", json_boolean(guard != 0), "guard",
-						guard >= 1 && guard <= 5 ? json_string(policy_guard_names[guard - 1]) : json_null(),
-						"tool_calls", json_integer(ck->wf.calls), "cost", tg_json_fixed(ck->wf.spent), NULL));
+	tg_jw_key(&w, "warnings");
+	tg_jw_begin_array(&w);
+	for (int i = 0; i < d.nwarnings; i++)
+		tg_jw_str(&w, tg_arena_printf(&req->arena, "soft limit '%s' exceeded", d.warnings[i]));
+	tg_jw_end_array(&w);
+	tg_jw_key(&w, "reservation_id");
+	tg_jw_str(&w, d.allowed && ck->chk.reserve && !ck->chk.dry_run ? ck->rsv_id : NULL);
+	tg_jw_key(&w, "degraded");
+	tg_jw_bool(&w, ck->degraded);
+	if (fallback) {
+		tg_jw_key(&w, "fallback");
+		tg_jw_json(&w, ck->fallback);
+	}
+	if (ck->chk.dry_run) {
+		tg_jw_key(&w, "dry_run");
+		tg_jw_bool(&w, true);
+	}
+	if (ck->hc.wf) {
+		tg_jw_key(&w, "workflow");
+		tg_jw_begin_object(&w);
+		tg_jw_key(&w, "id");
+		tg_jw_str(&w, ck->wf.id);
+		tg_jw_key(&w, "terminated");
+		tg_jw_bool(&w, guard != 0);
+		tg_jw_key(&w, "guard");
+		tg_jw_str(&w, guard >= 1 && guard <= 5 ? policy_guard_names[guard - 1] : NULL);
+		tg_jw_key(&w, "tool_calls");
+		tg_jw_int(&w, ck->wf.calls);
+		tg_jw_key(&w, "cost");
+		tg_jw_fixed(&w, ck->wf.spent);
+		tg_jw_end_object(&w);
+	}
+	tg_jw_end_object(&w);
+
 	if (ck->hc.wf && ck->wf.code >= 1 && ck->wf.code <= 5 && !ck->chk.dry_run)
 		notify_terminated(ck, guard);
 	if (d.binding)
@@ -489,7 +532,6 @@ static void answer(struct check *ck)
 			}
 		}
 	}
-	tg_req_reply(req, d.allowed ? 200 : d.code && !strcmp(d.code, "insufficient_balance") ? 402 : 429, body);
 }
 
 static void answer_cached(struct check *ck, struct deny_entry *e)

@@ -64,33 +64,67 @@ static const char *subject_name(enum policy_subject_kind k)
 	return names[k];
 }
 
-json_t *policy_counter_json(const struct policy_counter *c, int64_t now_ms)
+void policy_counter_write(struct tg_jw *w, const struct policy_counter *c, int64_t now_ms)
 {
 	const struct policy_limit *l = c->limit;
-	json_t *o = tg_json_obj("id", json_string(l->id), "kind", json_string(policy_kind_names[l->kind]), "meter",
-				json_string(l->meter->id), "scope", json_string(policy_scope_names[l->scope]), NULL);
 
 	(void)now_ms;
+	tg_jw_begin_object(w);
+	tg_jw_key(w, "id");
+	tg_jw_str(w, l->id);
+	tg_jw_key(w, "kind");
+	tg_jw_str(w, policy_kind_names[l->kind]);
+	tg_jw_key(w, "meter");
+	tg_jw_str(w, l->meter->id);
+	tg_jw_key(w, "scope");
+	tg_jw_str(w, policy_scope_names[l->scope]);
 	if (l->kind == POLICY_QUOTA) {
-		json_object_set_new(o, "period", json_string(policy_period_names[l->period]));
+		tg_jw_key(w, "period");
+		tg_jw_str(w, policy_period_names[l->period]);
 	} else {
-		json_object_set_new(o, "window", json_integer(l->window_s));
-		json_object_set_new(o, "algorithm", json_string(policy_algorithm_names[l->algorithm]));
-		json_object_set_new(o, "per", json_string(policy_per_names[l->per]));
+		tg_jw_key(w, "window");
+		tg_jw_int(w, l->window_s);
+		tg_jw_key(w, "algorithm");
+		tg_jw_str(w, policy_algorithm_names[l->algorithm]);
+		tg_jw_key(w, "per");
+		tg_jw_str(w, policy_per_names[l->per]);
 	}
-	json_object_set_new(o, "subject", json_string(subject_name(c->subject_kind)));
-	json_object_set_new(o, "limit", tg_json_fixed(l->limit));
+	tg_jw_key(w, "subject");
+	tg_jw_str(w, subject_name(c->subject_kind));
+	tg_jw_key(w, "limit");
+	tg_jw_fixed(w, l->limit);
 	if (c->subject) {
-		json_object_set_new(o, "used", tg_json_fixed(c->used));
-		json_object_set_new(o, "reserved", tg_json_fixed(c->reserved));
-		json_object_set_new(o, "remaining", tg_json_fixed(c->remaining));
-		json_object_set_new(o, "resets_at", c->reset_ms > 0 && c->reset_ms < INT64_MAX ? tg_json_time(c->reset_ms)
-											 : json_null());
-		json_object_set_new(o, "exceeded", json_boolean(!c->allowed));
+		tg_jw_key(w, "used");
+		tg_jw_fixed(w, c->used);
+		tg_jw_key(w, "reserved");
+		tg_jw_fixed(w, c->reserved);
+		tg_jw_key(w, "remaining");
+		tg_jw_fixed(w, c->remaining);
+		tg_jw_key(w, "resets_at");
+		tg_jw_time(w, c->reset_ms > 0 && c->reset_ms < INT64_MAX ? c->reset_ms : -1);
+		tg_jw_key(w, "exceeded");
+		tg_jw_bool(w, !c->allowed);
 	}
-	json_object_set_new(o, "enforcement", json_string(policy_enforcement_names[l->enforcement]));
-	if (l->enforcement == ENF_SHADOW)
-		json_object_set_new(o, "shadow", json_true());
+	tg_jw_key(w, "enforcement");
+	tg_jw_str(w, policy_enforcement_names[l->enforcement]);
+	if (l->enforcement == ENF_SHADOW) {
+		tg_jw_key(w, "shadow");
+		tg_jw_bool(w, true);
+	}
+	tg_jw_end_object(w);
+}
+
+json_t *policy_counter_json(const struct policy_counter *c, int64_t now_ms)
+{
+	struct tg_buf b = TG_BUF_INIT;
+	struct tg_jw w;
+	struct tg_error err;
+	json_t *o;
+
+	tg_jw_init(&w, &b);
+	policy_counter_write(&w, c, now_ms);
+	o = tg_json_parse(b.buf, b.len, true, &err);
+	tg_buf_release(&b);
 	return o;
 }
 

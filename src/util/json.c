@@ -464,3 +464,125 @@ json_t *tg_json_time(int64_t ms)
 	tg_time_format(ms, buf);
 	return json_string(buf);
 }
+
+/* ---- streaming writer ---- */
+
+void tg_jw_init(struct tg_jw *w, struct tg_buf *b)
+{
+	memset(w, 0, sizeof(*w));
+	w->b = b;
+}
+
+/* Before any value: the comma, unless it follows its key or opens its container. */
+static void jw_value(struct tg_jw *w)
+{
+	if (w->after_key) {
+		w->after_key = false;
+		return;
+	}
+	if (w->more[w->depth])
+		tg_buf_addc(w->b, ',');
+	w->more[w->depth] = true;
+}
+
+static void jw_open(struct tg_jw *w, char c)
+{
+	jw_value(w);
+	tg_buf_addc(w->b, c);
+	if (w->depth < TG_JW_DEPTH - 1)
+		w->depth++;
+	w->more[w->depth] = false;
+}
+
+static void jw_close(struct tg_jw *w, char c)
+{
+	tg_buf_addc(w->b, c);
+	if (w->depth > 0)
+		w->depth--;
+}
+
+void tg_jw_begin_object(struct tg_jw *w)
+{
+	jw_open(w, '{');
+}
+
+void tg_jw_end_object(struct tg_jw *w)
+{
+	jw_close(w, '}');
+}
+
+void tg_jw_begin_array(struct tg_jw *w)
+{
+	jw_open(w, '[');
+}
+
+void tg_jw_end_array(struct tg_jw *w)
+{
+	jw_close(w, ']');
+}
+
+void tg_jw_key(struct tg_jw *w, const char *key)
+{
+	jw_value(w);
+	tg_buf_addc(w->b, '"');
+	tg_buf_add_json_str(w->b, key, strlen(key));
+	tg_buf_add(w->b, "\":", 2);
+	w->after_key = true;
+}
+
+void tg_jw_str(struct tg_jw *w, const char *s)
+{
+	if (!s) {
+		tg_jw_null(w);
+		return;
+	}
+	jw_value(w);
+	tg_buf_addc(w->b, '"');
+	tg_buf_add_json_str(w->b, s, strlen(s));
+	tg_buf_addc(w->b, '"');
+}
+
+void tg_jw_fixed(struct tg_jw *w, tg_fixed v)
+{
+	char num[TG_FIXED_BUFSZ];
+	size_t n = tg_fixed_format(v, num);
+
+	jw_value(w);
+	tg_buf_add(w->b, num, n);
+}
+
+void tg_jw_int(struct tg_jw *w, int64_t v)
+{
+	jw_value(w);
+	tg_buf_addf(w->b, "%lld", (long long)v);
+}
+
+void tg_jw_bool(struct tg_jw *w, bool v)
+{
+	jw_value(w);
+	tg_buf_adds(w->b, v ? "true" : "false");
+}
+
+void tg_jw_null(struct tg_jw *w)
+{
+	jw_value(w);
+	tg_buf_adds(w->b, "null");
+}
+
+void tg_jw_time(struct tg_jw *w, int64_t ms)
+{
+	char t[TG_TIME_BUFSZ];
+
+	if (ms < 0) {
+		tg_jw_null(w);
+		return;
+	}
+	tg_time_format(ms, t);
+	tg_jw_str(w, t);
+}
+
+void tg_jw_json(struct tg_jw *w, const json_t *v)
+{
+	jw_value(w);
+	tg_json_dump(v, w->b);
+}
