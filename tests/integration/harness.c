@@ -39,6 +39,35 @@ static void sleep_ms(int ms)
 	nanosleep(&ts, NULL);
 }
 
+/* Servers running now: a test that fails half-way (CK_NOFORK longjmps out) must not leave its extra
+ * servers behind, so run_suite stops whatever is still here at the end. */
+#define MAX_SERVERS 16
+static pid_t running[MAX_SERVERS];
+static pthread_mutex_t running_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void running_set(pid_t old, pid_t new)
+{
+	pthread_mutex_lock(&running_lock);
+	for (int i = 0; i < MAX_SERVERS; i++)
+		if (running[i] == old) {
+			running[i] = new;
+			break;
+		}
+	pthread_mutex_unlock(&running_lock);
+}
+
+static void stop_leftovers(void)
+{
+	for (int i = 0; i < MAX_SERVERS; i++) {
+		if (running[i] > 0) {
+			int status;
+			kill(running[i], SIGTERM);
+			waitpid(running[i], &status, 0);
+			running[i] = 0;
+		}
+	}
+}
+
 void srv_start(struct srv *s, const char *const *extra_env)
 {
 	srv_start_wait(s, extra_env, "/readyz");
@@ -89,10 +118,14 @@ void srv_start_wait(struct srv *s, const char *const *extra_env, const char *wai
 		execl(bin, bin, (char *)NULL);
 		_exit(127);
 	}
+	running_set(0, s->pid);
 	for (int i = 0; i < 300; i++) {
 		int status;
-		if (waitpid(s->pid, &status, WNOHANG) == s->pid)
+		if (waitpid(s->pid, &status, WNOHANG) == s->pid) {
+			running_set(s->pid, 0);
+			s->pid = 0;
 			ck_abort_msg("tollgated exited during start-up (status %d); see %s", status, s->log);
+		}
 		r = req(s, "GET", wait_path, NULL, NULL, NULL);
 		long st = r.status;
 		resp_free(&r);
@@ -103,6 +136,33 @@ void srv_start_wait(struct srv *s, const char *const *extra_env, const char *wai
 	ck_abort_msg("tollgated did not become ready in 15 s; see %s", s->log);
 }
 
+void srv_settle(struct srv *s)
+{
+	struct tenant t = tenant_new(s, false);
+	char secret[64], sql[512];
+	struct timespec ts;
+
+	/* a key written straight into the database reaches the server only through its NOTIFY */
+	clock_gettime(CLOCK_REALTIME, &ts);
+	snprintf(secret, sizeof(secret), "sk_settle%ld%09ld%d", (long)ts.tv_sec, ts.tv_nsec, (int)getpid());
+	snprintf(sql, sizeof(sql),
+		 "INSERT INTO api_keys (id, tenant_id, name, prefix, secret_hash, scopes) VALUES ('key_%s', '%s', "
+		 "'settle', 'sk_settle', encode(sha256(convert_to('%s', 'UTF8')), 'hex'), '{read}') RETURNING 1",
+		 secret + 3, t.id, secret);
+	char *out = psql(sql);
+	ck_assert_msg(out != NULL, "could not insert the settle key");
+	free(out);
+	for (int i = 0; i < 600; i++) {
+		struct resp r = req(s, "GET", "/v1/tenant", secret, NULL, NULL);
+		long st = r.status;
+		resp_free(&r);
+		if (st == 200)
+			return;
+		sleep_ms(50);
+	}
+	ck_abort_msg("tollgated did not act on a notification within 30 s; see %s", s->log);
+}
+
 static void srv_signal(struct srv *s, int sig)
 {
 	int status;
@@ -111,6 +171,7 @@ static void srv_signal(struct srv *s, int sig)
 		return;
 	kill(s->pid, sig);
 	waitpid(s->pid, &status, 0);
+	running_set(s->pid, 0);
 	s->pid = 0;
 }
 
@@ -212,7 +273,11 @@ struct resp req(const struct srv *s, const char *method, const char *path, const
 		curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
 		curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
 	}
-	h = curl_slist_append(h, "Expect:");
+	bool has_expect = false;
+	for (const char *const *e = extra_headers; e && *e; e++)
+		has_expect |= strncasecmp(*e, "Expect:", 7) == 0;
+	if (!has_expect)
+		h = curl_slist_append(h, "Expect:");
 	curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
 	CURLcode rc = curl_easy_perform(c);
 	if (rc == CURLE_OK) {
@@ -414,6 +479,7 @@ int run_suite(Suite *s)
 	srunner_run_all(sr, CK_NORMAL);
 	failed = srunner_ntests_failed(sr);
 	srunner_free(sr);
+	stop_leftovers();
 	return failed ? 1 : 0;
 }
 

@@ -1,0 +1,954 @@
+/* test_customers.c — tenant settings, customers, tiers, paging, Idempotency-Key and tenant isolation, over real HTTP. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+
+static struct srv S;
+
+static void setup(void)
+{
+	srv_start(&S, NULL);
+	srv_settle(&S);
+}
+
+static void teardown(void)
+{
+	srv_stop(&S);
+}
+
+/* POST and expect status; returns nothing (the response is freed). */
+static void post_ok(const char *key, const char *path, const char *body, long want)
+{
+	struct resp r = req(&S, "POST", path, key, body, NULL);
+	ck_assert_msg(r.status == want, "POST %s %s: expected %ld, got %ld: %s", path, body, want, r.status, r.body);
+	resp_free(&r);
+}
+
+/* GET path and return the body text (malloc'd) for before/after comparisons. */
+static char *get_body(const char *key, const char *path)
+{
+	struct resp r = req(&S, "GET", path, key, NULL, NULL);
+	char *b = strdup(r.body);
+	resp_free(&r);
+	return b;
+}
+
+static size_t list_len(const char *key, const char *path)
+{
+	struct resp r = req(&S, "GET", path, key, NULL, NULL);
+	ck_status(r, 200);
+	size_t n = json_array_size(jpath(r.json, "data"));
+	resp_free(&r);
+	return n;
+}
+
+/* ---- tenant settings ---- */
+
+START_TEST(tenant_settings)
+{
+	struct tenant t = tenant_new(&S, false);
+	struct resp r = req(&S, "GET", "/v1/tenant", t.key, NULL, NULL);
+	ck_status(r, 200);
+	ck_assert_str_eq(jstr(r.json, "id"), t.id);
+	ck_assert(json_is_null(jpath(r.json, "default_tier")));
+	ck_assert(json_is_true(jpath(r.json, "auto_create_customers")));
+	resp_free(&r);
+
+	/* the default tier must exist */
+	char *before = get_body(t.key, "/v1/tenant");
+	r = req(&S, "PATCH", "/v1/tenant", t.key, "{\"default_tier\":\"free\"}", NULL);
+	ck_err(r, 400, "invalid_request", "tier_not_found", "default_tier");
+	resp_free(&r);
+	/* a bad field fails the whole patch: the good one is not applied either */
+	r = req(&S, "PATCH", "/v1/tenant", t.key, "{\"auto_create_customers\":false,\"default_tier\":\"free\"}", NULL);
+	ck_err(r, 400, "invalid_request", "tier_not_found", "default_tier");
+	resp_free(&r);
+	r = req(&S, "PATCH", "/v1/tenant", t.key, "{\"auto_create_customers\":false,\"default_tier\":\"a b\"}", NULL);
+	ck_err(r, 400, "invalid_request", "invalid_parameter", "default_tier");
+	resp_free(&r);
+	char *after = get_body(t.key, "/v1/tenant");
+	ck_assert_str_eq(before, after);
+	free(before);
+	free(after);
+
+	post_ok(t.key, "/v1/tiers", "{\"id\":\"free\"}", 201);
+	r = req(&S, "PATCH", "/v1/tenant", t.key, "{\"default_tier\":\"free\"}", NULL);
+	ck_status(r, 200);
+	ck_assert_str_eq(jstr(r.json, "default_tier"), "free");
+	ck_assert(json_is_true(jpath(r.json, "auto_create_customers")));
+	resp_free(&r);
+	r = req(&S, "PATCH", "/v1/tenant", t.key, "{\"auto_create_customers\":false}", NULL);
+	ck_status(r, 200);
+	ck_assert(json_is_false(jpath(r.json, "auto_create_customers")));
+	ck_assert_str_eq(jstr(r.json, "default_tier"), "free");
+	resp_free(&r);
+	r = req(&S, "GET", "/v1/tenant", t.key, NULL, NULL);
+	ck_assert_str_eq(jstr(r.json, "default_tier"), "free");
+	ck_assert(json_is_false(jpath(r.json, "auto_create_customers")));
+	resp_free(&r);
+	/* an empty patch changes nothing */
+	r = req(&S, "PATCH", "/v1/tenant", t.key, "{}", NULL);
+	ck_status(r, 200);
+	ck_assert_str_eq(jstr(r.json, "default_tier"), "free");
+	resp_free(&r);
+	/* null clears the default tier */
+	r = req(&S, "PATCH", "/v1/tenant", t.key, "{\"default_tier\":null,\"auto_create_customers\":true}", NULL);
+	ck_status(r, 200);
+	ck_assert(json_is_null(jpath(r.json, "default_tier")));
+	ck_assert(json_is_true(jpath(r.json, "auto_create_customers")));
+	resp_free(&r);
+	r = req(&S, "PATCH", "/v1/tenant", t.key, "{\"auto_create_customers\":null}", NULL);
+	ck_err(r, 400, "invalid_request", "invalid_parameter", "auto_create_customers");
+	resp_free(&r);
+	r = req(&S, "PATCH", "/v1/tenant", t.key, NULL, NULL);
+	ck_err(r, 400, "invalid_request", "invalid_json", NULL);
+	resp_free(&r);
+}
+END_TEST
+
+/* ---- customers ---- */
+
+START_TEST(customer_crud)
+{
+	struct tenant t = tenant_new(&S, false);
+	struct resp r = req(&S, "POST", "/v1/customers", t.key,
+			    "{\"id\":\"u_28f3a\",\"name\":\"Ada\",\"email\":\"ada@example.com\"}", NULL);
+	ck_status(r, 201);
+	ck_assert_str_eq(jstr(r.json, "id"), "u_28f3a");
+	ck_assert_str_eq(jstr(r.json, "name"), "Ada");
+	ck_assert_str_eq(jstr(r.json, "email"), "ada@example.com");
+	ck_assert(json_is_null(jpath(r.json, "tier")));
+	ck_assert(json_is_null(jpath(r.json, "parent_id")));
+	ck_assert(json_is_object(jpath(r.json, "metadata")));
+	ck_assert_int_eq(json_object_size(jpath(r.json, "metadata")), 0);
+	time_parse(jstr(r.json, "created_at"));
+	resp_free(&r);
+
+	r = req(&S, "POST", "/v1/customers", t.key, "{\"id\":\"u_28f3a\",\"name\":\"Other\"}", NULL);
+	ck_err(r, 409, "invalid_request", "customer_exists", "id");
+	resp_free(&r);
+	r = req(&S, "GET", "/v1/customers/u_28f3a", t.key, NULL, NULL);
+	ck_status(r, 200);
+	ck_assert_str_eq(jstr(r.json, "name"), "Ada");
+	resp_free(&r);
+
+	r = req(&S, "PATCH", "/v1/customers/u_28f3a", t.key, "{\"name\":\"Ada L.\",\"email\":null}", NULL);
+	ck_status(r, 200);
+	ck_assert_str_eq(jstr(r.json, "name"), "Ada L.");
+	ck_assert(json_is_null(jpath(r.json, "email")));
+	resp_free(&r);
+	r = req(&S, "PATCH", "/v1/customers/nobody", t.key, "{\"name\":\"x\"}", NULL);
+	ck_err(r, 404, "invalid_request", "customer_not_found", NULL);
+	resp_free(&r);
+	r = req(&S, "PATCH", "/v1/customers/u_28f3a", t.key, "{\"id\":\"renamed\"}", NULL);
+	ck_err(r, 400, "invalid_request", "unknown_parameter", "id");
+	resp_free(&r);
+
+	r = req(&S, "DELETE", "/v1/customers/u_28f3a", t.key, NULL, NULL);
+	ck_status(r, 200);
+	ck_assert(json_is_true(jpath(r.json, "deleted")));
+	resp_free(&r);
+	r = req(&S, "GET", "/v1/customers/u_28f3a", t.key, NULL, NULL);
+	ck_err(r, 404, "invalid_request", "customer_not_found", NULL);
+	resp_free(&r);
+	r = req(&S, "DELETE", "/v1/customers/u_28f3a", t.key, NULL, NULL);
+	ck_err(r, 404, "invalid_request", "customer_not_found", NULL);
+	resp_free(&r);
+	/* the id is free again */
+	post_ok(t.key, "/v1/customers", "{\"id\":\"u_28f3a\"}", 201);
+}
+END_TEST
+
+START_TEST(customer_metadata_exact)
+{
+	struct tenant t = tenant_new(&S, false);
+	const char *meta = "{\"price\":0.30,\"n\":[1,2.50,-7,1.0e2,0.000001],\"nested\":{\"s\":\"x\",\"b\":true,\"z\":null},"
+			   "\"unicode\":\"caf\\u00e9 \\u2713\"}";
+	struct resp r = reqf(&S, "POST", "/v1/customers", t.key, "{\"id\":\"m\",\"metadata\":%s}", meta);
+	ck_status(r, 201);
+	ck_assert_ptr_nonnull(strstr(r.body, "\"price\":0.30"));
+	resp_free(&r);
+	r = req(&S, "GET", "/v1/customers/m", t.key, NULL, NULL);
+	ck_status(r, 200);
+	/* the lexemes, not doubles: 0.30 stays 0.30, 2.50 stays 2.50 */
+	ck_assert_ptr_nonnull(strstr(r.body, "\"price\":0.30"));
+	ck_assert_ptr_nonnull(strstr(r.body, "2.50"));
+	ck_assert_ptr_nonnull(strstr(r.body, "0.000001"));
+	ck_assert_str_eq(jstr(r.json, "metadata.nested.s"), "x");
+	ck_assert(json_is_true(jpath(r.json, "metadata.nested.b")));
+	ck_assert(json_is_null(jpath(r.json, "metadata.nested.z")));
+	ck_assert_str_eq(jstr(r.json, "metadata.unicode"), "caf\xc3\xa9 \xe2\x9c\x93");
+	resp_free(&r);
+
+	/* PATCH replaces the object; null empties it */
+	r = req(&S, "PATCH", "/v1/customers/m", t.key, "{\"metadata\":{\"plan\":\"b\",\"v\":0.10}}", NULL);
+	ck_status(r, 200);
+	ck_assert_int_eq(json_object_size(jpath(r.json, "metadata")), 2);
+	ck_assert_str_eq(jstr(r.json, "metadata.plan"), "b");
+	ck_assert_ptr_nonnull(strstr(r.body, "\"v\":0.10"));
+	ck_assert_ptr_null(jpath(r.json, "metadata.price"));
+	resp_free(&r);
+	r = req(&S, "PATCH", "/v1/customers/m", t.key, "{\"metadata\":null}", NULL);
+	ck_status(r, 200);
+	ck_assert_int_eq(json_object_size(jpath(r.json, "metadata")), 0);
+	resp_free(&r);
+
+	/* numbers PostgreSQL could not store are refused, naming where they are */
+	r = req(&S, "PATCH", "/v1/customers/m", t.key, "{\"metadata\":{\"ok\":1,\"x\":[0,1e-20000]}}", NULL);
+	ck_err(r, 400, "invalid_request", "invalid_parameter", "metadata.x.1");
+	resp_free(&r);
+	r = req(&S, "POST", "/v1/customers", t.key, "{\"id\":\"m3\",\"metadata\":{\"z\":0e-99999}}", NULL);
+	ck_err(r, 400, "invalid_request", "invalid_parameter", "metadata.z");
+	resp_free(&r);
+	r = req(&S, "GET", "/v1/customers/m3", t.key, NULL, NULL);
+	ck_status(r, 404);
+	resp_free(&r);
+	/* the smallest that is fine comes back as stored */
+	r = req(&S, "PATCH", "/v1/customers/m", t.key, "{\"metadata\":{\"tiny\":1e-1000}}", NULL);
+	ck_status(r, 200);
+	ck_assert_ptr_nonnull(strstr(r.body, "\"tiny\":0.000000000"));
+	resp_free(&r);
+	r = req(&S, "GET", "/v1/customers/m", t.key, NULL, NULL);
+	ck_status(r, 200);
+	ck_assert_ptr_nonnull(strstr(r.body, "00001}"));
+	resp_free(&r);
+
+	/* too big */
+	char *big = malloc(20000);
+	strcpy(big, "{\"id\":\"m2\",\"metadata\":{\"blob\":\"");
+	memset(big + strlen(big), 'x', 9000);
+	strcpy(big + strlen("{\"id\":\"m2\",\"metadata\":{\"blob\":\"") + 9000, "\"}}");
+	r = req(&S, "POST", "/v1/customers", t.key, big, NULL);
+	ck_err(r, 400, "invalid_request", "invalid_parameter", "metadata");
+	resp_free(&r);
+	free(big);
+	r = req(&S, "GET", "/v1/customers/m2", t.key, NULL, NULL);
+	ck_status(r, 404);
+	resp_free(&r);
+}
+END_TEST
+
+START_TEST(customer_tier_defaults_and_promotion)
+{
+	struct tenant t = tenant_new(&S, false);
+	post_ok(t.key, "/v1/tiers", "{\"id\":\"free\",\"name\":\"Free\"}", 201);
+	post_ok(t.key, "/v1/tiers", "{\"id\":\"pro\",\"name\":\"Pro\"}", 201);
+
+	/* no default tier yet: no tier */
+	struct resp r = req(&S, "POST", "/v1/customers", t.key, "{\"id\":\"early\"}", NULL);
+	ck_status(r, 201);
+	ck_assert(json_is_null(jpath(r.json, "tier")));
+	resp_free(&r);
+
+	r = req(&S, "PATCH", "/v1/tenant", t.key, "{\"default_tier\":\"free\"}", NULL);
+	ck_status(r, 200);
+	resp_free(&r);
+	r = req(&S, "POST", "/v1/customers", t.key, "{\"id\":\"c1\"}", NULL);
+	ck_status(r, 201);
+	ck_assert_str_eq(jstr(r.json, "tier"), "free");
+	resp_free(&r);
+	r = req(&S, "POST", "/v1/customers", t.key, "{\"id\":\"c2\",\"tier\":\"pro\"}", NULL);
+	ck_status(r, 201);
+	ck_assert_str_eq(jstr(r.json, "tier"), "pro");
+	resp_free(&r);
+	/* an explicit null means no tier */
+	r = req(&S, "POST", "/v1/customers", t.key, "{\"id\":\"c3\",\"tier\":null}", NULL);
+	ck_status(r, 201);
+	ck_assert(json_is_null(jpath(r.json, "tier")));
+	resp_free(&r);
+	r = req(&S, "POST", "/v1/customers", t.key, "{\"id\":\"c4\",\"tier\":\"enterprise\"}", NULL);
+	ck_err(r, 400, "invalid_request", "tier_not_found", "tier");
+	resp_free(&r);
+	ck_assert_int_eq(list_len(t.key, "/v1/customers"), 4);
+
+	/* promote */
+	r = req(&S, "PATCH", "/v1/customers/c1", t.key, "{\"tier\":\"pro\"}", NULL);
+	ck_status(r, 200);
+	ck_assert_str_eq(jstr(r.json, "tier"), "pro");
+	resp_free(&r);
+	r = req(&S, "GET", "/v1/customers/c1", t.key, NULL, NULL);
+	ck_assert_str_eq(jstr(r.json, "tier"), "pro");
+	resp_free(&r);
+	/* to a tier that does not exist: refused, nothing changes (not even the name sent along) */
+	r = req(&S, "PATCH", "/v1/customers/c1", t.key, "{\"name\":\"changed\",\"tier\":\"ghost\"}", NULL);
+	ck_err(r, 400, "invalid_request", "tier_not_found", "tier");
+	resp_free(&r);
+	r = req(&S, "GET", "/v1/customers/c1", t.key, NULL, NULL);
+	ck_assert_str_eq(jstr(r.json, "tier"), "pro");
+	ck_assert(json_is_null(jpath(r.json, "name")));
+	resp_free(&r);
+
+	/* filters */
+	r = req(&S, "GET", "/v1/customers?tier=pro", t.key, NULL, NULL);
+	ck_status(r, 200);
+	ck_assert_int_eq(json_array_size(jpath(r.json, "data")), 2);
+	ck_assert_str_eq(jstr(r.json, "data.0.id"), "c1");
+	ck_assert_str_eq(jstr(r.json, "data.1.id"), "c2");
+	resp_free(&r);
+	ck_assert_int_eq(list_len(t.key, "/v1/customers?tier=free"), 0);
+	ck_assert_int_eq(list_len(t.key, "/v1/customers?tier=ghost"), 0);
+	r = req(&S, "GET", "/v1/customers?tier=a%20b", t.key, NULL, NULL);
+	ck_err(r, 400, "invalid_request", "invalid_parameter", "tier");
+	resp_free(&r);
+	r = req(&S, "GET", "/v1/customers?colour=red", t.key, NULL, NULL);
+	ck_err(r, 400, "invalid_request", "unknown_parameter", "colour");
+	resp_free(&r);
+}
+END_TEST
+
+START_TEST(customer_organisations)
+{
+	struct tenant t = tenant_new(&S, false);
+	post_ok(t.key, "/v1/customers", "{\"id\":\"org\"}", 201);
+	post_ok(t.key, "/v1/customers", "{\"id\":\"org2\"}", 201);
+	struct resp r = req(&S, "POST", "/v1/customers", t.key, "{\"id\":\"m1\",\"parent_id\":\"org\"}", NULL);
+	ck_status(r, 201);
+	ck_assert_str_eq(jstr(r.json, "parent_id"), "org");
+	resp_free(&r);
+	post_ok(t.key, "/v1/customers", "{\"id\":\"m2\",\"parent_id\":\"org\"}", 201);
+	post_ok(t.key, "/v1/customers", "{\"id\":\"solo\"}", 201);
+
+	/* one level only: a member cannot have members */
+	r = req(&S, "POST", "/v1/customers", t.key, "{\"id\":\"deep\",\"parent_id\":\"m1\"}", NULL);
+	ck_err(r, 400, "invalid_request", "invalid_parameter", "parent_id");
+	resp_free(&r);
+	r = req(&S, "PATCH", "/v1/customers/solo", t.key, "{\"parent_id\":\"m1\"}", NULL);
+	ck_err(r, 400, "invalid_request", "invalid_parameter", "parent_id");
+	resp_free(&r);
+	/* an organisation with members cannot get a parent */
+	r = req(&S, "PATCH", "/v1/customers/org", t.key, "{\"parent_id\":\"org2\"}", NULL);
+	ck_err(r, 400, "invalid_request", "invalid_parameter", "parent_id");
+	resp_free(&r);
+	/* nor be its own parent */
+	r = req(&S, "PATCH", "/v1/customers/solo", t.key, "{\"parent_id\":\"solo\"}", NULL);
+	ck_err(r, 400, "invalid_request", "invalid_parameter", "parent_id");
+	resp_free(&r);
+	r = req(&S, "POST", "/v1/customers", t.key, "{\"id\":\"selfish\",\"parent_id\":\"selfish\"}", NULL);
+	ck_status(r, 400);
+	ck_assert_str_eq(jstr(r.json, "error.param"), "parent_id");
+	resp_free(&r);
+	/* the parent must exist */
+	r = req(&S, "POST", "/v1/customers", t.key, "{\"id\":\"orphan\",\"parent_id\":\"ghost\"}", NULL);
+	ck_err(r, 400, "invalid_request", "customer_not_found", "parent_id");
+	resp_free(&r);
+	ck_assert_int_eq(list_len(t.key, "/v1/customers"), 5);
+	r = req(&S, "GET", "/v1/customers/solo", t.key, NULL, NULL);
+	ck_assert(json_is_null(jpath(r.json, "parent_id")));
+	resp_free(&r);
+	r = req(&S, "GET", "/v1/customers/org", t.key, NULL, NULL);
+	ck_assert(json_is_null(jpath(r.json, "parent_id")));
+	resp_free(&r);
+
+	/* list by organisation */
+	r = req(&S, "GET", "/v1/customers?parent_id=org", t.key, NULL, NULL);
+	ck_status(r, 200);
+	ck_assert_int_eq(json_array_size(jpath(r.json, "data")), 2);
+	ck_assert_str_eq(jstr(r.json, "data.0.id"), "m1");
+	ck_assert_str_eq(jstr(r.json, "data.1.id"), "m2");
+	resp_free(&r);
+	ck_assert_int_eq(list_len(t.key, "/v1/customers?parent_id=org2"), 0);
+
+	/* an organisation with members cannot be deleted */
+	r = req(&S, "DELETE", "/v1/customers/org", t.key, NULL, NULL);
+	ck_err(r, 409, "invalid_request", "customer_has_members", NULL);
+	resp_free(&r);
+	r = req(&S, "GET", "/v1/customers/org", t.key, NULL, NULL);
+	ck_status(r, 200);
+	resp_free(&r);
+
+	/* move a member, detach the other: then the organisation goes */
+	r = req(&S, "PATCH", "/v1/customers/m1", t.key, "{\"parent_id\":\"org2\"}", NULL);
+	ck_status(r, 200);
+	ck_assert_str_eq(jstr(r.json, "parent_id"), "org2");
+	resp_free(&r);
+	r = req(&S, "PATCH", "/v1/customers/m2", t.key, "{\"parent_id\":null}", NULL);
+	ck_status(r, 200);
+	ck_assert(json_is_null(jpath(r.json, "parent_id")));
+	resp_free(&r);
+	r = req(&S, "DELETE", "/v1/customers/org", t.key, NULL, NULL);
+	ck_status(r, 200);
+	resp_free(&r);
+	/* a former organisation's member-less peer may now join one */
+	r = req(&S, "PATCH", "/v1/customers/m2", t.key, "{\"parent_id\":\"org2\"}", NULL);
+	ck_status(r, 200);
+	resp_free(&r);
+	ck_assert_int_eq(list_len(t.key, "/v1/customers?parent_id=org2"), 2);
+	ck_assert_int_eq(list_len(t.key, "/v1/customers?parent_id=org2&tier=none"), 0);
+}
+END_TEST
+
+/* ---- tiers ---- */
+
+START_TEST(tier_crud)
+{
+	struct tenant t = tenant_new(&S, false);
+	struct resp r = req(&S, "POST", "/v1/tiers", t.key, "{\"id\":\"pro\",\"name\":\"Pro\"}", NULL);
+	ck_status(r, 201);
+	ck_assert_str_eq(jstr(r.json, "id"), "pro");
+	ck_assert_str_eq(jstr(r.json, "name"), "Pro");
+	resp_free(&r);
+	r = req(&S, "POST", "/v1/tiers", t.key, "{\"id\":\"pro\",\"name\":\"Again\"}", NULL);
+	ck_err(r, 409, "invalid_request", "tier_exists", "id");
+	resp_free(&r);
+	r = req(&S, "POST", "/v1/tiers", t.key, "{\"id\":\"free\"}", NULL);
+	ck_status(r, 201);
+	ck_assert(json_is_null(jpath(r.json, "name")));
+	resp_free(&r);
+	r = req(&S, "POST", "/v1/tiers", t.key, "{\"name\":\"no id\"}", NULL);
+	ck_err(r, 400, "invalid_request", "missing_parameter", "id");
+	resp_free(&r);
+
+	r = req(&S, "GET", "/v1/tiers/pro", t.key, NULL, NULL);
+	ck_status(r, 200);
+	ck_assert_str_eq(jstr(r.json, "name"), "Pro");
+	resp_free(&r);
+	r = req(&S, "GET", "/v1/tiers/ghost", t.key, NULL, NULL);
+	ck_err(r, 404, "invalid_request", "tier_not_found", NULL);
+	resp_free(&r);
+	r = req(&S, "GET", "/v1/tiers", t.key, NULL, NULL);
+	ck_status(r, 200);
+	ck_assert_int_eq(json_array_size(jpath(r.json, "data")), 2);
+	ck_assert_str_eq(jstr(r.json, "data.0.id"), "pro");
+	ck_assert_str_eq(jstr(r.json, "data.1.id"), "free");
+	ck_assert(json_is_false(jpath(r.json, "has_more")));
+	resp_free(&r);
+
+	r = req(&S, "PATCH", "/v1/tiers/pro", t.key, "{\"name\":\"Professional\"}", NULL);
+	ck_status(r, 200);
+	ck_assert_str_eq(jstr(r.json, "name"), "Professional");
+	resp_free(&r);
+	r = req(&S, "PATCH", "/v1/tiers/pro", t.key, "{\"id\":\"pro2\"}", NULL);
+	ck_err(r, 400, "invalid_request", "unknown_parameter", "id");
+	resp_free(&r);
+	r = req(&S, "PATCH", "/v1/tiers/pro", t.key, "{\"name\":5}", NULL);
+	ck_err(r, 400, "invalid_request", "invalid_parameter", "name");
+	resp_free(&r);
+	r = req(&S, "PATCH", "/v1/tiers/ghost", t.key, "{\"name\":\"x\"}", NULL);
+	ck_err(r, 404, "invalid_request", "tier_not_found", NULL);
+	resp_free(&r);
+	r = req(&S, "GET", "/v1/tiers/pro", t.key, NULL, NULL);
+	ck_assert_str_eq(jstr(r.json, "name"), "Professional");
+	resp_free(&r);
+
+	/* in use by a customer → 409; as the default tier → 409 */
+	post_ok(t.key, "/v1/customers", "{\"id\":\"c1\",\"tier\":\"pro\"}", 201);
+	r = req(&S, "DELETE", "/v1/tiers/pro", t.key, NULL, NULL);
+	ck_err(r, 409, "invalid_request", "tier_in_use", NULL);
+	resp_free(&r);
+	r = req(&S, "PATCH", "/v1/tenant", t.key, "{\"default_tier\":\"free\"}", NULL);
+	ck_status(r, 200);
+	resp_free(&r);
+	r = req(&S, "DELETE", "/v1/tiers/free", t.key, NULL, NULL);
+	ck_err(r, 409, "invalid_request", "tier_in_use", NULL);
+	resp_free(&r);
+	ck_assert_int_eq(list_len(t.key, "/v1/tiers"), 2);
+
+	/* once free of both, they go */
+	r = req(&S, "PATCH", "/v1/customers/c1", t.key, "{\"tier\":null}", NULL);
+	ck_status(r, 200);
+	resp_free(&r);
+	r = req(&S, "DELETE", "/v1/tiers/pro", t.key, NULL, NULL);
+	ck_status(r, 200);
+	ck_assert(json_is_true(jpath(r.json, "deleted")));
+	resp_free(&r);
+	r = req(&S, "PATCH", "/v1/tenant", t.key, "{\"default_tier\":null}", NULL);
+	ck_status(r, 200);
+	resp_free(&r);
+	r = req(&S, "DELETE", "/v1/tiers/free", t.key, NULL, NULL);
+	ck_status(r, 200);
+	resp_free(&r);
+	r = req(&S, "DELETE", "/v1/tiers/free", t.key, NULL, NULL);
+	ck_err(r, 404, "invalid_request", "tier_not_found", NULL);
+	resp_free(&r);
+	ck_assert_int_eq(list_len(t.key, "/v1/tiers"), 0);
+}
+END_TEST
+
+/* ---- paging ---- */
+
+static void page_through(const char *key, const char *list, int total, int limit, const char *const *want)
+{
+	char path[256], after[160] = "";
+	int seen = 0;
+
+	for (int page = 0;; page++) {
+		ck_assert_int_lt(page, total + 2);
+		char sep = strchr(list, '?') ? '&' : '?';
+		if (after[0])
+			snprintf(path, sizeof(path), "%s%climit=%d&starting_after=%s", list, sep, limit, after);
+		else
+			snprintf(path, sizeof(path), "%s%climit=%d", list, sep, limit);
+		struct resp r = req(&S, "GET", path, key, NULL, NULL);
+		ck_status(r, 200);
+		json_t *data = jpath(r.json, "data");
+		size_t n = json_array_size(data);
+		ck_assert_int_le(n, limit);
+		for (size_t i = 0; i < n; i++) {
+			const char *id = json_string_value(json_object_get(json_array_get(data, i), "id"));
+			if (want)
+				ck_assert_str_eq(id, want[seen]);
+			seen++;
+			snprintf(after, sizeof(after), "%s", id);
+		}
+		bool more = json_is_true(jpath(r.json, "has_more"));
+		ck_assert_int_eq(more, seen < total);
+		resp_free(&r);
+		if (!more)
+			break;
+	}
+	ck_assert_int_eq(seen, total);
+}
+
+START_TEST(pagination)
+{
+	struct tenant t = tenant_new(&S, false);
+	/* ids out of alphabetical order: the order is creation order, not the id's */
+	const char *ids[] = {"zeta", "alpha", "mike", "bravo", "yankee", "charlie", "x-ray"};
+	int n = (int)(sizeof(ids) / sizeof(ids[0]));
+	char body[128];
+	for (int i = 0; i < n; i++) {
+		snprintf(body, sizeof(body), "{\"id\":\"%s\"}", ids[i]);
+		post_ok(t.key, "/v1/customers", body, 201);
+		post_ok(t.key, "/v1/tiers", body, 201);
+	}
+	for (int limit = 1; limit <= n + 1; limit++) {
+		page_through(t.key, "/v1/customers", n, limit, ids);
+		page_through(t.key, "/v1/tiers", n, limit, ids);
+	}
+	/* default limit 20 and the maximum 100 */
+	struct resp r = req(&S, "GET", "/v1/customers", t.key, NULL, NULL);
+	ck_assert_int_eq(json_array_size(jpath(r.json, "data")), n);
+	ck_assert(json_is_false(jpath(r.json, "has_more")));
+	resp_free(&r);
+	r = req(&S, "GET", "/v1/customers?limit=100", t.key, NULL, NULL);
+	ck_status(r, 200);
+	resp_free(&r);
+	/* the last id: an empty page */
+	r = req(&S, "GET", "/v1/customers?starting_after=x-ray", t.key, NULL, NULL);
+	ck_status(r, 200);
+	ck_assert_int_eq(json_array_size(jpath(r.json, "data")), 0);
+	ck_assert(json_is_false(jpath(r.json, "has_more")));
+	resp_free(&r);
+	/* with a filter, the cursor still works */
+	post_ok(t.key, "/v1/customers", "{\"id\":\"m1\",\"parent_id\":\"zeta\"}", 201);
+	post_ok(t.key, "/v1/customers", "{\"id\":\"m2\",\"parent_id\":\"zeta\"}", 201);
+	post_ok(t.key, "/v1/customers", "{\"id\":\"m3\",\"parent_id\":\"zeta\"}", 201);
+	const char *members[] = {"m1", "m2", "m3"};
+	page_through(t.key, "/v1/customers?parent_id=zeta", 3, 1, members);
+	page_through(t.key, "/v1/customers?parent_id=zeta", 3, 2, members);
+	/* a deleted item in the middle does not break the walk */
+	r = req(&S, "DELETE", "/v1/customers/mike", t.key, NULL, NULL);
+	ck_status(r, 200);
+	resp_free(&r);
+	r = req(&S, "GET", "/v1/customers?limit=2&starting_after=alpha", t.key, NULL, NULL);
+	ck_assert_str_eq(jstr(r.json, "data.0.id"), "bravo");
+	ck_assert_str_eq(jstr(r.json, "data.1.id"), "yankee");
+	resp_free(&r);
+
+	/* bad paging arguments */
+	const char *bad[] = {"limit=0", "limit=101", "limit=-1", "limit=abc", "limit=1.5", "limit=", "limit=1e1",
+			     "limit=99999999999999999999"};
+	const char *lists[] = {"/v1/customers", "/v1/tiers", "/v1/api_keys"};
+	for (size_t l = 0; l < 3; l++) {
+		for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+			char path[128];
+			snprintf(path, sizeof(path), "%s?%s", lists[l], bad[i]);
+			r = req(&S, "GET", path, t.key, NULL, NULL);
+			ck_assert_msg(r.status == 400, "%s: got %ld", path, r.status);
+			ck_err(r, 400, "invalid_request", "invalid_parameter", "limit");
+			resp_free(&r);
+		}
+		char path[128];
+		snprintf(path, sizeof(path), "%s?starting_after=never-existed", lists[l]);
+		r = req(&S, "GET", path, t.key, NULL, NULL);
+		ck_err(r, 400, "invalid_request", "invalid_parameter", "starting_after");
+		resp_free(&r);
+		snprintf(path, sizeof(path), "%s?starting_after=a%%20b", lists[l]);
+		r = req(&S, "GET", path, t.key, NULL, NULL);
+		ck_err(r, 400, "invalid_request", "invalid_parameter", "starting_after");
+		resp_free(&r);
+	}
+	/* a deleted cursor is unknown now */
+	r = req(&S, "GET", "/v1/customers?starting_after=mike", t.key, NULL, NULL);
+	ck_err(r, 400, "invalid_request", "invalid_parameter", "starting_after");
+	resp_free(&r);
+}
+END_TEST
+
+START_TEST(pagination_api_keys)
+{
+	struct tenant t = tenant_new(&S, false);
+	for (int i = 0; i < 4; i++)
+		post_ok(t.key, "/v1/api_keys", "{\"scopes\":[\"read\"]}", 201);
+	page_through(t.key, "/v1/api_keys", 5, 2, NULL);
+	page_through(t.key, "/v1/api_keys", 5, 1, NULL);
+}
+END_TEST
+
+/* ---- Idempotency-Key ---- */
+
+START_TEST(idempotency_key)
+{
+	struct tenant t = tenant_new(&S, false);
+	const char *h[] = {"Idempotency-Key: create-c1", NULL};
+	struct resp a = req(&S, "POST", "/v1/customers", t.key, "{\"id\":\"c1\",\"name\":\"One\"}", h);
+	ck_status(a, 201);
+	ck_assert_ptr_null(resp_header(&a, "Idempotent-Replayed"));
+	struct resp b = req(&S, "POST", "/v1/customers", t.key, "{\"id\":\"c1\",\"name\":\"One\"}", h);
+	ck_status(b, 201);
+	ck_assert_str_eq(b.body, a.body);
+	ck_assert_ptr_nonnull(resp_header(&b, "Idempotent-Replayed"));
+	ck_assert_str_eq(resp_header(&b, "Idempotent-Replayed"), "true");
+	ck_assert_str_eq(resp_header(&b, "Content-Type"), "application/json");
+	resp_free(&b);
+	resp_free(&a);
+	ck_assert_int_eq(list_len(t.key, "/v1/customers"), 1);
+
+	/* same key, different body */
+	b = req(&S, "POST", "/v1/customers", t.key, "{\"id\":\"c2\",\"name\":\"One\"}", h);
+	ck_err(b, 409, "invalid_request", "idempotency_key_reused", "Idempotency-Key");
+	resp_free(&b);
+	ck_assert_int_eq(list_len(t.key, "/v1/customers"), 1);
+	/* same key on another route is another request too */
+	b = req(&S, "POST", "/v1/tiers", t.key, "{\"id\":\"c1\",\"name\":\"One\"}", h);
+	ck_status(b, 409);
+	resp_free(&b);
+	ck_assert_int_eq(list_len(t.key, "/v1/tiers"), 0);
+
+	/* tiers, and a replay after the object changed still answers the first response */
+	const char *ht[] = {"Idempotency-Key: tier-pro", NULL};
+	a = req(&S, "POST", "/v1/tiers", t.key, "{\"id\":\"pro\",\"name\":\"Pro\"}", ht);
+	ck_status(a, 201);
+	post_ok(t.key, "/v1/tiers", "{\"id\":\"free\"}", 201);
+	b = req(&S, "PATCH", "/v1/tiers/pro", t.key, "{\"name\":\"Renamed\"}", NULL);
+	ck_status(b, 200);
+	resp_free(&b);
+	b = req(&S, "POST", "/v1/tiers", t.key, "{\"id\":\"pro\",\"name\":\"Pro\"}", ht);
+	ck_status(b, 201);
+	ck_assert_str_eq(b.body, a.body);
+	resp_free(&b);
+	resp_free(&a);
+	ck_assert_int_eq(list_len(t.key, "/v1/tiers"), 2);
+
+	/* keys are per tenant: another tenant's same key is unrelated */
+	struct tenant u = tenant_new(&S, false);
+	b = req(&S, "POST", "/v1/customers", u.key, "{\"id\":\"c1\",\"name\":\"One\"}", h);
+	ck_status(b, 201);
+	ck_assert_ptr_null(resp_header(&b, "Idempotent-Replayed"));
+	resp_free(&b);
+
+	/* a refused request is answered the same way again, and creates nothing */
+	const char *hb[] = {"Idempotency-Key: bad-1", NULL};
+	a = req(&S, "POST", "/v1/customers", t.key, "{\"id\":\"a b\"}", hb);
+	ck_status(a, 400);
+	b = req(&S, "POST", "/v1/customers", t.key, "{\"id\":\"a b\"}", hb);
+	ck_status(b, 400);
+	ck_assert_str_eq(b.body, a.body);
+	resp_free(&a);
+	resp_free(&b);
+
+	/* API keys: the secret is in the stored first response, replayed to the same caller */
+	const char *hk[] = {"Idempotency-Key: key-1", NULL};
+	a = req(&S, "POST", "/v1/api_keys", t.key, "{\"scopes\":[\"read\"]}", hk);
+	ck_status(a, 201);
+	b = req(&S, "POST", "/v1/api_keys", t.key, "{\"scopes\":[\"read\"]}", hk);
+	ck_status(b, 201);
+	ck_assert_str_eq(jstr(b.json, "id"), jstr(a.json, "id"));
+	resp_free(&a);
+	resp_free(&b);
+	ck_assert_int_eq(list_len(t.key, "/v1/api_keys"), 2);
+
+	/* a malformed key */
+	char longkey[300] = "Idempotency-Key: ";
+	memset(longkey + strlen(longkey), 'k', 260);
+	const char *hl[] = {longkey, NULL};
+	b = req(&S, "POST", "/v1/customers", t.key, "{\"id\":\"c9\"}", hl);
+	ck_err(b, 400, "invalid_request", "invalid_idempotency_key", "Idempotency-Key");
+	resp_free(&b);
+	ck_assert_int_eq(list_len(t.key, "/v1/customers"), 1);
+}
+END_TEST
+
+struct idem_ctx {
+	const char *key;
+	long status[10];
+	char id[10][64];
+};
+
+static void idem_one(int i, void *arg)
+{
+	struct idem_ctx *c = arg;
+	const char *h[] = {"Idempotency-Key: same-key-10", NULL};
+	struct resp r = req(&S, "POST", "/v1/api_keys", c->key, "{\"scopes\":[\"read\"]}", h);
+	c->status[i] = r.status;
+	if (r.status == 201)
+		snprintf(c->id[i], sizeof(c->id[i]), "%s", jstr(r.json, "id"));
+	resp_free(&r);
+}
+
+/* Concurrent repeats: one runs, the others replay or are told it is still running; only one key exists. */
+START_TEST(idempotency_key_concurrent)
+{
+	struct tenant t = tenant_new(&S, false);
+	struct idem_ctx c = {.key = t.key};
+	run_parallel(10, idem_one, &c);
+	const char *first = NULL;
+	for (int i = 0; i < 10; i++) {
+		ck_assert_msg(c.status[i] == 201 || c.status[i] == 409, "request %d: %ld", i, c.status[i]);
+		if (c.status[i] == 201) {
+			if (first)
+				ck_assert_str_eq(c.id[i], first);
+			first = c.id[i];
+		}
+	}
+	ck_assert_ptr_nonnull(first);
+	ck_assert_int_eq(list_len(t.key, "/v1/api_keys"), 2);
+}
+END_TEST
+
+/* ---- tenant isolation ---- */
+
+START_TEST(tenant_isolation)
+{
+	struct tenant a = tenant_new(&S, false), b = tenant_new(&S, false);
+	post_ok(a.key, "/v1/tiers", "{\"id\":\"gold\",\"name\":\"A's\"}", 201);
+	post_ok(a.key, "/v1/customers", "{\"id\":\"acme-1\",\"name\":\"A's\",\"tier\":\"gold\"}", 201);
+	post_ok(a.key, "/v1/customers", "{\"id\":\"acme-org\"}", 201);
+	struct resp r = req(&S, "POST", "/v1/api_keys", a.key, "{\"scopes\":[\"read\"]}", NULL);
+	char key_path[128];
+	snprintf(key_path, sizeof(key_path), "/v1/api_keys/%s", jstr(r.json, "id"));
+	resp_free(&r);
+	char *cust_before = get_body(a.key, "/v1/customers/acme-1");
+	char *tier_before = get_body(a.key, "/v1/tiers/gold");
+
+	struct {
+		const char *method, *path, *body, *code;
+	} cases[] = {
+		{"GET", "/v1/customers/acme-1", NULL, "customer_not_found"},
+		{"PATCH", "/v1/customers/acme-1", "{\"name\":\"B was here\"}", "customer_not_found"},
+		{"DELETE", "/v1/customers/acme-1", NULL, "customer_not_found"},
+		{"GET", "/v1/tiers/gold", NULL, "tier_not_found"},
+		{"PATCH", "/v1/tiers/gold", "{\"name\":\"B was here\"}", "tier_not_found"},
+		{"DELETE", "/v1/tiers/gold", NULL, "tier_not_found"},
+		{"DELETE", key_path, NULL, "api_key_not_found"},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		r = req(&S, cases[i].method, cases[i].path, b.key, cases[i].body, NULL);
+		ck_assert_msg(r.status == 404, "B %s %s: expected 404, got %ld", cases[i].method, cases[i].path, r.status);
+		ck_err(r, 404, "invalid_request", cases[i].code, NULL);
+		resp_free(&r);
+	}
+	/* A's ids used inside B's bodies and queries are unknown too, never forbidden */
+	r = req(&S, "POST", "/v1/customers", b.key, "{\"id\":\"b-1\",\"tier\":\"gold\"}", NULL);
+	ck_err(r, 400, "invalid_request", "tier_not_found", "tier");
+	resp_free(&r);
+	r = req(&S, "POST", "/v1/customers", b.key, "{\"id\":\"b-1\",\"parent_id\":\"acme-org\"}", NULL);
+	ck_err(r, 400, "invalid_request", "customer_not_found", "parent_id");
+	resp_free(&r);
+	r = req(&S, "PATCH", "/v1/tenant", b.key, "{\"default_tier\":\"gold\"}", NULL);
+	ck_err(r, 400, "invalid_request", "tier_not_found", "default_tier");
+	resp_free(&r);
+	r = req(&S, "POST", "/v1/auth/tokens", b.key, "{\"customer_id\":\"acme-1\"}", NULL);
+	ck_err(r, 404, "invalid_request", "customer_not_found", "customer_id");
+	resp_free(&r);
+	r = req(&S, "GET", "/v1/customers?starting_after=acme-1", b.key, NULL, NULL);
+	ck_err(r, 400, "invalid_request", "invalid_parameter", "starting_after");
+	resp_free(&r);
+	ck_assert_int_eq(list_len(b.key, "/v1/customers"), 0);
+	ck_assert_int_eq(list_len(b.key, "/v1/customers?tier=gold"), 0);
+	ck_assert_int_eq(list_len(b.key, "/v1/tiers"), 0);
+	ck_assert_int_eq(list_len(b.key, "/v1/api_keys"), 1);
+
+	/* the same ids are free in B's namespace */
+	post_ok(b.key, "/v1/tiers", "{\"id\":\"gold\",\"name\":\"B's\"}", 201);
+	post_ok(b.key, "/v1/customers", "{\"id\":\"acme-1\",\"name\":\"B's\"}", 201);
+	r = req(&S, "GET", "/v1/customers/acme-1", b.key, NULL, NULL);
+	ck_assert_str_eq(jstr(r.json, "name"), "B's");
+	resp_free(&r);
+
+	/* A saw nothing of it */
+	char *cust_after = get_body(a.key, "/v1/customers/acme-1");
+	char *tier_after = get_body(a.key, "/v1/tiers/gold");
+	ck_assert_str_eq(cust_after, cust_before);
+	ck_assert_str_eq(tier_after, tier_before);
+	ck_assert_int_eq(list_len(a.key, "/v1/api_keys"), 2);
+	free(cust_before);
+	free(cust_after);
+	free(tier_before);
+	free(tier_after);
+}
+END_TEST
+
+/* ---- concurrency ---- */
+
+struct race {
+	const char *key;
+	long status[20];
+	char code[20][64];
+};
+
+static void create_same(int i, void *arg)
+{
+	struct race *c = arg;
+	struct resp r = req(&S, "POST", "/v1/customers", c->key, "{\"id\":\"contended\"}", NULL);
+	c->status[i] = r.status;
+	if (r.status != 201 && r.json && jpath(r.json, "error.code"))
+		snprintf(c->code[i], sizeof(c->code[i]), "%s", jstr(r.json, "error.code"));
+	resp_free(&r);
+}
+
+START_TEST(concurrent_creates_one_wins)
+{
+	struct tenant t = tenant_new(&S, false);
+	struct race c = {.key = t.key};
+	run_parallel(20, create_same, &c);
+	int created = 0, conflicts = 0;
+	for (int i = 0; i < 20; i++) {
+		if (c.status[i] == 201)
+			created++;
+		else if (c.status[i] == 409 && strcmp(c.code[i], "customer_exists") == 0)
+			conflicts++;
+		else
+			ck_abort_msg("request %d: %ld %s", i, c.status[i], c.code[i]);
+	}
+	ck_assert_int_eq(created, 1);
+	ck_assert_int_eq(conflicts, 19);
+	ck_assert_int_eq(list_len(t.key, "/v1/customers"), 1);
+}
+END_TEST
+
+static void create_same_tier(int i, void *arg)
+{
+	struct race *c = arg;
+	struct resp r = req(&S, "POST", "/v1/tiers", c->key, "{\"id\":\"contended\"}", NULL);
+	c->status[i] = r.status;
+	resp_free(&r);
+}
+
+START_TEST(concurrent_tier_creates_one_wins)
+{
+	struct tenant t = tenant_new(&S, false);
+	struct race c = {.key = t.key};
+	run_parallel(20, create_same_tier, &c);
+	int created = 0, conflicts = 0;
+	for (int i = 0; i < 20; i++) {
+		created += c.status[i] == 201;
+		conflicts += c.status[i] == 409;
+	}
+	ck_assert_int_eq(created, 1);
+	ck_assert_int_eq(conflicts, 19);
+}
+END_TEST
+
+/* ---- a bad request never changes state ---- */
+
+START_TEST(bad_requests_change_nothing)
+{
+	struct tenant t = tenant_new(&S, false);
+	post_ok(t.key, "/v1/tiers", "{\"id\":\"free\",\"name\":\"Free\"}", 201);
+	post_ok(t.key, "/v1/customers", "{\"id\":\"org\"}", 201);
+	post_ok(t.key, "/v1/customers", "{\"id\":\"member\",\"parent_id\":\"org\"}", 201);
+	post_ok(t.key, "/v1/customers",
+		"{\"id\":\"c\",\"name\":\"Keep\",\"email\":\"k@e.p\",\"tier\":\"free\",\"metadata\":{\"a\":1}}", 201);
+	char *c_before = get_body(t.key, "/v1/customers/c");
+	char *org_before = get_body(t.key, "/v1/customers/org");
+	char *tier_before = get_body(t.key, "/v1/tiers/free");
+	char *tenant_before = get_body(t.key, "/v1/tenant");
+	char *list_before = get_body(t.key, "/v1/customers");
+
+	const char *patches[] = {
+		"{\"name\":\"New\",\"tier\":\"ghost\"}",
+		"{\"name\":\"New\",\"parent_id\":\"member\"}",
+		"{\"name\":\"New\",\"parent_id\":\"c\"}",
+		"{\"name\":\"New\",\"parent_id\":\"ghost\"}",
+		"{\"name\":\"New\",\"email\":\"nope\"}",
+		"{\"name\":\"New\",\"metadata\":[]}",
+		"{\"name\":\"New\",\"unknown\":1}",
+		"{\"name\":\"New\",\"tier\":5}",
+		"{\"name\":12}",
+		"{\"name\":\"New\"",
+		"[{\"name\":\"New\"}]",
+	};
+	for (size_t i = 0; i < sizeof(patches) / sizeof(patches[0]); i++) {
+		struct resp r = req(&S, "PATCH", "/v1/customers/c", t.key, patches[i], NULL);
+		ck_assert_msg(r.status == 400, "%s: got %ld %s", patches[i], r.status, r.body);
+		resp_free(&r);
+	}
+	struct resp r = req(&S, "PATCH", "/v1/customers/org", t.key, "{\"name\":\"New\",\"parent_id\":\"c\"}", NULL);
+	ck_status(r, 400);
+	resp_free(&r);
+	r = req(&S, "DELETE", "/v1/customers/org", t.key, NULL, NULL);
+	ck_status(r, 409);
+	resp_free(&r);
+	r = req(&S, "DELETE", "/v1/tiers/free", t.key, NULL, NULL);
+	ck_status(r, 409);
+	resp_free(&r);
+	r = req(&S, "PATCH", "/v1/tiers/free", t.key, "{\"name\":\"New\",\"x\":1}", NULL);
+	ck_status(r, 400);
+	resp_free(&r);
+	r = req(&S, "PATCH", "/v1/tenant", t.key, "{\"auto_create_customers\":false,\"default_tier\":\"ghost\"}", NULL);
+	ck_status(r, 400);
+	resp_free(&r);
+	const char *creates[] = {
+		"{\"id\":\"c\"}",
+		"{\"id\":\"new\",\"tier\":\"ghost\"}",
+		"{\"id\":\"new\",\"parent_id\":\"member\"}",
+		"{\"id\":\"new\",\"email\":\"x\"}",
+		"{\"id\":\"new\",\"metadata\":\"x\"}",
+		"{\"id\":\"new\",\"extra\":true}",
+	};
+	for (size_t i = 0; i < sizeof(creates) / sizeof(creates[0]); i++) {
+		r = req(&S, "POST", "/v1/customers", t.key, creates[i], NULL);
+		ck_assert_msg(r.status == 400 || r.status == 409, "%s: got %ld", creates[i], r.status);
+		resp_free(&r);
+	}
+
+	char *c_after = get_body(t.key, "/v1/customers/c");
+	char *org_after = get_body(t.key, "/v1/customers/org");
+	char *tier_after = get_body(t.key, "/v1/tiers/free");
+	char *tenant_after = get_body(t.key, "/v1/tenant");
+	char *list_after = get_body(t.key, "/v1/customers");
+	ck_assert_str_eq(c_after, c_before);
+	ck_assert_str_eq(org_after, org_before);
+	ck_assert_str_eq(tier_after, tier_before);
+	ck_assert_str_eq(tenant_after, tenant_before);
+	ck_assert_str_eq(list_after, list_before);
+	free(c_before);
+	free(c_after);
+	free(org_before);
+	free(org_after);
+	free(tier_before);
+	free(tier_after);
+	free(tenant_before);
+	free(tenant_after);
+	free(list_before);
+	free(list_after);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("customers");
+	TCase *tc = tcase_create("customers");
+
+	tcase_add_unchecked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 120);
+	tcase_add_test(tc, tenant_settings);
+	tcase_add_test(tc, customer_crud);
+	tcase_add_test(tc, customer_metadata_exact);
+	tcase_add_test(tc, customer_tier_defaults_and_promotion);
+	tcase_add_test(tc, customer_organisations);
+	tcase_add_test(tc, tier_crud);
+	tcase_add_test(tc, pagination);
+	tcase_add_test(tc, pagination_api_keys);
+	tcase_add_test(tc, idempotency_key);
+	tcase_add_test(tc, idempotency_key_concurrent);
+	tcase_add_test(tc, tenant_isolation);
+	tcase_add_test(tc, concurrent_creates_one_wins);
+	tcase_add_test(tc, concurrent_tier_creates_one_wins);
+	tcase_add_test(tc, bad_requests_change_nothing);
+	suite_add_tcase(s, tc);
+	return run_suite(s);
+}

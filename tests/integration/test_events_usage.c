@@ -1,0 +1,691 @@
+/* test_events_usage.c — POST/GET /v1/events and the usage reads (a customer's live limits, time series as JSON
+ * and CSV) over real HTTP against real PostgreSQL and Redis. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+#define MTEST_ONE_SERVER
+#include "mtest.h"
+
+
+#define EVENTS(key, ...) callf(&S, key, "POST", "/v1/events", __VA_ARGS__)
+#define CHECK(key, ...) callf(&S, key, "POST", "/v1/check", __VA_ARGS__)
+
+static void ck_counts(const struct resp *r, long long accepted, long long dup, size_t nrejected)
+{
+	ck_assert_msg(r->status == 200, "events: %ld %s", r->status, r->body);
+	ck_assert_msg(jint(r->json, "accepted") == accepted && jint(r->json, "duplicates") == dup &&
+			      json_array_size(jpath(r->json, "rejected")) == nrejected,
+		      "want accepted %lld, duplicates %lld, %zu rejected: %s", accepted, dup, nrejected, r->body);
+}
+
+/* rejected[k] has this index, code and param (param NULL: not checked). */
+static void ck_rejected(json_t *root, size_t k, long long index, const char *code, const char *param)
+{
+	char p[64];
+	snprintf(p, sizeof(p), "rejected.%zu", k);
+	json_t *e = jpath(root, p);
+	ck_assert_msg(e != NULL, "no %s", p);
+	ck_assert_int_eq(jint(e, "index"), index);
+	ck_assert_str_eq(jstr(e, "error.type"), "invalid_request");
+	ck_assert_msg(strcmp(jstr(e, "error.code"), code) == 0, "rejected %lld: code %s, want %s", index,
+		      jstr(e, "error.code"), code);
+	ck_assert_msg(json_is_string(jpath(e, "error.message")), "rejected %lld: no message", index);
+	if (param)
+		ck_assert_msg(json_is_string(jpath(e, "error.param")) && strcmp(jstr(e, "error.param"), param) == 0,
+			      "rejected %lld: param should be %s", index, param);
+}
+
+/* Quota state of one customer through a dry-run check of amount 0. */
+static void ck_used(const char *key, const char *cust, const char *lim, double used)
+{
+	struct resp r = CHECK(key, "{\"customer_id\":\"%s\",\"meter\":\"tokens\",\"amount\":0,\"dry_run\":true}", cust);
+	ck_assert_msg(r.status == 200 || r.status == 429, "%ld %s", r.status, r.body);
+	ck_qty(lim_must(r.json, lim, NULL), "used", used);
+	resp_free(&r);
+}
+
+/* ---- 8. events ---- */
+
+START_TEST(events_single_batch_and_rejections)
+{
+	struct tenant t = tokens_tenant(false);
+	expectf(&S, t.key, "POST", "/v1/limits", 201,
+		"{\"id\":\"q\",\"meter\":\"tokens\",\"kind\":\"quota\",\"period\":\"month\",\"limit\":1000000}");
+	struct resp r = EVENTS(t.key, "{\"id\":\"e-1\",\"customer_id\":\"c\",\"type\":\"llm\",\"properties\":{\"tokens\":1532,\"model\":\"gpt-4\"}}");
+	ck_counts(&r, 1, 0, 0);
+	ck_assert(json_is_array(jpath(r.json, "rejected")));
+	resp_free(&r);
+	ck_used(t.key, "c", "q", 1532);
+
+	long long now = real_now();
+	r = EVENTS(t.key,
+		   "{\"events\":["
+		   "{\"id\":\"b0\",\"customer_id\":\"c\",\"type\":\"llm\",\"properties\":{\"tokens\":10}},"   /* 0 ok */
+		   "{\"id\":\"b1\",\"type\":\"llm\",\"properties\":{\"tokens\":10}},"                          /* 1 no customer */
+		   "{\"id\":\"b2\",\"customer_id\":\"c\",\"type\":\"llm\",\"properties\":{\"tokens\":\"abc\"}}," /* 2 not a number */
+		   "{\"id\":\"b3\",\"customer_id\":\"c\",\"type\":\"llm\",\"timestamp\":\"%s\",\"properties\":{\"tokens\":10}}," /* 3 36 d */
+		   "{\"id\":\"b4\",\"customer_id\":\"c\",\"type\":\"llm\",\"timestamp\":\"%s\",\"properties\":{\"tokens\":10}}," /* 4 +6 min */
+		   "{\"id\":\"b5\",\"customer_id\":\"c\",\"type\":\"llm\",\"timestamp\":\"%s\",\"properties\":{\"tokens\":20.5}}," /* 5 +4 min ok */
+		   "{\"id\":\"b6\",\"customer_id\":\"c\",\"type\":\"llm\",\"timestamp\":\"%s\",\"properties\":{\"tokens\":1}}," /* 6 34 d ok */
+		   "{\"id\":\"b7\",\"customer_id\":\"c\",\"properties\":{\"tokens\":1}},"                      /* 7 no type */
+		   "{\"id\":\"b8\",\"customer_id\":\"c\",\"type\":\"llm\",\"properties\":{\"tokens\":-3}},"    /* 8 negative */
+		   "{\"id\":\"b9\",\"customer_id\":\"c\",\"type\":\"llm\",\"timestamp\":\"yesterday\"},"      /* 9 bad time */
+		   "5,"                                                                                      /* 10 not an object */
+		   "{\"id\":\"b11\",\"customer_id\":\"c\",\"type\":\"llm\",\"properties\":{\"tokens\":1.0000001}}," /* 11 7 decimals */
+		   "{\"id\":\"b12\",\"customer_id\":\"c\",\"type\":\"llm\",\"properties\":{\"tokens\":1},\"colour\":\"red\"}," /* 12 */
+		   "{\"id\":\"b13\",\"customer_id\":\"c\",\"type\":\"llm\",\"properties\":{\"tokens\":2,\"meta\":{\"a\":1}}}," /* 13 */
+		   "{\"id\":\"b14\",\"customer_id\":\"c\",\"type\":\"other\",\"properties\":{\"anything\":\"x\"}}" /* 14 ok, no meter */
+		   "]}",
+		   iso(now - 36 * 86400), iso(now + 6 * 60), iso(now + 4 * 60), iso(now - 34 * 86400));
+	ck_counts(&r, 4, 0, 11);
+	ck_rejected(r.json, 0, 1, "missing_parameter", "customer_id");
+	ck_rejected(r.json, 1, 2, "invalid_parameter", "properties.tokens");
+	ck_rejected(r.json, 2, 3, "timestamp_too_old", "timestamp");
+	ck_rejected(r.json, 3, 4, "timestamp_in_future", "timestamp");
+	ck_rejected(r.json, 4, 7, "missing_parameter", "type");
+	ck_rejected(r.json, 5, 8, "invalid_parameter", NULL);
+	ck_rejected(r.json, 6, 9, "invalid_parameter", "timestamp");
+	ck_assert_int_eq(jint(r.json, "rejected.7.index"), 10);
+	ck_rejected(r.json, 8, 11, "invalid_parameter", "properties.tokens");
+	ck_rejected(r.json, 9, 12, "unknown_parameter", "colour");
+	ck_rejected(r.json, 10, 13, "invalid_parameter", NULL);
+	resp_free(&r);
+	/* counted: 1532 + 10 + 20.5 (this month) — and the 34-day-old 1 only if it falls in this month */
+	long long month_start = next_month_start(now) - 1;
+	{
+		time_t tt = (time_t)now;
+		struct tm tm;
+		gmtime_r(&tt, &tm);
+		tm.tm_mday = 1;
+		tm.tm_hour = tm.tm_min = tm.tm_sec = 0;
+		month_start = (long long)timegm(&tm);
+	}
+	double want = 1532 + 10 + 20.5 + ((now - 34 * 86400) >= month_start ? 1 : 0);
+	ck_used(t.key, "c", "q", want);
+
+	/* the same batch again: the accepted ones are duplicates, the rejected ones rejected again */
+	r = EVENTS(t.key,
+		   "{\"events\":[{\"id\":\"b0\",\"customer_id\":\"c\",\"type\":\"llm\",\"properties\":{\"tokens\":10}},"
+		   "{\"id\":\"b1\",\"type\":\"llm\",\"properties\":{\"tokens\":10}},"
+		   "{\"id\":\"e-1\",\"customer_id\":\"c\",\"type\":\"llm\",\"properties\":{\"tokens\":999}}]}");
+	ck_counts(&r, 0, 2, 1);
+	ck_rejected(r.json, 0, 1, "missing_parameter", "customer_id");
+	resp_free(&r);
+	ck_used(t.key, "c", "q", want);
+
+	/* in one batch, one id twice: counted once */
+	r = EVENTS(t.key,
+		   "{\"events\":[{\"id\":\"twin\",\"customer_id\":\"c\",\"type\":\"llm\",\"properties\":{\"tokens\":5}},"
+		   "{\"id\":\"twin\",\"customer_id\":\"c\",\"type\":\"llm\",\"properties\":{\"tokens\":5}},"
+		   "{\"id\":\"twin\",\"customer_id\":\"c\",\"type\":\"llm\",\"properties\":{\"tokens\":7}}]}");
+	ck_counts(&r, 1, 2, 0);
+	resp_free(&r);
+	ck_used(t.key, "c", "q", want + 5);
+
+	/* the body itself */
+	r = EVENTS(t.key, "{\"events\":[]}");
+	ck_bad(r, 400, "invalid_parameter", "events");
+	resp_free(&r);
+	r = EVENTS(t.key, "{\"events\":{}}");
+	ck_status(r, 400);
+	ck_assert_str_eq(jstr(r.json, "error.param"), "events");
+	resp_free(&r);
+	r = EVENTS(t.key, "{\"events\":[");
+	ck_bad(r, 400, "invalid_json", NULL);
+	resp_free(&r);
+	/* a single event that is bad: 200 with it rejected (per-event validation) or 400 — never stored */
+	r = EVENTS(t.key, "{\"id\":\"solo-bad\",\"type\":\"llm\",\"properties\":{\"tokens\":1}}");
+	ck_assert_msg(r.status == 200 || r.status == 400, "%ld %s", r.status, r.body);
+	if (r.status == 200)
+		ck_counts(&r, 0, 0, 1);
+	resp_free(&r);
+	ck_used(t.key, "c", "q", want + 5);
+}
+END_TEST
+
+START_TEST(events_batch_limits)
+{
+	struct tenant t = tokens_tenant(false);
+	expectf(&S, t.key, "POST", "/v1/limits", 201,
+		"{\"id\":\"q\",\"meter\":\"tokens\",\"kind\":\"quota\",\"period\":\"month\",\"limit\":1000000}");
+	size_t cap = 1001 * 96 + 64;
+	char *b = malloc(cap);
+	for (int n = 1001; n >= 1000; n--) {
+		size_t len = (size_t)snprintf(b, cap, "{\"events\":[");
+		for (int i = 0; i < n; i++)
+			len += (size_t)snprintf(b + len, cap - len, "%s{\"id\":\"k%d\",\"customer_id\":\"c\",\"type\":\"llm\","
+								   "\"properties\":{\"tokens\":%s}}",
+						i ? "," : "", i, i % 2 ? "1" : "0.5");
+		snprintf(b + len, cap - len, "]}");
+		struct resp r = req(&S, "POST", "/v1/events", t.key, b, NULL);
+		if (n == 1001) {
+			ck_bad(r, 400, "invalid_parameter", "events");
+		} else {
+			ck_counts(&r, 1000, 0, 0);
+		}
+		resp_free(&r);
+		if (n == 1001) {
+			/* nothing of the refused batch is stored */
+			struct resp e = req(&S, "GET", "/v1/events?limit=1", t.key, NULL, NULL);
+			ck_status(e, 200);
+			ck_assert_int_eq(json_array_size(jpath(e.json, "data")), 0);
+			resp_free(&e);
+		}
+	}
+	ck_used(t.key, "c", "q", 750);
+	/* all again: 1000 duplicates */
+	struct resp r = req(&S, "POST", "/v1/events", t.key, b, NULL);
+	ck_counts(&r, 0, 1000, 0);
+	resp_free(&r);
+	free(b);
+	ck_used(t.key, "c", "q", 750);
+	char *cnt = NULL;
+	char sql[256];
+	snprintf(sql, sizeof(sql), "SELECT count(*) FROM events WHERE tenant_id = '%s'", t.id);
+	cnt = psql(sql);
+	ck_assert_ptr_nonnull(cnt);
+	ck_assert_str_eq(cnt, "1000");
+	free(cnt);
+}
+END_TEST
+
+START_TEST(events_count_in_their_period)
+{
+	/* a test-mode tenant at hh:00:30 with hh >= 3: two hours ago is earlier today, in another hour */
+	struct tenant t = tokens_tenant(true);
+	expectf(&S, t.key, "POST", "/v1/limits", 201,
+		"{\"id\":\"hour\",\"meter\":\"tokens\",\"kind\":\"quota\",\"period\":\"hour\",\"limit\":100}");
+	expectf(&S, t.key, "POST", "/v1/limits", 201,
+		"{\"id\":\"day\",\"meter\":\"tokens\",\"kind\":\"quota\",\"period\":\"day\",\"limit\":1000}");
+	long long now = clock_align_hour(&S, t.key, 30, 3);
+	long long h = now / 3600 * 3600; /* the start of the tenant's current hour */
+	struct resp r = EVENTS(t.key,
+			       "{\"events\":[{\"customer_id\":\"c\",\"type\":\"llm\",\"timestamp\":\"%s\",\"properties\":{\"tokens\":90}},"
+			       "{\"customer_id\":\"c\",\"type\":\"llm\",\"timestamp\":\"%s\",\"properties\":{\"tokens\":80}}]}",
+			       iso(now - 7200), iso(h - 1));
+	ck_counts(&r, 2, 0, 0);
+	resp_free(&r);
+	/* neither counts toward this hour; both toward today */
+	r = CHECK(t.key, "{\"customer_id\":\"c\",\"meter\":\"tokens\",\"amount\":100,\"dry_run\":true}");
+	ck_status(r, 200);
+	ck_state(r.json, "hour", NULL, 0, 0, 100);
+	ck_state(r.json, "day", NULL, 170, 0, 830);
+	ck_assert_int_eq(time_parse(jstr(lim_must(r.json, "hour", NULL), "resets_at")), h + 3600);
+	resp_free(&r);
+	/* one in this hour does */
+	r = EVENTS(t.key, "{\"customer_id\":\"c\",\"type\":\"llm\",\"timestamp\":\"%s\",\"properties\":{\"tokens\":30}}", iso(h));
+	ck_counts(&r, 1, 0, 0);
+	resp_free(&r);
+	r = CHECK(t.key, "{\"customer_id\":\"c\",\"meter\":\"tokens\",\"amount\":71,\"dry_run\":true}");
+	ck_status(r, 429);
+	ck_state(r.json, "hour", NULL, 30, 0, 70);
+	ck_state(r.json, "day", NULL, 200, 0, 800);
+	resp_free(&r);
+	/* the same after this tenant's counters are rebuilt from PostgreSQL */
+	redis_drop_tenant(t.id);
+	r = CHECK(t.key, "{\"customer_id\":\"c\",\"meter\":\"tokens\",\"amount\":70,\"dry_run\":true}");
+	ck_status(r, 200);
+	ck_state(r.json, "hour", NULL, 30, 0, 70);
+	ck_state(r.json, "day", NULL, 200, 0, 800);
+	resp_free(&r);
+	/* and the hourly series puts each where it fell */
+	char path[256];
+	snprintf(path, sizeof(path), "/v1/usage?meter=tokens&customer_id=c&granularity=hour&from=%s&to=%s", iso(h - 3 * 3600),
+		 iso(h + 3600));
+	r = req(&S, "GET", path, t.key, NULL, NULL);
+	ck_status(r, 200);
+	ck_assert_int_eq(json_array_size(jpath(r.json, "data")), 3);
+	ck_assert_int_eq(time_parse(jstr(r.json, "data.0.start")), h - 7200);
+	ck_qty(r.json, "data.0.value", 90);
+	ck_assert_int_eq(time_parse(jstr(r.json, "data.1.start")), h - 3600);
+	ck_qty(r.json, "data.1.value", 80);
+	ck_assert_int_eq(time_parse(jstr(r.json, "data.2.start")), h);
+	ck_assert_int_eq(time_parse(jstr(r.json, "data.2.end")), h + 3600);
+	ck_qty(r.json, "data.2.value", 30);
+	resp_free(&r);
+}
+END_TEST
+
+START_TEST(events_list_filters_and_pages)
+{
+	struct tenant t = tokens_tenant(false);
+	expectf(&S, t.key, "POST", "/v1/meters", 201, "{\"id\":\"calls\",\"event_type\":\"api\",\"aggregation\":\"count\"}");
+	long long now = real_now();
+	/* c1: five llm events a minute apart (e0 oldest); c2: three api events */
+	struct resp r = EVENTS(t.key,
+			       "{\"events\":["
+			       "{\"id\":\"e0\",\"customer_id\":\"c1\",\"type\":\"llm\",\"timestamp\":\"%s\",\"properties\":{\"tokens\":1,\"model\":\"gpt-4\"}},"
+			       "{\"id\":\"e1\",\"customer_id\":\"c1\",\"type\":\"llm\",\"timestamp\":\"%s\",\"properties\":{\"tokens\":2}},"
+			       "{\"id\":\"e2\",\"customer_id\":\"c1\",\"type\":\"llm\",\"timestamp\":\"%s\",\"properties\":{\"tokens\":3}},"
+			       "{\"id\":\"e3\",\"customer_id\":\"c1\",\"type\":\"llm\",\"timestamp\":\"%s\",\"properties\":{\"tokens\":4}},"
+			       "{\"id\":\"e4\",\"customer_id\":\"c1\",\"type\":\"llm\",\"timestamp\":\"%s\",\"properties\":{\"tokens\":5}},"
+			       "{\"id\":\"a0\",\"customer_id\":\"c2\",\"type\":\"api\",\"timestamp\":\"%s\"},"
+			       "{\"id\":\"a1\",\"customer_id\":\"c2\",\"type\":\"api\",\"timestamp\":\"%s\"},"
+			       "{\"id\":\"a2\",\"customer_id\":\"c2\",\"type\":\"api\",\"timestamp\":\"%s\"}]}",
+			       iso(now - 600), iso(now - 540), iso(now - 480), iso(now - 420), iso(now - 360), iso(now - 590),
+			       iso(now - 530), iso(now - 470));
+	ck_counts(&r, 8, 0, 0);
+	resp_free(&r);
+
+	r = req(&S, "GET", "/v1/events?customer_id=c1", t.key, NULL, NULL);
+	ck_status(r, 200);
+	ck_assert_int_eq(json_array_size(jpath(r.json, "data")), 5);
+	ck_assert(json_is_false(jpath(r.json, "has_more")));
+	/* newest first */
+	ck_assert_str_eq(jstr(r.json, "data.0.id"), "e4");
+	ck_assert_str_eq(jstr(r.json, "data.4.id"), "e0");
+	ck_assert_str_eq(jstr(r.json, "data.4.customer_id"), "c1");
+	ck_assert_str_eq(jstr(r.json, "data.4.type"), "llm");
+	ck_assert_int_eq(time_parse(jstr(r.json, "data.4.timestamp")), now - 600);
+	ck_qty(r.json, "data.4.properties.tokens", 1);
+	ck_assert_str_eq(jstr(r.json, "data.4.properties.model"), "gpt-4");
+	resp_free(&r);
+	r = req(&S, "GET", "/v1/events?type=api", t.key, NULL, NULL);
+	ck_status(r, 200);
+	ck_assert_int_eq(json_array_size(jpath(r.json, "data")), 3);
+	ck_assert_str_eq(jstr(r.json, "data.0.id"), "a2");
+	resp_free(&r);
+	r = req(&S, "GET", "/v1/events?type=api&customer_id=c1", t.key, NULL, NULL);
+	ck_assert_int_eq(json_array_size(jpath(r.json, "data")), 0);
+	resp_free(&r);
+	char path[256];
+	/* from inclusive, to exclusive */
+	snprintf(path, sizeof(path), "/v1/events?from=%s&to=%s", iso(now - 540), iso(now - 420));
+	r = req(&S, "GET", path, t.key, NULL, NULL);
+	ck_status(r, 200);
+	{
+		char got[128] = "";
+		json_t *e;
+		size_t k;
+		json_array_foreach(jpath(r.json, "data"), k, e) {
+			strcat(got, json_string_value(json_object_get(e, "id")));
+			strcat(got, " ");
+		}
+		ck_assert_str_eq(got, "a2 e2 a1 e1 ");
+	}
+	resp_free(&r);
+	/* pages of two through c1's five */
+	const char *want[] = {"e4", "e3", "e2", "e1", "e0"};
+	char after[32] = "";
+	int seen = 0;
+	for (int page = 0; page < 3; page++) {
+		if (after[0])
+			snprintf(path, sizeof(path), "/v1/events?customer_id=c1&limit=2&starting_after=%s", after);
+		else
+			snprintf(path, sizeof(path), "/v1/events?customer_id=c1&limit=2");
+		r = req(&S, "GET", path, t.key, NULL, NULL);
+		ck_status(r, 200);
+		size_t n = json_array_size(jpath(r.json, "data"));
+		ck_assert_int_eq(n, page < 2 ? 2 : 1);
+		ck_assert(json_is_true(jpath(r.json, "has_more")) == (page < 2));
+		for (size_t k = 0; k < n; k++) {
+			char p[32];
+			snprintf(p, sizeof(p), "data.%zu.id", k);
+			ck_assert_str_eq(jstr(r.json, p), want[seen++]);
+			snprintf(after, sizeof(after), "%s", jstr(r.json, p));
+		}
+		resp_free(&r);
+	}
+	ck_assert_int_eq(seen, 5);
+	/* bad queries */
+	r = req(&S, "GET", "/v1/events?from=yesterday", t.key, NULL, NULL);
+	ck_bad(r, 400, "invalid_parameter", "from");
+	resp_free(&r);
+	r = req(&S, "GET", "/v1/events?limit=101", t.key, NULL, NULL);
+	ck_bad(r, 400, "invalid_parameter", "limit");
+	resp_free(&r);
+	r = req(&S, "GET", "/v1/events?starting_after=nope", t.key, NULL, NULL);
+	ck_status(r, 400);
+	resp_free(&r);
+	r = req(&S, "GET", "/v1/events?colour=red", t.key, NULL, NULL);
+	ck_bad(r, 400, "unknown_parameter", "colour");
+	resp_free(&r);
+	/* another tenant sees none */
+	struct tenant o = tenant_new(&S, false);
+	r = req(&S, "GET", "/v1/events", o.key, NULL, NULL);
+	ck_status(r, 200);
+	ck_assert_int_eq(json_array_size(jpath(r.json, "data")), 0);
+	resp_free(&r);
+}
+END_TEST
+
+START_TEST(events_unknown_customer_auto_create_off)
+{
+	struct tenant t = tokens_tenant(false);
+	expectf(&S, t.key, "POST", "/v1/limits", 201,
+		"{\"id\":\"q\",\"meter\":\"tokens\",\"kind\":\"quota\",\"period\":\"month\",\"limit\":1000}");
+	/* on (the default): the event creates the customer */
+	struct resp r = EVENTS(t.key, "{\"customer_id\":\"fresh\",\"type\":\"llm\",\"properties\":{\"tokens\":3}}");
+	ck_counts(&r, 1, 0, 0);
+	resp_free(&r);
+	r = req(&S, "GET", "/v1/customers/fresh", t.key, NULL, NULL);
+	ck_status(r, 200);
+	resp_free(&r);
+
+	expectf(&S, t.key, "PATCH", "/v1/tenant", 200, "{\"auto_create_customers\":false}");
+	r = EVENTS(t.key,
+		   "{\"events\":[{\"id\":\"x1\",\"customer_id\":\"fresh\",\"type\":\"llm\",\"properties\":{\"tokens\":4}},"
+		   "{\"id\":\"x2\",\"customer_id\":\"ghost\",\"type\":\"llm\",\"properties\":{\"tokens\":5}},"
+		   "{\"id\":\"x3\",\"customer_id\":\"fresh\",\"type\":\"llm\",\"properties\":{\"tokens\":6}}]}");
+	ck_counts(&r, 2, 0, 1);
+	ck_rejected(r.json, 0, 1, "customer_not_found", "customer_id");
+	resp_free(&r);
+	r = req(&S, "GET", "/v1/customers/ghost", t.key, NULL, NULL);
+	ck_status(r, 404);
+	resp_free(&r);
+	ck_used(t.key, "fresh", "q", 13);
+	/* the rejected event's id was not used up: once the customer exists it is accepted */
+	expectf(&S, t.key, "POST", "/v1/customers", 201, "{\"id\":\"ghost\"}");
+	r = EVENTS(t.key, "{\"id\":\"x2\",\"customer_id\":\"ghost\",\"type\":\"llm\",\"properties\":{\"tokens\":5}}");
+	ck_counts(&r, 1, 0, 0);
+	resp_free(&r);
+	ck_used(t.key, "ghost", "q", 5);
+}
+END_TEST
+
+/* ---- 9. usage reads ---- */
+
+START_TEST(customer_usage_lists_applicable_limits)
+{
+	struct tenant t = tokens_tenant(false);
+	expectf(&S, t.key, "POST", "/v1/tiers", 201, "{\"id\":\"free\"}");
+	expectf(&S, t.key, "POST", "/v1/tiers", 201, "{\"id\":\"pro\"}");
+	expectf(&S, t.key, "PATCH", "/v1/tenant", 200, "{\"default_tier\":\"free\"}");
+	expectf(&S, t.key, "POST", "/v1/customers", 201, "{\"id\":\"c\"}");
+	expectf(&S, t.key, "POST", "/v1/customers", 201, "{\"id\":\"other\"}");
+	expectf(&S, t.key, "POST", "/v1/limits", 201,
+		"{\"id\":\"qd\",\"meter\":\"tokens\",\"kind\":\"quota\",\"period\":\"day\",\"limit\":1000}");
+	expectf(&S, t.key, "POST", "/v1/limits", 201,
+		"{\"id\":\"qfree\",\"meter\":\"tokens\",\"kind\":\"quota\",\"period\":\"month\",\"limit\":5000,\"scope\":\"tier\",\"tier\":\"free\"}");
+	expectf(&S, t.key, "POST", "/v1/limits", 201,
+		"{\"id\":\"qpro\",\"meter\":\"tokens\",\"kind\":\"quota\",\"period\":\"month\",\"limit\":9000,\"scope\":\"tier\",\"tier\":\"pro\"}");
+	expectf(&S, t.key, "POST", "/v1/limits", 201,
+		"{\"id\":\"oth\",\"meter\":\"tokens\",\"kind\":\"quota\",\"period\":\"day\",\"limit\":1,\"scope\":\"customer\",\"customer_id\":\"other\"}");
+	expectf(&S, t.key, "POST", "/v1/limits", 201,
+		"{\"id\":\"rr\",\"meter\":\"requests\",\"kind\":\"rate\",\"window\":60,\"limit\":10,\"algorithm\":\"sliding_window\"}");
+	expectf(&S, t.key, "POST", "/v1/limits", 201,
+		"{\"id\":\"ipr\",\"meter\":\"requests\",\"kind\":\"rate\",\"window\":60,\"limit\":10,\"per\":\"ip\"}");
+	expectf(&S, t.key, "POST", "/v1/limits", 201,
+		"{\"id\":\"plat\",\"meter\":\"tokens\",\"kind\":\"quota\",\"period\":\"all_time\",\"limit\":100000,\"scope\":\"platform\"}");
+
+	struct resp r = CHECK(t.key, "{\"customer_id\":\"c\",\"meter\":\"tokens\",\"amount\":150.25,\"consume\":true,\"ip\":\"192.0.2.1\"}");
+	ck_status(r, 200);
+	resp_free(&r);
+	r = CHECK(t.key, "{\"customer_id\":\"other\",\"meter\":\"tokens\",\"amount\":1,\"consume\":true}");
+	ck_status(r, 200);
+	resp_free(&r);
+
+	for (int pass = 0; pass < 2; pass++) { /* reading twice changes nothing */
+		r = req(&S, "GET", "/v1/customers/c/usage", t.key, NULL, NULL);
+		ck_status(r, 200);
+		ck_assert_str_eq(jstr(r.json, "customer_id"), "c");
+		ck_assert_str_eq(jstr(r.json, "tier"), "free");
+		ck_assert(json_is_null(jpath(r.json, "balance")) || json_is_object(jpath(r.json, "balance")));
+		ck_assert_msg(nlimits(r.json) == 5, "qd, qfree, rr, ipr, plat: %s", r.body);
+		ck_state(r.json, "qd", NULL, 150.25, 0, 849.75);
+		ck_state(r.json, "qfree", NULL, 150.25, 0, 4849.75);
+		ck_state(r.json, "plat", NULL, 151.25, 0, 99848.75);
+		ck_state(r.json, "rr", NULL, 1, 0, 9);
+		json_t *q = lim_must(r.json, "qd", NULL);
+		ck_assert_str_eq(jstr(q, "kind"), "quota");
+		ck_assert_str_eq(jstr(q, "meter"), "tokens");
+		ck_assert_str_eq(jstr(q, "scope"), "default");
+		ck_assert_str_eq(jstr(q, "period"), "day");
+		ck_qty(q, "limit", 1000);
+		ck_assert_str_eq(jstr(q, "enforcement"), "hard");
+		ck_assert(json_is_false(jpath(q, "exceeded")));
+		ck_assert_int_eq(time_parse(jstr(q, "resets_at")), (real_now() / 86400 + 1) * 86400);
+		/* all_time never resets */
+		ck_assert(json_is_null(jpath(lim_must(r.json, "plat", NULL), "resets_at")));
+		/* per-ip limits are listed without state */
+		json_t *ip = lim_must(r.json, "ipr", NULL);
+		ck_assert_ptr_null(jpath(ip, "used"));
+		ck_assert_ptr_null(jpath(ip, "remaining"));
+		ck_assert_ptr_null(lim_of(r.json, "qpro", NULL));
+		ck_assert_ptr_null(lim_of(r.json, "oth", NULL));
+		resp_free(&r);
+	}
+	/* promotion shows at once */
+	expectf(&S, t.key, "PATCH", "/v1/customers/c", 200, "{\"tier\":\"pro\"}");
+	r = req(&S, "GET", "/v1/customers/c/usage", t.key, NULL, NULL);
+	ck_status(r, 200);
+	ck_assert_str_eq(jstr(r.json, "tier"), "pro");
+	ck_state(r.json, "qpro", NULL, 150.25, 0, 8849.75);
+	ck_assert_ptr_null(lim_of(r.json, "qfree", NULL));
+	resp_free(&r);
+
+	r = req(&S, "GET", "/v1/customers/nobody/usage", t.key, NULL, NULL);
+	ck_bad(r, 404, "customer_not_found", NULL);
+	resp_free(&r);
+	struct tenant o = tenant_new(&S, false);
+	r = req(&S, "GET", "/v1/customers/c/usage", o.key, NULL, NULL);
+	ck_status(r, 404);
+	resp_free(&r);
+	/* reading usage never creates a customer */
+	r = req(&S, "GET", "/v1/customers/nobody", t.key, NULL, NULL);
+	ck_status(r, 404);
+	resp_free(&r);
+}
+END_TEST
+
+START_TEST(usage_series_json_and_csv)
+{
+	struct tenant t = tokens_tenant(true);
+	long long now = clock_align_hour(&S, t.key, 600, 3); /* hh:10:00 */
+	long long h = now / 3600 * 3600;
+	struct resp r = EVENTS(t.key,
+			       "{\"events\":["
+			       "{\"customer_id\":\"c1\",\"type\":\"llm\",\"timestamp\":\"%s\",\"properties\":{\"tokens\":1.5,\"model\":\"gpt-4\"}},"
+			       "{\"customer_id\":\"c1\",\"type\":\"llm\",\"timestamp\":\"%s\",\"properties\":{\"tokens\":2.25,\"model\":\"gpt-3.5\"}},"
+			       "{\"customer_id\":\"c1\",\"type\":\"llm\",\"timestamp\":\"%s\",\"properties\":{\"tokens\":0.000001,\"model\":\"gpt-4\"}},"
+			       "{\"customer_id\":\"c1\",\"type\":\"llm\",\"timestamp\":\"%s\",\"properties\":{\"tokens\":10,\"model\":\"gpt-4\"}},"
+			       "{\"customer_id\":\"c1\",\"type\":\"llm\",\"timestamp\":\"%s\",\"properties\":{\"tokens\":0.1,\"model\":\"gpt-4\"}},"
+			       "{\"customer_id\":\"c1\",\"type\":\"llm\",\"timestamp\":\"%s\",\"properties\":{\"tokens\":0.2,\"model\":\"gpt-4\"}},"
+			       "{\"customer_id\":\"c2\",\"type\":\"llm\",\"timestamp\":\"%s\",\"properties\":{\"tokens\":100,\"model\":\"gpt-4\"}}]}",
+			       iso(h - 7200 + 60), iso(h - 7200 + 120), iso(h - 3600 + 60), iso(h + 60), iso(h + 120), iso(h + 180),
+			       iso(h + 240));
+	ck_counts(&r, 7, 0, 0);
+	resp_free(&r);
+
+	char path[512];
+	const char *range = NULL;
+	char rbuf[128];
+	snprintf(rbuf, sizeof(rbuf), "from=%s&to=%s", iso(h - 3 * 3600), iso(h + 3600));
+	range = rbuf;
+
+	/* hourly by model */
+	snprintf(path, sizeof(path), "/v1/usage?meter=tokens&customer_id=c1&granularity=hour&group_by=model&%s", range);
+	r = req(&S, "GET", path, t.key, NULL, NULL);
+	ck_status(r, 200);
+	ck_assert_ptr_nonnull(strstr(resp_header(&r, "Content-Type"), "application/json"));
+	ck_assert_int_eq(json_array_size(jpath(r.json, "data")), 4);
+	ck_assert_int_eq(time_parse(jstr(r.json, "data.0.start")), h - 7200);
+	ck_assert_int_eq(time_parse(jstr(r.json, "data.0.end")), h - 3600);
+	ck_assert_str_eq(jstr(r.json, "data.0.dimensions.model"), "gpt-3.5");
+	ck_qty(r.json, "data.0.value", 2.25);
+	ck_assert_int_eq(time_parse(jstr(r.json, "data.1.start")), h - 7200);
+	ck_assert_str_eq(jstr(r.json, "data.1.dimensions.model"), "gpt-4");
+	ck_qty(r.json, "data.1.value", 1.5);
+	ck_assert_int_eq(time_parse(jstr(r.json, "data.2.start")), h - 3600);
+	ck_qty(r.json, "data.2.value", 0.000001);
+	ck_assert_int_eq(time_parse(jstr(r.json, "data.3.start")), h);
+	ck_assert_str_eq(jstr(r.json, "data.3.dimensions.model"), "gpt-4");
+	ck_qty(r.json, "data.3.value", 10.3);
+	ck_assert_ptr_nonnull(strstr(r.body, "10.3"));
+	ck_assert_ptr_nonnull(strstr(r.body, "0.000001"));
+	resp_free(&r);
+
+	/* hourly totals */
+	snprintf(path, sizeof(path), "/v1/usage?meter=tokens&customer_id=c1&granularity=hour&%s", range);
+	r = req(&S, "GET", path, t.key, NULL, NULL);
+	ck_status(r, 200);
+	ck_assert_int_eq(json_array_size(jpath(r.json, "data")), 3);
+	ck_qty(r.json, "data.0.value", 3.75);
+	ck_qty(r.json, "data.1.value", 0.000001);
+	ck_qty(r.json, "data.2.value", 10.3);
+	resp_free(&r);
+	/* the whole tenant */
+	snprintf(path, sizeof(path), "/v1/usage?meter=tokens&granularity=hour&%s", range);
+	r = req(&S, "GET", path, t.key, NULL, NULL);
+	ck_status(r, 200);
+	ck_assert_int_eq(json_array_size(jpath(r.json, "data")), 3);
+	ck_qty(r.json, "data.2.value", 110.3);
+	resp_free(&r);
+	/* by day and by month: one bucket each */
+	snprintf(path, sizeof(path), "/v1/usage?meter=tokens&customer_id=c1&granularity=day&%s", range);
+	r = req(&S, "GET", path, t.key, NULL, NULL);
+	ck_status(r, 200);
+	ck_assert_int_eq(json_array_size(jpath(r.json, "data")), 1);
+	ck_assert_int_eq(time_parse(jstr(r.json, "data.0.start")), h / 86400 * 86400);
+	ck_assert_int_eq(time_parse(jstr(r.json, "data.0.end")), h / 86400 * 86400 + 86400);
+	ck_qty(r.json, "data.0.value", 14.050001);
+	resp_free(&r);
+	snprintf(path, sizeof(path), "/v1/usage?meter=tokens&customer_id=c1&granularity=month&group_by=model&%s", range);
+	r = req(&S, "GET", path, t.key, NULL, NULL);
+	ck_status(r, 200);
+	ck_assert_int_eq(json_array_size(jpath(r.json, "data")), 2);
+	ck_assert_int_eq(time_parse(jstr(r.json, "data.0.end")), next_month_start(h));
+	ck_qty(r.json, "data.0.value", 2.25);
+	ck_qty(r.json, "data.1.value", 11.800001);
+	resp_free(&r);
+
+	/* CSV, by format=csv and by Accept */
+	char want[1024];
+	snprintf(want, sizeof(want),
+		 "start,end,model,value\r\n%s,%s,gpt-3.5,2.25\r\n%s,%s,gpt-4,1.5\r\n%s,%s,gpt-4,0.000001\r\n%s,%s,gpt-4,10.3\r\n",
+		 iso(h - 7200), iso(h - 3600), iso(h - 7200), iso(h - 3600), iso(h - 3600), iso(h), iso(h), iso(h + 3600));
+	snprintf(path, sizeof(path), "/v1/usage?meter=tokens&customer_id=c1&granularity=hour&group_by=model&format=csv&%s", range);
+	r = req(&S, "GET", path, t.key, NULL, NULL);
+	ck_status(r, 200);
+	ck_assert_ptr_nonnull(strstr(resp_header(&r, "Content-Type"), "text/csv"));
+	ck_assert_str_eq(r.body, want);
+	resp_free(&r);
+	const char *accept[] = {"Accept: text/csv", NULL};
+	snprintf(path, sizeof(path), "/v1/usage?meter=tokens&customer_id=c1&granularity=hour&group_by=model&%s", range);
+	r = req(&S, "GET", path, t.key, NULL, accept);
+	ck_status(r, 200);
+	ck_assert_ptr_nonnull(strstr(resp_header(&r, "Content-Type"), "text/csv"));
+	ck_assert_str_eq(r.body, want);
+	resp_free(&r);
+	snprintf(path, sizeof(path), "/v1/usage?meter=tokens&customer_id=c1&granularity=day&format=csv&%s", range);
+	r = req(&S, "GET", path, t.key, NULL, NULL);
+	ck_status(r, 200);
+	snprintf(want, sizeof(want), "start,end,value\r\n%s,%s,14.050001\r\n", iso(h / 86400 * 86400),
+		 iso(h / 86400 * 86400 + 86400));
+	ck_assert_str_eq(r.body, want);
+	resp_free(&r);
+
+	/* without from/to: the last day up to now — the tenant's now (its clock runs ahead of real time) */
+	r = req(&S, "GET", "/v1/usage?meter=tokens&customer_id=c1&granularity=hour", t.key, NULL, NULL);
+	ck_status(r, 200);
+	ck_assert_msg(json_array_size(jpath(r.json, "data")) == 3, "default range on the tenant's clock: %s", r.body);
+	resp_free(&r);
+
+	/* bad queries */
+	static const struct {
+		const char *q, *param;
+	} bad[] = {
+		{"granularity=hour", "meter"},
+		{"meter=ghost", "meter"},
+		{"meter=requests", "meter"},
+		{"meter=tokens&group_by=region", "group_by"},
+		{"meter=tokens&granularity=week", "granularity"},
+		{"meter=tokens&format=xml", "format"},
+		{"meter=tokens&from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z", "from"},
+		{"meter=tokens&to=soon", "to"},
+		{"meter=tokens&colour=red", "colour"},
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		snprintf(path, sizeof(path), "/v1/usage?%s", bad[i].q);
+		r = req(&S, "GET", path, t.key, NULL, NULL);
+		ck_assert_msg(r.status == 400, "%s: %ld %s", path, r.status, r.body);
+		ck_assert_msg(json_is_string(jpath(r.json, "error.param")) && strcmp(jstr(r.json, "error.param"), bad[i].param) == 0,
+			      "%s: param should be %s: %s", path, bad[i].param, r.body);
+		resp_free(&r);
+	}
+}
+END_TEST
+
+
+START_TEST(consuming_checks_are_recorded_usage)
+{
+	struct tenant t = tokens_tenant(false);
+	expectf(&S, t.key, "POST", "/v1/meters", 201, "{\"id\":\"calls\",\"event_type\":\"llm\",\"aggregation\":\"count\"}");
+	long long now = real_now();
+	struct resp r = CHECK(t.key, "{\"customer_id\":\"c\",\"meter\":\"tokens\",\"amount\":2.5,\"consume\":true,"
+			      "\"dimensions\":{\"model\":\"gpt-4\",\"feature\":\"chat\"}}");
+	ck_status(r, 200);
+	resp_free(&r);
+	r = CHECK(t.key, "{\"customer_id\":\"c\",\"meter\":\"tokens\",\"amount\":0.25,\"consume\":true}");
+	ck_status(r, 200);
+	resp_free(&r);
+	/* not recorded: dry runs, plain checks, denied checks */
+	r = CHECK(t.key, "{\"customer_id\":\"c\",\"meter\":\"tokens\",\"amount\":100,\"consume\":true,\"dry_run\":true}");
+	ck_status(r, 200);
+	resp_free(&r);
+	r = CHECK(t.key, "{\"customer_id\":\"c\",\"meter\":\"tokens\",\"amount\":100}");
+	ck_status(r, 200);
+	resp_free(&r);
+	r = req(&S, "GET", "/v1/events?customer_id=c", t.key, NULL, NULL);
+	ck_status(r, 200);
+	ck_assert_int_eq(json_array_size(jpath(r.json, "data")), 2);
+	json_t *e = NULL, *x;
+	size_t k;
+	json_array_foreach(jpath(r.json, "data"), k, x)
+		if (json_number_value(jpath(x, "properties.tokens")) == 2.5)
+			e = x;
+	ck_assert_msg(e != NULL, "no event of 2.5: %s", r.body);
+	ck_assert_str_eq(jstr(e, "type"), "llm");
+	ck_assert_str_eq(jstr(e, "customer_id"), "c");
+	ck_assert_str_eq(jstr(e, "properties.model"), "gpt-4");
+	ck_assert_msg(strncmp(jstr(e, "id"), "evt_", 4) == 0, "id %s", jstr(e, "id"));
+	long long ts = time_parse(jstr(e, "timestamp"));
+	ck_assert_msg(ts >= now - 1 && ts <= real_now() + 1, "timestamp %s", jstr(e, "timestamp"));
+	resp_free(&r);
+	char path[256];
+	snprintf(path, sizeof(path), "/v1/usage?meter=tokens&customer_id=c&granularity=day&group_by=model&from=%s&to=%s",
+		 iso(now / 86400 * 86400), iso(now / 86400 * 86400 + 86400));
+	r = req(&S, "GET", path, t.key, NULL, NULL);
+	ck_status(r, 200);
+	ck_assert_int_eq(json_array_size(jpath(r.json, "data")), 2);
+	{
+		int g4 = jpath(r.json, "data.0.dimensions.model") ? 0 : 1;
+		char p4[48], p0[48];
+		snprintf(p4, sizeof(p4), "data.%d.value", g4);
+		snprintf(p0, sizeof(p0), "data.%d.value", 1 - g4);
+		ck_qty(r.json, p4, 2.5);
+		ck_qty(r.json, p0, 0.25);
+		snprintf(p4, sizeof(p4), "data.%d.dimensions.model", g4);
+		ck_assert_str_eq(jstr(r.json, p4), "gpt-4");
+	}
+	resp_free(&r);
+	/* a check's usage is usage of its meter only: the count meter on the same event type saw no events */
+	snprintf(path, sizeof(path), "/v1/usage?meter=calls&customer_id=c&granularity=day&from=%s&to=%s",
+		 iso(now / 86400 * 86400), iso(now / 86400 * 86400 + 86400));
+	r = req(&S, "GET", path, t.key, NULL, NULL);
+	ck_status(r, 200);
+	ck_assert_int_eq(json_array_size(jpath(r.json, "data")), 0);
+	resp_free(&r);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("events_usage");
+	TCase *tc = tcase_create("events_usage");
+
+	tcase_add_unchecked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 120);
+	tcase_add_test(tc, events_single_batch_and_rejections);
+	tcase_add_test(tc, events_batch_limits);
+	tcase_add_test(tc, events_count_in_their_period);
+	tcase_add_test(tc, events_list_filters_and_pages);
+	tcase_add_test(tc, events_unknown_customer_auto_create_off);
+	tcase_add_test(tc, customer_usage_lists_applicable_limits);
+	tcase_add_test(tc, usage_series_json_and_csv);
+	tcase_add_test(tc, consuming_checks_are_recorded_usage);
+	suite_add_tcase(s, tc);
+	return run_suite(s);
+}

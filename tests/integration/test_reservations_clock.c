@@ -1,0 +1,422 @@
+/* test_reservations_clock.c — reservations (reserve, replace by an event, release, TTL expiry by the worker)
+ * and test clocks (every quota period, rate windows, live tenants) over real HTTP. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+#define MTEST_ONE_SERVER
+#include "mtest.h"
+
+
+#define CHECK(key, ...) callf(&S, key, "POST", "/v1/check", __VA_ARGS__)
+#define EVENTS(key, ...) callf(&S, key, "POST", "/v1/events", __VA_ARGS__)
+
+/* used/reserved/remaining of limit `lim` for `cust`, read by a dry run of amount 0. */
+static void ck_q(const char *key, const char *cust, const char *lim, double used, double reserved, double remaining)
+{
+	struct resp r = CHECK(key, "{\"customer_id\":\"%s\",\"meter\":\"tokens\",\"amount\":0,\"dry_run\":true}", cust);
+	ck_assert_msg(r.status == 200 || r.status == 429, "%ld %s", r.status, r.body);
+	ck_state(r.json, lim, NULL, used, reserved, remaining);
+	resp_free(&r);
+}
+
+/* A reserving check that must pass; its reservation id is copied to id. */
+static void reserve(const char *key, const char *cust, double amount, int ttl, char *id, size_t size)
+{
+	struct resp r = CHECK(key, "{\"customer_id\":\"%s\",\"meter\":\"tokens\",\"amount\":%g,\"reserve\":true%s%.0d}", cust,
+			      amount, ttl ? ",\"reservation_ttl\":" : "", ttl);
+	ck_assert_msg(r.status == 200, "reserve %g: %ld %s", amount, r.status, r.body);
+	const char *rid = jstr(r.json, "reservation_id");
+	ck_assert_msg(strncmp(rid, "rsv_", 4) == 0 && strlen(rid) > 4, "reservation id %s", rid);
+	snprintf(id, size, "%s", rid);
+	resp_free(&r);
+}
+
+/* ---- 10. reservations ---- */
+
+START_TEST(reservation_lifecycle)
+{
+	struct tenant t = tokens_tenant(false);
+	expectf(&S, t.key, "POST", "/v1/limits", 201,
+		"{\"id\":\"q\",\"meter\":\"tokens\",\"kind\":\"quota\",\"period\":\"month\",\"limit\":100}");
+	struct resp r = CHECK(t.key, "{\"customer_id\":\"c\",\"meter\":\"tokens\",\"amount\":30,\"reserve\":true}");
+	ck_status(r, 200);
+	char r1[64];
+	snprintf(r1, sizeof(r1), "%s", jstr(r.json, "reservation_id"));
+	ck_assert_msg(strncmp(r1, "rsv_", 4) == 0, "reservation_id %s", r1);
+	ck_assert(json_is_true(jpath(r.json, "allowed")));
+	ck_state(r.json, "q", NULL, 0, 30, 70);
+	ck_assert_str_eq(resp_header(&r, "RateLimit-Remaining"), "70");
+	resp_free(&r);
+
+	/* a second check sees used + reserved */
+	r = CHECK(t.key, "{\"customer_id\":\"c\",\"meter\":\"tokens\",\"amount\":71,\"dry_run\":true}");
+	ck_status(r, 429);
+	ck_state(r.json, "q", NULL, 0, 30, 70);
+	resp_free(&r);
+	r = CHECK(t.key, "{\"customer_id\":\"c\",\"meter\":\"tokens\",\"amount\":70,\"dry_run\":true}");
+	ck_status(r, 200);
+	ck_assert(json_is_null(jpath(r.json, "reservation_id")));
+	resp_free(&r);
+	char r2[64];
+	reserve(t.key, "c", 50, 0, r2, sizeof(r2));
+	ck_assert_str_ne(r1, r2);
+	ck_q(t.key, "c", "q", 0, 80, 20);
+	/* a reservation that does not fit is denied and holds nothing */
+	r = CHECK(t.key, "{\"customer_id\":\"c\",\"meter\":\"tokens\",\"amount\":21,\"reserve\":true}");
+	ck_status(r, 429);
+	ck_assert(json_is_null(jpath(r.json, "reservation_id")));
+	resp_free(&r);
+	ck_q(t.key, "c", "q", 0, 80, 20);
+
+	/* an event naming r1 replaces its hold with the actual usage */
+	r = EVENTS(t.key, "{\"customer_id\":\"c\",\"type\":\"llm\",\"reservation_id\":\"%s\",\"properties\":{\"tokens\":20}}", r1);
+	ck_status(r, 200);
+	ck_assert_int_eq(jint(r.json, "accepted"), 1);
+	resp_free(&r);
+	ck_q(t.key, "c", "q", 20, 50, 30);
+	/* releasing r1 now: it is gone */
+	char path[128];
+	snprintf(path, sizeof(path), "/v1/reservations/%s/release", r1);
+	r = req(&S, "POST", path, t.key, NULL, NULL);
+	ck_status(r, 404);
+	resp_free(&r);
+	ck_q(t.key, "c", "q", 20, 50, 30);
+	/* release r2 */
+	snprintf(path, sizeof(path), "/v1/reservations/%s/release", r2);
+	r = req(&S, "POST", path, t.key, NULL, NULL);
+	ck_status(r, 200);
+	resp_free(&r);
+	ck_q(t.key, "c", "q", 20, 0, 80);
+	r = req(&S, "POST", path, t.key, NULL, NULL);
+	ck_status(r, 404);
+	resp_free(&r);
+	ck_q(t.key, "c", "q", 20, 0, 80);
+	/* unknown ids; another tenant's */
+	r = req(&S, "POST", "/v1/reservations/rsv_doesnotexist/release", t.key, NULL, NULL);
+	ck_status(r, 404);
+	ck_assert_str_eq(jstr(r.json, "error.type"), "invalid_request");
+	resp_free(&r);
+	r = req(&S, "POST", "/v1/reservations/nope/release", t.key, NULL, NULL);
+	ck_status(r, 404);
+	resp_free(&r);
+	char r3[64];
+	reserve(t.key, "c", 10, 0, r3, sizeof(r3));
+	struct tenant o = tokens_tenant(false);
+	snprintf(path, sizeof(path), "/v1/reservations/%s/release", r3);
+	r = req(&S, "POST", path, o.key, NULL, NULL);
+	ck_status(r, 404);
+	resp_free(&r);
+	ck_q(t.key, "c", "q", 20, 10, 70);
+	/* the durable usage is only what the event recorded */
+	r = req(&S, "GET", "/v1/customers/c/usage", t.key, NULL, NULL);
+	ck_status(r, 200);
+	ck_state(r.json, "q", NULL, 20, 10, 70);
+	resp_free(&r);
+}
+END_TEST
+
+START_TEST(reservation_bad_inputs)
+{
+	struct tenant t = tokens_tenant(false);
+	expectf(&S, t.key, "POST", "/v1/limits", 201,
+		"{\"id\":\"q\",\"meter\":\"tokens\",\"kind\":\"quota\",\"period\":\"month\",\"limit\":100}");
+	struct resp r = CHECK(t.key, "{\"customer_id\":\"c\",\"meter\":\"tokens\",\"reserve\":true}");
+	ck_status(r, 400);
+	ck_assert_str_eq(jstr(r.json, "error.param"), "amount");
+	resp_free(&r);
+	r = CHECK(t.key, "{\"customer_id\":\"c\",\"meter\":\"tokens\",\"amount\":5,\"reserve\":true,\"reservation_ttl\":86401}");
+	ck_bad(r, 400, "invalid_parameter", "reservation_ttl");
+	resp_free(&r);
+	r = CHECK(t.key, "{\"customer_id\":\"c\",\"meter\":\"tokens\",\"amount\":5,\"reserve\":true,\"reservation_ttl\":\"60\"}");
+	ck_bad(r, 400, "invalid_parameter", "reservation_ttl");
+	resp_free(&r);
+	/* a dry run reserves nothing */
+	r = CHECK(t.key, "{\"customer_id\":\"c\",\"meter\":\"tokens\",\"amount\":5,\"reserve\":true,\"dry_run\":true}");
+	ck_status(r, 200);
+	ck_assert(json_is_null(jpath(r.json, "reservation_id")));
+	resp_free(&r);
+	ck_q(t.key, "c", "q", 0, 0, 100);
+	/* an event naming a reservation that does not exist is still usage */
+	r = EVENTS(t.key, "{\"customer_id\":\"c\",\"type\":\"llm\",\"reservation_id\":\"rsv_nothing\",\"properties\":{\"tokens\":4}}");
+	ck_status(r, 200);
+	ck_assert_int_eq(jint(r.json, "accepted"), 1);
+	resp_free(&r);
+	ck_q(t.key, "c", "q", 4, 0, 96);
+}
+END_TEST
+
+START_TEST(reservation_named_by_another_customers_event)
+{
+	/* the hold must not be stranded: either the event is refused (and the reservation can still be released) or
+	 * the hold is given up */
+	struct tenant t = tokens_tenant(false);
+	expectf(&S, t.key, "POST", "/v1/limits", 201,
+		"{\"id\":\"q\",\"meter\":\"tokens\",\"kind\":\"quota\",\"period\":\"month\",\"limit\":100}");
+	char id[64], path[128];
+	reserve(t.key, "alice", 60, 0, id, sizeof(id));
+	ck_q(t.key, "alice", "q", 0, 60, 40);
+	struct resp r = EVENTS(t.key, "{\"customer_id\":\"bob\",\"type\":\"llm\",\"reservation_id\":\"%s\",\"properties\":{\"tokens\":5}}", id);
+	ck_status(r, 200);
+	long long accepted = jint(r.json, "accepted");
+	resp_free(&r);
+	snprintf(path, sizeof(path), "/v1/reservations/%s/release", id);
+	r = req(&S, "POST", path, t.key, NULL, NULL);
+	long long st = r.status;
+	resp_free(&r);
+	struct resp u = CHECK(t.key, "{\"customer_id\":\"alice\",\"meter\":\"tokens\",\"amount\":0,\"dry_run\":true}");
+	double held = jnum(lim_must(u.json, "q", NULL), "reserved");
+	resp_free(&u);
+	ck_assert_msg(held == 0, "alice's hold of 60 is stranded (event accepted=%lld, release afterwards -> %lld)", accepted, st);
+}
+END_TEST
+
+START_TEST(reservation_expires_on_test_clock)
+{
+	struct tenant t = tokens_tenant(true);
+	expectf(&S, t.key, "POST", "/v1/limits", 201,
+		"{\"id\":\"q\",\"meter\":\"tokens\",\"kind\":\"quota\",\"period\":\"all_time\",\"limit\":100}");
+	char keep[64], gone[64];
+	reserve(t.key, "c", 40, 300, gone, sizeof(gone));
+	reserve(t.key, "c", 25, 900, keep, sizeof(keep));
+	ck_q(t.key, "c", "q", 0, 65, 35);
+	/* real time alone does not expire it */
+	nap_ms(1500);
+	ck_q(t.key, "c", "q", 0, 65, 35);
+	clock_advance(&S, t.key, 301);
+	long long t0 = mono_ms();
+	double reserved = -1;
+	while (mono_ms() - t0 < 3000) {
+		struct resp r = CHECK(t.key, "{\"customer_id\":\"c\",\"meter\":\"tokens\",\"amount\":0,\"dry_run\":true}");
+		ck_status(r, 200);
+		reserved = jnum(lim_must(r.json, "q", NULL), "reserved");
+		resp_free(&r);
+		if (reserved == 25)
+			break;
+		nap_ms(100);
+	}
+	long long took = mono_ms() - t0;
+	ck_assert_msg(reserved == 25, "after the TTL the worker should release the first hold: reserved %g", reserved);
+	ck_assert_msg(took <= 2500, "released after %lld ms", took);
+	ck_q(t.key, "c", "q", 0, 25, 75);
+	char path[128];
+	snprintf(path, sizeof(path), "/v1/reservations/%s/release", gone);
+	struct resp r = req(&S, "POST", path, t.key, NULL, NULL);
+	ck_status(r, 404);
+	resp_free(&r);
+	/* the other one, past its TTL too */
+	clock_advance(&S, t.key, 600);
+	t0 = mono_ms();
+	while (mono_ms() - t0 < 3000) {
+		r = CHECK(t.key, "{\"customer_id\":\"c\",\"meter\":\"tokens\",\"amount\":0,\"dry_run\":true}");
+		reserved = jnum(lim_must(r.json, "q", NULL), "reserved");
+		resp_free(&r);
+		if (reserved == 0)
+			break;
+		nap_ms(100);
+	}
+	ck_assert_msg(reserved == 0, "second hold not released: %g", reserved);
+	ck_q(t.key, "c", "q", 0, 0, 100);
+}
+END_TEST
+
+/* ---- 11. test clocks ---- */
+
+struct period_case {
+	const char *period;
+	long long length; /* 0: a month */
+};
+
+START_TEST(test_clock_crosses_every_period)
+{
+	static const struct period_case cases[] = {{"hour", 3600}, {"day", 86400}, {"week", 7 * 86400}, {"month", 0}};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		const char *p = cases[i].period;
+		struct tenant t = tokens_tenant(true);
+		expectf(&S, t.key, "POST", "/v1/limits", 201,
+			"{\"id\":\"q\",\"meter\":\"tokens\",\"kind\":\"quota\",\"period\":\"%s\",\"limit\":100}", p);
+		expectf(&S, t.key, "POST", "/v1/limits", 201,
+			"{\"id\":\"forever\",\"meter\":\"tokens\",\"kind\":\"quota\",\"period\":\"all_time\",\"limit\":1000}");
+		struct resp r = CHECK(t.key, "{\"customer_id\":\"c\",\"meter\":\"tokens\",\"amount\":100,\"consume\":true}");
+		ck_assert_msg(r.status == 200, "%s: %ld %s", p, r.status, r.body);
+		long long resets = time_parse(jstr(lim_must(r.json, "q", NULL), "resets_at"));
+		resp_free(&r);
+		long long now = clock_now(&S, t.key);
+		r = CHECK(t.key, "{\"customer_id\":\"c\",\"meter\":\"tokens\",\"amount\":1,\"consume\":true}");
+		ck_assert_msg(r.status == 429, "%s: %ld %s", p, r.status, r.body);
+		long long ra = jint(r.json, "retry_after");
+		ck_assert_msg(ra >= resets - now - 2 && ra <= resets - now + 2, "%s: retry_after %lld, period ends in %lld", p, ra,
+			      resets - now);
+		resp_free(&r);
+		/* the boundary: UTC calendar */
+		if (!strcmp(p, "hour"))
+			ck_assert_int_eq(resets % 3600, 0);
+		else
+			ck_assert_int_eq(resets % 86400, 0);
+		if (!strcmp(p, "week"))
+			ck_assert_msg(((resets / 86400) + 3) % 7 == 0, "week resets on %s, not a Monday", iso(resets));
+		if (!strcmp(p, "month")) {
+			ck_assert_int_eq(resets, next_month_start(now));
+		}
+		/* a second before the end: still denied */
+		if (ra > 3) {
+			clock_advance(&S, t.key, ra - 3);
+			r = CHECK(t.key, "{\"customer_id\":\"c\",\"meter\":\"tokens\",\"amount\":1,\"dry_run\":true}");
+			ck_assert_msg(r.status == 429, "%s: 3 s before the end: %ld %s", p, r.status, r.body);
+			resp_free(&r);
+			clock_advance(&S, t.key, 4);
+		} else {
+			clock_advance(&S, t.key, ra + 1);
+		}
+		/* the next period: room again, resets_at moved by one period */
+		r = CHECK(t.key, "{\"customer_id\":\"c\",\"meter\":\"tokens\",\"amount\":1,\"consume\":true}");
+		ck_assert_msg(r.status == 200, "%s: after the period: %ld %s", p, r.status, r.body);
+		ck_state(r.json, "q", NULL, 1, 0, 99);
+		ck_state(r.json, "forever", NULL, 101, 0, 899);
+		long long next = time_parse(jstr(lim_must(r.json, "q", NULL), "resets_at"));
+		if (cases[i].length)
+			ck_assert_int_eq(next - resets, cases[i].length);
+		else
+			ck_assert_int_eq(next, next_month_start(resets));
+		resp_free(&r);
+		/* usage reads agree */
+		r = req(&S, "GET", "/v1/customers/c/usage", t.key, NULL, NULL);
+		ck_status(r, 200);
+		ck_state(r.json, "q", NULL, 1, 0, 99);
+		resp_free(&r);
+		/* and so does a rebuild from PostgreSQL of this tenant's counters */
+		redis_drop_tenant(t.id);
+		r = CHECK(t.key, "{\"customer_id\":\"c\",\"meter\":\"tokens\",\"amount\":0,\"dry_run\":true}");
+		ck_status(r, 200);
+		ck_state(r.json, "q", NULL, 1, 0, 99);
+		ck_state(r.json, "forever", NULL, 101, 0, 899);
+		resp_free(&r);
+	}
+}
+END_TEST
+
+START_TEST(test_clock_month_quota_used_up)
+{
+	struct tenant t = tokens_tenant(true);
+	expectf(&S, t.key, "POST", "/v1/limits", 201,
+		"{\"id\":\"m\",\"meter\":\"tokens\",\"kind\":\"quota\",\"period\":\"month\",\"limit\":1000}");
+	for (int i = 0; i < 4; i++) {
+		struct resp r = CHECK(t.key, "{\"customer_id\":\"c\",\"meter\":\"tokens\",\"amount\":250,\"consume\":true}");
+		ck_status(r, 200);
+		resp_free(&r);
+	}
+	struct resp r = CHECK(t.key, "{\"customer_id\":\"c\",\"meter\":\"tokens\",\"amount\":1}");
+	ck_status(r, 429);
+	resp_free(&r);
+	long long now = clock_now(&S, t.key);
+	long long nm = next_month_start(now);
+	long long at = clock_advance(&S, t.key, nm - now + 5);
+	ck_assert_msg(at >= nm && at < nm + 60, "clock %s, want just after %s", iso(at), iso(nm));
+	r = req(&S, "GET", "/v1/test_clock", t.key, NULL, NULL);
+	ck_status(r, 200);
+	ck_assert_int_ge(time_parse(jstr(r.json, "now")), at);
+	resp_free(&r);
+	r = CHECK(t.key, "{\"customer_id\":\"c\",\"meter\":\"tokens\",\"amount\":1000,\"consume\":true}");
+	ck_status(r, 200);
+	ck_state(r.json, "m", NULL, 1000, 0, 0);
+	ck_assert_int_eq(time_parse(jstr(lim_must(r.json, "m", NULL), "resets_at")), next_month_start(nm));
+	resp_free(&r);
+	/* the events of the new month carry the tenant's time */
+	r = req(&S, "GET", "/v1/events?customer_id=c&limit=1", t.key, NULL, NULL);
+	ck_status(r, 200);
+	ck_assert_int_ge(time_parse(jstr(r.json, "data.0.timestamp")), nm);
+	resp_free(&r);
+	/* the clock only moves forward */
+	r = callf(&S, t.key, "POST", "/v1/test_clock/advance", "{\"seconds\":-60}");
+	ck_bad(r, 400, "invalid_parameter", "seconds");
+	resp_free(&r);
+	r = callf(&S, t.key, "POST", "/v1/test_clock/advance", "{\"seconds\":0}");
+	ck_bad(r, 400, "invalid_parameter", "seconds");
+	resp_free(&r);
+	r = callf(&S, t.key, "POST", "/v1/test_clock/advance", "{\"seconds\":\"60\"}");
+	ck_bad(r, 400, "invalid_parameter", "seconds");
+	resp_free(&r);
+	r = callf(&S, t.key, "POST", "/v1/test_clock/advance", "{}");
+	ck_bad(r, 400, "missing_parameter", "seconds");
+	resp_free(&r);
+	ck_assert_int_ge(clock_now(&S, t.key), at);
+}
+END_TEST
+
+START_TEST(test_clock_rate_windows)
+{
+	/* windows run on the tenant's clock too */
+	struct tenant t = tokens_tenant(true);
+	expectf(&S, t.key, "POST", "/v1/limits", 201,
+		"{\"id\":\"tb\",\"meter\":\"requests\",\"kind\":\"rate\",\"window\":3600,\"limit\":2}");
+	expectf(&S, t.key, "POST", "/v1/limits", 201,
+		"{\"id\":\"sw\",\"meter\":\"tokens\",\"kind\":\"rate\",\"window\":86400,\"limit\":10,\"algorithm\":\"sliding_window\"}");
+	struct resp r;
+	for (int i = 0; i < 2; i++) {
+		r = CHECK(t.key, "{\"customer_id\":\"c\",\"meter\":\"tokens\",\"amount\":5}");
+		ck_status(r, 200);
+		resp_free(&r);
+	}
+	r = CHECK(t.key, "{\"customer_id\":\"c\",\"meter\":\"tokens\",\"amount\":1}");
+	ck_status(r, 429);
+	ck_assert_str_eq(jstr(r.json, "code"), "rate_limited");
+	resp_free(&r);
+	/* half an hour refills one request, but the day window is still full */
+	clock_advance(&S, t.key, 1800);
+	r = CHECK(t.key, "{\"customer_id\":\"c\",\"meter\":\"tokens\",\"amount\":1}");
+	ck_status(r, 429);
+	ck_assert_str_eq(jstr(r.json, "binding_limit"), "sw");
+	resp_free(&r);
+	r = CHECK(t.key, "{\"customer_id\":\"c\"}");
+	ck_status(r, 200);
+	resp_free(&r);
+	clock_advance(&S, t.key, 86400 + 60);
+	r = CHECK(t.key, "{\"customer_id\":\"c\",\"meter\":\"tokens\",\"amount\":10}");
+	ck_status(r, 200);
+	resp_free(&r);
+}
+END_TEST
+
+START_TEST(test_clock_live_tenant_refused)
+{
+	struct tenant t = tokens_tenant(false);
+	struct resp r = callf(&S, t.key, "POST", "/v1/test_clock/advance", "{\"seconds\":3600}");
+	ck_status(r, 400);
+	ck_assert_str_eq(jstr(r.json, "error.type"), "invalid_request");
+	resp_free(&r);
+	r = req(&S, "GET", "/v1/test_clock", t.key, NULL, NULL);
+	ck_assert_msg(r.status == 400 || r.status == 403, "%ld %s", r.status, r.body);
+	resp_free(&r);
+	/* and nothing moved: a live tenant's periods are real time */
+	expectf(&S, t.key, "POST", "/v1/limits", 201,
+		"{\"id\":\"h\",\"meter\":\"tokens\",\"kind\":\"quota\",\"period\":\"hour\",\"limit\":10}");
+	r = CHECK(t.key, "{\"customer_id\":\"c\",\"meter\":\"tokens\",\"amount\":1}");
+	ck_status(r, 200);
+	ck_assert_int_eq(time_parse(jstr(lim_must(r.json, "h", NULL), "resets_at")), (real_now() / 3600 + 1) * 3600);
+	resp_free(&r);
+	/* a test-mode tenant's clock starts at the real time */
+	struct tenant m = tokens_tenant(true);
+	long long c = clock_now(&S, m.key);
+	ck_assert_msg(c >= real_now() - 5 && c <= real_now() + 1, "clock %lld vs %lld", c, real_now());
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("reservations_clock");
+	TCase *tc = tcase_create("reservations_clock");
+
+	tcase_add_unchecked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 120);
+	tcase_add_test(tc, reservation_lifecycle);
+	tcase_add_test(tc, reservation_bad_inputs);
+	tcase_add_test(tc, reservation_named_by_another_customers_event);
+	tcase_add_test(tc, reservation_expires_on_test_clock);
+	tcase_add_test(tc, test_clock_crosses_every_period);
+	tcase_add_test(tc, test_clock_month_quota_used_up);
+	tcase_add_test(tc, test_clock_rate_windows);
+	tcase_add_test(tc, test_clock_live_tenant_refused);
+	suite_add_tcase(s, tc);
+	return run_suite(s);
+}
