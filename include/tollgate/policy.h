@@ -91,6 +91,9 @@ struct policy_limit {
 	char *slot;                 /* canonical (kind, meter, period|window, filter, per) */
 	int64_t created_ms;         /* real time; 0 when unknown */
 	json_t *json;               /* the API representation (owned) */
+	/* its object in a check's limits[], made once: head up to "subject":, the limit, the tail */
+	char *reply_head, *reply_limit, *reply_tail;
+	size_t reply_head_len, reply_limit_len, reply_tail_len;
 };
 
 struct policy_limit_list {
@@ -152,6 +155,8 @@ struct policy_tenant *policy_registry_get(const char *tenant_id);
 void policy_registry_put(const char *tenant_id, struct policy_tenant *t);
 /* Ids of every tenant with a snapshot (malloc'd array of malloc'd strings). */
 char **policy_registry_tenants(size_t *n);
+/* The tenants new, or whose clock or limits changed, since the last call (free like the above). */
+char **policy_registry_changed(size_t *n);
 
 struct policy_subject;
 
@@ -251,6 +256,8 @@ void policy_decide(const struct policy_counter *cs, int n, int64_t now_ms, struc
 /* The API object of one counter's live state: written to a reply, or as a new reference. */
 struct tg_jw;
 void policy_counter_write(struct tg_jw *w, const struct policy_counter *c, int64_t now_ms);
+/* Make the constant parts of a limit's limits[] object (at parse time). */
+void policy_limit_prepare_reply(struct policy_limit *l);
 json_t *policy_counter_json(const struct policy_counter *c, int64_t now_ms);
 /* RateLimit header values for the binding counter. */
 struct policy_ratelimit {

@@ -280,38 +280,56 @@ end:
 	return 0;
 }
 
+static void close_tenant(const char *tenant_id)
+{
+	struct policy_tenant *t = policy_registry_get(tenant_id);
+	struct tg_error err;
+
+	if (!t)
+		return;
+	for (int j = 0; j < t->nlimits; j++) {
+		const struct policy_limit *l = &t->limits[j];
+		char duty[200];
+		if (l->kind != POLICY_QUOTA || l->period == PERIOD_ALL_TIME)
+			continue;
+		snprintf(duty, sizeof(duty), "reset:%s:%s", l->id, policy_period_names[l->period]);
+		if (run_duty(t, duty, l->period, l->meter->id, l->created_ms ? l->created_ms : t->created_ms,
+			     close_limit, l, &err) < 0)
+			log_warn("period close failed", "tenant %s limit %s: %s", t->id, l->id, err.detail);
+	}
+	if (run_duty(t, "summary", PERIOD_DAY, NULL, t->created_ms, summarise_day, NULL, &err) < 0)
+		log_warn("usage summary failed", "tenant %s: %s", t->id, err.detail);
+	policy_tenant_unref(t);
+}
+
+static void free_ids(char **ids, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(ids[i]);
+	free(ids);
+}
+
 void duties_close_periods(void)
 {
 	static size_t cursor;
-	size_t nt;
-	char **tenants = policy_registry_tenants(&nt);
+	size_t nt, nc;
+	char **changed = policy_registry_changed(&nc);
 	int64_t started = tg_mono_us();
 
-	/* round robin within a time budget: many tenants never starve the other duties */
+	/* tenants new or changed (a clock advanced, a limit added) first, whatever the others cost */
+	for (size_t i = 0; i < nc; i++)
+		close_tenant(changed[i]);
+	free_ids(changed, nc);
+
+	/* then a round robin within a time budget over a stable order: many tenants never starve the other
+	 * duties, and every tenant comes round */
+	char **tenants = policy_registry_tenants(&nt);
 	for (size_t k = 0; k < nt && tg_mono_us() - started < PASS_BUDGET_US; k++) {
 		size_t i = (cursor + k) % nt;
-		struct policy_tenant *t = policy_registry_get(tenants[i]);
-		struct tg_error err;
-		if (!t)
-			continue;
-		for (int j = 0; j < t->nlimits; j++) {
-			const struct policy_limit *l = &t->limits[j];
-			char duty[200];
-			if (l->kind != POLICY_QUOTA || l->period == PERIOD_ALL_TIME)
-				continue;
-			snprintf(duty, sizeof(duty), "reset:%s:%s", l->id, policy_period_names[l->period]);
-			if (run_duty(t, duty, l->period, l->meter->id, l->created_ms ? l->created_ms : t->created_ms,
-				     close_limit, l, &err) < 0)
-				log_warn("period close failed", "tenant %s limit %s: %s", t->id, l->id, err.detail);
-		}
-		if (run_duty(t, "summary", PERIOD_DAY, NULL, t->created_ms, summarise_day, NULL, &err) < 0)
-			log_warn("usage summary failed", "tenant %s: %s", t->id, err.detail);
-		policy_tenant_unref(t);
+		close_tenant(tenants[i]);
 		cursor = i + 1;
 	}
-	for (size_t i = 0; i < nt; i++)
-		free(tenants[i]);
-	free(tenants);
+	free_ids(tenants, nt);
 }
 
 static void sweep_idempotency(void)

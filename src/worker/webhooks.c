@@ -275,18 +275,26 @@ static void *webhooks_main(void *arg)
 {
 	CURLM *multi = curl_multi_init();
 	int running = 0, in_flight = 0;
-	int64_t last_depth = 0;
+	int64_t last_depth = 0, last_claim = 0;
+	bool more = false; /* the last claim was full: more deliveries may be due already */
 
 	(void)arg;
 	pthread_setname_np(pthread_self(), "webhooks");
 	while (!atomic_load(&D.stopping) || in_flight > 0) {
-		if (!atomic_load(&D.stopping) && in_flight < IN_FLIGHT) {
+		/* claim when there is room, every 100 ms or at once while the queue keeps up full claims:
+		 * not on every wake for socket activity (that would be a query per transfer event) */
+		if (!atomic_load(&D.stopping) && in_flight < IN_FLIGHT &&
+		    (more || tg_mono_us() - last_claim >= 100000)) {
 			json_t *rows = NULL, *row;
 			struct tg_error err;
 			size_t i;
-			if (store_deliveries_claim(IN_FLIGHT - in_flight, LEASE_MS, &rows, &err) < 0) {
+			int want = IN_FLIGHT - in_flight;
+			last_claim = tg_mono_us();
+			more = false;
+			if (store_deliveries_claim(want, LEASE_MS, &rows, &err) < 0) {
 				log_warn("webhook claim failed", "%s", err.detail);
 			} else {
+				more = (int)json_array_size(rows) == want;
 				json_array_foreach(rows, i, row) {
 					start(multi, row);
 					in_flight++;
@@ -315,7 +323,7 @@ static void *webhooks_main(void *arg)
 			last_depth = tg_mono_us();
 		}
 		/* wake for socket activity, or every 100 ms to look for newly due deliveries */
-		curl_multi_wait(multi, NULL, 0, in_flight ? 20 : 100, NULL);
+		curl_multi_poll(multi, NULL, 0, in_flight ? 20 : 100, NULL); /* waits even with no transfer (curl_multi_wait would return at once) */
 	}
 	curl_multi_cleanup(multi);
 	store_thread_end();
