@@ -45,7 +45,7 @@ static const struct opt opts[] = {
 	 "maximum open HTTP connections per event loop"},
 	{"TOLLGATE_CONN_TIMEOUT", OPT_INT, "60", 1, 3600, false, OFF(conn_timeout),
 	 "seconds an idle HTTP connection is kept open"},
-	{"TOLLGATE_CONN_MEMORY", OPT_INT, "16384", 4096, 1048576, false, OFF(conn_memory),
+	{"TOLLGATE_CONN_MEMORY", OPT_INT, "8192", 4096, 1048576, false, OFF(conn_memory),
 	 "bytes of libmicrohttpd buffer per connection (headers must fit)"},
 	{"TOLLGATE_REQUEST_TIMEOUT_MS", OPT_INT, "5000", 50, 600000, false, OFF(request_timeout_ms),
 	 "a request waiting longer on Redis or PostgreSQL is answered 503"},

@@ -28,6 +28,7 @@ static void worker_exit(void)
 {
 	store_thread_end();
 	hot_thread_end();
+	auth_thread_end();
 }
 
 static int start_store(void)

@@ -21,6 +21,8 @@
 
 int auth_init(const char *admin_token, const char *jwt_secret);
 void auth_release(void);
+/* Free this thread's cache of recently authenticated keys (at thread exit). */
+void auth_thread_end(void);
 
 /* The tg_authenticate_fn given to http/: "Bearer <admin|sk_...|JWT>". */
 int auth_authenticate(const char *authorization, struct tg_principal *ret, struct tg_error *err);

@@ -84,6 +84,7 @@ struct hot_check {
 	struct hot_balance *bal;     /* NULL: no balance gates this check */
 	struct hot_workflow *wf;     /* NULL: no workflow guard */
 	/* results */
+	int sent;                    /* counters sent to the script (those with a subject, workflow, balance) */
 	enum hot_status status;
 	bool allowed;                /* every enforced counter fit (and, unless dry run, all were consumed) */
 };

@@ -76,6 +76,7 @@ void tg_jw_bool(struct tg_jw *w, bool v);
 void tg_jw_null(struct tg_jw *w);
 void tg_jw_time(struct tg_jw *w, int64_t ms); /* RFC 3339; ms < 0 → null */
 void tg_jw_json(struct tg_jw *w, const json_t *v); /* a json_t, through tg_json_dump */
+void tg_jw_raw(struct tg_jw *w, const char *json, size_t n); /* a value already written as JSON */
 
 /*
  * Field validation shared by api/ (request bodies) and policy/ (stored

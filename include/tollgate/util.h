@@ -77,6 +77,9 @@ int64_t tg_now_ms(void);          /* CLOCK_REALTIME */
 int64_t tg_mono_us(void);         /* CLOCK_MONOTONIC, for durations */
 void tg_wait_ms(int64_t ms);       /* sleep, restarting after signals */
 #define TG_TIME_BUFSZ 32
+#define TG_I64_BUFSZ 21
+/* The decimal digits of v (no sign for v >= 0), NUL-terminated; returns the length. No printf: hot path. */
+size_t tg_fmt_i64(int64_t v, char *buf);
 /* RFC 3339 UTC with second precision: "2026-11-22T03:00:00Z". */
 size_t tg_time_format(int64_t ms, char *buf);
 /* RFC 3339 with optional fraction and offset ("Z", "+02:00"); ret_ms set only on success. */

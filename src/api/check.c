@@ -389,10 +389,25 @@ static int parse(struct tg_req *req, struct check *ck)
 
 /* ---- answering ---- */
 
+/* name="value" parts of the RateLimit headers, without printf (this is on every check's reply). */
+static const char *rl_item(struct tg_arena *a, const char *id, const char *k1, const char *v1, const char *k2,
+			   const char *v2)
+{
+	size_t n = strlen(id) + strlen(v1) + strlen(v2) + 16;
+	char *out = tg_arena_alloc(a, n), *p = out;
+
+	*p++ = '"';
+	p = stpcpy(p, id);
+	*p++ = '"';
+	p = stpcpy(stpcpy(p, k1), v1);
+	p = stpcpy(stpcpy(p, k2), v2);
+	return out;
+}
+
 static void add_ratelimit_headers(struct tg_req *req, const struct policy_counter *b, int64_t now)
 {
 	struct policy_ratelimit rl;
-	char lim[TG_FIXED_BUFSZ], rem[TG_FIXED_BUFSZ], buf[512];
+	char lim[TG_FIXED_BUFSZ], rem[TG_FIXED_BUFSZ], reset[TG_I64_BUFSZ], window[TG_I64_BUFSZ];
 	tg_fixed whole_rem = b ? b->remaining / TG_FIXED_SCALE * TG_FIXED_SCALE : 0;
 
 	if (!b)
@@ -400,14 +415,13 @@ static void add_ratelimit_headers(struct tg_req *req, const struct policy_counte
 	policy_ratelimit(b, now, &rl);
 	tg_fixed_format(rl.limit, lim);
 	tg_fixed_format(whole_rem, rem);
+	tg_fmt_i64(rl.reset_s, reset);
+	tg_fmt_i64(rl.window_s, window);
 	tg_req_add_header(req, "RateLimit-Limit", lim);
 	tg_req_add_header(req, "RateLimit-Remaining", rem);
-	snprintf(buf, sizeof(buf), "%lld", (long long)rl.reset_s);
-	tg_req_add_header(req, "RateLimit-Reset", buf);
-	snprintf(buf, sizeof(buf), "\"%s\";q=%s;w=%lld", b->limit->id, lim, (long long)rl.window_s);
-	tg_req_add_header(req, "RateLimit-Policy", buf);
-	snprintf(buf, sizeof(buf), "\"%s\";r=%s;t=%lld", b->limit->id, rem, (long long)rl.reset_s);
-	tg_req_add_header(req, "RateLimit", buf);
+	tg_req_add_header(req, "RateLimit-Reset", reset);
+	tg_req_add_header(req, "RateLimit-Policy", rl_item(&req->arena, b->limit->id, ";q=", lim, ";w=", window));
+	tg_req_add_header(req, "RateLimit", rl_item(&req->arena, b->limit->id, ";r=", rem, ";t=", reset));
 }
 
 static void answer(struct check *ck)
@@ -443,6 +457,7 @@ static void answer(struct check *ck)
 	req->status = d.allowed ? 200 : d.code && !strcmp(d.code, "insufficient_balance") ? 402 : 429;
 	req->content_type = "application/json";
 	tg_buf_reset(&req->resp);
+	tg_buf_grow(&req->resp, 1024); /* at once, not by doubling from 64 */
 	tg_jw_init(&w, &req->resp);
 	tg_jw_begin_object(&w);
 	tg_jw_key(&w, "allowed");
@@ -518,7 +533,7 @@ static void answer(struct check *ck)
 	if (d.binding)
 		add_ratelimit_headers(req, d.binding, ck->now);
 	if (!d.allowed && d.retry_after_s >= 0) {
-		snprintf(buf, sizeof(buf), "%lld", (long long)d.retry_after_s);
+		tg_fmt_i64(d.retry_after_s, buf);
 		tg_req_add_header(req, "Retry-After", buf);
 	}
 	tg_metric_add(decisions_metric(d.allowed ? (d.decision == DECISION_WARN ? "warn" : NULL) : d.code), 1);

@@ -1,6 +1,7 @@
 /* auth.c — authenticating requests: admin token, cached API keys, our own JWTs (see auth.h). */
 #include <jwt.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -8,6 +9,7 @@
 #include "tollgate/crypto.h"
 #include "tollgate/json.h"
 #include "tollgate/log.h"
+#include "tollgate/map.h"
 #include "tollgate/util.h"
 
 #define NBUCKETS 4096
@@ -17,18 +19,20 @@ struct key_entry {
 	char key_id[TG_PRINCIPAL_ID];
 	char tenant_id[TG_PRINCIPAL_ID];
 	unsigned can;
-	struct key_entry *next_by_hash, *next_by_id;
+	struct key_entry *next_by_hash, *next_by_id, *next_of_tenant;
 };
 
 static struct {
 	pthread_rwlock_t lock;
 	struct key_entry *by_hash[NBUCKETS];
 	struct key_entry *by_id[NBUCKETS];
+	struct tg_map by_tenant; /* tenant → its entries (next_of_tenant): replacing one tenant's keys is O(its keys) */
 	size_t count;
+	_Atomic uint64_t gen; /* bumped by every change of the keys: per-thread caches check it */
 	char *admin_token;
 	unsigned char jwt_key[64];
 	size_t jwt_key_len;
-} A = {.lock = PTHREAD_RWLOCK_INITIALIZER};
+} A = {.lock = PTHREAD_RWLOCK_INITIALIZER, .by_tenant = TG_MAP_INIT};
 
 static unsigned str_hash(const char *s)
 {
@@ -55,34 +59,45 @@ int auth_init(const char *admin_token, const char *jwt_secret)
 	return 0;
 }
 
+static void unlink_entry(struct key_entry *e)
+{
+	struct key_entry **p;
+
+	for (p = &A.by_hash[str_hash(e->hash)]; *p && *p != e; p = &(*p)->next_by_hash)
+		;
+	if (*p)
+		*p = e->next_by_hash;
+	for (p = &A.by_id[str_hash(e->key_id)]; *p && *p != e; p = &(*p)->next_by_id)
+		;
+	if (*p)
+		*p = e->next_by_id;
+	A.count--;
+}
+
+static void clear_tenant(void *list)
+{
+	for (struct key_entry *e = list, *next; e; e = next) {
+		next = e->next_of_tenant;
+		unlink_entry(e);
+		free(e);
+	}
+}
+
+/* Forget one tenant's keys (NULL: every tenant's). */
 static void clear_locked(const char *tenant_id)
 {
-	for (int b = 0; b < NBUCKETS; b++) {
-		for (struct key_entry **p = &A.by_hash[b]; *p;) {
-			struct key_entry *e = *p;
-			if (!tenant_id || strcmp(e->tenant_id, tenant_id) == 0)
-				*p = e->next_by_hash;
-			else
-				p = &e->next_by_hash;
-		}
+	if (!tenant_id) {
+		tg_map_release(&A.by_tenant, clear_tenant);
+		return;
 	}
-	for (int b = 0; b < NBUCKETS; b++) {
-		for (struct key_entry **p = &A.by_id[b]; *p;) {
-			struct key_entry *e = *p;
-			if (!tenant_id || strcmp(e->tenant_id, tenant_id) == 0) {
-				*p = e->next_by_id;
-				free(e);
-				A.count--;
-			} else {
-				p = &e->next_by_id;
-			}
-		}
-	}
+	clear_tenant(tg_map_get(&A.by_tenant, tenant_id));
+	tg_map_del(&A.by_tenant, tenant_id);
 }
 
 void auth_release(void)
 {
 	pthread_rwlock_wrlock(&A.lock);
+	atomic_fetch_add(&A.gen, 1);
 	clear_locked(NULL);
 	pthread_rwlock_unlock(&A.lock);
 	free(A.admin_token);
@@ -132,6 +147,8 @@ static void add_locked(const json_t *row)
 	A.by_hash[hb] = e;
 	e->next_by_id = A.by_id[ib];
 	A.by_id[ib] = e;
+	e->next_of_tenant = tg_map_get(&A.by_tenant, e->tenant_id);
+	tg_map_put(&A.by_tenant, e->tenant_id, e);
 	A.count++;
 }
 
@@ -141,6 +158,7 @@ void auth_keys_set_tenant(const char *tenant_id, const json_t *rows)
 	json_t *row;
 
 	pthread_rwlock_wrlock(&A.lock);
+	atomic_fetch_add(&A.gen, 1);
 	clear_locked(tenant_id);
 	json_array_foreach(rows, i, row)
 		add_locked(row);
@@ -153,6 +171,7 @@ void auth_keys_set_all(const json_t *rows)
 	json_t *row;
 
 	pthread_rwlock_wrlock(&A.lock);
+	atomic_fetch_add(&A.gen, 1);
 	clear_locked(NULL);
 	json_array_foreach(rows, i, row)
 		add_locked(row);
@@ -232,6 +251,7 @@ static bool may_ask_database(const char *hash)
 void auth_keys_add(const json_t *row)
 {
 	pthread_rwlock_wrlock(&A.lock);
+	atomic_fetch_add(&A.gen, 1);
 	add_locked(row);
 	pthread_rwlock_unlock(&A.lock);
 }
@@ -349,6 +369,53 @@ out:
 
 /* ---- the authenticator ---- */
 
+/*
+ * Keys this thread authenticated lately, by their secret: a SHA-256 per request is a good part of a check's
+ * CPU. An entry counts only while no key changed anywhere since it was made (A.gen), so a revocation
+ * applies at once. Only keys that were valid are kept.
+ */
+#define SEEN_MAX 4096
+struct seen {
+	uint64_t gen;
+	struct tg_principal p;
+};
+static _Thread_local struct tg_map seen;
+
+static void seen_free(void *v)
+{
+	free(v);
+}
+
+static bool seen_lookup(const char *secret, struct tg_principal *ret)
+{
+	struct seen *e = tg_map_get(&seen, secret);
+
+	if (!e || e->gen != atomic_load(&A.gen))
+		return false;
+	*ret = e->p;
+	return true;
+}
+
+/* gen: A.gen read before the lookup that found p (a change after it makes the entry stale at once) */
+static void seen_put(const char *secret, const struct tg_principal *p, uint64_t gen)
+{
+	struct seen *e = tg_map_get(&seen, secret);
+
+	if (!e) {
+		if (seen.len >= SEEN_MAX)
+			tg_map_release(&seen, seen_free);
+		e = tg_malloc(sizeof(*e));
+		tg_map_put(&seen, secret, e);
+	}
+	e->gen = gen;
+	e->p = *p;
+}
+
+void auth_thread_end(void)
+{
+	tg_map_release(&seen, seen_free);
+}
+
 int auth_authenticate(const char *authorization, struct tg_principal *ret, struct tg_error *err)
 {
 	const char *secret;
@@ -369,6 +436,9 @@ int auth_authenticate(const char *authorization, struct tg_principal *ret, struc
 		return tg_fail(err, TG_EAUTH, "invalid_credentials", NULL, "the credentials are invalid");
 	if (strncmp(secret, "sk_", 3) == 0) {
 		char hash[65];
+		uint64_t gen = atomic_load(&A.gen);
+		if (seen_lookup(secret, ret))
+			return 0;
 		tg_sha256_hex(secret, len, hash);
 		if (!lookup_hash(hash, ret)) {
 			/* made moments ago on another instance? let PostgreSQL say, within a budget */
@@ -377,6 +447,7 @@ int auth_authenticate(const char *authorization, struct tg_principal *ret, struc
 			return tg_fail(err, TG_EAUTH, "invalid_api_key", NULL, "the API key is invalid or revoked");
 		}
 		ret->kind = TG_PRINCIPAL_KEY;
+		seen_put(secret, ret, gen);
 		return 0;
 	}
 	if (A.admin_token && A.admin_token[0] && tg_ct_equal(secret, len, A.admin_token, strlen(A.admin_token))) {

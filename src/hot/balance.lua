@@ -8,14 +8,14 @@ local b, r, m
 if not v[1] then
   if ARGV[3] == '' then return {-1, '0', '0', '0'} end
   local ib, im = string.match(ARGV[3], '^(-?%d+):(-?%d+)$')
-  b, r, m = N(ib), N('0'), N(im)
+  b, r, m = N(ib), 0, N(im)
   redis.call('HSET', KEYS[1], 'b', S(b), 'r', 0, 'm', S(m))
 else
   b, r, m = N(v[1]), N(v[2] or '0'), N(v[3] or '0')
 end
 local amt = N(ARGV[2])
 if ARGV[1] == 'd' then
-  if cmp(add(add(b, neg(r)), neg(amt)), m) < 0 then return {0, S(b), S(r), S(m)} end
+  if cmp(add(add(b, neg(r)), neg(amt)), m) < 0 then return {0, O(b), O(r), O(m)} end
   b = add(b, neg(amt))
   redis.call('HINCRBY', KEYS[1], 'b', S(neg(amt)))
 elseif ARGV[1] == 'c' then
@@ -25,4 +25,4 @@ else
   m = amt
   redis.call('HSET', KEYS[1], 'm', ARGV[2])
 end
-return {1, S(b), S(r), S(m)}
+return {1, O(b), O(r), O(m)}

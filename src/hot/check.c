@@ -31,36 +31,59 @@ void hot_argv_push(struct hot_argv *b, const char *s)
 
 const char *hot_i64(struct tg_arena *a, int64_t v)
 {
-	return tg_arena_printf(a, "%lld", (long long)v);
+	char num[TG_I64_BUFSZ];
+	size_t n = tg_fmt_i64(v, num);
+
+	return tg_arena_strndup(a, num, n);
+}
+
+/* The concatenation of parts (NULL-terminated list) in the arena: key names are made on every check. */
+static const char *cat(struct tg_arena *a, const char *const *parts)
+{
+	size_t len[12], total = 0;
+	int n = 0;
+
+	for (; parts[n]; n++)
+		total += len[n] = strlen(parts[n]);
+	char *out = tg_arena_alloc(a, total + 1), *p = out;
+	for (int i = 0; i < n; i++) {
+		memcpy(p, parts[i], len[i]);
+		p += len[i];
+	}
+	return out; /* zeroed by the arena: NUL-terminated */
 }
 
 /* Keys: every key of one customer shares its hash tag; ip/key/platform subjects use '|', never in ids. */
 const char *hot_counter_key(struct tg_arena *a, const char *tenant, const struct policy_counter *c)
 {
 	const struct policy_limit *l = c->limit;
-	char tag[TG_ID_MAX * 2 + 64];
+	const char *sep = ":", *subject = c->subject;
+	char num[TG_I64_BUFSZ];
 
 	switch (c->subject_kind) {
 	case SUBJECT_CUSTOMER:
 	case SUBJECT_ORG:
-		snprintf(tag, sizeof(tag), "%s:%s", tenant, c->subject);
 		break;
 	case SUBJECT_PLATFORM:
-		snprintf(tag, sizeof(tag), "%s|*", tenant);
+		sep = "|*";
+		subject = "";
 		break;
 	case SUBJECT_IP:
-		snprintf(tag, sizeof(tag), "%s|ip|%s", tenant, c->subject);
+		sep = "|ip|";
 		break;
 	case SUBJECT_KEY:
-		snprintf(tag, sizeof(tag), "%s|key|%s", tenant, c->subject);
+		sep = "|key|";
 		break;
 	}
-	if (l->kind == POLICY_QUOTA)
-		return tg_arena_printf(a, "tg:{%s}:q:%s:%s:%lld", tag, l->id, policy_period_names[l->period],
-				       (long long)(c->period_start_ms / 1000));
+	if (l->kind == POLICY_QUOTA) {
+		tg_fmt_i64(c->period_start_ms / 1000, num);
+		return cat(a, (const char *[]){"tg:{", tenant, sep, subject, "}:q:", l->id, ":",
+						policy_period_names[l->period], ":", num, NULL});
+	}
 	if (l->algorithm == ALG_TOKEN_BUCKET)
-		return tg_arena_printf(a, "tg:{%s}:tb:%s", tag, l->id);
-	return tg_arena_printf(a, "tg:{%s}:sw:%s:%lld", tag, l->id, (long long)l->window_s);
+		return cat(a, (const char *[]){"tg:{", tenant, sep, subject, "}:tb:", l->id, NULL});
+	tg_fmt_i64(l->window_s, num);
+	return cat(a, (const char *[]){"tg:{", tenant, sep, subject, "}:sw:", l->id, ":", num, NULL});
 }
 
 const char *hot_reservation_key(struct tg_arena *a, const char *tenant, const char *customer, const char *id)
@@ -97,107 +120,157 @@ bool hot_sliding_log(const struct policy_limit *l)
 	return l->limit <= SLIDING_LOG_MAX;
 }
 
-/* Build KEYS and ARGV of check.lua; counters without a subject (listed without state) are skipped. */
-static int build(struct hot_check *hc, struct tg_arena *a, struct hot_argv *keys, struct hot_argv *args)
+/* A counter's flags in check.lua: a sum, tested there with arithmetic (cheaper in Lua than string.find). */
+enum {
+	FLAG_CONSUME = 1,
+	FLAG_RESERVE = 2,
+	FLAG_ENFORCED = 4,
+	FLAG_MAX = 8,
+	FLAG_LATEST = 16,
+	FLAG_COST = 32,
+};
+/* Counter kinds in check.lua. */
+enum { KIND_QUOTA = 1, KIND_TOKEN_BUCKET, KIND_SLIDING_LOG, KIND_SLIDING_WINDOW, KIND_WORKFLOW, KIND_BALANCE };
+
+/* check.lua's one argument, read there with struct.unpack: little-endian int64 ("i8"), bytes ("B"),
+ * NUL-terminated strings ("s"); exact quantities as two int64, hi * 1e9 + lo with 0 <= lo < 1e9. */
+static void put_u8(struct tg_buf *b, int v)
 {
-	char flags[8];
+	tg_buf_addc(b, (char)(unsigned char)v);
+}
+
+static void put_i64(struct tg_buf *b, int64_t v)
+{
+	uint64_t u = (uint64_t)v;
+	char x[8];
+
+	for (int i = 0; i < 8; i++)
+		x[i] = (char)(u >> (8 * i) & 0xff);
+	tg_buf_add(b, x, sizeof(x));
+}
+
+static void put_exact(struct tg_buf *b, int64_t v)
+{
+	int64_t hi = v / 1000000000, lo = v % 1000000000;
+
+	if (lo < 0) {
+		lo += 1000000000;
+		hi--;
+	}
+	put_i64(b, hi);
+	put_i64(b, lo);
+}
+
+static void put_str(struct tg_buf *b, const char *s)
+{
+	tg_buf_add(b, s ? s : "", s ? strlen(s) + 1 : 1);
+}
+
+static _Thread_local struct tg_buf pack_buf;
+
+/* Build KEYS and the argument of check.lua; counters without a subject (listed without state) are
+ * skipped. Returns how many counters were sent. */
+static int build(struct hot_check *hc, struct tg_arena *a, struct hot_argv *keys, const char **arg, size_t *arglen)
+{
+	struct tg_buf *b = &pack_buf;
+	size_t n_at;
 	int n = 0;
 
-	keys->a = args->a = a;
-	hot_argv_push(args, hot_i64(a, hc->now_ms));
-	snprintf(flags, sizeof(flags), "%s%s", hc->flags & HOT_DRY_RUN ? "d" : "", hc->flags & HOT_RESERVE ? "r" : "");
-	hot_argv_push(args, tg_arena_strdup(a, flags));
-	hot_argv_push(args, hot_i64(a, hc->reservation_expires_ms));
-	hot_argv_push(args, hc->reservation_id ? hc->reservation_id : "");
-	hot_argv_push(args, hc->customer_id ? hc->customer_id : "");
-	hot_argv_push(args, "0"); /* n, set below */
+	keys->a = a;
+	tg_buf_reset(b);
+	put_i64(b, hc->now_ms);
+	put_u8(b, (hc->flags & HOT_DRY_RUN ? 1 : 0) | (hc->flags & HOT_RESERVE ? 2 : 0));
+	n_at = b->len;
+	put_u8(b, 0); /* n, set below */
+	if (hc->flags & HOT_RESERVE) {
+		put_i64(b, hc->reservation_expires_ms);
+		put_str(b, hc->reservation_id);
+		put_str(b, hc->customer_id);
+		put_str(b, hc->tenant_id);
+	}
 	for (int i = 0; i < hc->n; i++) {
 		struct policy_counter *c = &hc->cs[i];
 		const struct policy_limit *l = c->limit;
-		char fl[8];
 		int f = 0;
 
 		if (!c->subject)
 			continue;
 		if (c->consume)
-			fl[f++] = 'c';
+			f |= FLAG_CONSUME;
 		if (c->reserve)
-			fl[f++] = 'r';
+			f |= FLAG_RESERVE;
 		if (l->enforcement == ENF_HARD)
-			fl[f++] = 'e';
+			f |= FLAG_ENFORCED;
 		if (l->kind == POLICY_QUOTA && l->meter->agg == AGG_MAX)
-			fl[f++] = 'm';
+			f |= FLAG_MAX;
 		else if (l->kind == POLICY_QUOTA && l->meter->agg == AGG_LATEST)
-			fl[f++] = 'l';
-		fl[f] = '\0';
+			f |= FLAG_LATEST;
 		hot_argv_push(keys, hot_counter_key(a, hc->tenant_id, c));
 		if (l->kind == POLICY_QUOTA) {
 			int64_t ttl = c->period_end_ms == INT64_MAX ? 0 : c->period_end_ms - hc->now_ms + DAY_MS;
-			hot_argv_push(args, "q");
-			hot_argv_push(args, hot_i64(a, l->limit));
-			hot_argv_push(args, hot_i64(a, c->amount));
-			hot_argv_push(args, hot_i64(a, ttl > 0 ? ttl : DAY_MS));
-			hot_argv_push(args, c->has_init ? hot_i64(a, c->init) : "");
+			put_u8(b, KIND_QUOTA);
+			put_u8(b, f);
+			put_exact(b, l->limit);
+			put_exact(b, c->amount);
+			put_i64(b, ttl > 0 ? ttl : DAY_MS);
+			put_u8(b, c->has_init);
+			if (c->has_init)
+				put_exact(b, c->init);
 		} else if (l->algorithm == ALG_TOKEN_BUCKET) {
-			hot_argv_push(args, "tb");
-			hot_argv_push(args, hot_i64(a, l->burst));
-			hot_argv_push(args, hot_i64(a, c->amount));
-			hot_argv_push(args, hot_i64(a, l->limit));
-			hot_argv_push(args, hot_i64(a, l->window_s * 1000));
+			put_u8(b, KIND_TOKEN_BUCKET);
+			put_u8(b, f);
+			put_i64(b, l->burst);
+			put_i64(b, c->amount);
+			put_i64(b, l->limit);
+			put_i64(b, l->window_s * 1000);
 		} else {
-			hot_argv_push(args, hot_sliding_log(l) ? "sl" : "sw");
-			hot_argv_push(args, hot_i64(a, l->limit));
-			hot_argv_push(args, hot_i64(a, c->amount));
-			hot_argv_push(args, hot_i64(a, l->window_s * 1000));
-			hot_argv_push(args, "");
+			put_u8(b, hot_sliding_log(l) ? KIND_SLIDING_LOG : KIND_SLIDING_WINDOW);
+			put_u8(b, f);
+			put_i64(b, l->limit);
+			put_i64(b, c->amount);
+			put_i64(b, l->window_s * 1000);
 		}
-		hot_argv_push(args, tg_arena_strdup(a, fl));
 		n++;
 	}
 	if (hc->wf) {
 		struct hot_workflow *w = hc->wf;
 		hot_argv_push(keys, hot_workflow_key(a, hc->tenant_id, w->id));
-		hot_argv_push(args, "wf");
-		hot_argv_push(args, "0");
-		hot_argv_push(args, hot_i64(a, w->cost));
-		hot_argv_push(args, tg_arena_printf(a, "%lld:%lld:%lld:%lld:%lld", (long long)w->max_calls,
-						    (long long)w->max_depth, (long long)w->max_duration_ms,
-						    (long long)w->max_duplicates, (long long)w->max_cost));
-		hot_argv_push(args, tg_arena_printf(a, "%lld:%s|%s", (long long)w->depth, w->tool ? w->tool : "",
-						    w->args_hash ? w->args_hash : ""));
-		hot_argv_push(args, w->record_cost ? "cek" : "ce");
+		put_u8(b, KIND_WORKFLOW);
+		put_u8(b, FLAG_CONSUME | FLAG_ENFORCED | (w->record_cost ? FLAG_COST : 0));
+		put_i64(b, w->cost);
+		put_i64(b, w->max_calls);
+		put_i64(b, w->max_depth);
+		put_i64(b, w->max_duration_ms);
+		put_i64(b, w->max_duplicates);
+		put_i64(b, w->max_cost);
+		put_i64(b, w->depth);
+		tg_buf_adds(b, w->tool ? w->tool : "");
+		tg_buf_addc(b, '|');
+		put_str(b, w->args_hash);
 		n++;
 	}
 	if (hc->bal) {
-		struct hot_balance *b = hc->bal;
-		char fl[4];
-		int f = 0;
-		if (b->consume)
-			fl[f++] = 'c';
-		if (b->reserve)
-			fl[f++] = 'r';
-		fl[f++] = 'e';
-		fl[f] = '\0';
-		hot_argv_push(keys, hot_balance_key(a, hc->tenant_id, b->owner));
-		hot_argv_push(args, "b");
-		hot_argv_push(args, "0");
-		hot_argv_push(args, hot_i64(a, b->cost));
-		hot_argv_push(args, b->has_init ? tg_arena_printf(a, "%lld:%lld", (long long)b->init_balance,
-								   (long long)b->init_minimum)
-						: "");
-		hot_argv_push(args, "");
-		hot_argv_push(args, tg_arena_strdup(a, fl));
+		struct hot_balance *hb = hc->bal;
+		hot_argv_push(keys, hot_balance_key(a, hc->tenant_id, hb->owner));
+		put_u8(b, KIND_BALANCE);
+		put_u8(b, FLAG_ENFORCED | (hb->consume ? FLAG_CONSUME : 0) | (hb->reserve ? FLAG_RESERVE : 0));
+		put_exact(b, hb->cost);
+		put_u8(b, hb->has_init);
+		if (hb->has_init) {
+			put_exact(b, hb->init_balance);
+			put_exact(b, hb->init_minimum);
+		}
 		n++;
 	}
-	args->v[5] = hot_i64(a, n);
-	args->len[5] = strlen(args->v[5]);
+	b->buf[n_at] = (char)n; /* at most a few dozen counters (limits per check are bounded) */
 	if (hc->flags & HOT_RESERVE) {
 		hot_argv_push(keys, hot_reservation_key(a, hc->tenant_id, hc->customer_id, hc->reservation_id));
 		hot_argv_push(keys, hot_reservation_index(a, hc->tenant_id));
 		hot_argv_push(keys, hot_reservation_owners(a, hc->tenant_id));
 		hot_argv_push(keys, HOT_RESERVING_TENANTS);
-		hot_argv_push(args, hc->tenant_id);
 	}
+	*arg = tg_arena_strndup(a, b->buf, b->len) /* binary-safe: a memcpy */;
+	*arglen = b->len;
 	return n;
 }
 
@@ -216,46 +289,95 @@ int64_t hot_reply_i64(const redisReply *r, size_t i)
 	return 0;
 }
 
+/* A little-endian int64 of check.lua's reply. */
+static int64_t get_i64(const unsigned char *p)
+{
+	uint64_t u = 0;
+
+	for (int i = 7; i >= 0; i--)
+		u = u << 8 | p[i];
+	return (int64_t)u;
+}
+
+#define REPLY_PER_COUNTER (1 + 3 * 8)
+
+static void parse_missing(struct hot_check *hc, const redisReply *r)
+{
+	/* indexes (1-based) among the counters that were sent */
+	int sent = 0;
+
+	for (int i = 0; i < hc->n; i++)
+		sent += hc->cs[i].subject != NULL;
+	for (size_t k = 1; k < r->elements; k++) {
+		int64_t want = hot_reply_i64(r, k), seen = 0;
+		if (hc->bal && want == sent + (hc->wf ? 2 : 1))
+			hc->bal->missing = true;
+		for (int i = 0; i < hc->n; i++) {
+			if (!hc->cs[i].subject)
+				continue;
+			if (++seen == want)
+				hc->cs[i].missing = true;
+		}
+	}
+	hc->status = HOT_MISSING;
+}
+
+/* Counter k's fits and values, from either form of the reply (binary string, or the table used when a
+ * value is too large for a double). */
+struct reply_reader {
+	const redisReply *r;
+	bool table;
+};
+
+static void reply_counter(const struct reply_reader *rr, int k, bool *fits, int64_t v[3])
+{
+	if (rr->table) {
+		size_t at = 1 + (size_t)k * 4;
+		*fits = hot_reply_i64(rr->r, at) == 1;
+		for (int j = 0; j < 3; j++)
+			v[j] = hot_reply_i64(rr->r, at + 1 + (size_t)j);
+		return;
+	}
+	const unsigned char *p = (const unsigned char *)rr->r->str + 1 + (size_t)k * REPLY_PER_COUNTER;
+	*fits = p[0] == 1;
+	for (int j = 0; j < 3; j++)
+		v[j] = get_i64(p + 1 + 8 * j);
+}
+
 static void parse(struct hot_check *hc, const redisReply *r)
 {
-	int64_t status;
-	size_t pos = 1;
+	struct reply_reader rr = {.r = r};
+	bool ok;
+	int k = 0;
 
-	if (!r || r->type != REDIS_REPLY_ARRAY || r->elements < 1) {
+	if (r && r->type == REDIS_REPLY_ARRAY && r->elements >= 1 && hot_reply_i64(r, 0) < 0) {
+		parse_missing(hc, r);
+		return;
+	}
+	if (r && r->type == REDIS_REPLY_STRING)
+		ok = r->len == 1 + (size_t)hc->sent * REPLY_PER_COUNTER;
+	else
+		ok = r && r->type == REDIS_REPLY_ARRAY && r->elements == 1 + (size_t)hc->sent * 4;
+	if (!ok) {
 		if (r && r->type == REDIS_REPLY_ERROR)
 			log_warn("check script failed", "%s", r->str);
+		else
+			log_warn("check script failed", "unexpected reply (type %d)", r ? r->type : -1);
 		hc->status = HOT_ERROR;
 		return;
 	}
-	status = hot_reply_i64(r, 0);
-	if (status < 0) {
-		/* indexes (1-based) among the counters that were sent */
-		int sent = 0;
-		for (int i = 0; i < hc->n; i++)
-			sent += hc->cs[i].subject != NULL;
-		for (size_t k = 1; k < r->elements; k++) {
-			int64_t want = hot_reply_i64(r, k), seen = 0;
-			if (hc->bal && want == sent + (hc->wf ? 2 : 1))
-				hc->bal->missing = true;
-			for (int i = 0; i < hc->n; i++) {
-				if (!hc->cs[i].subject)
-					continue;
-				if (++seen == want)
-					hc->cs[i].missing = true;
-			}
-		}
-		hc->status = HOT_MISSING;
-		return;
-	}
-	hc->allowed = status == 1;
+	rr.table = r->type == REDIS_REPLY_ARRAY;
+	hc->allowed = rr.table ? hot_reply_i64(r, 0) == 1 : (signed char)r->str[0] == 1;
 	for (int i = 0; i < hc->n; i++) {
 		struct policy_counter *c = &hc->cs[i];
 		const struct policy_limit *l = c->limit;
+		int64_t v[3];
+		bool fits;
 		if (!c->subject)
 			continue;
-		int64_t fits = hot_reply_i64(r, pos), a = hot_reply_i64(r, pos + 1), b = hot_reply_i64(r, pos + 2), d = hot_reply_i64(r, pos + 3);
-		pos += 4;
-		c->allowed = fits == 1;
+		reply_counter(&rr, k++, &fits, v);
+		int64_t a = v[0], b = v[1], d = v[2];
+		c->allowed = fits;
 		c->missing = false;
 		if (l->kind == POLICY_QUOTA) {
 			c->used = a;
@@ -281,18 +403,19 @@ static void parse(struct hot_check *hc, const redisReply *r)
 	}
 	if (hc->wf) {
 		struct hot_workflow *w = hc->wf;
-		w->allowed = hot_reply_i64(r, pos) == 1;
-		w->code = (int)hot_reply_i64(r, pos + 1);
-		w->calls = hot_reply_i64(r, pos + 2);
-		w->spent = hot_reply_i64(r, pos + 3);
-		pos += 4;
+		int64_t v[3];
+		reply_counter(&rr, k++, &w->allowed, v);
+		w->code = (int)v[0];
+		w->calls = v[1];
+		w->spent = v[2];
 	}
 	if (hc->bal) {
 		struct hot_balance *b = hc->bal;
-		b->allowed = hot_reply_i64(r, pos) == 1;
-		b->balance = hot_reply_i64(r, pos + 1);
-		b->reserved = hot_reply_i64(r, pos + 2);
-		b->minimum = hot_reply_i64(r, pos + 3);
+		int64_t v[3];
+		reply_counter(&rr, k++, &b->allowed, v);
+		b->balance = v[0];
+		b->reserved = v[1];
+		b->minimum = v[2];
 		b->missing = false;
 	}
 	hc->status = HOT_DONE;
@@ -317,23 +440,27 @@ static void on_reply(void *arg, redisReply *r)
 
 int hot_check_async(struct hot_check *hc, struct tg_arena *arena, void (*done)(void *arg), void *arg)
 {
-	struct hot_argv keys = {0}, args = {0};
+	struct hot_argv keys = {0};
 	struct pending_check *p = tg_arena_alloc(arena, sizeof(*p));
+	const char *blob;
+	size_t len;
 
-	build(hc, arena, &keys, &args);
+	hc->sent = build(hc, arena, &keys, &blob, &len);
 	p->hc = hc;
 	p->done = done;
 	p->arg = arg;
-	return hot_async_script(&hot_script_check, keys.n, keys.v, keys.len, args.n, args.v, args.len, on_reply, p);
+	return hot_async_script(&hot_script_check, keys.n, keys.v, keys.len, 1, &blob, &len, on_reply, p);
 }
 
 int hot_check_sync(struct hot_check *hc, struct tg_arena *arena, struct tg_error *err)
 {
-	struct hot_argv keys = {0}, args = {0};
+	struct hot_argv keys = {0};
+	const char *blob;
+	size_t len;
 	redisReply *r;
 
-	build(hc, arena, &keys, &args);
-	r = hot_sync_script(&hot_script_check, keys.n, keys.v, args.n, args.v, err);
+	hc->sent = build(hc, arena, &keys, &blob, &len);
+	r = hot_sync_script(&hot_script_check, keys.n, keys.v, 1, &blob, &len, err);
 	parse(hc, r);
 	if (r)
 		freeReplyObject(r);

@@ -1,43 +1,45 @@
 -- check.lua: test every counter of one check, then consume all or nothing.
+-- This runs inside Redis once per check, so every operation counts: Redis pays ~1k instructions per script
+-- argument and Lua ~2k per tonumber(), so all arguments come in one binary ARGV[1] read with struct.unpack
+-- (little-endian; i8 = int64, B = byte, s = NUL-terminated string), and each counter's state is one table
+-- built by one constructor.
 -- KEYS[1..n]: counter keys; when reserving KEYS[n+1] the reservation's hash (counter key → amount held),
 -- KEYS[n+2] the tenant's expiry index (zset id → expiry), KEYS[n+3] the tenant's owner map (id → customer),
--- KEYS[n+4] the set of tenants holding reservations (for the worker), ARGV[6 + 6n + 1] the tenant.
--- ARGV[1] now_ms, ARGV[2] flags ("d" dry run, "r" reserve), ARGV[3] reservation expiry ms,
--- ARGV[4] reservation id, ARGV[5] its customer, ARGV[6] n, then 6 per counter: type, limit, amount, p1, p2, flags.
---   q  (quota)          p1 = ttl ms (0: none), p2 = rebuilt value ("" = unknown)
---   tb (token bucket)   limit = capacity, p1 = refill amount per window, p2 = window ms; the state is the
---                       bucket's level (what is used), draining at the refill rate: a limit raised or
---                       lowered applies to the level as it stands
---   sl (sliding log)    p1 = window ms
---   sw (sliding window, 100 sub-buckets) p1 = window ms
---   wf (workflow guard) amount = the check's priced cost, p1 = "calls:depth:duration ms:duplicates:cost" maxima
---                       (0 = none), p2 = "depth:tool|args_hash"; a tripped guard terminates the workflow for
---                       good (later calls: code 10 + the guard); flag k adds the cost to what it has spent
---   b  (balance gate)   amount = the check's priced cost, p1 = rebuilt "balance:minimum" ("" = unknown);
---                       fits while available (balance - reserved) is above the minimum and stays at or
---                       above it after the cost
--- flags: c consume when allowed, r reserve when allowed, e enforced (hard); m / l: the quota's meter keeps the
--- maximum / the latest value (usage is that value, not a sum)
--- Amounts are integers in micro-units. Returns {status, then 4 per counter: fits, a, b, c}:
---   status 1 allowed (and applied), 0 denied (nothing applied), -1 counters missing (then their indexes).
-local now = tonumber(ARGV[1])
-local dry = string.find(ARGV[2], 'd', 1, true) ~= nil
-local n = tonumber(ARGV[6])
+-- KEYS[n+4] the set of tenants holding reservations (for the worker).
+-- ARGV[1]: i8 now_ms, B flags (1 dry run, 2 reserve), B n; when reserving: i8 expiry ms, s reservation id,
+-- s customer, s tenant; then per counter B kind, B flags, and by kind:
+--   1 quota          i8 i8 limit, i8 i8 amount, i8 ttl ms (0: none), B rebuilt?, [i8 i8 rebuilt value]
+--   2 token bucket   i8 capacity, i8 amount, i8 refill amount per window, i8 window ms. The state is the
+--                    bucket's level (what is used) draining at the refill rate, so a limit raised or lowered
+--                    applies to the level as it stands: field s = pack(i8 level, i8 at ms, i8 kept until ms)
+--   3 sliding log    i8 limit, i8 amount, i8 window ms
+--   4 sliding window (100 sub-buckets) i8 limit, i8 amount, i8 window ms
+--   5 workflow guard i8 priced cost, i8 max calls, i8 max depth, i8 max duration ms, i8 max duplicates,
+--                    i8 max cost (0 = none), i8 depth, s "tool|args_hash"; a tripped guard terminates the
+--                    workflow for good (later calls: code 10 + the guard); flag 32 adds the cost to its spend
+--   6 balance gate   i8 i8 priced cost, B rebuilt?, [i8 i8 balance, i8 i8 minimum]; fits while available
+--                    (balance - reserved) is above the minimum and stays at or above it after the cost
+-- "i8 i8" is an exact value hi * 1e9 + lo (0 <= lo < 1e9): quotas and balances are compared exactly.
+-- Counter flags, a sum of: 1 consume when allowed, 2 reserve when allowed, 4 enforced (hard); 8 / 16: the
+-- quota's meter keeps the maximum / the latest value (usage is that value, not a sum); 32 (wf) record cost.
+-- Amounts are integers in micro-units. Returns the decision (see the end): status 1 allowed (and applied) or
+-- 0 denied (nothing applied), then per counter fits and three values; or, when counters are missing, the
+-- table {-1, their indexes}.
+local U = struct.unpack
+local blob = ARGV[1]
+local now, gflags, n, pos = U('<i8BB', blob)
+local dry = gflags % 2 == 1
+local rexp, rid, rcust, rtenant
+if gflags % 4 >= 2 then rexp, rid, rcust, rtenant, pos = U('<i8sss', blob, pos) end
 local st = {}
-local missing = {}
+local missing
 local deny = false
 local SUB = 100
 
-local function tb_level(key, rate_amt, win)
-  local v = redis.call('HMGET', key, 'l', 'ts')
-  local l, ts = tonumber(v[1]), tonumber(v[2])
-  if not l then return 0, now end
-  if now > ts then
-    l = l - math.floor((now - ts) * rate_amt / win)
-    if l < 0 then l = 0 end
-    ts = now
-  end
-  return l, ts
+local function P(hi, lo)
+  -- a number below SAFE: a sum of two stays exact, and add() goes wide past SAFE
+  if hi < 4e6 and hi > -4e6 then return hi * E + lo end
+  return {hi, lo}
 end
 
 local function sw_state(key, win)
@@ -63,119 +65,152 @@ local function sw_state(key, win)
 end
 
 for i = 1, n do
-  local base = 6 + (i - 1) * 6
-  local kind, limit, amt = ARGV[base + 1], tonumber(ARGV[base + 2]), tonumber(ARGV[base + 3])
-  local p1, p2, fl = ARGV[base + 4], ARGV[base + 5], ARGV[base + 6]
+  local kind, f
+  kind, f, pos = U('<BB', blob, pos)
   local key = KEYS[i]
-  local s = {kind = kind, limit = limit, amt = amt, fl = fl, key = key,
-             A = N(ARGV[base + 3]), L = N(ARGV[base + 2]), amt_s = ARGV[base + 3]}
-  if kind == 'q' then
-    if redis.call('EXISTS', key) == 0 then
-      if p2 == '' then missing[#missing + 1] = i else s.init = p2; s.U = N(p2); s.R = N('0') end
+  local s
+  if kind == 1 then
+    local lh, ll, ah, al, ttl, has, ih, il
+    lh, ll, ah, al, ttl, has, pos = U('<i8i8i8i8i8B', blob, pos)
+    if has == 1 then ih, il, pos = U('<i8i8', blob, pos) end
+    local A, L = P(ah, al), P(lh, ll)
+    local v = redis.call('HMGET', key, 'u', 'r')
+    local u, r, init
+    if not v[1] and not v[2] then
+      if has == 1 then init = P(ih, il); u, r = init, 0
+      else missing = missing or {}; missing[#missing + 1] = i end
     else
-      local v = redis.call('HMGET', key, 'u', 'r')
-      s.U, s.R = N(v[1] or '0'), N(v[2] or '0')
+      u, r = N(v[1] or '0'), N(v[2] or '0')
     end
-    s.agg = string.find(fl, 'm', 1, true) and 'm' or (string.find(fl, 'l', 1, true) and 'l' or 's')
-    if s.U then
-      if s.agg == 'm' then s.fits = cmp(add(cmp(s.U, s.A) >= 0 and s.U or s.A, s.R), s.L) <= 0
-      elseif s.agg == 'l' then s.fits = cmp(add(s.A, s.R), s.L) <= 0
-      else s.fits = cmp(add(add(s.U, s.R), s.A), s.L) <= 0 end
+    local agg = f % 16 >= 8 and 'm' or (f % 32 >= 16 and 'l' or 's')
+    local fits
+    if u then
+      if agg == 'm' then fits = cmp(add(cmp(u, A) >= 0 and u or A, r), L) <= 0
+      elseif agg == 'l' then fits = cmp(add(A, r), L) <= 0
+      else fits = cmp(add(add(u, r), A), L) <= 0 end
     end
-    s.ttl = tonumber(p1)
-  elseif kind == 'tb' then
-    s.win = tonumber(p2); s.rate = tonumber(p1)
-    s.l, s.ts = tb_level(key, s.rate, s.win)
-    s.fits = s.l + amt <= limit
-  elseif kind == 'sl' then
-    s.win = tonumber(p1)
-    redis.call('ZREMRANGEBYSCORE', key, '-inf', now - s.win)
+    s = {kind = 1, key = key, f = f, fits = fits, A = A, U = u, R = r, init = init, agg = agg, ttl = ttl}
+  elseif kind == 2 then
+    local limit, amt, rate, win
+    limit, amt, rate, win, pos = U('<i8i8i8i8', blob, pos)
+    local l, ts, exp = 0, now, 0
+    local packed = redis.call('HGET', key, 's')
+    if packed then
+      l, ts, exp = U('<i8i8i8', packed)
+      if now > ts then
+        l = l - math.floor((now - ts) * rate / win)
+        if l < 0 then l = 0 end
+        ts = now
+      end
+    end
+    s = {kind = 2, key = key, f = f, fits = l + amt <= limit, limit = limit, amt = amt, rate = rate, win = win,
+         l = l, ts = ts, exp = exp}
+  elseif kind == 3 then
+    local limit, amt, win
+    limit, amt, win, pos = U('<i8i8i8', blob, pos)
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', now - win)
     local es = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
     local used = 0
     for j = 1, #es, 2 do
-      local a = tonumber(string.match(es[j], ':(%d+)$'))
-      used = used + a
+      used = used + tonumber(string.match(es[j], ':(%d+)$'))
     end
-    s.used = used; s.entries = es
-    s.fits = used + amt <= limit
-  elseif kind == 'wf' then
-    local mc, md, mdur, mdup, mcost = string.match(p1, '^(%d+):(%d+):(%d+):(%d+):(%d+)$')
-    mc, md, mdur, mdup, mcost = tonumber(mc), tonumber(md), tonumber(mdur), tonumber(mdup), tonumber(mcost)
-    local depth, tool = string.match(p2, '^(%d+):(.*)$')
-    depth = tonumber(depth)
-    s.dupf = 'd:' .. tool
-    local v = redis.call('HMGET', key, 'n', 'f', 'c', 't', s.dupf)
-    s.calls, s.first, s.spent, s.term = tonumber(v[1]) or 0, tonumber(v[2]), tonumber(v[3]) or 0, tonumber(v[4])
+    s = {kind = 3, key = key, f = f, fits = used + amt <= limit, limit = limit, amt = amt, win = win, used = used,
+         entries = es}
+  elseif kind == 5 then
+    local amt, mc, md, mdur, mdup, mcost, depth, tool
+    amt, mc, md, mdur, mdup, mcost, depth, tool, pos = U('<i8i8i8i8i8i8i8s', blob, pos)
+    local dupf = 'd:' .. tool
+    local v = redis.call('HMGET', key, 'n', 'f', 'c', 't', dupf)
+    local calls, first, spent, term = tonumber(v[1]) or 0, tonumber(v[2]), tonumber(v[3]) or 0, tonumber(v[4])
     local dups = tonumber(v[5]) or 0
-    s.code = 0
-    if s.term then s.code = 10 + s.term
-    elseif mc > 0 and s.calls + 1 > mc then s.code = 1
-    elseif mdup > 0 and dups + 1 > mdup then s.code = 2
-    elseif md > 0 and depth > md then s.code = 3
-    elseif mdur > 0 and s.first and now - s.first > mdur then s.code = 4
-    elseif mcost > 0 and s.spent + amt > mcost then s.code = 5
+    local code = 0
+    if term then code = 10 + term
+    elseif mc > 0 and calls + 1 > mc then code = 1
+    elseif mdup > 0 and dups + 1 > mdup then code = 2
+    elseif md > 0 and depth > md then code = 3
+    elseif mdur > 0 and first and now - first > mdur then code = 4
+    elseif mcost > 0 and spent + amt > mcost then code = 5
     end
-    s.fits = s.code == 0
-    s.ttl = math.max(2 * mdur, 60000)
-  elseif kind == 'b' then
+    s = {kind = 5, key = key, f = f, fits = code == 0, amt = amt, dupf = dupf, calls = calls, first = first,
+         spent = spent, code = code, ttl = math.max(2 * mdur, 60000)}
+  elseif kind == 6 then
+    local ah, al, has, bh, bl, mh, ml
+    ah, al, has, pos = U('<i8i8B', blob, pos)
+    if has == 1 then bh, bl, mh, ml, pos = U('<i8i8i8i8', blob, pos) end
     local v = redis.call('HMGET', key, 'b', 'r', 'm')
+    local B, R, M, init
     if not v[1] then
-      if p1 == '' then missing[#missing + 1] = i
-      else
-        local b, m = string.match(p1, '^(-?%d+):(-?%d+)$')
-        s.init = true; s.B = N(b); s.M = N(m); s.R = N('0')
-      end
+      if has == 1 then init = true; B, R, M = P(bh, bl), 0, P(mh, ml)
+      else missing = missing or {}; missing[#missing + 1] = i end
     else
-      s.B, s.R, s.M = N(v[1]), N(v[2] or '0'), N(v[3] or '0')
+      B, R, M = N(v[1]), N(v[2] or '0'), N(v[3] or '0')
     end
-    if s.B then
-      local avail = add(s.B, neg(s.R))
-      s.fits = cmp(avail, s.M) > 0 and cmp(add(avail, neg(s.A)), s.M) >= 0
+    local A, fits = P(ah, al), nil
+    if B then
+      local avail = add(B, neg(R))
+      fits = cmp(avail, M) > 0 and cmp(add(avail, neg(A)), M) >= 0
     end
-  else -- sw
-    s.win = tonumber(p1)
-    s.used, s.idx, s.drop, s.reset, s.total, s.ec, s.b = sw_state(key, s.win)
-    s.fits = s.used + amt <= limit
+    s = {kind = 6, key = key, f = f, fits = fits, A = A, B = B, R = R, M = M, init = init}
+  else -- 4 sliding window
+    local limit, amt, win
+    limit, amt, win, pos = U('<i8i8i8', blob, pos)
+    local used, idx, drop, reset, total, ec, b = sw_state(key, win)
+    s = {kind = 4, key = key, f = f, fits = used + amt <= limit, limit = limit, amt = amt, win = win, used = used,
+         idx = idx, drop = drop, reset = reset, total = total, ec = ec, b = b}
   end
-  if s.fits == false and string.find(fl, 'e', 1, true) then deny = true end
+  if s.fits == false and f % 8 >= 4 then deny = true end
   st[i] = s
 end
 
-if #missing > 0 then
+if missing then
   local r = {-1}
-  for _, i in ipairs(missing) do r[#r + 1] = i end
+  for k, i in ipairs(missing) do r[k + 1] = i end
   return r
 end
 
 local apply = not deny and not dry
-local reserving = apply and string.find(ARGV[2], 'r', 1, true) ~= nil
+local reserving = apply and rid ~= nil
 for i = 1, n do
   local s = st[i]
-  local consume = apply and string.find(s.fl, 'c', 1, true) ~= nil
-  local reserve = reserving and string.find(s.fl, 'r', 1, true) ~= nil
-  if s.kind == 'q' then
+  local kind = s.kind
+  local consume = apply and s.f % 2 >= 1
+  local reserve = reserving and s.f % 4 >= 2
+  if kind == 1 then
     if s.init then
-      redis.call('HSET', s.key, 'u', s.init, 'r', 0)
+      redis.call('HSET', s.key, 'u', S(s.init), 'r', 0)
       if s.ttl > 0 then redis.call('PEXPIRE', s.key, s.ttl) end
     end
+    -- the key exists with its expiry (set when it was made): updating it keeps that
     if consume then
       if s.agg == 'm' then
-        if cmp(s.A, s.U) > 0 then s.U = s.A; redis.call('HSET', s.key, 'u', s.amt_s) end
+        if cmp(s.A, s.U) > 0 then s.U = s.A; redis.call('HSET', s.key, 'u', D(s.A)) end
       elseif s.agg == 'l' then
         s.U = s.A
-        redis.call('HSET', s.key, 'u', s.amt_s)
+        redis.call('HSET', s.key, 'u', D(s.A))
       else
         s.U = add(s.U, s.A)
-        redis.call('HINCRBY', s.key, 'u', s.amt_s)
+        redis.call('HINCRBY', s.key, 'u', D(s.A))
       end
-      if s.ttl > 0 then redis.call('PEXPIRE', s.key, s.ttl) end
     elseif reserve then
       s.R = add(s.R, s.A)
-      redis.call('HINCRBY', s.key, 'r', s.amt_s)
-      if s.ttl > 0 then redis.call('PEXPIRE', s.key, s.ttl) end
-      redis.call('HSET', KEYS[n + 1], s.key, s.amt_s)
+      redis.call('HINCRBY', s.key, 'r', D(s.A))
+      redis.call('HSET', KEYS[n + 1], s.key, D(s.A))
     end
-  elseif s.kind == 'wf' then
+  elseif kind == 2 then
+    if consume then
+      s.l = s.l + s.amt
+      -- once drained the key is not needed (a missing bucket is an empty one): it is kept until then
+      -- and a window more, so that its expiry is pushed back about once per window, not on every check
+      local drained = now + math.ceil(s.l * s.win / s.rate)
+      if drained + 1000 > s.exp then
+        s.exp = drained + s.win + 1000
+        redis.call('HSET', s.key, 's', struct.pack('<i8i8i8', s.l, s.ts, s.exp))
+        redis.call('PEXPIRE', s.key, s.exp - now)
+      else
+        redis.call('HSET', s.key, 's', struct.pack('<i8i8i8', s.l, s.ts, s.exp))
+      end
+    end
+  elseif kind == 5 then
     if not dry and s.code >= 1 and s.code <= 5 then
       -- terminated for good, whatever else the check decided
       redis.call('HSET', s.key, 't', s.code)
@@ -185,29 +220,22 @@ for i = 1, n do
       redis.call('HINCRBY', s.key, 'n', 1)
       redis.call('HINCRBY', s.key, s.dupf, 1)
       if not s.first then redis.call('HSET', s.key, 'f', now); redis.call('PEXPIRE', s.key, s.ttl) end
-      if s.amt ~= 0 and string.find(s.fl, 'k', 1, true) then
+      if s.amt ~= 0 and s.f % 64 >= 32 then
         s.spent = s.spent + s.amt
         redis.call('HINCRBY', s.key, 'c', I(s.amt))
       end
     end
-  elseif s.kind == 'b' then
+  elseif kind == 6 then
     if s.init then redis.call('HSET', s.key, 'b', S(s.B), 'r', 0, 'm', S(s.M)) end
-    if consume and s.amt ~= 0 then
+    if consume and cmp(s.A, 0) ~= 0 then
       s.B = add(s.B, neg(s.A))
-      redis.call('HINCRBY', s.key, 'b', S(neg(s.A)))
-    elseif reserve and s.amt ~= 0 then
+      redis.call('HINCRBY', s.key, 'b', D(neg(s.A)))
+    elseif reserve and cmp(s.A, 0) ~= 0 then
       s.R = add(s.R, s.A)
-      redis.call('HINCRBY', s.key, 'r', s.amt_s)
-      redis.call('HSET', KEYS[n + 1], s.key, s.amt_s)
+      redis.call('HINCRBY', s.key, 'r', D(s.A))
+      redis.call('HSET', KEYS[n + 1], s.key, D(s.A))
     end
-  elseif s.kind == 'tb' then
-    if consume then
-      s.l = s.l + s.amt
-      redis.call('HSET', s.key, 'l', I(s.l), 'ts', I(s.ts))
-      -- once drained the key is not needed: a missing bucket is an empty one
-      redis.call('PEXPIRE', s.key, math.ceil(s.l * s.win / s.rate) + 1000)
-    end
-  elseif s.kind == 'sl' then
+  elseif kind == 3 then
     if consume then
       -- unique member: within one ms the entry count only grows (older entries left already)
       local m = now .. ':' .. (#s.entries / 2) .. ':' .. s.amt
@@ -234,29 +262,31 @@ for i = 1, n do
 end
 
 if reserving then
-  redis.call('PEXPIRE', KEYS[n + 1], tonumber(ARGV[3]) - now + 86400000)
-  redis.call('HSET', KEYS[n + 1], '_customer', ARGV[5])
-  redis.call('ZADD', KEYS[n + 2], ARGV[3], ARGV[4])
-  redis.call('HSET', KEYS[n + 3], ARGV[4], ARGV[5])
-  redis.call('SADD', KEYS[n + 4], ARGV[7 + n * 6])
+  redis.call('PEXPIRE', KEYS[n + 1], rexp - now + 86400000)
+  redis.call('HSET', KEYS[n + 1], '_customer', rcust)
+  redis.call('ZADD', KEYS[n + 2], rexp, rid)
+  redis.call('HSET', KEYS[n + 3], rid, rcust)
+  redis.call('SADD', KEYS[n + 4], rtenant)
 end
 
-local r = {apply and 1 or (deny and 0 or 1)}
-for i = 1, n do
-  local s = st[i]
-  local fits = s.fits and 1 or 0
-  if s.kind == 'q' then
-    r[#r + 1] = fits; r[#r + 1] = S(s.U); r[#r + 1] = S(s.R); r[#r + 1] = 0
-  elseif s.kind == 'wf' then
-    r[#r + 1] = fits; r[#r + 1] = s.code; r[#r + 1] = s.calls; r[#r + 1] = s.spent
-  elseif s.kind == 'b' then
-    r[#r + 1] = fits; r[#r + 1] = S(s.B); r[#r + 1] = S(s.R); r[#r + 1] = S(s.M)
-  elseif s.kind == 'tb' then
-    local full = math.ceil(s.l * s.win / s.rate)
-    local retry = -1
-    if not s.fits and s.amt <= s.limit then retry = math.ceil((s.l + s.amt - s.limit) * s.win / s.rate) end
-    r[#r + 1] = fits; r[#r + 1] = s.limit - s.l; r[#r + 1] = full; r[#r + 1] = retry
-  elseif s.kind == 'sl' then
+-- The reply is one string (a Lua table costs Redis far more to turn into a reply): b status, then per
+-- counter B fits and three values a, b, c as i8 each. A quota or balance beyond 4e15 micro-units is kept
+-- as {hi, lo}: then the reply is the table {status, then per counter fits, a, b, c as digits} instead.
+-- the values reported for one counter (read-only: called again when the reply has to be a table)
+local function values(s)
+  local kind = s.kind
+  local a, b, c = 0, 0, 0
+  if kind == 1 then
+    a, b = s.U, s.R
+  elseif kind == 2 then
+    a, b = s.limit - s.l, math.ceil(s.l * s.win / s.rate)
+    c = -1
+    if not s.fits and s.amt <= s.limit then c = math.ceil((s.l + s.amt - s.limit) * s.win / s.rate) end
+  elseif kind == 5 then
+    a, b, c = s.code, s.calls, s.spent
+  elseif kind == 6 then
+    a, b, c = s.B, s.R, s.M
+  elseif kind == 3 then
     -- when the oldest entries leave the window, and when enough have left for this amount
     local reset, retry, acc = 0, -1, s.used
     for j = 1, #s.entries, 2 do
@@ -268,7 +298,7 @@ for i = 1, n do
       end
     end
     if not s.fits and s.amt > s.limit then retry = -1 end
-    r[#r + 1] = fits; r[#r + 1] = s.used; r[#r + 1] = reset; r[#r + 1] = retry
+    a, b, c = s.used, reset, retry
   else
     -- when enough of the oldest sub-buckets have left the window for this amount to fit
     local retry = -1
@@ -283,7 +313,27 @@ for i = 1, n do
       end
       if retry < 0 then retry = s.win end
     end
-    r[#r + 1] = fits; r[#r + 1] = s.used; r[#r + 1] = s.win; r[#r + 1] = retry
+    a, b, c = s.used, s.win, retry
   end
+  return a, b, c
+end
+
+local status = apply and 1 or (deny and 0 or 1)
+local out = struct.pack('<b', status)
+for i = 1, n do
+  local s = st[i]
+  local a, b, c = values(s)
+  if type(a) == 'table' or type(b) == 'table' or type(c) == 'table' then out = nil; break end
+  out = out .. struct.pack('<Bi8i8i8', s.fits and 1 or 0, a, b, c)
+end
+if out then return out end
+local r = {status}
+for i = 1, n do
+  local s = st[i]
+  local a, b, c = values(s)
+  r[#r + 1] = s.fits and 1 or 0
+  r[#r + 1] = O(a)
+  r[#r + 1] = O(b)
+  r[#r + 1] = O(c)
 end
 return r

@@ -35,7 +35,7 @@ redisContext *hot_sync(struct tg_error *err);
 redisReply *hot_sync_argv(int argc, const char **argv, const size_t *lens, struct tg_error *err);
 /* EVALSHA on the blocking connection with NOSCRIPT reload. */
 redisReply *hot_sync_script(const struct hot_script *s, int nkeys, const char **keys, int nargs, const char **args,
-			    struct tg_error *err);
+			    const size_t *arglens, struct tg_error *err);
 
 /* Element i of an array reply as an integer (scripts return exact values as decimal strings). */
 int64_t hot_reply_i64(const redisReply *r, size_t i);

@@ -2,30 +2,91 @@
 -- integers go to Redis as plain digits: Lua would write 1e+17, which HINCRBY refuses
 local function I(x) return string.format('%.0f', x) end
 
--- Quotas and balances are compared exactly, not as doubles: a value is {hi, lo} = hi * 1e9 + lo with
+-- Quotas and balances are compared exactly, not as doubles. A value is a Lua number while that is exact
+-- (at most 15 digits, and sums of a few of them stay below 2^53), else {hi, lo} = hi * 1e9 + lo with
 -- 0 <= lo < 1e9, read from the decimal strings Redis and the arguments hold (exact up to 9e18).
-local E = 1e9
+-- The common case, every value a number, costs no table and no string work; the {hi, lo} operations are
+-- made on first use (each function made costs every script run that makes it).
+local E, SAFE = 1e9, 4e15
+local Wd
+local function wd()
+  if Wd then return Wd end
+  Wd = {}
+  function Wd.of(s)
+    if type(s) == 'table' then return s end
+    if type(s) == 'number' then s = I(s) end
+    local neg = string.byte(s, 1) == 45
+    if neg then s = string.sub(s, 2) end
+    local n, hi, lo = #s
+    if n <= 9 then hi, lo = 0, tonumber(s) else hi, lo = tonumber(string.sub(s, 1, n - 9)), tonumber(string.sub(s, n - 8)) end
+    if neg then hi, lo = -hi, -lo end
+    local c = math.floor(lo / E)
+    return {hi + c, lo - c * E}
+  end
+  function Wd.small(a)
+    -- back to a number when that is exact
+    if a[1] < 4e6 and a[1] > -4e6 then return a[1] * E + a[2] end
+    return a
+  end
+  function Wd.add(a, b)
+    a, b = Wd.of(a), Wd.of(b)
+    local lo = a[2] + b[2]
+    local c = math.floor(lo / E)
+    return Wd.small({a[1] + b[1] + c, lo - c * E})
+  end
+  function Wd.neg(a)
+    local c = math.floor(-a[2] / E)
+    return {-a[1] + c, -a[2] - c * E}
+  end
+  function Wd.cmp(a, b)
+    a, b = Wd.of(a), Wd.of(b)
+    if a[1] ~= b[1] then return a[1] < b[1] and -1 or 1 end
+    if a[2] ~= b[2] then return a[2] < b[2] and -1 or 1 end
+    return 0
+  end
+  function Wd.str(a)
+    if a[1] == 0 then return I(a[2]) end
+    if a[1] > 0 then return I(a[1]) .. string.format('%09d', a[2]) end
+    local p = Wd.neg(a)
+    if p[1] == 0 then return '-' .. I(p[2]) end
+    return '-' .. I(p[1]) .. string.format('%09d', p[2])
+  end
+  return Wd
+end
 local function N(s)
-  if type(s) == 'number' then s = I(s) end
-  local neg = string.sub(s, 1, 1) == '-'
-  if neg then s = string.sub(s, 2) end
-  local n, hi, lo = #s
-  if n <= 9 then hi, lo = 0, tonumber(s) else hi, lo = tonumber(string.sub(s, 1, n - 9)), tonumber(string.sub(s, n - 8)) end
-  if neg then hi, lo = -hi, -lo end
-  local c = math.floor(lo / E)
-  return {hi + c, lo - c * E}
+  if #s <= 15 then return tonumber(s) end
+  return wd().of(s)
 end
-local function add(a, b) local lo = a[2] + b[2]; local c = math.floor(lo / E); return {a[1] + b[1] + c, lo - c * E} end
-local function neg(a) local c = math.floor(-a[2] / E); return {-a[1] + c, -a[2] - c * E} end
+local function add(a, b)
+  if type(a) == 'number' and type(b) == 'number' then
+    local r = a + b
+    if r < SAFE and r > -SAFE then return r end
+  end
+  return wd().add(a, b)
+end
+local function neg(a)
+  if type(a) == 'number' then return -a end
+  return wd().neg(a)
+end
 local function cmp(a, b)
-  if a[1] ~= b[1] then return a[1] < b[1] and -1 or 1 end
-  if a[2] ~= b[2] then return a[2] < b[2] and -1 or 1 end
-  return 0
+  if type(a) == 'number' and type(b) == 'number' then
+    if a == b then return 0 end
+    return a < b and -1 or 1
+  end
+  return wd().cmp(a, b)
 end
+-- as decimal digits (for HINCRBY and HSET)
 local function S(a)
-  if a[1] == 0 then return I(a[2]) end
-  if a[1] > 0 then return I(a[1]) .. string.format('%09d', a[2]) end
-  local p = neg(a)
-  if p[1] == 0 then return '-' .. I(p[2]) end
-  return '-' .. I(p[1]) .. string.format('%09d', p[2])
+  if type(a) == 'number' then return I(a) end
+  return wd().str(a)
+end
+-- as a command argument: Redis writes a number argument with %.17g, exact digits below 1e15
+local function D(a)
+  if type(a) == 'number' and a < 1e15 and a > -1e15 then return a end
+  return S(a)
+end
+-- for a reply: a number becomes an integer reply as it is, a wide value its digits
+local function O(a)
+  if type(a) == 'number' then return a end
+  return wd().str(a)
 end

@@ -437,10 +437,11 @@ redisReply *hot_sync_argv(int argc, const char **argv, const size_t *lens, struc
 }
 
 redisReply *hot_sync_script(const struct hot_script *s, int nkeys, const char **keys, int nargs, const char **args,
-			    struct tg_error *err)
+			    const size_t *arglens, struct tg_error *err)
 {
 	int argc = 3 + nkeys + nargs;
 	const char **argv = tg_malloc(sizeof(char *) * (size_t)argc);
+	size_t *lens = tg_malloc(sizeof(size_t) * (size_t)argc);
 	char nk[12];
 	redisReply *r;
 
@@ -452,14 +453,19 @@ redisReply *hot_sync_script(const struct hot_script *s, int nkeys, const char **
 		argv[3 + i] = keys[i];
 	for (int i = 0; i < nargs; i++)
 		argv[3 + nkeys + i] = args[i];
-	r = hot_sync_argv(argc, argv, NULL, err);
+	for (int i = 0; i < argc; i++)
+		lens[i] = i >= 3 + nkeys && arglens ? arglens[i - 3 - nkeys] : strlen(argv[i]);
+	r = hot_sync_argv(argc, argv, lens, err);
 	if (r && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0) {
 		freeReplyObject(r);
 		argv[0] = "EVAL";
 		argv[1] = s->source;
-		r = hot_sync_argv(argc, argv, NULL, err);
+		lens[0] = 4;
+		lens[1] = strlen(s->source);
+		r = hot_sync_argv(argc, argv, lens, err);
 	}
 	free(argv);
+	free(lens);
 	return r;
 }
 

@@ -75,7 +75,7 @@ int hot_apply_usage(const char *tenant_id, const struct policy_counter *cs, int 
 	}
 	if (sent == 0 && nrel == 0)
 		return 0;
-	r = hot_sync_script(&hot_script_usage, keys.n, keys.v, args.n, args.v, err);
+	r = hot_sync_script(&hot_script_usage, keys.n, keys.v, args.n, args.v, NULL, err);
 	if (!r)
 		return err->err;
 	if (r->type == REDIS_REPLY_ERROR) {
@@ -177,7 +177,7 @@ int hot_balance(const char *tenant_id, const char *owner, enum hot_balance_op op
 			      init_balance && init_minimum
 				      ? tg_arena_printf(&a, "%lld:%lld", (long long)*init_balance, (long long)*init_minimum)
 				      : ""};
-	r = hot_sync_script(&hot_script_balance, 1, keys, 3, args, err);
+	r = hot_sync_script(&hot_script_balance, 1, keys, 3, args, NULL, err);
 	tg_arena_release(&a);
 	if (!r)
 		return err->err;
@@ -233,7 +233,7 @@ int hot_init_counters(const char *tenant_id, const struct policy_counter *cs, in
 	args.v[1] = hot_i64(a, sent);
 	args.len[1] = strlen(args.v[1]);
 	hot_argv_push(&args, "0");
-	r = hot_sync_script(&hot_script_usage, keys.n, keys.v, args.n, args.v, err);
+	r = hot_sync_script(&hot_script_usage, keys.n, keys.v, args.n, args.v, NULL, err);
 	if (!r)
 		return err->err;
 	freeReplyObject(r);

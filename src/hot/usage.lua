@@ -40,19 +40,24 @@ for i = 1, n do
     redis.call('HINCRBY', key, 'c', I(amt))
     if redis.call('PTTL', key) < 0 then redis.call('PEXPIRE', key, 86400000) end
   elseif kind == 'tb' then
+    -- the same state as check.lua's: s = pack(i8 level, i8 at ms, i8 kept until ms)
     local rate, win = string.match(p2, '^(%d+):(%d+)$')
     rate, win = tonumber(rate), tonumber(win)
-    local v = redis.call('HMGET', key, 'l', 'ts')
-    local l, ts = tonumber(v[1]), tonumber(v[2])
-    if not l then l, ts = 0, now end
-    if now > ts then
-      l = l - math.floor((now - ts) * rate / win)
-      if l < 0 then l = 0 end
-      ts = now
+    local l, ts, exp = 0, now, 0
+    local packed = redis.call('HGET', key, 's')
+    if packed then
+      l, ts, exp = struct.unpack('<i8i8i8', packed)
+      if now > ts then
+        l = l - math.floor((now - ts) * rate / win)
+        if l < 0 then l = 0 end
+        ts = now
+      end
     end
     l = l + amt
-    redis.call('HSET', key, 'l', I(l), 'ts', I(ts))
-    redis.call('PEXPIRE', key, math.ceil(l * win / rate) + 1000)
+    local drained, pushed = now + math.ceil(l * win / rate), false
+    if drained + 1000 > exp then exp, pushed = drained + win + 1000, true end
+    redis.call('HSET', key, 's', struct.pack('<i8i8i8', l, ts, exp))
+    if pushed then redis.call('PEXPIRE', key, exp - now) end
   elseif kind == 'sl' then
     local w = tonumber(p1)
     local c = redis.call('ZCOUNT', key, now, now)

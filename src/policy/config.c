@@ -185,6 +185,9 @@ void policy_limit_release(struct policy_limit *l)
 	free(l->fallback);
 	free(l->slot);
 	json_decref(l->json);
+	free(l->reply_head);
+	free(l->reply_limit);
+	free(l->reply_tail);
 	memset(l, 0, sizeof(*l));
 }
 
@@ -451,6 +454,7 @@ int policy_limit_parse(const json_t *spec, const struct policy_tenant *t, struct
 	}
 	build_slot(l);
 	l->json = policy_limit_json(l);
+	policy_limit_prepare_reply(l);
 	return 0;
 fail:
 	policy_limit_release(l);

@@ -64,54 +64,91 @@ static const char *subject_name(enum policy_subject_kind k)
 	return names[k];
 }
 
+void policy_limit_prepare_reply(struct policy_limit *l)
+{
+	struct tg_buf b = TG_BUF_INIT;
+	struct tg_jw w;
+
+	tg_jw_init(&w, &b);
+	tg_jw_begin_object(&w);
+	tg_jw_key(&w, "id");
+	tg_jw_str(&w, l->id);
+	tg_jw_key(&w, "kind");
+	tg_jw_str(&w, policy_kind_names[l->kind]);
+	tg_jw_key(&w, "meter");
+	tg_jw_str(&w, l->meter ? l->meter->id : NULL);
+	tg_jw_key(&w, "scope");
+	tg_jw_str(&w, policy_scope_names[l->scope]);
+	if (l->kind == POLICY_QUOTA) {
+		tg_jw_key(&w, "period");
+		tg_jw_str(&w, policy_period_names[l->period]);
+	} else {
+		tg_jw_key(&w, "window");
+		tg_jw_int(&w, l->window_s);
+		tg_jw_key(&w, "algorithm");
+		tg_jw_str(&w, policy_algorithm_names[l->algorithm]);
+		tg_jw_key(&w, "per");
+		tg_jw_str(&w, policy_per_names[l->per]);
+	}
+	tg_jw_key(&w, "subject");
+	l->reply_head = tg_buf_detach(&b, &l->reply_head_len);
+
+	tg_buf_adds(&b, ",\"limit\":");
+	char num[TG_FIXED_BUFSZ];
+	tg_buf_add(&b, num, tg_fixed_format(l->limit, num));
+	l->reply_limit = tg_buf_detach(&b, &l->reply_limit_len);
+
+	tg_buf_adds(&b, ",\"enforcement\":\"");
+	tg_buf_adds(&b, policy_enforcement_names[l->enforcement]);
+	tg_buf_adds(&b, l->enforcement == ENF_SHADOW ? "\",\"shadow\":true}" : "\"}");
+	l->reply_tail = tg_buf_detach(&b, &l->reply_tail_len);
+}
+
+static void add_fixed(struct tg_buf *b, const char *key, size_t keylen, tg_fixed v)
+{
+	char num[TG_FIXED_BUFSZ];
+
+	tg_buf_add(b, key, keylen);
+	tg_buf_add(b, num, tg_fixed_format(v, num));
+}
+
+#define ADD_LIT(b, s) tg_buf_add((b), (s), sizeof(s) - 1)
+#define ADD_FIXED(b, key, v) add_fixed((b), (key), sizeof(key) - 1, (v))
+
+/* One limits[] object: the limit's constant parts (made at parse time) around the counter's state. */
 void policy_counter_write(struct tg_jw *w, const struct policy_counter *c, int64_t now_ms)
 {
 	const struct policy_limit *l = c->limit;
+	struct tg_buf *b = w->b;
+	const char *subject = subject_name(c->subject_kind);
 
 	(void)now_ms;
-	tg_jw_begin_object(w);
-	tg_jw_key(w, "id");
-	tg_jw_str(w, l->id);
-	tg_jw_key(w, "kind");
-	tg_jw_str(w, policy_kind_names[l->kind]);
-	tg_jw_key(w, "meter");
-	tg_jw_str(w, l->meter->id);
-	tg_jw_key(w, "scope");
-	tg_jw_str(w, policy_scope_names[l->scope]);
-	if (l->kind == POLICY_QUOTA) {
-		tg_jw_key(w, "period");
-		tg_jw_str(w, policy_period_names[l->period]);
-	} else {
-		tg_jw_key(w, "window");
-		tg_jw_int(w, l->window_s);
-		tg_jw_key(w, "algorithm");
-		tg_jw_str(w, policy_algorithm_names[l->algorithm]);
-		tg_jw_key(w, "per");
-		tg_jw_str(w, policy_per_names[l->per]);
-	}
-	tg_jw_key(w, "subject");
-	tg_jw_str(w, subject_name(c->subject_kind));
-	tg_jw_key(w, "limit");
-	tg_jw_fixed(w, l->limit);
+	tg_jw_raw(w, l->reply_head, l->reply_head_len);
+	tg_buf_grow(b, 256);
+	tg_buf_addc(b, '"');
+	tg_buf_adds(b, subject);
+	tg_buf_addc(b, '"');
+	tg_buf_add(b, l->reply_limit, l->reply_limit_len);
 	if (c->subject) {
-		tg_jw_key(w, "used");
-		tg_jw_fixed(w, c->used);
-		tg_jw_key(w, "reserved");
-		tg_jw_fixed(w, c->reserved);
-		tg_jw_key(w, "remaining");
-		tg_jw_fixed(w, c->remaining);
-		tg_jw_key(w, "resets_at");
-		tg_jw_time(w, c->reset_ms > 0 && c->reset_ms < INT64_MAX ? c->reset_ms : -1);
-		tg_jw_key(w, "exceeded");
-		tg_jw_bool(w, !c->allowed);
+		ADD_FIXED(b, ",\"used\":", c->used);
+		ADD_FIXED(b, ",\"reserved\":", c->reserved);
+		ADD_FIXED(b, ",\"remaining\":", c->remaining);
+		ADD_LIT(b, ",\"resets_at\":");
+		if (c->reset_ms > 0 && c->reset_ms < INT64_MAX) {
+			char t[TG_TIME_BUFSZ];
+			size_t n = tg_time_format(c->reset_ms, t);
+			tg_buf_addc(b, '"');
+			tg_buf_add(b, t, n);
+			tg_buf_addc(b, '"');
+		} else {
+			ADD_LIT(b, "null");
+		}
+		if (c->allowed)
+			ADD_LIT(b, ",\"exceeded\":false");
+		else
+			ADD_LIT(b, ",\"exceeded\":true");
 	}
-	tg_jw_key(w, "enforcement");
-	tg_jw_str(w, policy_enforcement_names[l->enforcement]);
-	if (l->enforcement == ENF_SHADOW) {
-		tg_jw_key(w, "shadow");
-		tg_jw_bool(w, true);
-	}
-	tg_jw_end_object(w);
+	tg_buf_add(b, l->reply_tail, l->reply_tail_len);
 }
 
 json_t *policy_counter_json(const struct policy_counter *c, int64_t now_ms)

@@ -530,6 +530,12 @@ void tg_jw_key(struct tg_jw *w, const char *key)
 	w->after_key = true;
 }
 
+void tg_jw_raw(struct tg_jw *w, const char *json, size_t n)
+{
+	jw_value(w);
+	tg_buf_add(w->b, json, n);
+}
+
 void tg_jw_str(struct tg_jw *w, const char *s)
 {
 	if (!s) {
@@ -553,8 +559,11 @@ void tg_jw_fixed(struct tg_jw *w, tg_fixed v)
 
 void tg_jw_int(struct tg_jw *w, int64_t v)
 {
+	char num[TG_I64_BUFSZ];
+	size_t n = tg_fmt_i64(v, num);
+
 	jw_value(w);
-	tg_buf_addf(w->b, "%lld", (long long)v);
+	tg_buf_add(w->b, num, n);
 }
 
 void tg_jw_bool(struct tg_jw *w, bool v)

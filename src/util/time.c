@@ -69,8 +69,43 @@ size_t tg_time_format(int64_t ms, char *buf)
 	unsigned m, d;
 
 	tg_civil_from_days(days, &y, &m, &d);
-	return (size_t)snprintf(buf, TG_TIME_BUFSZ, "%04lld-%02u-%02uT%02d:%02d:%02dZ", (long long)y, m, d,
-				(int)(rem / 3600), (int)(rem % 3600 / 60), (int)(rem % 60));
+	if (y < 0 || y > 9999)
+		return (size_t)snprintf(buf, TG_TIME_BUFSZ, "%04lld-%02u-%02uT%02d:%02d:%02dZ", (long long)y, m, d,
+					(int)(rem / 3600), (int)(rem % 3600 / 60), (int)(rem % 60));
+	/* by hand: this is in every check's reply */
+	int f[6] = {(int)y, (int)m, (int)d, (int)(rem / 3600), (int)(rem % 3600 / 60), (int)(rem % 60)};
+	char *p = buf;
+	p[0] = (char)('0' + f[0] / 1000);
+	p[1] = (char)('0' + f[0] / 100 % 10);
+	p[2] = (char)('0' + f[0] / 10 % 10);
+	p[3] = (char)('0' + f[0] % 10);
+	p += 4;
+	for (int i = 1; i < 6; i++) {
+		*p++ = "--T::"[i - 1];
+		*p++ = (char)('0' + f[i] / 10);
+		*p++ = (char)('0' + f[i] % 10);
+	}
+	*p++ = 'Z';
+	*p = '\0';
+	return (size_t)(p - buf);
+}
+
+size_t tg_fmt_i64(int64_t v, char *buf)
+{
+	uint64_t mag = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+	char tmp[TG_I64_BUFSZ];
+	size_t n = 0, out = 0;
+
+	do {
+		tmp[n++] = (char)('0' + mag % 10);
+		mag /= 10;
+	} while (mag);
+	if (v < 0)
+		buf[out++] = '-';
+	while (n)
+		buf[out++] = tmp[--n];
+	buf[out] = '\0';
+	return out;
 }
 
 static bool digits(const char *s, int n, int *out)
