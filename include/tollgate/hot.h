@@ -51,7 +51,7 @@ struct hot_balance {
 	tg_fixed cost;               /* the check's priced cost */
 	bool consume, reserve;
 	bool missing, has_init;      /* missing: rebuild from PostgreSQL into init_* and call again */
-	tg_fixed init_balance, init_minimum;
+	tg_fixed init_balance, init_minimum, init_reserved;
 	/* results */
 	bool allowed;
 	tg_fixed balance, reserved, minimum;
@@ -74,13 +74,10 @@ struct hot_workflow {
 
 struct hot_check {
 	const char *tenant_id;
-	const char *customer_id;     /* the reservation's owner */
 	struct policy_counter *cs;
 	int n;
 	int64_t now_ms;              /* the tenant's clock */
 	unsigned flags;
-	const char *reservation_id;  /* with HOT_RESERVE */
-	int64_t reservation_expires_ms;
 	struct hot_balance *bal;     /* NULL: no balance gates this check */
 	struct hot_workflow *wf;     /* NULL: no workflow guard */
 	/* results */
@@ -97,8 +94,10 @@ int hot_check_sync(struct hot_check *hc, struct tg_arena *arena, struct tg_error
 
 /* ---- committed usage (writer thread, blocking connection) ---- */
 
+/* A hold to let go: the amount a reservation (settled, released or expired) held on a counter or balance. */
 struct hot_release {
-	const char *customer_id, *reservation_id;
+	const char *key;
+	int64_t amount;
 };
 
 /* A committed change of a live balance (only applied if Redis has it: else it is rebuilt from the ledger). */
@@ -126,14 +125,9 @@ enum hot_balance_op { HOT_DEBIT = 'd', HOT_CREDIT = 'c', HOT_SET_MINIMUM = 'm' }
  * again) or a negative tg_err. The state after is in *ret. */
 #define HOT_BALANCE_MISSING (-100)
 int hot_balance(const char *tenant_id, const char *owner, enum hot_balance_op op, tg_fixed amount,
-		const tg_fixed *init_balance, const tg_fixed *init_minimum, struct hot_balance *ret, struct tg_error *err);
-/* The tenants holding reservations (new reference: an array of ids). */
-int hot_reserving_tenants(json_t **ret, struct tg_error *err);
-/* Drop a tenant from that set if it holds none any more. */
-int hot_reservations_forget_tenant(const char *tenant_id, struct tg_error *err);
-/* Ids of a tenant's reservations whose expiry (tenant clock) has passed (new reference). */
-int hot_reservations_due(const char *tenant_id, int64_t now_ms, int max, json_t **ret, struct tg_error *err);
-/* The customer holding a reservation, "" when there is no such reservation. */
-int hot_reservation_owner(const char *tenant_id, const char *id, char *customer, size_t size, struct tg_error *err);
+		const struct hot_balance *init, struct hot_balance *ret, struct tg_error *err);
+/* The Redis key of a quota counter and of a live balance: what a reservation's holds name. */
+const char *hot_counter_key(struct tg_arena *a, const char *tenant, const struct policy_counter *c);
+const char *hot_balance_key(struct tg_arena *a, const char *tenant, const char *owner);
 
 #endif

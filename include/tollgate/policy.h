@@ -223,6 +223,7 @@ struct policy_counter {
 	bool missing;                 /* a quota counter Redis does not have: rebuild from PostgreSQL */
 	bool has_init;
 	tg_fixed init;                /* the rebuilt value */
+	tg_fixed init_reserved;       /* and what active reservations hold on it */
 	tg_fixed used, reserved, remaining;
 	int64_t reset_ms;             /* when the counter resets/refills fully (absolute, tenant clock) */
 	int64_t retry_ms;             /* from now until this amount would pass; -1 = never */

@@ -341,7 +341,33 @@ struct store_event {
 	const char *tier, *parent_id, *parent_tier; /* the customer as stored (in the submission's arena) */
 	const char *balance_owner;   /* who paid for it (the customer or its organisation), NULL when nobody */
 	tg_fixed cost;               /* what it cost */
+	struct store_reservation *settled; /* the reservation it named, when still active: its holds go */
 };
+
+/* An amount a reservation holds on a Redis key (a quota counter, or a live balance). */
+struct store_hold {
+	const char *key;
+	int64_t amount;              /* micro-units */
+};
+
+/* A reservation as PostgreSQL keeps it while it is active (0006_reservations). */
+struct store_reservation {
+	const char *id, *customer_id;
+	int64_t expires_ms;          /* on the tenant's clock */
+	struct store_hold *holds;
+	int nholds;
+};
+
+/* Reservations (store/reservations.c). Insert one (inside the caller's transaction). */
+int store_reservation_insert(const char *tenant_id, const struct store_reservation *r, struct tg_error *err);
+/* Delete the active reservations among ids and return them with their holds (in the arena): the caller
+ * lets the holds go in Redis. Ids not active (settled, released, expired, unknown) are not returned. */
+int store_reservations_take(const char *tenant_id, const char *const *ids, int n, struct store_reservation **ret,
+			    int *nret, struct tg_arena *a, struct tg_error *err);
+/* Up to max reservations past their expiry on their tenant's clock: rows {tenant_id, id}. */
+int store_reservations_due(int64_t real_now_ms, int max, json_t **ret, struct tg_error *err);
+/* The sum held by active reservations on one key: what a rebuilt counter has reserved. */
+int store_reservations_held(const char *tenant_id, const char *key, int64_t *held, struct tg_error *err);
 
 /* A quota counter an event moved, watched for thresholds and for going over its limit. */
 struct store_watch {
@@ -369,6 +395,7 @@ struct store_submission {
 	int nnotices;
 	bool auto_create;
 	bool counters_applied;       /* a consuming check already moved the Redis counters */
+	const struct store_reservation *reservation; /* a reserving check's: inserted with the batch */
 	struct store_event *events;
 	int n;
 	struct tg_arena *arena;      /* the owner's; the writer allocates results here while the owner waits */

@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "tollgate/error.h"
+#include "tollgate/store.h"
 
 /*
  * DESIGN: one reload thread holds a dedicated LISTEN connection on channels
@@ -67,5 +68,10 @@ int webhook_sign(const char *secret, const char *id, int64_t ts, const char *bod
 void duties_stop(void);
 /* One pass of the reservation expiry (exposed for tests); returns how many were released. */
 int duties_expire_reservations(void);
+/* Let reservations go (released, or expired): delete them in PostgreSQL, then their holds in Redis, on the
+ * event writer's thread so that no counter rebuild falls between. *got (in a) has the ones that were still
+ * active; the others are gone already. Blocking: not on an event loop. */
+int reservations_let_go(const char *tenant_id, const char *const *ids, int n, struct store_reservation **got,
+			int *ngot, struct tg_arena *a, struct tg_error *err);
 
 #endif

@@ -49,14 +49,13 @@ static json_t *render(const json_t *row, tg_fixed reserved)
 /* Run a balance operation in Redis, rebuilding the live balance from the ledger when it is missing. */
 static int live(struct tg_req *req, const char *owner, enum hot_balance_op op, tg_fixed amount, struct hot_balance *st)
 {
-	int rc = hot_balance(req->principal.tenant_id, owner, op, amount, NULL, NULL, st, &req->err);
+	int rc = hot_balance(req->principal.tenant_id, owner, op, amount, NULL, st, &req->err);
 
 	if (rc == HOT_BALANCE_MISSING) {
 		struct hot_balance b = {.owner = owner};
 		if ((rc = api_rebuild_balance(req->principal.tenant_id, &b, &req->err)) < 0)
 			return rc;
-		rc = hot_balance(req->principal.tenant_id, owner, op, amount, &b.init_balance, &b.init_minimum, st,
-				 &req->err);
+		rc = hot_balance(req->principal.tenant_id, owner, op, amount, &b, st, &req->err);
 	}
 	return rc;
 }
@@ -289,7 +288,7 @@ static int credit(struct tg_req *req, const char *id, struct movement *mv)
 		return rc;
 	}
 	/* committed: the next check sees it (a missing live balance is rebuilt with it included) */
-	rc = hot_balance(req->principal.tenant_id, id, HOT_CREDIT, m.amount, NULL, NULL, &st, &req->err);
+	rc = hot_balance(req->principal.tenant_id, id, HOT_CREDIT, m.amount, NULL, &st, &req->err);
 	if (rc == HOT_BALANCE_MISSING)
 		rc = live(req, id, HOT_CREDIT, 0, &st);
 	if (rc < 0) {
@@ -331,7 +330,7 @@ static int debit(struct tg_req *req, const char *id, struct movement *mv)
 		struct tg_error e;
 		struct hot_balance back;
 		/* not recorded: give it back */
-		if (hot_balance(req->principal.tenant_id, id, HOT_CREDIT, m.amount, NULL, NULL, &back, &e) < 0) {
+		if (hot_balance(req->principal.tenant_id, id, HOT_CREDIT, m.amount, NULL, &back, &e) < 0) {
 			log_warn("debit not given back in Redis; it is rebuilt from the ledger", "%s", e.detail);
 			hot_balance_forget(req->principal.tenant_id, id, &e);
 		}

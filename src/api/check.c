@@ -88,10 +88,11 @@ struct check {
 	char rsv_id[TG_SID_BUFSZ];
 	bool degraded;
 	bool from_cache;
-	/* a consuming check's usage, on its way to PostgreSQL */
+	/* a consuming check's usage, or a reserving check's reservation, on its way to PostgreSQL */
 	struct store_submission sub;
 	struct store_event ev;
 	struct store_contrib contrib;
+	struct store_reservation rsv;
 };
 
 static struct tg_metric *decisions_metric(const char *code)
@@ -424,6 +425,12 @@ static void add_ratelimit_headers(struct tg_req *req, const struct policy_counte
 	tg_req_add_header(req, "RateLimit", rl_item(&req->arena, b->limit->id, ";r=", rem, ";t=", reset));
 }
 
+/* An allowed reserving check makes a reservation (not a dry run; not degraded: Redis holds nothing then). */
+static bool holds_reservation(const struct check *ck, const struct policy_decision *d)
+{
+	return d->allowed && ck->chk.reserve && !ck->chk.dry_run && !ck->degraded;
+}
+
 static void answer(struct check *ck)
 {
 	struct tg_req *req = ck->req;
@@ -500,7 +507,7 @@ static void answer(struct check *ck)
 		tg_jw_str(&w, tg_arena_printf(&req->arena, "soft limit '%s' exceeded", d.warnings[i]));
 	tg_jw_end_array(&w);
 	tg_jw_key(&w, "reservation_id");
-	tg_jw_str(&w, d.allowed && ck->chk.reserve && !ck->chk.dry_run ? ck->rsv_id : NULL);
+	tg_jw_str(&w, holds_reservation(ck, &d) ? ck->rsv_id : NULL);
 	tg_jw_key(&w, "degraded");
 	tg_jw_bool(&w, ck->degraded);
 	if (fallback) {
@@ -621,6 +628,47 @@ static char *dump_to_arena(struct tg_arena *a, json_t *v)
 	free(text);
 	json_decref(v);
 	return copy;
+}
+
+/* The reservation is not in PostgreSQL: its holds come back out of Redis, and the check fails. */
+static void reserved(struct store_submission *sub)
+{
+	struct check *ck = sub->owner;
+	struct tg_error err;
+
+	if (sub->rc < 0) {
+		struct hot_release *rel = tg_arena_alloc(&ck->req->arena, sizeof(*rel) * (size_t)(ck->rsv.nholds + 1));
+		for (int i = 0; i < ck->rsv.nholds; i++)
+			rel[i] = (struct hot_release){ck->rsv.holds[i].key, ck->rsv.holds[i].amount};
+		if (hot_apply_usage(ck->hc.tenant_id, NULL, 0, ck->now, NULL, 0, rel, ck->rsv.nholds, &ck->req->arena,
+				    &err) < 0)
+			log_warn("could not take back a reservation's holds", "%s", err.detail);
+		ck->req->err = sub->err;
+		tg_req_reply_error(ck->req);
+	}
+	done(ck);
+}
+
+/* Make an allowed reserving check's reservation durable (what it holds, on which keys); answer after the
+ * commit, so that a reservation a client was told about survives the loss of Redis. */
+static void reserve(struct check *ck)
+{
+	struct tg_req *req = ck->req;
+	struct store_hold *h = tg_arena_alloc(&req->arena, sizeof(*h) * (size_t)(ck->n + 1));
+	int nh = 0;
+
+	for (int i = 0; i < ck->n; i++) {
+		const struct policy_counter *c = &ck->cs[i];
+		if (c->subject && c->reserve && c->limit->kind == POLICY_QUOTA && c->amount != 0)
+			h[nh++] = (struct store_hold){hot_counter_key(&req->arena, ck->hc.tenant_id, c), c->amount};
+	}
+	if (ck->hc.bal && ck->bal.reserve && ck->cost != 0)
+		h[nh++] = (struct store_hold){hot_balance_key(&req->arena, ck->hc.tenant_id, ck->bal.owner), ck->cost};
+	ck->rsv = (struct store_reservation){.id = ck->rsv_id, .customer_id = ck->customer_id,
+					    .expires_ms = ck->now + ck->rsv_ttl * 1000, .holds = h, .nholds = nh};
+	ck->sub = (struct store_submission){.tenant_id = req->principal.tenant_id, .reservation = &ck->rsv,
+					   .arena = &req->arena, .done = reserved, .owner = ck};
+	store_writer_submit(&ck->sub);
 }
 
 /* Record what an allowed consuming check used, as an event; answer after its commit. */
@@ -802,6 +850,10 @@ static void finish(struct check *ck)
 		record(ck);
 		return;
 	}
+	if (ck->req->status == 200 && ck->chk.reserve && !ck->chk.dry_run && !ck->degraded) {
+		reserve(ck);
+		return;
+	}
 	done(ck);
 }
 
@@ -821,7 +873,6 @@ static int price(struct check *ck)
 static void start_hot(struct check *ck, struct tg_arena *a)
 {
 	ck->hc.tenant_id = ck->req->principal.tenant_id;
-	ck->hc.customer_id = ck->customer_id;
 	ck->hc.cs = ck->cs;
 	ck->hc.n = ck->n;
 	ck->hc.now_ms = ck->now;
@@ -843,11 +894,8 @@ static void start_hot(struct check *ck, struct tg_arena *a)
 		ck->bal.reserve = ck->chk.reserve;
 		ck->hc.bal = &ck->bal;
 	}
-	if (ck->chk.reserve) {
+	if (ck->chk.reserve && !ck->rsv_id[0])
 		tg_sid_new("rsv_", ck->rsv_id);
-		ck->hc.reservation_id = ck->rsv_id;
-		ck->hc.reservation_expires_ms = ck->now + ck->rsv_ttl * 1000;
-	}
 	(void)a;
 }
 

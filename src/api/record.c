@@ -8,9 +8,23 @@
 #include "tollgate/policy.h"
 #include "tollgate/store.h"
 
-/* Fill init for every missing quota counter from the rollups (the truth Redis caches). Blocking. */
+/* What active reservations hold on a key (a quota counter or a live balance). */
+static int held_on(const char *tenant_id, const char *key, tg_fixed *held, struct tg_error *err)
+{
+	int64_t v;
+	int rc = store_reservations_held(tenant_id, key, &v, err);
+
+	*held = v;
+	return rc;
+}
+
+/* Fill init for every missing quota counter from the rollups and the active holds (the truth Redis
+ * caches). Blocking. */
 int api_rebuild(const char *tenant_id, struct policy_counter *cs, int n, struct tg_error *err)
 {
+	struct tg_arena a;
+
+	tg_arena_init(&a);
 	for (int i = 0; i < n; i++) {
 		struct policy_counter *c = &cs[i];
 		const struct policy_limit *l = c->limit;
@@ -28,11 +42,16 @@ int api_rebuild(const char *tenant_id, struct policy_counter *cs, int n, struct 
 		rc = store_usage_value(tenant_id, c->subject_kind == SUBJECT_PLATFORM ? "*" : c->subject, l->meter->id,
 				       c->period_start_ms, c->period_end_ms, text, (int)l->meter->agg, &c->init, err);
 		free(text);
-		if (rc < 0)
+		if (rc == 0)
+			rc = held_on(tenant_id, hot_counter_key(&a, tenant_id, c), &c->init_reserved, err);
+		if (rc < 0) {
+			tg_arena_release(&a);
 			return rc;
+		}
 		c->has_init = true;
 		c->missing = false;
 	}
+	tg_arena_release(&a);
 	return 0;
 }
 
@@ -46,9 +65,15 @@ int api_rebuild_balance(const char *tenant_id, struct hot_balance *b, struct tg_
 		return rc;
 	b->init_balance = row ? store_get_fixed(row, "balance", 0) : 0;
 	b->init_minimum = row ? store_get_fixed(row, "minimum_balance", 0) : 0;
+	json_decref(row);
+	struct tg_arena a;
+	tg_arena_init(&a);
+	rc = held_on(tenant_id, hot_balance_key(&a, tenant_id, b->owner), &b->init_reserved, err);
+	tg_arena_release(&a);
+	if (rc < 0)
+		return rc;
 	b->has_init = true;
 	b->missing = false;
-	json_decref(row);
 	return 0;
 }
 
@@ -227,7 +252,10 @@ void api_after_commit(struct store_submission **subs, int n)
 			continue;
 		tg_arena_init(&a);
 		cs = tg_arena_alloc(&a, sizeof(*cs) * (size_t)max);
-		rel = tg_arena_alloc(&a, sizeof(*rel) * (size_t)(sub->n + 1));
+		int maxrel = 0;
+		for (int i = 0; i < sub->n; i++)
+			maxrel += sub->events[i].settled ? sub->events[i].settled->nholds : 0;
+		rel = tg_arena_alloc(&a, sizeof(*rel) * (size_t)(maxrel + 1));
 		bal = tg_arena_alloc(&a, sizeof(*bal) * (size_t)(2 * sub->n + 1));
 		for (int i = 0; i < sub->n; i++) {
 			const struct store_event *e = &sub->events[i];
@@ -247,16 +275,12 @@ void api_after_commit(struct store_submission **subs, int n)
 					nbal++;
 				}
 			}
-			if (e->reservation_id) {
-				/* the hold is released wherever it is held (its owner, not necessarily this customer) */
-				char owner[TG_ID_MAX + 1];
-				struct tg_error oerr;
-				if (hot_reservation_owner(sub->tenant_id, e->reservation_id, owner, sizeof(owner), &oerr) == 0 &&
-				    owner[0]) {
-					rel[nrel].customer_id = tg_arena_strdup(&a, owner);
-					rel[nrel].reservation_id = e->reservation_id;
-					nrel++;
-				}
+			/* the reservation it settled: its holds go, wherever they are (its owner's counters and
+			 * wallet, not necessarily this customer's) */
+			for (int h = 0; e->settled && h < e->settled->nholds; h++) {
+				rel[nrel].key = e->settled->holds[h].key;
+				rel[nrel].amount = e->settled->holds[h].amount;
+				nrel++;
 			}
 		}
 		/* the rollups already hold this usage: a failure here only delays the counters until they are

@@ -8,6 +8,7 @@
 #include "tollgate/json.h"
 #include "tollgate/policy.h"
 #include "tollgate/store.h"
+#include "tollgate/worker.h"
 
 /* Resolve a customer for reads (no auto-creation): 404 when unknown. */
 static int subject(struct tg_req *req, const char *id, struct policy_subject *s)
@@ -50,7 +51,6 @@ int api_customers_usage(struct tg_req *req)
 	hc.now_ms = policy_now(t, tg_now_ms());
 	n = policy_plan_all(t, &s, hc.now_ms, &req->arena, &cs);
 	hc.tenant_id = req->principal.tenant_id;
-	hc.customer_id = id;
 	hc.cs = cs;
 	hc.n = n;
 	hc.flags = HOT_DRY_RUN;
@@ -206,28 +206,17 @@ int api_usage_series(struct tg_req *req)
 
 int api_reservations_release(struct tg_req *req)
 {
-	char customer[TG_ID_MAX + 1];
-	struct hot_release rel;
-	struct policy_tenant *t;
 	const char *id = req->nparams ? req->params[0] : "";
-	int rc;
+	struct store_reservation *got;
+	int ngot, rc;
 
 	if (strncmp(id, "rsv_", 4) != 0 || !tg_id_valid(id, strlen(id)))
 		return api_not_found(req, "reservation", id);
-	if ((rc = hot_reservation_owner(req->principal.tenant_id, id, customer, sizeof(customer), &req->err)) < 0)
+	if ((rc = reservations_let_go(req->principal.tenant_id, &id, 1, &got, &ngot, &req->arena, &req->err)) < 0)
 		return rc;
-	if (!customer[0])
-		return api_not_found(req, "reservation", id);
-	if (!(t = api_tenant(req)))
-		return req->err.err;
-	rel.customer_id = customer;
-	rel.reservation_id = id;
-	rc = hot_apply_usage(req->principal.tenant_id, NULL, 0, policy_now(t, tg_now_ms()), NULL, 0, &rel, 1,
-			     &req->arena, &req->err);
-	policy_tenant_unref(t);
-	if (rc < 0)
-		return rc;
-	tg_req_reply(req, 200, tg_json_obj("id", json_string(id), "customer_id", json_string(customer), "released",
-					    json_true(), NULL));
+	if (ngot == 0)
+		return api_not_found(req, "reservation", id); /* settled, released, expired or never made */
+	tg_req_reply(req, 200, tg_json_obj("id", json_string(id), "customer_id", json_string(got[0].customer_id),
+					    "released", json_true(), NULL));
 	return 0;
 }

@@ -1,15 +1,15 @@
 -- balance.lua: the live balance of one owner, for the balance API. KEYS[1] the balance hash {b, r, m}.
 -- ARGV[1] op: d (debit: only if available stays at or above the minimum), c (credit), m (set the minimum);
--- ARGV[2] amount (micro-units), ARGV[3] the rebuilt "balance:minimum" ("" = unknown).
+-- ARGV[2] amount (micro-units), ARGV[3] the rebuilt "balance:minimum:reserved" ("" = unknown).
 -- Returns {status, balance, reserved, minimum}: status 1 done, 0 refused (debit below the minimum),
 -- -1 missing (rebuild, then call again).
 local v = redis.call('HMGET', KEYS[1], 'b', 'r', 'm')
 local b, r, m
 if not v[1] then
   if ARGV[3] == '' then return {-1, '0', '0', '0'} end
-  local ib, im = string.match(ARGV[3], '^(-?%d+):(-?%d+)$')
-  b, r, m = N(ib), 0, N(im)
-  redis.call('HSET', KEYS[1], 'b', S(b), 'r', 0, 'm', S(m))
+  local ib, im, ir = string.match(ARGV[3], '^(-?%d+):(-?%d+):(-?%d+)$')
+  b, r, m = N(ib), N(ir), N(im)
+  redis.call('HSET', KEYS[1], 'b', S(b), 'r', S(r), 'm', S(m))
 else
   b, r, m = N(v[1]), N(v[2] or '0'), N(v[3] or '0')
 end

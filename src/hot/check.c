@@ -86,17 +86,6 @@ const char *hot_counter_key(struct tg_arena *a, const char *tenant, const struct
 	return cat(a, (const char *[]){"tg:{", tenant, sep, subject, "}:sw:", l->id, ":", num, NULL});
 }
 
-const char *hot_reservation_key(struct tg_arena *a, const char *tenant, const char *customer, const char *id)
-{
-	return tg_arena_printf(a, "tg:{%s:%s}:rsv:%s", tenant, customer, id);
-}
-
-/* Every reservation of a tenant by expiry (tenant clock), members "customer|id", for the worker. */
-const char *hot_reservation_index(struct tg_arena *a, const char *tenant)
-{
-	return tg_arena_printf(a, "tg:{%s}:rsvx", tenant);
-}
-
 /* A workflow's guard state: one hash per workflow id, in its own slot. */
 const char *hot_workflow_key(struct tg_arena *a, const char *tenant, const char *id)
 {
@@ -107,12 +96,6 @@ const char *hot_workflow_key(struct tg_arena *a, const char *tenant, const char 
 const char *hot_balance_key(struct tg_arena *a, const char *tenant, const char *owner)
 {
 	return tg_arena_printf(a, "tg:{%s:%s}:bal", tenant, owner);
-}
-
-/* Which customer holds each reservation of a tenant: the release endpoint names only the id. */
-const char *hot_reservation_owners(struct tg_arena *a, const char *tenant)
-{
-	return tg_arena_printf(a, "tg:{%s}:rsvc", tenant);
 }
 
 bool hot_sliding_log(const struct policy_limit *l)
@@ -182,12 +165,6 @@ static int build(struct hot_check *hc, struct tg_arena *a, struct hot_argv *keys
 	put_u8(b, (hc->flags & HOT_DRY_RUN ? 1 : 0) | (hc->flags & HOT_RESERVE ? 2 : 0));
 	n_at = b->len;
 	put_u8(b, 0); /* n, set below */
-	if (hc->flags & HOT_RESERVE) {
-		put_i64(b, hc->reservation_expires_ms);
-		put_str(b, hc->reservation_id);
-		put_str(b, hc->customer_id);
-		put_str(b, hc->tenant_id);
-	}
 	for (int i = 0; i < hc->n; i++) {
 		struct policy_counter *c = &hc->cs[i];
 		const struct policy_limit *l = c->limit;
@@ -214,8 +191,10 @@ static int build(struct hot_check *hc, struct tg_arena *a, struct hot_argv *keys
 			put_exact(b, c->amount);
 			put_i64(b, ttl > 0 ? ttl : DAY_MS);
 			put_u8(b, c->has_init);
-			if (c->has_init)
+			if (c->has_init) {
 				put_exact(b, c->init);
+				put_exact(b, c->init_reserved);
+			}
 		} else if (l->algorithm == ALG_TOKEN_BUCKET) {
 			put_u8(b, KIND_TOKEN_BUCKET);
 			put_u8(b, f);
@@ -259,16 +238,11 @@ static int build(struct hot_check *hc, struct tg_arena *a, struct hot_argv *keys
 		if (hb->has_init) {
 			put_exact(b, hb->init_balance);
 			put_exact(b, hb->init_minimum);
+			put_exact(b, hb->init_reserved);
 		}
 		n++;
 	}
 	b->buf[n_at] = (char)n; /* at most a few dozen counters (limits per check are bounded) */
-	if (hc->flags & HOT_RESERVE) {
-		hot_argv_push(keys, hot_reservation_key(a, hc->tenant_id, hc->customer_id, hc->reservation_id));
-		hot_argv_push(keys, hot_reservation_index(a, hc->tenant_id));
-		hot_argv_push(keys, hot_reservation_owners(a, hc->tenant_id));
-		hot_argv_push(keys, HOT_RESERVING_TENANTS);
-	}
 	*arg = tg_arena_strndup(a, b->buf, b->len) /* binary-safe: a memcpy */;
 	*arglen = b->len;
 	return n;

@@ -3,12 +3,11 @@
 -- argument and Lua ~2k per tonumber(), so all arguments come in one binary ARGV[1] read with struct.unpack
 -- (little-endian; i8 = int64, B = byte, s = NUL-terminated string), and each counter's state is one table
 -- built by one constructor.
--- KEYS[1..n]: counter keys; when reserving KEYS[n+1] the reservation's hash (counter key → amount held),
--- KEYS[n+2] the tenant's expiry index (zset id → expiry), KEYS[n+3] the tenant's owner map (id → customer),
--- KEYS[n+4] the set of tenants holding reservations (for the worker).
--- ARGV[1]: i8 now_ms, B flags (1 dry run, 2 reserve), B n; when reserving: i8 expiry ms, s reservation id,
--- s customer, s tenant; then per counter B kind, B flags, and by kind:
---   1 quota          i8 i8 limit, i8 i8 amount, i8 ttl ms (0: none), B rebuilt?, [i8 i8 rebuilt value]
+-- KEYS[1..n]: counter keys. A reservation's holds are the amounts added to the "r" (reserved) of its quota
+-- counters and live balance; PostgreSQL keeps the reservation itself (see 0006_reservations.sql).
+-- ARGV[1]: i8 now_ms, B flags (1 dry run, 2 reserve), B n; then per counter B kind, B flags, and by kind:
+--   1 quota          i8 i8 limit, i8 i8 amount, i8 ttl ms (0: none), B rebuilt?, [i8 i8 rebuilt value,
+--                    i8 i8 rebuilt reserved]
 --   2 token bucket   i8 capacity, i8 amount, i8 refill amount per window, i8 window ms. The state is the
 --                    bucket's level (what is used) draining at the refill rate, so a limit raised or lowered
 --                    applies to the level as it stands: field s = pack(i8 level, i8 at ms, i8 kept until ms)
@@ -17,7 +16,7 @@
 --   5 workflow guard i8 priced cost, i8 max calls, i8 max depth, i8 max duration ms, i8 max duplicates,
 --                    i8 max cost (0 = none), i8 depth, s "tool|args_hash"; a tripped guard terminates the
 --                    workflow for good (later calls: code 10 + the guard); flag 32 adds the cost to its spend
---   6 balance gate   i8 i8 priced cost, B rebuilt?, [i8 i8 balance, i8 i8 minimum]; fits while available
+--   6 balance gate   i8 i8 priced cost, B rebuilt?, [i8 i8 balance, i8 i8 minimum, i8 i8 reserved]; fits while available
 --                    (balance - reserved) is above the minimum and stays at or above it after the cost
 -- "i8 i8" is an exact value hi * 1e9 + lo (0 <= lo < 1e9): quotas and balances are compared exactly.
 -- Counter flags, a sum of: 1 consume when allowed, 2 reserve when allowed, 4 enforced (hard); 8 / 16: the
@@ -29,8 +28,6 @@ local U = struct.unpack
 local blob = ARGV[1]
 local now, gflags, n, pos = U('<i8BB', blob)
 local dry = gflags % 2 == 1
-local rexp, rid, rcust, rtenant
-if gflags % 4 >= 2 then rexp, rid, rcust, rtenant, pos = U('<i8sss', blob, pos) end
 local st = {}
 local missing
 local deny = false
@@ -70,14 +67,14 @@ for i = 1, n do
   local key = KEYS[i]
   local s
   if kind == 1 then
-    local lh, ll, ah, al, ttl, has, ih, il
+    local lh, ll, ah, al, ttl, has, ih, il, rh, rl
     lh, ll, ah, al, ttl, has, pos = U('<i8i8i8i8i8B', blob, pos)
-    if has == 1 then ih, il, pos = U('<i8i8', blob, pos) end
+    if has == 1 then ih, il, rh, rl, pos = U('<i8i8i8i8', blob, pos) end
     local A, L = P(ah, al), P(lh, ll)
     local v = redis.call('HMGET', key, 'u', 'r')
     local u, r, init
     if not v[1] and not v[2] then
-      if has == 1 then init = P(ih, il); u, r = init, 0
+      if has == 1 then init = true; u, r = P(ih, il), P(rh, rl)
       else missing = missing or {}; missing[#missing + 1] = i end
     else
       u, r = N(v[1] or '0'), N(v[2] or '0')
@@ -134,13 +131,13 @@ for i = 1, n do
     s = {kind = 5, key = key, f = f, fits = code == 0, amt = amt, dupf = dupf, calls = calls, first = first,
          spent = spent, code = code, ttl = math.max(2 * mdur, 60000)}
   elseif kind == 6 then
-    local ah, al, has, bh, bl, mh, ml
+    local ah, al, has, bh, bl, mh, ml, rh, rl
     ah, al, has, pos = U('<i8i8B', blob, pos)
-    if has == 1 then bh, bl, mh, ml, pos = U('<i8i8i8i8', blob, pos) end
+    if has == 1 then bh, bl, mh, ml, rh, rl, pos = U('<i8i8i8i8i8i8', blob, pos) end
     local v = redis.call('HMGET', key, 'b', 'r', 'm')
     local B, R, M, init
     if not v[1] then
-      if has == 1 then init = true; B, R, M = P(bh, bl), 0, P(mh, ml)
+      if has == 1 then init = true; B, R, M = P(bh, bl), P(rh, rl), P(mh, ml)
       else missing = missing or {}; missing[#missing + 1] = i end
     else
       B, R, M = N(v[1]), N(v[2] or '0'), N(v[3] or '0')
@@ -169,7 +166,7 @@ if missing then
 end
 
 local apply = not deny and not dry
-local reserving = apply and rid ~= nil
+local reserving = apply and gflags % 4 >= 2
 for i = 1, n do
   local s = st[i]
   local kind = s.kind
@@ -177,7 +174,7 @@ for i = 1, n do
   local reserve = reserving and s.f % 4 >= 2
   if kind == 1 then
     if s.init then
-      redis.call('HSET', s.key, 'u', S(s.init), 'r', 0)
+      redis.call('HSET', s.key, 'u', S(s.U), 'r', S(s.R))
       if s.ttl > 0 then redis.call('PEXPIRE', s.key, s.ttl) end
     end
     -- the key exists with its expiry (set when it was made): updating it keeps that
@@ -194,7 +191,6 @@ for i = 1, n do
     elseif reserve then
       s.R = add(s.R, s.A)
       redis.call('HINCRBY', s.key, 'r', D(s.A))
-      redis.call('HSET', KEYS[n + 1], s.key, D(s.A))
     end
   elseif kind == 2 then
     if consume then
@@ -226,14 +222,13 @@ for i = 1, n do
       end
     end
   elseif kind == 6 then
-    if s.init then redis.call('HSET', s.key, 'b', S(s.B), 'r', 0, 'm', S(s.M)) end
+    if s.init then redis.call('HSET', s.key, 'b', S(s.B), 'r', S(s.R), 'm', S(s.M)) end
     if consume and cmp(s.A, 0) ~= 0 then
       s.B = add(s.B, neg(s.A))
       redis.call('HINCRBY', s.key, 'b', D(neg(s.A)))
     elseif reserve and cmp(s.A, 0) ~= 0 then
       s.R = add(s.R, s.A)
       redis.call('HINCRBY', s.key, 'r', D(s.A))
-      redis.call('HSET', KEYS[n + 1], s.key, D(s.A))
     end
   elseif kind == 3 then
     if consume then
@@ -259,14 +254,6 @@ for i = 1, n do
       redis.call('PEXPIRE', s.key, s.win * 2 + 1000)
     end
   end
-end
-
-if reserving then
-  redis.call('PEXPIRE', KEYS[n + 1], rexp - now + 86400000)
-  redis.call('HSET', KEYS[n + 1], '_customer', rcust)
-  redis.call('ZADD', KEYS[n + 2], rexp, rid)
-  redis.call('HSET', KEYS[n + 3], rid, rcust)
-  redis.call('SADD', KEYS[n + 4], rtenant)
 end
 
 -- The reply is one string (a Lua table costs Redis far more to turn into a reply): b status, then per

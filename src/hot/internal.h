@@ -49,15 +49,7 @@ struct hot_argv {
 };
 void hot_argv_push(struct hot_argv *b, const char *s);
 const char *hot_i64(struct tg_arena *a, int64_t v);
-/* The Redis key of a counter (the key layout lives here and in check.c only). */
-const char *hot_counter_key(struct tg_arena *a, const char *tenant, const struct policy_counter *c);
 bool hot_sliding_log(const struct policy_limit *l);
-const char *hot_reservation_key(struct tg_arena *a, const char *tenant, const char *customer, const char *id);
-const char *hot_reservation_index(struct tg_arena *a, const char *tenant);
-const char *hot_reservation_owners(struct tg_arena *a, const char *tenant);
-/* The tenants that hold reservations: the worker visits only these. */
-#define HOT_RESERVING_TENANTS "tg:rsvt"
-const char *hot_balance_key(struct tg_arena *a, const char *tenant, const char *owner);
 const char *hot_workflow_key(struct tg_arena *a, const char *tenant, const char *id);
 
 #endif

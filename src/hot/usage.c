@@ -68,10 +68,8 @@ int hot_apply_usage(const char *tenant_id, const struct policy_counter *cs, int 
 	args.len[1] = strlen(args.v[1]);
 	hot_argv_push(&args, hot_i64(a, nrel));
 	for (int j = 0; j < nrel; j++) {
-		hot_argv_push(&keys, hot_reservation_key(a, tenant_id, rel[j].customer_id, rel[j].reservation_id));
-		hot_argv_push(&keys, hot_reservation_index(a, tenant_id));
-		hot_argv_push(&keys, hot_reservation_owners(a, tenant_id));
-		hot_argv_push(&args, rel[j].reservation_id);
+		hot_argv_push(&keys, rel[j].key);
+		hot_argv_push(&args, hot_i64(a, rel[j].amount));
 	}
 	if (sent == 0 && nrel == 0)
 		return 0;
@@ -88,84 +86,8 @@ int hot_apply_usage(const char *tenant_id, const struct policy_counter *cs, int 
 	return 0;
 }
 
-int hot_reserving_tenants(json_t **ret, struct tg_error *err)
-{
-	const char *argv[] = {"SMEMBERS", HOT_RESERVING_TENANTS};
-	redisReply *r = hot_sync_argv(2, argv, NULL, err);
-
-	if (!r)
-		return err->err;
-	*ret = json_array();
-	if (r->type == REDIS_REPLY_ARRAY)
-		for (size_t i = 0; i < r->elements; i++)
-			if (r->element[i]->type == REDIS_REPLY_STRING)
-				json_array_append_new(*ret, json_stringn(r->element[i]->str, r->element[i]->len));
-	freeReplyObject(r);
-	return 0;
-}
-
-int hot_reservations_forget_tenant(const char *tenant_id, struct tg_error *err)
-{
-	struct tg_arena a;
-	redisReply *r;
-
-	/* only when its index is empty: a reservation made meanwhile keeps it listed */
-	tg_arena_init(&a);
-	const char *keys[] = {hot_reservation_index(&a, tenant_id), HOT_RESERVING_TENANTS};
-	const char *argv[] = {"EVAL",
-			      "if redis.call('ZCARD', KEYS[1]) == 0 then return redis.call('SREM', KEYS[2], ARGV[1]) end return 0",
-			      "2", keys[0], keys[1], tenant_id};
-	r = hot_sync_argv(6, argv, NULL, err);
-	tg_arena_release(&a);
-	if (!r)
-		return err->err;
-	freeReplyObject(r);
-	return 0;
-}
-
-int hot_reservations_due(const char *tenant_id, int64_t now_ms, int max, json_t **ret, struct tg_error *err)
-{
-	struct tg_arena a;
-	char now[24], lim[16];
-	redisReply *r;
-
-	tg_arena_init(&a);
-	snprintf(now, sizeof(now), "%lld", (long long)now_ms);
-	snprintf(lim, sizeof(lim), "%d", max);
-	const char *argv[] = {"ZRANGEBYSCORE", hot_reservation_index(&a, tenant_id), "-inf", now, "LIMIT", "0", lim};
-	r = hot_sync_argv(7, argv, NULL, err);
-	tg_arena_release(&a);
-	if (!r)
-		return err->err;
-	*ret = json_array();
-	if (r->type == REDIS_REPLY_ARRAY)
-		for (size_t i = 0; i < r->elements; i++)
-			if (r->element[i]->type == REDIS_REPLY_STRING)
-				json_array_append_new(*ret, json_stringn(r->element[i]->str, r->element[i]->len));
-	freeReplyObject(r);
-	return 0;
-}
-
-int hot_reservation_owner(const char *tenant_id, const char *id, char *customer, size_t size, struct tg_error *err)
-{
-	struct tg_arena a;
-	redisReply *r;
-
-	tg_arena_init(&a);
-	const char *argv[] = {"HGET", hot_reservation_owners(&a, tenant_id), id};
-	r = hot_sync_argv(3, argv, NULL, err);
-	tg_arena_release(&a);
-	if (!r)
-		return err->err;
-	customer[0] = '\0';
-	if (r->type == REDIS_REPLY_STRING)
-		snprintf(customer, size, "%s", r->str);
-	freeReplyObject(r);
-	return 0;
-}
-
 int hot_balance(const char *tenant_id, const char *owner, enum hot_balance_op op, tg_fixed amount,
-		const tg_fixed *init_balance, const tg_fixed *init_minimum, struct hot_balance *ret, struct tg_error *err)
+		const struct hot_balance *init, struct hot_balance *ret, struct tg_error *err)
 {
 	struct tg_arena a;
 	redisReply *r;
@@ -174,9 +96,9 @@ int hot_balance(const char *tenant_id, const char *owner, enum hot_balance_op op
 	tg_arena_init(&a);
 	const char *keys[] = {hot_balance_key(&a, tenant_id, owner)};
 	const char *args[] = {op == HOT_DEBIT ? "d" : op == HOT_CREDIT ? "c" : "m", hot_i64(&a, amount),
-			      init_balance && init_minimum
-				      ? tg_arena_printf(&a, "%lld:%lld", (long long)*init_balance, (long long)*init_minimum)
-				      : ""};
+			      init ? tg_arena_printf(&a, "%lld:%lld:%lld", (long long)init->init_balance,
+						     (long long)init->init_minimum, (long long)init->init_reserved)
+				   : ""};
 	r = hot_sync_script(&hot_script_balance, 1, keys, 3, args, NULL, err);
 	tg_arena_release(&a);
 	if (!r)
@@ -215,7 +137,7 @@ int hot_init_counters(const char *tenant_id, const struct policy_counter *cs, in
 		hot_argv_push(&args, "qi");
 		hot_argv_push(&args, hot_i64(a, c->init));
 		hot_argv_push(&args, hot_i64(a, ttl > 0 ? ttl : 86400000));
-		hot_argv_push(&args, "");
+		hot_argv_push(&args, hot_i64(a, c->init_reserved));
 		hot_argv_push(&args, "s");
 		sent++;
 	}
@@ -224,7 +146,7 @@ int hot_init_counters(const char *tenant_id, const struct policy_counter *cs, in
 		hot_argv_push(&args, "bi");
 		hot_argv_push(&args, hot_i64(a, bal->init_balance));
 		hot_argv_push(&args, hot_i64(a, bal->init_minimum));
-		hot_argv_push(&args, "");
+		hot_argv_push(&args, hot_i64(a, bal->init_reserved));
 		hot_argv_push(&args, "s");
 		sent++;
 	}

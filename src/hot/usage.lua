@@ -6,10 +6,12 @@
 --   sl / sw           p1 = window ms
 --   b  (balance)      amount added to the balance (negative: a priced debit), only if the key exists
 --   w  (workflow)     priced cost recorded under a workflow id (kept a day when the workflow is unknown)
---   qi (quota init)   set a lost counter to its rebuilt value (amount) if it is still missing; p1 = ttl ms
---   bi (balance init) set a lost balance if still missing: amount = balance, p1 = minimum
--- Then reservation releases: ARGV[3+5n] their count r, then r ids; KEYS after the counters, 3 per
--- reservation: its hash (counter key → amount held), the tenant's expiry index and owner map.
+--   qi (quota init)   set a lost counter to its rebuilt value (amount) if it is still missing; p1 = ttl ms,
+--                     p2 = what active reservations hold on it
+--   bi (balance init) set a lost balance if still missing: amount = balance, p1 = minimum, p2 = held
+-- Then the holds to let go (reservations settled, released or expired): ARGV[3+5n] their count r, then r
+-- amounts; their keys follow the counters' in KEYS. A hold goes only where the key exists (a missing key is
+-- rebuilt from PostgreSQL, where the reservation is gone already), and "r" never goes below 0.
 local now = tonumber(ARGV[1])
 local n = tonumber(ARGV[2])
 for i = 1, n do
@@ -31,11 +33,11 @@ for i = 1, n do
     if redis.call('EXISTS', key) == 1 then redis.call('HINCRBY', key, 'b', ARGV[b + 2]) end
   elseif kind == 'qi' then
     if redis.call('EXISTS', key) == 0 then
-      redis.call('HSET', key, 'u', ARGV[b + 2], 'r', 0)
+      redis.call('HSET', key, 'u', ARGV[b + 2], 'r', p2 ~= '' and p2 or 0)
       if tonumber(p1) > 0 then redis.call('PEXPIRE', key, tonumber(p1)) end
     end
   elseif kind == 'bi' then
-    if redis.call('EXISTS', key) == 0 then redis.call('HSET', key, 'b', ARGV[b + 2], 'r', 0, 'm', p1) end
+    if redis.call('EXISTS', key) == 0 then redis.call('HSET', key, 'b', ARGV[b + 2], 'r', p2 ~= '' and p2 or 0, 'm', p1) end
   elseif kind == 'w' then
     redis.call('HINCRBY', key, 'c', I(amt))
     if redis.call('PTTL', key) < 0 then redis.call('PEXPIRE', key, 86400000) end
@@ -72,18 +74,13 @@ for i = 1, n do
     redis.call('PEXPIRE', key, w * 2 + 1000)
   end
 end
--- reservations named by committed events: their holds give way to the actual usage
+-- holds let go
 local r = tonumber(ARGV[3 + n * 5] or '0')
 for j = 1, r do
-  local rk = KEYS[n + (j - 1) * 3 + 1]
-  local held = redis.call('HGETALL', rk)
-  for k = 1, #held, 2 do
-    if held[k] ~= '_customer' and redis.call('EXISTS', held[k]) == 1 then
-      redis.call('HINCRBY', held[k], 'r', S(neg(N(held[k + 1]))))
-    end
+  local key = KEYS[n + j]
+  if redis.call('EXISTS', key) == 1 then
+    local left = redis.call('HINCRBY', key, 'r', '-' .. ARGV[3 + n * 5 + j])
+    if left < 0 then redis.call('HSET', key, 'r', 0) end
   end
-  redis.call('DEL', rk)
-  redis.call('ZREM', KEYS[n + (j - 1) * 3 + 2], ARGV[3 + n * 5 + j])
-  redis.call('HDEL', KEYS[n + (j - 1) * 3 + 3], ARGV[3 + n * 5 + j])
 end
 return n

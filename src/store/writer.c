@@ -441,6 +441,43 @@ static int write_notices(const char *tenant, struct store_submission **subs, int
 }
 
 /* Everything of one tenant in this batch. */
+/* Accepted events that name an active reservation settle it: it is deleted with the batch and its holds
+ * are handed to the after-commit hook (e->settled) to let go in Redis. Per submission, in its arena. */
+static int settle_reservations(const char *tenant, struct store_submission **subs, int n, struct tg_error *err)
+{
+	for (int s = 0; s < n; s++) {
+		struct store_submission *sub = subs[s];
+		const char **ids;
+		struct store_reservation *got;
+		int nids = 0, ngot, rc;
+
+		if (strcmp(sub->tenant_id, tenant) != 0)
+			continue;
+		for (int k = 0; k < sub->n; k++)
+			nids += sub->events[k].result == STORE_EV_ACCEPTED && sub->events[k].reservation_id;
+		if (nids == 0)
+			continue;
+		ids = tg_arena_alloc(sub->arena, sizeof(*ids) * (size_t)nids);
+		nids = 0;
+		for (int k = 0; k < sub->n; k++)
+			if (sub->events[k].result == STORE_EV_ACCEPTED && sub->events[k].reservation_id)
+				ids[nids++] = sub->events[k].reservation_id;
+		if ((rc = store_reservations_take(tenant, ids, nids, &got, &ngot, sub->arena, err)) < 0)
+			return rc;
+		/* the first event naming a reservation settles it */
+		for (int g = 0; g < ngot; g++)
+			for (int k = 0; k < sub->n; k++) {
+				struct store_event *e = &sub->events[k];
+				if (e->result == STORE_EV_ACCEPTED && e->reservation_id && !e->settled &&
+				    strcmp(e->reservation_id, got[g].id) == 0) {
+					e->settled = &got[g];
+					break;
+				}
+			}
+	}
+	return 0;
+}
+
 static int write_tenant(const char *tenant, struct store_submission **subs, int n, struct tg_arena *a,
 			struct tg_error *err)
 {
@@ -457,6 +494,11 @@ static int write_tenant(const char *tenant, struct store_submission **subs, int 
 			create |= subs[s]->auto_create;
 	if ((rc = load_customers(tenant, subs, n, &cust, a, create, err)) < 0)
 		goto out;
+	/* reserving checks: their holds are durable once this commits */
+	for (int s = 0; s < n; s++)
+		if (subs[s]->reservation && strcmp(subs[s]->tenant_id, tenant) == 0 &&
+		    (rc = store_reservation_insert(tenant, subs[s]->reservation, err)) < 0)
+			goto out;
 
 	/* claim the ids of events whose customer exists */
 	for (int s = 0; s < n; s++) {
@@ -530,6 +572,8 @@ static int write_tenant(const char *tenant, struct store_submission **subs, int 
 			goto out;
 		if ((rc = debit_balances(tenant, subs, n, a, err)) < 0)
 			goto out;
+		if ((rc = settle_reservations(tenant, subs, n, err)) < 0)
+			goto out;
 		for (int s = 0; s < n && W.watch; s++)
 			if (strcmp(subs[s]->tenant_id, tenant) == 0)
 				W.watch(subs[s]);
@@ -558,8 +602,10 @@ out:
 static void reset_results(struct store_submission **subs, int n)
 {
 	for (int s = 0; s < n; s++)
-		for (int k = 0; k < subs[s]->n; k++)
+		for (int k = 0; k < subs[s]->n; k++) {
 			subs[s]->events[k].result = STORE_EV_PENDING;
+			subs[s]->events[k].settled = NULL;
+		}
 }
 
 /* One transaction for these submissions. */

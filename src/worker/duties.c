@@ -17,47 +17,77 @@ static pthread_t duties_thread;
 static _Atomic bool duties_stopping;
 static bool duties_running;
 
+struct let_go {
+	const char *tenant_id;
+	const char *const *ids;
+	int n;
+	struct tg_arena *a;
+	struct store_reservation *got;
+	int ngot, rc;
+	struct tg_error err;
+};
+
+static void let_go_on_writer(void *arg)
+{
+	struct let_go *j = arg;
+	struct hot_release *rel;
+	int nrel = 0;
+
+	tg_error_clear(&j->err);
+	j->rc = store_reservations_take(j->tenant_id, j->ids, j->n, &j->got, &j->ngot, j->a, &j->err);
+	if (j->rc < 0)
+		return;
+	for (int i = 0; i < j->ngot; i++)
+		nrel += j->got[i].nholds;
+	rel = tg_arena_alloc(j->a, sizeof(*rel) * (size_t)(nrel + 1));
+	nrel = 0;
+	for (int i = 0; i < j->ngot; i++)
+		for (int h = 0; h < j->got[i].nholds; h++)
+			rel[nrel++] = (struct hot_release){j->got[i].holds[h].key, j->got[i].holds[h].amount};
+	/* gone in PostgreSQL already: if Redis fails now the holds stay until their counters are rebuilt or
+	 * expire, which errs on the side of refusing, never of handing out twice */
+	if (nrel > 0 && hot_apply_usage(j->tenant_id, NULL, 0, tg_now_ms(), NULL, 0, rel, nrel, j->a, &j->err) < 0)
+		log_warn("reservation holds not let go in Redis", "tenant %s: %s", j->tenant_id, j->err.detail);
+}
+
+int reservations_let_go(const char *tenant_id, const char *const *ids, int n, struct store_reservation **got,
+			int *ngot, struct tg_arena *a, struct tg_error *err)
+{
+	struct let_go j = {.tenant_id = tenant_id, .ids = ids, .n = n, .a = a};
+
+	store_writer_run(let_go_on_writer, &j);
+	*got = j.got;
+	*ngot = j.ngot;
+	if (j.rc < 0)
+		*err = j.err;
+	return j.rc;
+}
+
+/* Reservations past their expiry (each on its tenant's clock), from PostgreSQL: a lost Redis forgets none. */
 int duties_expire_reservations(void)
 {
-	json_t *tenants = NULL, *tid;
+	json_t *rows = NULL, *row;
 	struct tg_error err;
 	size_t i;
 	int released = 0;
 
-	if (hot_reserving_tenants(&tenants, &err) < 0)
-		return 0; /* Redis is down: next pass */
-	json_array_foreach(tenants, i, tid) {
-		const char *tenant = json_string_value(tid);
-		struct policy_tenant *t = policy_registry_get(tenant);
-		json_t *due = NULL, *id;
-		size_t k;
-
-		if (!t)
-			continue;
-		int64_t now = policy_now(t, tg_now_ms());
-		if (hot_reservations_due(tenant, now, 1000, &due, &err) < 0) {
-			policy_tenant_unref(t);
-			break;
-		}
-		json_array_foreach(due, k, id) {
-			char customer[TG_ID_MAX + 1];
-			struct tg_arena a;
-			struct hot_release rel;
-			if (hot_reservation_owner(tenant, json_string_value(id), customer, sizeof(customer), &err) < 0)
-				break;
-			rel.customer_id = customer;
-			rel.reservation_id = json_string_value(id);
-			tg_arena_init(&a);
-			if (hot_apply_usage(tenant, NULL, 0, now, NULL, 0, &rel, 1, &a, &err) == 0)
-				released++;
-			tg_arena_release(&a);
-		}
-		if (json_array_size(due) == 0)
-			hot_reservations_forget_tenant(tenant, &err);
-		json_decref(due);
-		policy_tenant_unref(t);
+	if (store_reservations_due(tg_now_ms(), 1000, &rows, &err) < 0) {
+		log_warn("expired reservations not read", "%s", err.detail);
+		return 0;
 	}
-	json_decref(tenants);
+	json_array_foreach(rows, i, row) {
+		const char *id = store_str(row, "id");
+		struct store_reservation *got;
+		struct tg_arena a;
+		int ngot;
+		tg_arena_init(&a);
+		if (reservations_let_go(store_str(row, "tenant_id"), &id, 1, &got, &ngot, &a, &err) < 0)
+			log_warn("expired reservation not released", "%s: %s", id, err.detail);
+		else
+			released += ngot;
+		tg_arena_release(&a);
+	}
+	json_decref(rows);
 	return released;
 }
 

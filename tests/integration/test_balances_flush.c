@@ -23,6 +23,11 @@ static void teardown(void)
 #define UNITS_METER \
 	"{\"id\":\"units\",\"event_type\":\"unit\",\"aggregation\":\"sum\",\"property\":\"n\",\"price\":{\"default\":1}}"
 
+static void clock_advance_s(const struct tenant *t, long long seconds)
+{
+	expect(t->key, "POST", "/v1/test_clock/advance", 200, "{\"seconds\":%lld}", seconds);
+}
+
 static struct tenant bal_tenant(void)
 {
 	struct tenant t = tenant_new(&S, false);
@@ -176,6 +181,85 @@ START_TEST(flush_keeps_reservation_holds)
 }
 END_TEST
 
+/* The reserved amount of quota "q" for customer c, as a dry-run check reports it. */
+static long long quota_reserved(const struct tenant *t, const char *c)
+{
+	struct resp r = call(t->key, "POST", "/v1/check", "{\"customer_id\":\"%s\",\"meter\":\"tokens\",\"amount\":0,"
+			     "\"dry_run\":true}", c);
+	json_t *limits = jpath(r.json, "limits"), *l;
+	size_t i;
+	long long reserved = -1;
+
+	ck_status(r, 200);
+	json_array_foreach(limits, i, l)
+		if (!strcmp(json_string_value(json_object_get(l, "id")), "q"))
+			reserved = mu_of(json_object_get(l, "reserved"), "reserved");
+	resp_free(&r);
+	return reserved;
+}
+
+static void reserve_tokens(const struct tenant *t, const char *c, int amount, int ttl, char *rid, size_t size)
+{
+	struct resp r = call(t->key, "POST", "/v1/check", "{\"customer_id\":\"%s\",\"meter\":\"tokens\",\"amount\":%d,"
+			     "\"reserve\":true,\"reservation_ttl\":%d}", c, amount, ttl);
+	ck_status(r, 200);
+	snprintf(rid, size, "%s", jstr(r.json, "reservation_id"));
+	resp_free(&r);
+}
+
+/* Quota holds too: after FLUSHALL a rebuilt counter has what active reservations hold on it, a release
+ * still lets its hold go, and an expiry (on a test clock) is found in PostgreSQL, not in Redis. */
+START_TEST(flush_keeps_quota_holds)
+{
+	struct tenant t = tenant_new(&S, true);
+	char keep[64], gone[64], late[64], path[128];
+	struct resp r;
+
+	must_post(&S, t.key, "/v1/meters", TOKENS_METER);
+	must_post(&S, t.key, "/v1/limits", "{\"id\":\"q\",\"meter\":\"tokens\",\"kind\":\"quota\",\"period\":\"all_time\","
+		  "\"limit\":100}");
+	reserve_tokens(&t, "c", 30, 3600, keep, sizeof(keep));
+	reserve_tokens(&t, "c", 20, 3600, gone, sizeof(gone));
+	reserve_tokens(&t, "c", 25, 60, late, sizeof(late));
+	ck_assert_int_eq(quota_reserved(&t, "c"), MU(75));
+
+	ck_assert_int_eq(redis_cmd("FLUSHALL"), 0);
+	ck_assert_int_eq(quota_reserved(&t, "c"), MU(75));
+	/* 25 left: 26 is refused, 25 fits */
+	r = call(t.key, "POST", "/v1/check", "{\"customer_id\":\"c\",\"meter\":\"tokens\",\"amount\":26,\"dry_run\":true}");
+	ck_status(r, 429);
+	resp_free(&r);
+	expect(t.key, "POST", "/v1/check", 200, "{\"customer_id\":\"c\",\"meter\":\"tokens\",\"amount\":25,\"dry_run\":true}");
+
+	/* a release after the flush lets go of exactly its hold, once */
+	snprintf(path, sizeof(path), "/v1/reservations/%s/release", gone);
+	expect(t.key, "POST", path, 200, NULL);
+	ck_assert_int_eq(quota_reserved(&t, "c"), MU(55));
+	r = call(t.key, "POST", path, NULL);
+	ck_status(r, 404);
+	resp_free(&r);
+
+	/* an expiry after another flush: the worker finds it in PostgreSQL */
+	ck_assert_int_eq(redis_cmd("FLUSHALL"), 0);
+	clock_advance_s(&t, 61);
+	long long t0 = mono_ms(), reserved = -1;
+	while (mono_ms() - t0 < 5000 && (reserved = quota_reserved(&t, "c")) != MU(30))
+		nap_ms(100);
+	ck_assert_msg(reserved == MU(30), "expired hold still counted: reserved %lld µ", reserved);
+
+	/* the settling event replaces the last hold by the usage */
+	r = call(t.key, "POST", "/v1/events",
+		 "{\"customer_id\":\"c\",\"type\":\"llm\",\"reservation_id\":\"%s\",\"properties\":{\"tokens\":12}}", keep);
+	ck_status(r, 200);
+	resp_free(&r);
+	ck_assert_int_eq(quota_reserved(&t, "c"), 0);
+	ck_assert_int_eq(sql_ll("SELECT count(*) FROM reservations WHERE tenant_id = '%s'", t.id), 0);
+	ck_assert_int_eq(redis_cmd("FLUSHALL"), 0);
+	ck_assert_int_eq(quota_reserved(&t, "c"), 0);
+	expect(t.key, "POST", "/v1/check", 200, "{\"customer_id\":\"c\",\"meter\":\"tokens\",\"amount\":88,\"dry_run\":true}");
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("balances_flush");
@@ -185,6 +269,7 @@ int main(void)
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, flush_rebuilds_balances_and_gate);
 	tcase_add_test(tc, flush_keeps_reservation_holds);
+	tcase_add_test(tc, flush_keeps_quota_holds);
 	suite_add_tcase(s, tc);
 	return run_suite(s);
 }
