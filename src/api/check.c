@@ -221,6 +221,8 @@ static void throttled(struct check *ck, const struct policy_counter *c, struct t
 	struct tg_buf *b = &throttle_log;
 	char ts[TG_TIME_BUFSZ];
 
+	if (ck->chk.dry_run)
+		return; /* a dry run changes nothing: no throttle counted, logged, audited or notified */
 	tg_metric_add(m ? m : throttle_metric(ck->req->principal.tenant_id, c->limit), 1);
 	notify_throttle(ck, c);
 	if (!tg_loop_current()) {
@@ -439,6 +441,9 @@ static void answer(struct check *ck)
 	char buf[32];
 
 	policy_decide(ck->cs, ck->n, ck->now, &d);
+	/* the RateLimit headers follow the binding limit, or (when a guard or the wallet refuses a check its
+	 * limits allow) the limit with the least room left */
+	const struct policy_counter *headers = d.binding;
 	int guard = ck->hc.wf && !ck->wf.allowed ? (ck->wf.code > 10 ? ck->wf.code - 10 : ck->wf.code) : 0;
 	if (d.allowed && guard >= 1 && guard <= 5 && !ck->degraded) {
 		/* a guard tripped (now or earlier): the workflow is over, waiting will not help */
@@ -537,8 +542,8 @@ static void answer(struct check *ck)
 
 	if (ck->hc.wf && ck->wf.code >= 1 && ck->wf.code <= 5 && !ck->chk.dry_run)
 		notify_terminated(ck, guard);
-	if (d.binding)
-		add_ratelimit_headers(req, d.binding, ck->now);
+	if (headers)
+		add_ratelimit_headers(req, headers, ck->now);
 	if (!d.allowed && d.retry_after_s >= 0) {
 		tg_fmt_i64(d.retry_after_s, buf);
 		tg_req_add_header(req, "Retry-After", buf);
