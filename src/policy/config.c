@@ -223,6 +223,19 @@ static int parse_dims(const json_t *obj, const char *prefix, const char *name, s
 	return 0;
 }
 
+/* Does the fallback leave a check this limit denied still inside its filter? The re-check carries the
+ * request's dimensions (which matched the filter) with the fallback's over them: it escapes only if the
+ * fallback changes the value of a filtered dimension. */
+static bool fallback_loops(const struct policy_limit *l)
+{
+	for (int i = 0; i < l->nfilter; i++)
+		for (int j = 0; j < l->nfallback; j++)
+			if (strcmp(l->fallback[j].key, l->filter[i].key) == 0 &&
+			    strcmp(l->fallback[j].value, l->filter[i].value) != 0)
+				return false;
+	return true;
+}
+
 static void build_slot(struct policy_limit *l)
 {
 	struct tg_buf b = TG_BUF_INIT;
@@ -446,7 +459,7 @@ int policy_limit_parse(const json_t *spec, const struct policy_tenant *t, struct
 	on_exceed = json_object_get(spec, "on_exceed");
 	if (on_exceed && !json_is_null(on_exceed) && (rc = parse_on_exceed(on_exceed, l, err)) < 0)
 		goto fail;
-	if (l->fallback && policy_filter_matches(l, l->fallback, l->nfallback)) {
+	if (l->fallback && fallback_loops(l)) {
 		/* the fallback would be judged by this very limit again: a loop, refused here */
 		rc = tg_jf_bad(err, "on_exceed", "dimensions",
 			       "the fallback dimensions still match this limit's filter: it would fall back to itself");
