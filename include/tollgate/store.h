@@ -26,8 +26,14 @@ struct store_stmt {
 	const char *sql;
 	int nparams;
 	int id; /* assigned on first use */
+	bool replan;
 };
 #define STORE_STMT(text, n) {.sql = (text), .nparams = (n), .id = 0}
+/* A statement planned at each execution instead of prepared once: for queries on tables that go from
+ * empty to large quickly (the webhook delivery queue). A prepared statement's plan made while such a
+ * table was a page or two is a sequential scan, and it stays cached until autovacuum next analyzes
+ * the table (up to a minute later), by which time each execution reads thousands of rows. */
+#define STORE_STMT_REPLAN(text, n) {.sql = (text), .nparams = (n), .id = 0, .replan = true}
 
 /* Set the connection string used by every thread (before any query). */
 void store_init(const char *url);
@@ -248,7 +254,8 @@ int store_endpoint_update(const char *tenant_id, const char *id, const struct st
 int store_endpoint_delete(const char *tenant_id, const char *id, bool *deleted, struct tg_error *err);
 int store_endpoint_rotate(const char *tenant_id, const char *id, const char *secret, json_t **ret,
 			  struct tg_error *err);
-/* A ping for one endpoint: its event and its delivery, in one transaction; *ret is the delivery. */
+/* A ping for one endpoint: its event and its delivery, in one statement; *ret is the delivery (NULL when
+ * the tenant has no such endpoint). */
 int store_endpoint_ping(const char *tenant_id, const char *endpoint_id, json_t **ret, struct tg_error *err);
 
 int store_deliveries_list(const char *tenant_id, const char *endpoint_id, const char *status,
@@ -257,10 +264,15 @@ int store_delivery_retry(const char *tenant_id, const char *id, json_t **ret, st
 /* Claim up to max due deliveries for lease_ms (other instances skip them meanwhile): rows with the
  * event, the endpoint's url and secrets, and the attempt number. */
 int store_deliveries_claim(int max, int64_t lease_ms, json_t **ret, struct tg_error *err);
-/* Record one attempt and its outcome: succeeded, or pending again at next_ms (unix ms), or failed. */
-int store_delivery_attempt(const char *id, int attempt, int64_t started_ms, int status_code, int latency_ms,
-			   const char *error, const char *response, const char *outcome, int64_t next_ms,
-			   struct tg_error *err);
+/* One attempt at a delivery and its outcome: succeeded, or pending again at next_ms (unix ms), or failed. */
+struct store_attempt {
+	const char *id; /* the delivery */
+	int attempt, status_code, latency_ms;
+	int64_t started_ms, next_ms;
+	const char *error, *response, *outcome;
+};
+/* Record n attempts and their outcomes in one statement (all or none). */
+int store_delivery_attempts(const struct store_attempt *a, int n, struct tg_error *err);
 int store_webhook_queue_depth(int64_t *pending, int64_t *failed, struct tg_error *err);
 
 /* ---- worker duties ---- */

@@ -58,6 +58,8 @@ void tg_buf_addf(struct tg_buf *b, const char *fmt, ...) __attribute__((format(p
 void tg_buf_vaddf(struct tg_buf *b, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 /* Append s as the inside of a JSON string (escaped, no quotes). */
 void tg_buf_add_json_str(struct tg_buf *b, const char *s, size_t n);
+/* Append n bytes of s as valid UTF-8: each invalid or cut-off sequence becomes U+FFFD. */
+void tg_buf_add_utf8(struct tg_buf *b, const char *s, size_t n);
 void tg_buf_reset(struct tg_buf *b);
 void tg_buf_release(struct tg_buf *b);
 char *tg_buf_detach(struct tg_buf *b, size_t *len); /* caller frees; buffer is reset */

@@ -195,13 +195,10 @@ int api_endpoints_test(struct tg_req *req)
 	json_t *row;
 	int rc;
 
-	if ((rc = endpoint_id(req, &id)) < 0 || (rc = store_endpoint_get(req->principal.tenant_id, id, &row, &req->err)) < 0)
+	if ((rc = endpoint_id(req, &id)) < 0 || (rc = store_endpoint_ping(req->principal.tenant_id, id, &row, &req->err)) < 0)
 		return rc;
 	if (!row)
 		return api_not_found(req, "webhook_endpoint", id);
-	json_decref(row);
-	if ((rc = store_endpoint_ping(req->principal.tenant_id, id, &row, &req->err)) < 0)
-		return rc;
 	tg_req_reply(req, 201, row);
 	return 0;
 }

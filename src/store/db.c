@@ -245,15 +245,19 @@ int store_exec(struct store_stmt *st, const char *const *params, json_t **rows, 
 		*rows = NULL;
 	if (!cs)
 		return err->err;
-	id = stmt_id(st);
-	snprintf(name, sizeof(name), "tg%d", id);
-	if (!cs->prepared[id]) {
-		_cleanup_pgresult_ PGresult *prep = PQprepare(cs->pg, name, st->sql, st->nparams, NULL);
-		if (!prep || PQresultStatus(prep) != PGRES_COMMAND_OK)
-			return result_error(cs, prep, err);
-		cs->prepared[id] = 1;
+	if (st->replan) {
+		res = PQexecParams(cs->pg, st->sql, st->nparams, NULL, params, NULL, NULL, 0);
+	} else {
+		id = stmt_id(st);
+		snprintf(name, sizeof(name), "tg%d", id);
+		if (!cs->prepared[id]) {
+			_cleanup_pgresult_ PGresult *prep = PQprepare(cs->pg, name, st->sql, st->nparams, NULL);
+			if (!prep || PQresultStatus(prep) != PGRES_COMMAND_OK)
+				return result_error(cs, prep, err);
+			cs->prepared[id] = 1;
+		}
+		res = PQexecPrepared(cs->pg, name, st->nparams, params, NULL, NULL, 0);
 	}
-	res = PQexecPrepared(cs->pg, name, st->nparams, params, NULL, NULL, 0);
 	status = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
 	if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK)
 		return result_error(cs, res, err);

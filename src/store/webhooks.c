@@ -135,37 +135,37 @@ int store_endpoint_rotate(const char *tenant_id, const char *id, const char *sec
 	"'status_code', a.status_code, 'latency_ms', a.latency_ms, 'error', a.error, 'response', a.response) " \
 	"ORDER BY a.attempt) FROM webhook_attempts a WHERE a.delivery_id = d.id), '[]'::json) AS attempt_log"
 
+/* One statement: the endpoint must be the tenant's (no row otherwise), and the new delivery comes back
+ * in the shape of DELIVERY_COLS (it has no attempts yet). */
 static struct store_stmt q_ping = STORE_STMT(
-	"WITH ev AS (INSERT INTO webhook_events (tenant_id, id, type, data) "
-	"  VALUES ($1, $3, 'ping', json_build_object('endpoint_id', $2::text)) RETURNING id), "
+	"WITH ep AS (SELECT id FROM webhook_endpoints WHERE tenant_id = $1 AND id = $2), "
+	"ev AS (INSERT INTO webhook_events (tenant_id, id, type, data) "
+	"  SELECT $1, $3, 'ping', json_build_object('endpoint_id', ep.id) FROM ep RETURNING id, type), "
 	"d AS (INSERT INTO webhook_deliveries (id, tenant_id, endpoint_id, event_id) "
-	"  SELECT $4, $1, $2, id FROM ev RETURNING id) SELECT id FROM d", 4);
-static struct store_stmt q_delivery_get = STORE_STMT(
+	"  SELECT $4, $1, $2, id FROM ev RETURNING *) "
+	"SELECT d.id, d.endpoint_id, d.event_id, 'ping' AS event_type, d.status, d.attempts, "
+	"tg_ts(d.next_attempt_at) AS next_attempt_at, d.last_status, d.last_error, tg_ts(d.created_at) AS created_at, "
+	"tg_ts(d.updated_at) AS updated_at, '[]'::json AS attempt_log FROM d", 4);
+static struct store_stmt q_delivery_get = STORE_STMT_REPLAN(
 	"SELECT " DELIVERY_COLS " FROM webhook_deliveries d JOIN webhook_events ev "
 	"ON ev.tenant_id = d.tenant_id AND ev.id = d.event_id WHERE d.tenant_id = $1 AND d.id = $2", 2);
 
 int store_endpoint_ping(const char *tenant_id, const char *endpoint_id, json_t **ret, struct tg_error *err)
 {
 	char evt[TG_SID_BUFSZ], whd[TG_SID_BUFSZ];
-	json_t *row;
-	int rc;
 
 	tg_sid_new("evt_", evt);
 	tg_sid_new("whd_", whd);
 	const char *p[] = {tenant_id, endpoint_id, evt, whd};
-	if ((rc = store_exec1(&q_ping, p, &row, err)) < 0)
-		return rc;
-	json_decref(row);
-	const char *g[] = {tenant_id, whd};
-	return store_exec1(&q_delivery_get, g, ret, err);
+	return store_exec1(&q_ping, p, ret, err);
 }
 
-static struct store_stmt q_deliveries_list = STORE_STMT(
+static struct store_stmt q_deliveries_list = STORE_STMT_REPLAN(
 	"SELECT " DELIVERY_COLS " FROM webhook_deliveries d JOIN webhook_events ev "
 	"ON ev.tenant_id = d.tenant_id AND ev.id = d.event_id "
 	"WHERE d.tenant_id = $1 AND d.endpoint_id = $2 AND ($3::text IS NULL OR d.status = $3) "
 	"AND ($4::bigint IS NULL OR d.seq < $4) ORDER BY d.seq DESC LIMIT $5", 5);
-static struct store_stmt q_delivery_seq = STORE_STMT(
+static struct store_stmt q_delivery_seq = STORE_STMT_REPLAN(
 	"SELECT seq FROM webhook_deliveries WHERE tenant_id = $1 AND endpoint_id = $2 AND id = $3", 3);
 
 int store_deliveries_list(const char *tenant_id, const char *endpoint_id, const char *status,
@@ -190,7 +190,7 @@ int store_deliveries_list(const char *tenant_id, const char *endpoint_id, const 
 	return store_exec(&q_deliveries_list, p, ret, err);
 }
 
-static struct store_stmt q_delivery_retry = STORE_STMT(
+static struct store_stmt q_delivery_retry = STORE_STMT_REPLAN(
 	"UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = now(), updated_at = now() "
 	"WHERE tenant_id = $1 AND id = $2 RETURNING id", 2);
 
@@ -208,7 +208,7 @@ int store_delivery_retry(const char *tenant_id, const char *id, json_t **ret, st
 }
 
 /* Claimed rows are leased by pushing next_attempt_at ahead: a crash leaves them due again later. */
-static struct store_stmt q_claim = STORE_STMT(
+static struct store_stmt q_claim = STORE_STMT_REPLAN(
 	"WITH c AS (SELECT d.id FROM webhook_deliveries d WHERE d.status = 'pending' AND d.next_attempt_at <= now() "
 	"  AND NOT EXISTS (SELECT 1 FROM webhook_endpoints e WHERE e.tenant_id = d.tenant_id AND e.id = d.endpoint_id "
 	"    AND e.disabled) "
@@ -223,44 +223,69 @@ static struct store_stmt q_claim = STORE_STMT(
 	"  (SELECT json_build_object('id', ev.id, 'type', ev.type, 'created', tg_ts(ev.created_at), 'data', ev.data) "
 	"    FROM webhook_events ev WHERE ev.tenant_id = d.tenant_id AND ev.id = d.event_id)::text AS payload", 2);
 
+/* The claim walks webhook_deliveries_due in order with a plain index scan. Every delivery that stops
+ * being pending leaves a dead entry in that index until the next vacuum, and only a plain index scan
+ * marks such entries dead as it passes them (a bitmap scan does not); the planner picks a bitmap
+ * scan and a sort when it expects few pending rows, which is the usual case, and then every claim
+ * reads every delivery made since the last vacuum (thousands of heap pages at 500 deliveries/s). */
 int store_deliveries_claim(int max, int64_t lease_ms, json_t **ret, struct tg_error *err)
 {
 	char m[STORE_I64_BUFSZ], l[STORE_I64_BUFSZ];
 	const char *p[] = {store_i64(max, m), store_i64(lease_ms, l)};
-	return store_exec(&q_claim, p, ret, err);
-}
-
-static struct store_stmt q_attempt = STORE_STMT(
-	"INSERT INTO webhook_attempts (delivery_id, attempt, started_at, status_code, latency_ms, error, response) "
-	"VALUES ($1, $2, to_timestamp($3::bigint / 1000.0), $4, $5, $6, $7) ON CONFLICT DO NOTHING", 7);
-static struct store_stmt q_outcome = STORE_STMT(
-	"UPDATE webhook_deliveries SET status = $2, last_status = $3, last_error = $4, "
-	"next_attempt_at = CASE WHEN $2 = 'pending' THEN to_timestamp($5::bigint / 1000.0) ELSE next_attempt_at END, "
-	"updated_at = now() WHERE id = $1", 5);
-
-int store_delivery_attempt(const char *id, int attempt, int64_t started_ms, int status_code, int latency_ms,
-			   const char *error, const char *response, const char *outcome, int64_t next_ms,
-			   struct tg_error *err)
-{
-	char a[STORE_I64_BUFSZ], s[STORE_I64_BUFSZ], c[STORE_I64_BUFSZ], l[STORE_I64_BUFSZ], n[STORE_I64_BUFSZ];
-	const char *ap[] = {id, store_i64(attempt, a), store_i64(started_ms, s),
-			    status_code ? store_i64(status_code, c) : NULL, store_i64(latency_ms, l), error, response};
-	const char *op[] = {id, outcome, status_code ? c : NULL, error, store_i64(next_ms, n)};
 	int rc;
 
+	*ret = NULL;
 	if ((rc = store_begin(err)) < 0)
 		return rc;
-	if ((rc = store_exec(&q_attempt, ap, NULL, err)) < 0 || (rc = store_exec(&q_outcome, op, NULL, err)) < 0 ||
-	    (rc = store_commit(err)) < 0) {
+	if ((rc = store_exec_raw("SET LOCAL enable_bitmapscan = off; SET LOCAL enable_seqscan = off", err)) < 0 ||
+	    (rc = store_exec(&q_claim, p, ret, err)) < 0 || (rc = store_commit(err)) < 0) {
 		store_rollback();
+		json_decref(*ret);
+		*ret = NULL;
 		return rc;
 	}
 	return 0;
 }
 
+/* One round trip for every transfer that finished together: the attempt log rows and the outcomes. */
+static struct store_stmt q_attempts = STORE_STMT_REPLAN(
+	"WITH u AS (SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::int[], $5::int[], $6::text[], "
+	"  $7::text[], $8::text[], $9::bigint[]) AS u(id, attempt, started, code, latency, error, response, outcome, next)), "
+	"a AS (INSERT INTO webhook_attempts (delivery_id, attempt, started_at, status_code, latency_ms, error, response) "
+	"  SELECT id, attempt, to_timestamp(started / 1000.0), code, latency, error, response FROM u ON CONFLICT DO NOTHING) "
+	"UPDATE webhook_deliveries d SET status = u.outcome, last_status = u.code, last_error = u.error, "
+	"  next_attempt_at = CASE WHEN u.outcome = 'pending' THEN to_timestamp(u.next / 1000.0) ELSE d.next_attempt_at END, "
+	"  updated_at = now() FROM u WHERE d.id = u.id", 9);
+
+int store_delivery_attempts(const struct store_attempt *a, int n, struct tg_error *err)
+{
+	struct store_array col[9] = {0};
+	const char *p[9];
+	int rc;
+
+	for (int i = 0; i < n; i++) {
+		char b[5][STORE_I64_BUFSZ];
+		store_array_add(&col[0], a[i].id);
+		store_array_add(&col[1], store_i64(a[i].attempt, b[0]));
+		store_array_add(&col[2], store_i64(a[i].started_ms, b[1]));
+		store_array_add(&col[3], a[i].status_code ? store_i64(a[i].status_code, b[2]) : NULL);
+		store_array_add(&col[4], store_i64(a[i].latency_ms, b[3]));
+		store_array_add(&col[5], a[i].error);
+		store_array_add(&col[6], a[i].response);
+		store_array_add(&col[7], a[i].outcome);
+		store_array_add(&col[8], store_i64(a[i].next_ms, b[4]));
+	}
+	for (int c = 0; c < 9; c++)
+		p[c] = store_array_text(&col[c]);
+	rc = store_exec(&q_attempts, p, NULL, err);
+	for (int c = 0; c < 9; c++)
+		store_array_release(&col[c]);
+	return rc;
+}
+
 static struct store_stmt q_depth = STORE_STMT(
-	"SELECT count(*) FILTER (WHERE status = 'pending') AS pending, count(*) FILTER (WHERE status = 'failed') AS failed "
-	"FROM webhook_deliveries", 0);
+	"SELECT (SELECT count(*) FROM webhook_deliveries WHERE status = 'pending') AS pending, "
+	"(SELECT count(*) FROM webhook_deliveries WHERE status = 'failed') AS failed", 0);
 
 int store_webhook_queue_depth(int64_t *pending, int64_t *failed, struct tg_error *err)
 {

@@ -429,6 +429,23 @@ static size_t utf8_seq(const unsigned char *s, size_t n)
 	return len;
 }
 
+void tg_buf_add_utf8(struct tg_buf *b, const char *s, size_t n)
+{
+	const unsigned char *p = (const unsigned char *)s;
+
+	while (n > 0) {
+		size_t k = utf8_seq(p, n);
+		if (k == 0) {
+			tg_buf_adds(b, "\xEF\xBF\xBD");
+			k = 1;
+		} else {
+			tg_buf_add(b, p, k);
+		}
+		p += k;
+		n -= k;
+	}
+}
+
 json_t *tg_json_str(const char *s)
 {
 	if (!s)
@@ -437,19 +454,7 @@ json_t *tg_json_str(const char *s)
 	if (v)
 		return v;
 	struct tg_buf b = TG_BUF_INIT;
-	const unsigned char *p = (const unsigned char *)s;
-	size_t n = strlen(s);
-	while (n > 0) {
-		size_t k = utf8_seq(p, n);
-		if (k == 0) {
-			tg_buf_adds(&b, "\xEF\xBF\xBD");
-			k = 1;
-		} else {
-			tg_buf_add(&b, p, k);
-		}
-		p += k;
-		n -= k;
-	}
+	tg_buf_add_utf8(&b, s, strlen(s));
 	v = json_string(b.buf ? b.buf : "");
 	tg_buf_release(&b);
 	return v ? v : json_string("");

@@ -231,37 +231,41 @@ static struct transfer *start(CURLM *multi, const json_t *row)
 	return t;
 }
 
-static void finish(CURLM *multi, struct transfer *t, CURLcode res)
+/* The outcome of a finished transfer, into a (whose strings point into t and buf). */
+static void outcome_of(struct transfer *t, CURLcode res, char *error, size_t size, struct tg_buf *text,
+		       struct store_attempt *a)
 {
 	long status = 0;
-	int latency = (int)((tg_mono_us() - t->started_us) / 1000);
-	const char *outcome;
-	char error[256] = "";
-	int64_t next = 0;
-	struct tg_error err;
 
 	curl_easy_getinfo(t->h, CURLINFO_RESPONSE_CODE, &status);
+	error[0] = '\0';
 	if (res != CURLE_OK)
-		snprintf(error, sizeof(error), "%s", res == CURLE_COULDNT_CONNECT || res == CURLE_COULDNT_RESOLVE_HOST
-							 ? (tg_cfg.webhook_allow_private ? curl_easy_strerror(res)
-											 : "connection refused or address not allowed")
-							 : curl_easy_strerror(res));
+		snprintf(error, size, "%s", res == CURLE_COULDNT_CONNECT || res == CURLE_COULDNT_RESOLVE_HOST
+						    ? (tg_cfg.webhook_allow_private ? curl_easy_strerror(res)
+										    : "connection refused or address not allowed")
+						    : curl_easy_strerror(res));
 	else if (status < 200 || status > 299)
-		snprintf(error, sizeof(error), "HTTP %ld", status);
+		snprintf(error, size, "HTTP %ld", status);
+	/* the snippet is cut at SNIPPET bytes and the body may be anything: store valid UTF-8 */
+	tg_buf_add_utf8(text, t->response.buf ? t->response.buf : "", t->response.len);
+	*a = (struct store_attempt){.id = t->id, .attempt = t->attempt, .status_code = (int)status,
+				    .latency_ms = (int)((tg_mono_us() - t->started_us) / 1000), .started_ms = t->started_ms,
+				    .error = error[0] ? error : NULL, .response = text->buf ? text->buf : ""};
 	if (res == CURLE_OK && status >= 200 && status <= 299) {
-		outcome = "succeeded";
+		a->outcome = "succeeded";
 		tg_metric_add(D.sent, 1);
 	} else if (tg_now_ms() + backoff_ms(t->attempt) > t->created_ms + GIVE_UP_MS) {
-		outcome = "failed";
+		a->outcome = "failed";
 		tg_metric_add(D.failed, 1);
 	} else {
-		outcome = "pending";
-		next = tg_now_ms() + backoff_ms(t->attempt);
+		a->outcome = "pending";
+		a->next_ms = tg_now_ms() + backoff_ms(t->attempt);
 		tg_metric_add(D.retried, 1);
 	}
-	if (store_delivery_attempt(t->id, t->attempt, t->started_ms, (int)status, latency, error[0] ? error : NULL,
-				   t->response.buf ? t->response.buf : "", outcome, next, &err) < 0)
-		log_warn("webhook attempt not recorded; it will be retried after its lease", "%s: %s", t->id, err.detail);
+}
+
+static void transfer_free(CURLM *multi, struct transfer *t)
+{
 	curl_multi_remove_handle(multi, t->h);
 	curl_easy_cleanup(t->h);
 	curl_slist_free_all(t->headers);
@@ -269,6 +273,32 @@ static void finish(CURLM *multi, struct transfer *t, CURLcode res)
 	free(t->payload);
 	free(t->id);
 	free(t);
+}
+
+/* Record the transfers that finished in one wake-up together: one statement, one commit. A batch
+ * that fails is tried row by row, so one bad row cannot hold back the others; an attempt that is not
+ * recorded is sent again when its lease runs out. */
+static void finish_all(CURLM *multi, struct transfer **done, CURLcode *res, int n)
+{
+	struct store_attempt a[IN_FLIGHT];
+	char error[IN_FLIGHT][256];
+	struct tg_buf text[IN_FLIGHT];
+	struct tg_error err;
+
+	for (int i = 0; i < n; i++) {
+		text[i] = (struct tg_buf)TG_BUF_INIT;
+		outcome_of(done[i], res[i], error[i], sizeof(error[i]), &text[i], &a[i]);
+	}
+	if (store_delivery_attempts(a, n, &err) < 0) {
+		for (int i = 0; i < n; i++)
+			if (n == 1 || store_delivery_attempts(&a[i], 1, &err) < 0)
+				log_warn("webhook attempt not recorded; it will be retried after its lease", "%s: %s",
+					 a[i].id, err.detail);
+	}
+	for (int i = 0; i < n; i++) {
+		tg_buf_release(&text[i]);
+		transfer_free(multi, done[i]);
+	}
 }
 
 static void *webhooks_main(void *arg)
@@ -304,14 +334,18 @@ static void *webhooks_main(void *arg)
 		}
 		curl_multi_perform(multi, &running);
 		CURLMsg *m;
-		int left;
-		while ((m = curl_multi_info_read(multi, &left))) {
+		struct transfer *done[IN_FLIGHT];
+		CURLcode res[IN_FLIGHT];
+		int left, ndone = 0;
+		while (ndone < IN_FLIGHT && (m = curl_multi_info_read(multi, &left))) {
 			if (m->msg != CURLMSG_DONE)
 				continue;
-			struct transfer *t;
-			curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&t);
-			finish(multi, t, m->data.result);
-			in_flight--;
+			curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&done[ndone]);
+			res[ndone++] = m->data.result;
+		}
+		if (ndone > 0) {
+			finish_all(multi, done, res, ndone);
+			in_flight -= ndone;
 		}
 		if (tg_mono_us() - last_depth > 5000000) {
 			int64_t pending, failed;

@@ -30,6 +30,7 @@ struct receiver {
 	struct rcv_req *reqs;
 	int n, cap;
 	int fail_n, fail_status, default_status, delay_ms;
+	char body[1024]; /* the answer's body; "" → "ok" or "no" */
 	int active; /* connection threads still running */
 	atomic_bool stopping;
 	char url[600];
@@ -199,6 +200,8 @@ static void *conn_main(void *arg)
 		q.answered = r->default_status;
 	}
 	delay = r->delay_ms;
+	char text[sizeof(r->body)];
+	snprintf(text, sizeof(text), "%s", r->body[0] ? r->body : q.answered >= 200 && q.answered < 300 ? "ok" : "no");
 	if (r->n == r->cap) {
 		r->cap = r->cap ? r->cap * 2 : 64;
 		r->reqs = realloc(r->reqs, sizeof(*r->reqs) * (size_t)r->cap);
@@ -210,8 +213,7 @@ static void *conn_main(void *arg)
 
 	if (delay > 0)
 		nap(delay);
-	char resp[256];
-	const char *text = q.answered >= 200 && q.answered < 300 ? "ok" : "no";
+	char resp[256 + sizeof(text)];
 	int n = snprintf(resp, sizeof(resp),
 			 "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\n%sConnection: close\r\n\r\n%s",
 			 q.answered, q.answered >= 200 && q.answered < 300 ? "OK" : "Error", strlen(text),
@@ -336,6 +338,13 @@ void rcv_set_default(struct receiver *r, int status)
 {
 	pthread_mutex_lock(&r->mu);
 	r->default_status = status;
+	pthread_mutex_unlock(&r->mu);
+}
+
+void rcv_set_body(struct receiver *r, const char *body)
+{
+	pthread_mutex_lock(&r->mu);
+	snprintf(r->body, sizeof(r->body), "%s", body ? body : "");
 	pthread_mutex_unlock(&r->mu);
 }
 

@@ -35,6 +35,8 @@ const char *rcv_url(struct receiver *r, const char *path);
 void rcv_fail_next(struct receiver *r, int n, int status);
 /* The status answered when no failure is pending (200 at start). */
 void rcv_set_default(struct receiver *r, int status);
+/* The body of every answer from now on (NULL: "ok" for 2xx, "no" otherwise). */
+void rcv_set_body(struct receiver *r, const char *body);
 /* Hold each answer for ms milliseconds (0: answer at once). */
 void rcv_set_delay(struct receiver *r, int ms);
 

@@ -1581,6 +1581,60 @@ START_TEST(ping_and_manual_retry)
 }
 END_TEST
 
+/* A burst of pings finishes together and is recorded together (one statement for every transfer
+ * that finished in one wake-up). The receiver answers a body that is not valid UTF-8 and is cut in
+ * the middle of a character at the 256-byte snippet: the attempt log keeps it with U+FFFD in place
+ * of the bad bytes, and no delivery is left unrecorded (which would send it again after its lease). */
+START_TEST(burst_recorded_with_odd_response_bodies)
+{
+	enum { N = 40 };
+	struct tenant t = tenant_new(&S, false);
+	struct receiver *rv = rcv_start();
+	char body[512] = "", want[512] = "";
+	char path[160];
+
+	strcat(body, "\xff\xfe");
+	for (int i = 0; i < 100; i++)
+		strcat(body, "\xe2\x82\xac"); /* € */
+	/* the first 256 bytes: 2 bad bytes, 84 €, and the first 2 bytes of the 85th */
+	strcat(want, "\xef\xbf\xbd\xef\xbf\xbd");
+	for (int i = 0; i < 84; i++)
+		strcat(want, "\xe2\x82\xac");
+	strcat(want, "\xef\xbf\xbd\xef\xbf\xbd");
+	rcv_set_body(rv, body);
+	rcv_set_delay(rv, 200); /* the answers arrive close together */
+	struct ep e = ep_create(&S, t.key, rcv_url(rv, "/burst"), "[\"*\"]");
+	snprintf(path, sizeof(path), "/v1/webhook_endpoints/%s/test", e.id);
+	for (int i = 0; i < N; i++)
+		expectf(&S, t.key, "POST", path, 201, NULL);
+	ck_assert_int_eq(rcv_wait(rv, N, 20000), N);
+	json_t *ok = NULL;
+	for (int i = 0; i < 100; i++) {
+		ok = deliveries(&S, t.key, e.id, "succeeded");
+		if (json_array_size(ok) == N)
+			break;
+		json_decref(ok);
+		ok = NULL;
+		nap_ms(100);
+	}
+	ck_assert_msg(ok != NULL, "not every delivery of the burst is recorded as succeeded");
+	json_t *d;
+	size_t i;
+	json_array_foreach(ok, i, d) {
+		ck_assert_int_eq(jint(d, "attempts"), 1);
+		ck_assert_int_eq(jint(d, "last_status"), 200);
+		json_t *log = jpath(d, "attempt_log");
+		ck_assert_int_eq(json_array_size(log), 1);
+		ck_assert_int_eq(jint(log, "0.status_code"), 200);
+		ck_assert_str_eq(jstr(log, "0.response"), want);
+	}
+	json_decref(ok);
+	nap_ms(500);
+	ck_assert_int_eq(rcv_count(rv), N); /* nothing was sent twice */
+	rcv_stop(rv);
+}
+END_TEST
+
 START_TEST(disabled_endpoint_gets_nothing)
 {
 	struct tenant t = tenant_new(&S, false);
@@ -1822,6 +1876,7 @@ int main(void)
 	tcase_add_test(tc, ssrf_guard_refuses_private_targets);
 	tcase_add_test(tc, endpoint_tenant_isolation);
 	tcase_add_test(tc, ping_and_manual_retry);
+	tcase_add_test(tc, burst_recorded_with_odd_response_bodies);
 	tcase_add_test(tc, disabled_endpoint_gets_nothing);
 	tcase_add_test(tc, disabling_stops_pending_retries);
 	tcase_add_test(tc, redirects_not_followed);

@@ -424,6 +424,15 @@ START_TEST(test_builders)
 	s = tg_json_str(NULL);
 	ck_assert(json_is_null(s));
 	json_decref(s);
+	/* bytes cut mid-character, overlong forms, surrogates and NULs inside n bytes */
+	struct tg_buf b = TG_BUF_INIT;
+	tg_buf_add_utf8(&b, "\xe2\x82\xac\xe2\x82", 5);
+	ck_assert_str_eq(b.buf, "\xe2\x82\xac\xef\xbf\xbd\xef\xbf\xbd");
+	tg_buf_reset(&b);
+	tg_buf_add_utf8(&b, "\xc0\xaf|\xed\xa0\x80|\xf4\x90\x80\x80|\xf0\x9f\x98\x80", 16);
+	ck_assert_str_eq(b.buf, "\xef\xbf\xbd\xef\xbf\xbd|\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd|"
+				"\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd|\xf0\x9f\x98\x80");
+	tg_buf_release(&b);
 	s = tg_json_time(-1);
 	ck_assert(json_is_null(s));
 	json_decref(s);
