@@ -62,6 +62,10 @@ void store_rollback(void);
 bool store_in_transaction(void);
 /* Run raw SQL with no parameters (migrations, LISTEN). */
 int store_exec_raw(const char *sql, struct tg_error *err);
+/* Inside a transaction: run st (no rows wanted) together with the next statement or the COMMIT, in one
+ * round trip (libpq pipeline mode). Its error, if any, is reported by that next call, which then has
+ * not run; the transaction must be rolled back as after any error. Outside a transaction: store_exec. */
+int store_defer(struct store_stmt *st, const char *const *params, struct tg_error *err);
 /* The SQLSTATE of the last error on this thread ("" if none). */
 const char *store_last_sqlstate(void);
 

@@ -232,62 +232,105 @@ void api_watch(struct store_submission *sub)
 	policy_tenant_unref(t);
 }
 
+/* What one batch's submissions of one tenant move in Redis, gathered for one usage.lua call per
+ * chunk: one round trip for the batch rather than one per request. */
+struct usage_batch {
+	struct policy_counter *cs;
+	struct hot_release *rel;
+	struct hot_balance_delta *bal;
+	int ncs, nrel, nbal, maxcs;
+};
+
+#define USAGE_CHUNK 512 /* counters per call at most: one script run must not hold Redis long */
+
+static void usage_add(struct usage_batch *u, const struct policy_tenant *t, const struct store_submission *sub,
+		      struct tg_arena *a)
+{
+	for (int i = 0; i < sub->n; i++) {
+		const struct store_event *e = &sub->events[i];
+		if (e->result != STORE_EV_ACCEPTED)
+			continue;
+		if (!sub->counters_applied) {
+			u->ncs += event_counters(t, e, a, u->cs + u->ncs, u->maxcs - u->ncs);
+			if (e->balance_owner) {
+				u->bal[u->nbal].owner = e->balance_owner;
+				u->bal[u->nbal].amount = -e->cost;
+				u->nbal++;
+			}
+			if (e->workflow_id && e->cost) {
+				/* max_cost counts what a workflow's events cost */
+				u->bal[u->nbal].workflow_id = e->workflow_id;
+				u->bal[u->nbal].amount = e->cost;
+				u->nbal++;
+			}
+		}
+		/* the reservation it settled: its holds go, wherever they are (its owner's counters and
+		 * wallet, not necessarily this customer's) */
+		for (int h = 0; e->settled && h < e->settled->nholds; h++) {
+			u->rel[u->nrel].key = e->settled->holds[h].key;
+			u->rel[u->nrel].amount = e->settled->holds[h].amount;
+			u->nrel++;
+		}
+	}
+}
+
+/* The rollups already hold this usage: a failure here only delays the counters until they are
+ * rebuilt, it loses nothing. */
+static void usage_flush(struct usage_batch *u, const char *tenant_id, const struct policy_tenant *t,
+			struct tg_arena *a)
+{
+	struct tg_error err;
+
+	if (hot_apply_usage(tenant_id, u->cs, u->ncs, policy_now(t, tg_now_ms()), u->bal, u->nbal, u->rel, u->nrel, a,
+			    &err) < 0)
+		log_warn("live counters not updated", "tenant %s: %s", tenant_id, err.detail);
+	u->cs += u->ncs;
+	u->rel += u->nrel;
+	u->bal += u->nbal;
+	u->maxcs -= u->ncs;
+	u->ncs = u->nrel = u->nbal = 0;
+}
+
 void api_after_commit(struct store_submission **subs, int n)
 {
+	bool *seen = tg_calloc((size_t)n + 1, sizeof(*seen));
+
 	for (int s = 0; s < n; s++) {
-		struct store_submission *sub = subs[s];
+		const char *tenant_id = subs[s]->tenant_id;
+		struct usage_batch u = {0};
 		struct policy_tenant *t;
 		struct tg_arena a;
-		struct tg_error err;
-		struct policy_counter *cs;
-		struct hot_release *rel;
-		struct hot_balance_delta *bal;
-		int ncs = 0, nrel = 0, nbal = 0;
-		int max = 64 * (sub->n + 1);
+		int maxrel = 0, maxbal = 0;
 
-		if (sub->rc < 0)
+		if (seen[s] || subs[s]->rc < 0)
 			continue;
-		t = policy_registry_get(sub->tenant_id);
+		t = policy_registry_get(tenant_id);
+		for (int k = s; k < n; k++) {
+			if (seen[k] || subs[k]->rc < 0 || strcmp(subs[k]->tenant_id, tenant_id) != 0)
+				continue;
+			seen[k] = true;
+			u.maxcs += 64 * (subs[k]->n + 1);
+			maxbal += 2 * subs[k]->n + 1;
+			for (int i = 0; i < subs[k]->n; i++)
+				maxrel += subs[k]->events[i].settled ? subs[k]->events[i].settled->nholds : 0;
+		}
 		if (!t)
 			continue;
 		tg_arena_init(&a);
-		cs = tg_arena_alloc(&a, sizeof(*cs) * (size_t)max);
-		int maxrel = 0;
-		for (int i = 0; i < sub->n; i++)
-			maxrel += sub->events[i].settled ? sub->events[i].settled->nholds : 0;
-		rel = tg_arena_alloc(&a, sizeof(*rel) * (size_t)(maxrel + 1));
-		bal = tg_arena_alloc(&a, sizeof(*bal) * (size_t)(2 * sub->n + 1));
-		for (int i = 0; i < sub->n; i++) {
-			const struct store_event *e = &sub->events[i];
-			if (e->result != STORE_EV_ACCEPTED)
+		u.cs = tg_arena_alloc(&a, sizeof(*u.cs) * (size_t)u.maxcs);
+		u.rel = tg_arena_alloc(&a, sizeof(*u.rel) * (size_t)(maxrel + 1));
+		u.bal = tg_arena_alloc(&a, sizeof(*u.bal) * (size_t)(maxbal + 1));
+		for (int k = s; k < n; k++) {
+			if (subs[k]->rc < 0 || strcmp(subs[k]->tenant_id, tenant_id) != 0)
 				continue;
-			if (!sub->counters_applied) {
-				ncs += event_counters(t, e, &a, cs + ncs, max - ncs);
-				if (e->balance_owner) {
-					bal[nbal].owner = e->balance_owner;
-					bal[nbal].amount = -e->cost;
-					nbal++;
-				}
-				if (e->workflow_id && e->cost) {
-					/* max_cost counts what a workflow's events cost */
-					bal[nbal].workflow_id = e->workflow_id;
-					bal[nbal].amount = e->cost;
-					nbal++;
-				}
-			}
-			/* the reservation it settled: its holds go, wherever they are (its owner's counters and
-			 * wallet, not necessarily this customer's) */
-			for (int h = 0; e->settled && h < e->settled->nholds; h++) {
-				rel[nrel].key = e->settled->holds[h].key;
-				rel[nrel].amount = e->settled->holds[h].amount;
-				nrel++;
-			}
+			usage_add(&u, t, subs[k], &a);
+			if (u.ncs + u.nbal + u.nrel >= USAGE_CHUNK)
+				usage_flush(&u, tenant_id, t, &a);
 		}
-		/* the rollups already hold this usage: a failure here only delays the counters until they are
-		 * rebuilt, it loses nothing */
-		if (hot_apply_usage(sub->tenant_id, cs, ncs, policy_now(t, tg_now_ms()), bal, nbal, rel, nrel, &a, &err) < 0)
-			log_warn("live counters not updated", "tenant %s: %s", sub->tenant_id, err.detail);
+		if (u.ncs + u.nbal + u.nrel > 0)
+			usage_flush(&u, tenant_id, t, &a);
 		tg_arena_release(&a);
 		policy_tenant_unref(t);
 	}
+	free(seen);
 }

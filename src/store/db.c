@@ -13,6 +13,13 @@
 
 #define STMT_MAX 1024
 
+/* A statement waiting to ride with the next one (store_defer, and the BEGIN of a transaction). */
+struct deferred {
+	struct store_stmt *st; /* NULL: sql, a command without parameters */
+	const char *sql;
+	char **params;
+};
+
 struct conn_state {
 	PGconn *pg;
 	int depth;    /* nested store_begin() calls: only the outermost talks to PostgreSQL */
@@ -20,6 +27,8 @@ struct conn_state {
 	unsigned char prepared[STMT_MAX];
 	int64_t affected;
 	char sqlstate[8];
+	struct deferred *defer;
+	int ndefer, capdefer;
 };
 
 static char *conninfo;
@@ -45,8 +54,39 @@ static void notice_quiet(void *arg, const PGresult *res)
 	TG_UNUSED(res);
 }
 
+static void defer_clear(struct conn_state *cs)
+{
+	for (int i = 0; i < cs->ndefer; i++) {
+		struct deferred *d = &cs->defer[i];
+		for (int k = 0; d->st && d->params && k < d->st->nparams; k++)
+			free(d->params[k]);
+		free(d->params);
+	}
+	cs->ndefer = 0;
+}
+
+static void defer_push(struct conn_state *cs, struct store_stmt *st, const char *sql, const char *const *params)
+{
+	struct deferred *d;
+
+	if (cs->ndefer == cs->capdefer) {
+		cs->capdefer = cs->capdefer ? cs->capdefer * 2 : 8;
+		cs->defer = tg_realloc(cs->defer, sizeof(*cs->defer) * (size_t)cs->capdefer);
+	}
+	d = &cs->defer[cs->ndefer++];
+	d->st = st;
+	d->sql = sql;
+	d->params = NULL;
+	if (st && st->nparams > 0) {
+		d->params = tg_calloc((size_t)st->nparams, sizeof(char *));
+		for (int k = 0; k < st->nparams; k++)
+			d->params[k] = params[k] ? tg_strdup(params[k]) : NULL;
+	}
+}
+
 static void conn_close(struct conn_state *cs)
 {
+	defer_clear(cs);
 	if (cs->pg)
 		PQfinish(cs->pg);
 	cs->pg = NULL;
@@ -60,6 +100,7 @@ void store_thread_end(void)
 	if (!tls)
 		return;
 	conn_close(tls);
+	free(tls->defer);
 	free(tls);
 	tls = NULL;
 }
@@ -233,29 +274,124 @@ static json_t *result_rows(const PGresult *res)
 	return rows;
 }
 
+static int ensure_prepared(struct conn_state *cs, struct store_stmt *st, struct tg_error *err)
+{
+	char name[16];
+	int id;
+
+	if (!st || st->replan)
+		return 0;
+	id = stmt_id(st);
+	if (cs->prepared[id])
+		return 0;
+	snprintf(name, sizeof(name), "tg%d", id);
+	_cleanup_pgresult_ PGresult *prep = PQprepare(cs->pg, name, st->sql, st->nparams, NULL);
+	if (!prep || PQresultStatus(prep) != PGRES_COMMAND_OK)
+		return result_error(cs, prep, err);
+	cs->prepared[id] = 1;
+	return 0;
+}
+
+/* Send one statement (prepared before) without waiting: in pipeline mode. */
+static bool send_one(struct conn_state *cs, struct store_stmt *st, const char *sql, const char *const *params)
+{
+	char name[16];
+
+	if (!st)
+		return PQsendQueryParams(cs->pg, sql, 0, NULL, NULL, NULL, NULL, 0) == 1;
+	if (st->replan)
+		return PQsendQueryParams(cs->pg, st->sql, st->nparams, NULL, params, NULL, NULL, 0) == 1;
+	snprintf(name, sizeof(name), "tg%d", stmt_id(st));
+	return PQsendQueryPrepared(cs->pg, name, st->nparams, params, NULL, NULL, 0) == 1;
+}
+
+static bool result_ok(const PGresult *r)
+{
+	ExecStatusType s = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+	return s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK;
+}
+
+/*
+ * The deferred statements, then (st or sql, params), in one pipeline: one round trip. Returns 0 and
+ * the last statement's result in *last (which may be a failure of its own), or the error of the first
+ * deferred statement that failed (the statements after it were not run).
+ */
+static int run_pipeline(struct conn_state *cs, struct store_stmt *st, const char *sql, const char *const *params,
+			PGresult **last, struct tg_error *err)
+{
+	PGresult *bad = NULL, *r;
+	int nq = cs->ndefer + 1, rc;
+	bool ok;
+
+	*last = NULL;
+	for (int i = 0; i < cs->ndefer; i++)
+		if ((rc = ensure_prepared(cs, cs->defer[i].st, err)) < 0)
+			return rc;
+	if ((rc = ensure_prepared(cs, st, err)) < 0)
+		return rc;
+	ok = PQenterPipelineMode(cs->pg) == 1;
+	for (int i = 0; ok && i < cs->ndefer; i++)
+		ok = send_one(cs, cs->defer[i].st, cs->defer[i].sql, (const char *const *)cs->defer[i].params);
+	ok = ok && send_one(cs, st, sql, params) && PQpipelineSync(cs->pg) == 1;
+	defer_clear(cs);
+	for (int q = 0; ok && q < nq; q++) {
+		while ((r = PQgetResult(cs->pg))) {
+			if (q == nq - 1 && !*last)
+				*last = r;
+			else if (!bad && !result_ok(r) && PQresultStatus(r) != PGRES_PIPELINE_ABORTED)
+				bad = r;
+			else
+				PQclear(r);
+		}
+		if (PQstatus(cs->pg) != CONNECTION_OK)
+			ok = false;
+	}
+	/* the sync point ends the pipeline */
+	while (ok && (r = PQgetResult(cs->pg))) {
+		ExecStatusType s = PQresultStatus(r);
+		PQclear(r);
+		if (s == PGRES_PIPELINE_SYNC)
+			break;
+	}
+	if (!ok || PQexitPipelineMode(cs->pg) != 1) {
+		PQclear(*last);
+		*last = NULL;
+		rc = result_error(cs, bad, err);
+		PQclear(bad);
+		conn_close(cs); /* a pipeline that went wrong leaves the connection in no known state */
+		return rc;
+	}
+	if (bad) {
+		PQclear(*last);
+		*last = NULL;
+		rc = result_error(cs, bad, err);
+		PQclear(bad);
+		return rc;
+	}
+	return 0;
+}
+
 int store_exec(struct store_stmt *st, const char *const *params, json_t **rows, struct tg_error *err)
 {
 	struct conn_state *cs = conn_get(err);
 	_cleanup_pgresult_ PGresult *res = NULL;
 	char name[16];
-	int id;
+	int rc;
 	ExecStatusType status;
 
 	if (rows)
 		*rows = NULL;
 	if (!cs)
 		return err->err;
-	if (st->replan) {
+	if (cs->ndefer > 0) {
+		if ((rc = run_pipeline(cs, st, NULL, params, &res, err)) < 0)
+			return rc;
+	} else if (st->replan) {
 		res = PQexecParams(cs->pg, st->sql, st->nparams, NULL, params, NULL, NULL, 0);
 	} else {
-		id = stmt_id(st);
-		snprintf(name, sizeof(name), "tg%d", id);
-		if (!cs->prepared[id]) {
-			_cleanup_pgresult_ PGresult *prep = PQprepare(cs->pg, name, st->sql, st->nparams, NULL);
-			if (!prep || PQresultStatus(prep) != PGRES_COMMAND_OK)
-				return result_error(cs, prep, err);
-			cs->prepared[id] = 1;
-		}
+		if ((rc = ensure_prepared(cs, st, err)) < 0)
+			return rc;
+		snprintf(name, sizeof(name), "tg%d", stmt_id(st));
 		res = PQexecPrepared(cs->pg, name, st->nparams, params, NULL, NULL, 0);
 	}
 	status = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
@@ -266,6 +402,16 @@ int store_exec(struct store_stmt *st, const char *const *params, json_t **rows, 
 	tg_parse_i64(PQcmdTuples(res), 0, INT64_MAX, &cs->affected);
 	if (rows)
 		*rows = result_rows(res);
+	return 0;
+}
+
+int store_defer(struct store_stmt *st, const char *const *params, struct tg_error *err)
+{
+	struct conn_state *cs = tls;
+
+	if (!cs || !cs->pg || cs->depth == 0)
+		return store_exec(st, params, NULL, err); /* nothing to ride with outside a transaction */
+	defer_push(cs, st, NULL, params);
 	return 0;
 }
 
@@ -291,6 +437,19 @@ int store_exec_raw(const char *sql, struct tg_error *err)
 
 	if (!cs)
 		return err->err;
+	if (cs->ndefer > 0) {
+		/* a command string may hold several statements, which a pipeline cannot carry */
+		PGresult *sync;
+		int rc = run_pipeline(cs, NULL, "SELECT 1", NULL, &sync, err);
+		if (rc < 0)
+			return rc;
+		if (!result_ok(sync)) {
+			rc = result_error(cs, sync, err);
+			PQclear(sync);
+			return rc;
+		}
+		PQclear(sync);
+	}
 	res = PQexec(cs->pg, sql);
 	status = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
 	if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK)
@@ -307,17 +466,20 @@ int store_exec_raw(const char *sql, struct tg_error *err)
  */
 int store_begin(struct tg_error *err)
 {
-	int rc;
+	struct conn_state *cs;
 
 	if (tls && tls->pg && tls->depth > 0) {
 		tls->depth++;
 		return 0;
 	}
-	if ((rc = store_exec_raw("BEGIN", err)) == 0) {
-		tls->depth = 1;
-		tls->doomed = false;
-	}
-	return rc;
+	if (!(cs = conn_get(err)))
+		return err->err;
+	/* BEGIN goes out with the transaction's first statement: one round trip fewer */
+	defer_clear(cs);
+	defer_push(cs, NULL, "BEGIN", NULL);
+	cs->depth = 1;
+	cs->doomed = false;
+	return 0;
 }
 
 int store_commit(struct tg_error *err)
@@ -329,9 +491,25 @@ int store_commit(struct tg_error *err)
 	if (--tls->depth > 0)
 		return 0;
 	if (tls->doomed) {
-		store_exec_raw("ROLLBACK", err);
+		defer_clear(tls);
+		if (PQtransactionStatus(tls->pg) != PQTRANS_IDLE)
+			store_exec_raw("ROLLBACK", err);
 		tls->doomed = false;
 		return tg_fail(err, TG_EUNAVAIL, "conflict_retry", NULL, "the change could not be completed; retry");
+	}
+	if (tls->ndefer > 0) {
+		/* what was deferred and the COMMIT: one round trip */
+		PGresult *res;
+		if ((rc = run_pipeline(tls, NULL, "COMMIT", NULL, &res, err)) < 0) {
+			if (tls && tls->pg && PQtransactionStatus(tls->pg) != PQTRANS_IDLE) {
+				struct tg_error e;
+				store_exec_raw("ROLLBACK", &e);
+			}
+			return rc;
+		}
+		rc = result_ok(res) ? 0 : result_error(tls, res, err);
+		PQclear(res);
+		return rc;
 	}
 	rc = store_exec_raw("COMMIT", err);
 	return rc;
@@ -350,6 +528,7 @@ void store_rollback(void)
 	}
 	tls->depth = 0;
 	tls->doomed = false;
+	defer_clear(tls); /* what never left needs no undoing (BEGIN included) */
 	if (PQtransactionStatus(tls->pg) != PQTRANS_IDLE)
 		store_exec_raw("ROLLBACK", &e);
 }

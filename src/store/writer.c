@@ -25,10 +25,12 @@ static struct {
 } W = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
 
 static struct store_stmt q_partition = STORE_STMT("SELECT tg_ensure_events_partition(to_timestamp($1::bigint / 1000.0))", 1);
-static struct store_stmt q_customers = STORE_STMT(
-	"SELECT c.id, c.tier, c.parent_id, p.tier AS parent_tier FROM customers c "
-	"LEFT JOIN customers p ON p.tenant_id = c.tenant_id AND p.id = c.parent_id "
-	"WHERE c.tenant_id = $1 AND c.id = ANY($2::text[])", 2);
+/* Planned each time (it is cheap to plan): a plan cached while a tenant's customers were few (its first
+ * events come right after it is set up) joined the organisations by hashing every customer. */
+static struct store_stmt q_customers = STORE_STMT_REPLAN(
+	"SELECT c.id, c.tier, c.parent_id, "
+	"(SELECT p.tier FROM customers p WHERE p.tenant_id = c.tenant_id AND p.id = c.parent_id) AS parent_tier "
+	"FROM customers c WHERE c.tenant_id = $1 AND c.id = ANY($2::text[])", 2);
 static struct store_stmt q_customers_create = STORE_STMT(
 	"INSERT INTO customers (tenant_id, id, tier) SELECT $1, u, (SELECT default_tier FROM tenants WHERE id = $1) "
 	"FROM unnest($2::text[]) AS u ON CONFLICT DO NOTHING", 2);
@@ -169,7 +171,7 @@ static int flush_rollups(const char *tenant, struct tg_map *agg, struct tg_error
 			const char *p[] = {tenant, store_array_text(&ra.s), store_array_text(&ra.m), store_array_text(&ra.h),
 					   store_array_text(&ra.d), store_array_text(&ra.v), store_array_text(&ra.e),
 					   store_array_text(&ra.l)};
-			rc = store_exec(stmts[kind], p, NULL, err);
+			rc = store_defer(stmts[kind], p, err);
 		}
 		store_array_release(&ra.s);
 		store_array_release(&ra.m);
@@ -182,13 +184,26 @@ static int flush_rollups(const char *tenant, struct tg_map *agg, struct tg_error
 	return rc;
 }
 
+static void put_customers(const json_t *rows, struct tg_map *cust, struct tg_arena *a)
+{
+	const json_t *row;
+	size_t i;
+
+	json_array_foreach(rows, i, row) {
+		struct customer_info *ci = tg_arena_alloc(a, sizeof(*ci));
+		ci->tier = tg_arena_strdup(a, store_str(row, "tier"));
+		ci->parent_id = tg_arena_strdup(a, store_str(row, "parent_id"));
+		ci->parent_tier = tg_arena_strdup(a, store_str(row, "parent_tier"));
+		tg_map_put(cust, store_str(row, "id"), ci);
+	}
+}
+
 static int load_customers(const char *tenant, struct store_submission **subs, int n, struct tg_map *cust,
 			  struct tg_arena *a, bool create, struct tg_error *err)
 {
 	struct store_array ids = {0};
 	struct tg_map want = TG_MAP_INIT;
-	json_t *rows = NULL, *row;
-	size_t i;
+	json_t *rows = NULL;
 	int rc;
 
 	for (int s = 0; s < n; s++) {
@@ -208,16 +223,28 @@ static int load_customers(const char *tenant, struct store_submission **subs, in
 		return 0;
 	}
 	const char *p[] = {tenant, store_array_text(&ids)};
-	if (create && (rc = store_exec(&q_customers_create, p, NULL, err)) < 0)
-		goto out;
 	if ((rc = store_exec(&q_customers, p, &rows, err)) < 0)
 		goto out;
-	json_array_foreach(rows, i, row) {
-		struct customer_info *ci = tg_arena_alloc(a, sizeof(*ci));
-		ci->tier = tg_arena_strdup(a, store_str(row, "tier"));
-		ci->parent_id = tg_arena_strdup(a, store_str(row, "parent_id"));
-		ci->parent_tier = tg_arena_strdup(a, store_str(row, "parent_tier"));
-		tg_map_put(cust, store_str(row, "id"), ci);
+	put_customers(rows, cust, a);
+	/* customers made on first sight: only those that are not there yet (a second round trip only
+	 * when there are some), then read like the others */
+	if (create && (int)json_array_size(rows) < ids.n) {
+		struct store_array missing = {0};
+		for (int s = 0; s < n; s++)
+			for (int k = 0; k < subs[s]->n && strcmp(subs[s]->tenant_id, tenant) == 0; k++) {
+				const char *c = subs[s]->events[k].customer_id;
+				if (!tg_map_get(cust, c) && tg_map_del(&want, c))
+					store_array_add(&missing, c);
+			}
+		json_decref(rows);
+		rows = NULL;
+		const char *m[] = {tenant, store_array_text(&missing)};
+		if ((rc = store_exec(&q_customers_create, m, NULL, err)) == 0)
+			rc = store_exec(&q_customers, m, &rows, err);
+		store_array_release(&missing);
+		if (rc < 0)
+			goto out;
+		put_customers(rows, cust, a);
 	}
 out:
 	json_decref(rows);
@@ -566,7 +593,8 @@ static int write_tenant(const char *tenant, struct store_submission **subs, int 
 		const char *p[] = {tenant, store_array_text(&ei), store_array_text(&ec), store_array_text(&et),
 				   store_array_text(&ets), store_array_text(&ep), store_array_text(&em),
 				   store_array_text(&er), store_array_text(&ew)};
-		if ((rc = store_exec(&q_events, p, NULL, err)) < 0)
+		/* the events and their rollups ride with the next statement (often the COMMIT) */
+		if ((rc = store_defer(&q_events, p, err)) < 0)
 			goto out;
 		if ((rc = flush_rollups(tenant, &agg, err)) < 0)
 			goto out;

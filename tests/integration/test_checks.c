@@ -836,6 +836,8 @@ static void race_worker(int i, void *arg)
 					: CHECK(x->key, "{\"customer_id\":\"c\",\"meter\":\"tokens\",\"amount\":1,\"consume\":true}");
 		if (r.status == 200)
 			atomic_fetch_add(&x->posted, 1);
+		else
+			fprintf(stderr, "race: %s answered %ld: %s\n", k % 2 ? "event" : "consuming check", r.status, r.body);
 		resp_free(&r);
 	}
 	if (i == 1)

@@ -129,6 +129,80 @@ START_TEST(concurrent_duplicate_event_counts_once)
 }
 END_TEST
 
+/* Many requests of two tenants land in shared writer batches; the live counters of a batch's
+ * requests are moved together afterwards (one Redis call per tenant and batch). Every counter must
+ * end exactly at the sum of what its requests recorded: the counters exist in Redis beforehand, so
+ * what is read back is what the batches moved, not a rebuild from PostgreSQL. */
+struct mixed {
+	struct tenant a, b;
+	_Atomic int failed;
+};
+
+static void mixed_one(int i, void *arg)
+{
+	struct mixed *m = arg;
+	char body[512];
+	const struct tenant *t = i % 3 == 0 ? &m->b : &m->a;
+	/* request i: 2 events of customer c<i%4> with i+1 tokens each, and one of c<(i+1)%4> with 1 */
+	snprintf(body, sizeof(body),
+		 "{\"events\":[{\"id\":\"m%d-a\",\"customer_id\":\"c%d\",\"type\":\"llm.completion\",\"properties\":{\"tokens\":%d}},"
+		 "{\"id\":\"m%d-b\",\"customer_id\":\"c%d\",\"type\":\"llm.completion\",\"properties\":{\"tokens\":%d}},"
+		 "{\"id\":\"m%d-c\",\"customer_id\":\"c%d\",\"type\":\"llm.completion\",\"properties\":{\"tokens\":1}}]}",
+		 i, i % 4, i + 1, i, i % 4, i + 1, i, (i + 1) % 4);
+	struct resp r = req(&S, "POST", "/v1/events", t->key, body, NULL);
+	if (r.status != 200 || jint(r.json, "accepted") != 3)
+		atomic_fetch_add(&m->failed, 1);
+	resp_free(&r);
+}
+
+static void check_status(const char *key, const char *body, long want)
+{
+	struct resp r = req(&S, "POST", "/v1/check", key, body, NULL);
+	ck_assert_msg(r.status == want, "check %s: expected %ld, got %ld: %s", body, want, r.status, r.body);
+	resp_free(&r);
+}
+
+START_TEST(concurrent_batches_move_live_counters_exactly)
+{
+	enum { N = 48 };
+	static struct mixed m;
+	const char *quota = "{\"id\":\"q\",\"kind\":\"quota\",\"meter\":\"tokens\",\"period\":\"month\",\"limit\":100000}";
+	long long want[2][4] = {{0}};
+
+	m.a = metered(quota);
+	m.b = metered(quota);
+	atomic_store(&m.failed, 0);
+	for (int c = 0; c < 4; c++) {
+		char body[128];
+		snprintf(body, sizeof(body), "{\"customer_id\":\"c%d\",\"meter\":\"tokens\",\"amount\":0}", c);
+		check_status(m.a.key, body, 200); /* the counters exist in Redis now */
+		check_status(m.b.key, body, 200);
+	}
+	for (int i = 0; i < N; i++) {
+		int t = i % 3 == 0;
+		want[t][i % 4] += 2 * (i + 1);
+		want[t][(i + 1) % 4] += 1;
+	}
+	run_parallel(N, mixed_one, &m);
+	ck_assert_int_eq(atomic_load(&m.failed), 0);
+	for (int t = 0; t < 2; t++)
+		for (int c = 0; c < 4; c++) {
+			const struct tenant *tn = t ? &m.b : &m.a;
+			char cust[8], body[160];
+			snprintf(cust, sizeof(cust), "c%d", c);
+			ck_assert_msg(usage_of(tn, cust, "q") == (double)want[t][c], "tenant %d customer %s: used %g, want %lld",
+				      t, cust, usage_of(tn, cust, "q"), want[t][c]);
+			/* and the hard quota decides on exactly that */
+			snprintf(body, sizeof(body), "{\"customer_id\":\"%s\",\"meter\":\"tokens\",\"amount\":%lld}", cust,
+				 100000 - want[t][c]);
+			check_status(tn->key, body, 200);
+			snprintf(body, sizeof(body), "{\"customer_id\":\"%s\",\"meter\":\"tokens\",\"amount\":%lld}", cust,
+				 100000 - want[t][c] + 1);
+			check_status(tn->key, body, 429);
+		}
+}
+END_TEST
+
 START_TEST(denied_check_consumes_nothing_elsewhere)
 {
 	struct tenant t = metered("{\"id\":\"big\",\"kind\":\"quota\",\"meter\":\"tokens\",\"period\":\"month\",\"limit\":1000}");
@@ -308,6 +382,7 @@ int main(void)
 	tcase_set_timeout(tc, 240);
 	tcase_add_test(tc, concurrent_consume_respects_hard_limit);
 	tcase_add_test(tc, concurrent_duplicate_event_counts_once);
+	tcase_add_test(tc, concurrent_batches_move_live_counters_exactly);
 	tcase_add_test(tc, denied_check_consumes_nothing_elsewhere);
 	tcase_add_test(tc, decimal_usage_is_exact);
 	tcase_add_test(tc, kill9_loses_no_acknowledged_event);

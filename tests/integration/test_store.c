@@ -1,0 +1,202 @@
+/* test_store.c — the store layer against the real PostgreSQL of scripts/test: statements deferred to
+ * ride with the next one (libpq pipeline mode) and the deferred BEGIN of every transaction. Each case
+ * works in a table of its own process, so suites running in parallel do not meet. */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "tollgate/store.h"
+
+static char table[64];
+static struct store_stmt q_insert, q_count, q_bad;
+static char sql_insert[160], sql_count[160], sql_bad[160];
+
+static void setup(void)
+{
+	struct tg_error err;
+	char sql[256];
+
+	ck_assert_msg(getenv("TOLLGATE_DATABASE_URL"), "TOLLGATE_DATABASE_URL is not set (run through scripts/test)");
+	store_init(getenv("TOLLGATE_DATABASE_URL"));
+	snprintf(table, sizeof(table), "tg_store_test_%d", (int)getpid());
+	snprintf(sql, sizeof(sql), "CREATE TABLE IF NOT EXISTS %s (v integer NOT NULL CHECK (v >= 0))", table);
+	ck_assert_int_eq(store_exec_raw(sql, &err), 0);
+	snprintf(sql, sizeof(sql), "TRUNCATE %s", table);
+	ck_assert_int_eq(store_exec_raw(sql, &err), 0);
+	snprintf(sql_insert, sizeof(sql_insert), "INSERT INTO %s (v) VALUES ($1::integer)", table);
+	snprintf(sql_count, sizeof(sql_count), "SELECT count(*) AS n, coalesce(sum(v), 0) AS s FROM %s", table);
+	snprintf(sql_bad, sizeof(sql_bad), "INSERT INTO %s (v) VALUES (-1)", table); /* violates the CHECK */
+	q_insert = (struct store_stmt)STORE_STMT(sql_insert, 1);
+	q_count = (struct store_stmt)STORE_STMT(sql_count, 0);
+	q_bad = (struct store_stmt)STORE_STMT(sql_bad, 0);
+}
+
+static void teardown(void)
+{
+	struct tg_error err;
+	char sql[128];
+
+	store_rollback();
+	snprintf(sql, sizeof(sql), "DROP TABLE IF EXISTS %s", table);
+	store_exec_raw(sql, &err);
+	store_thread_end();
+}
+
+/* rows and their sum, read on this thread's connection */
+static void counted(long long *n, long long *sum)
+{
+	struct tg_error err;
+	json_t *row;
+
+	ck_assert_int_eq(store_exec1(&q_count, NULL, &row, &err), 0);
+	*n = store_int(row, "n", -1);
+	*sum = store_int(row, "s", -1);
+	json_decref(row);
+}
+
+static void defer_insert(int v)
+{
+	struct tg_error err;
+	char b[STORE_I64_BUFSZ];
+	const char *p[] = {store_i64(v, b)};
+
+	ck_assert_int_eq(store_defer(&q_insert, p, &err), 0);
+}
+
+START_TEST(deferred_run_in_order_before_the_next_statement)
+{
+	struct tg_error err;
+	long long n, sum;
+
+	ck_assert_int_eq(store_begin(&err), 0);
+	defer_insert(1);
+	defer_insert(2);
+	counted(&n, &sum); /* rides with both inserts, after them */
+	ck_assert_int_eq(n, 2);
+	ck_assert_int_eq(sum, 3);
+	defer_insert(4);
+	ck_assert_int_eq(store_commit(&err), 0); /* rides with the COMMIT */
+	counted(&n, &sum);
+	ck_assert_int_eq(n, 3);
+	ck_assert_int_eq(sum, 7);
+	ck_assert(!store_in_transaction());
+}
+END_TEST
+
+START_TEST(deferred_error_reported_by_the_next_statement)
+{
+	struct tg_error err;
+	long long n, sum;
+
+	ck_assert_int_eq(store_begin(&err), 0);
+	defer_insert(5);
+	ck_assert_int_eq(store_defer(&q_bad, NULL, &err), 0);
+	defer_insert(6);
+	json_t *row = NULL;
+	ck_assert_int_lt(store_exec1(&q_count, NULL, &row, &err), 0);
+	ck_assert_ptr_null(row);
+	ck_assert_str_eq(store_last_sqlstate(), "23514"); /* the CHECK, not "aborted" */
+	store_rollback();
+	/* nothing of it stayed, and the connection serves the next transaction */
+	counted(&n, &sum);
+	ck_assert_int_eq(n, 0);
+	ck_assert_int_eq(store_begin(&err), 0);
+	defer_insert(7);
+	ck_assert_int_eq(store_commit(&err), 0);
+	counted(&n, &sum);
+	ck_assert_int_eq(n, 1);
+	ck_assert_int_eq(sum, 7);
+}
+END_TEST
+
+START_TEST(deferred_error_reported_by_commit)
+{
+	struct tg_error err;
+	long long n, sum;
+
+	ck_assert_int_eq(store_begin(&err), 0);
+	defer_insert(8);
+	counted(&n, &sum);
+	ck_assert_int_eq(n, 1);
+	ck_assert_int_eq(store_defer(&q_bad, NULL, &err), 0);
+	ck_assert_int_lt(store_commit(&err), 0);
+	ck_assert(!store_in_transaction());
+	counted(&n, &sum); /* the whole transaction rolled back, the 8 too */
+	ck_assert_int_eq(n, 0);
+}
+END_TEST
+
+START_TEST(rollback_drops_what_was_never_sent)
+{
+	struct tg_error err;
+	long long n, sum;
+
+	ck_assert_int_eq(store_begin(&err), 0); /* its BEGIN is deferred too */
+	defer_insert(9);
+	store_rollback();
+	counted(&n, &sum);
+	ck_assert_int_eq(n, 0);
+	/* a raw command string (several statements) after deferred ones: they go first */
+	ck_assert_int_eq(store_begin(&err), 0);
+	defer_insert(10);
+	ck_assert_int_eq(store_exec_raw("SET LOCAL enable_bitmapscan = off; SET LOCAL enable_seqscan = off", &err), 0);
+	defer_insert(11);
+	ck_assert_int_eq(store_commit(&err), 0);
+	counted(&n, &sum);
+	ck_assert_int_eq(n, 2);
+	ck_assert_int_eq(sum, 21);
+	/* outside a transaction a deferred statement runs at once */
+	defer_insert(12);
+	counted(&n, &sum);
+	ck_assert_int_eq(n, 3);
+}
+END_TEST
+
+START_TEST(nested_transactions_keep_one_begin)
+{
+	struct tg_error err;
+	long long n, sum;
+
+	ck_assert_int_eq(store_begin(&err), 0);
+	ck_assert_int_eq(store_begin(&err), 0);
+	defer_insert(13);
+	ck_assert_int_eq(store_commit(&err), 0); /* inner: nothing reaches PostgreSQL yet */
+	ck_assert(store_in_transaction());
+	defer_insert(14);
+	ck_assert_int_eq(store_commit(&err), 0);
+	counted(&n, &sum);
+	ck_assert_int_eq(n, 2);
+	ck_assert_int_eq(sum, 27);
+	/* an inner rollback dooms the outer transaction, deferred statements included */
+	ck_assert_int_eq(store_begin(&err), 0);
+	defer_insert(15);
+	ck_assert_int_eq(store_begin(&err), 0);
+	store_rollback();
+	ck_assert_int_lt(store_commit(&err), 0);
+	counted(&n, &sum);
+	ck_assert_int_eq(n, 2);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("store");
+	TCase *tc = tcase_create("pipeline");
+	SRunner *sr;
+	int failed;
+
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, deferred_run_in_order_before_the_next_statement);
+	tcase_add_test(tc, deferred_error_reported_by_the_next_statement);
+	tcase_add_test(tc, deferred_error_reported_by_commit);
+	tcase_add_test(tc, rollback_drops_what_was_never_sent);
+	tcase_add_test(tc, nested_transactions_keep_one_begin);
+	suite_add_tcase(s, tc);
+	sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? 1 : 0;
+}
