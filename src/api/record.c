@@ -107,7 +107,9 @@ static void rebuild_on_writer(void *arg)
 		hc->bal->has_init = false;
 }
 
-/* A check of these counters on this thread's blocking connection, rebuilding what Redis lost. */
+/* A check of these counters on this thread's blocking connection, rebuilding what Redis lost. On
+ * failure hc->status is HOT_ERROR too: the counters it leaves behind carry no decision (a check that
+ * read them as one denied a customer with room to spare when Redis kept losing its keys). */
 int api_check_sync(struct hot_check *hc, struct tg_arena *a, struct tg_error *err)
 {
 	for (int attempt = 0; attempt < 3; attempt++) {
@@ -118,11 +120,11 @@ int api_check_sync(struct hot_check *hc, struct tg_arena *a, struct tg_error *er
 		store_writer_run(rebuild_on_writer, &job);
 		if (job.rc < 0) {
 			*err = job.err;
-			return HOT_ERROR;
+			return hc->status = HOT_ERROR;
 		}
 	}
 	tg_fail(err, TG_EUNAVAIL, "counters_unavailable", NULL, "usage counters could not be loaded; retry");
-	return HOT_ERROR;
+	return hc->status = HOT_ERROR;
 }
 
 /* The dimensions an event carries (its string properties). */

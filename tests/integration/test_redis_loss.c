@@ -17,6 +17,7 @@ static void setup(void)
 
 static void teardown(void)
 {
+	redis_cmd("CONFIG SET maxmemory 0"); /* whatever a failed test left behind */
 	srv_stop(&S);
 }
 
@@ -78,6 +79,39 @@ START_TEST(redis_flush_rebuilds_exact_usage)
 }
 END_TEST
 
+/* Counters that cannot be rebuilt (Redis refuses every write: out of memory) leave the check without
+ * a decision: it answers as when Redis is unreachable (fail_mode closed: 503 unavailable; open: allowed,
+ * degraded), never 429 from counters it could not read. */
+START_TEST(unrebuildable_counters_are_unavailable_not_exceeded)
+{
+	struct tenant closed = metered("{\"id\":\"c\",\"kind\":\"quota\",\"meter\":\"tokens\",\"period\":\"month\","
+				       "\"limit\":1000,\"fail_mode\":\"closed\"}");
+	struct tenant open = metered("{\"id\":\"o\",\"kind\":\"quota\",\"meter\":\"tokens\",\"period\":\"month\","
+				     "\"limit\":1000,\"fail_mode\":\"open\"}");
+	const char *body = "{\"customer_id\":\"fresh\",\"meter\":\"tokens\",\"amount\":1}";
+
+	ck_assert_int_eq(redis_cmd("CONFIG SET maxmemory-policy noeviction"), 0);
+	ck_assert_int_eq(redis_cmd("CONFIG SET maxmemory 1"), 0);
+	struct resp r = req(&S, "POST", "/v1/check", closed.key, body, NULL);
+	ck_assert_msg(r.status == 503, "fail_mode closed: expected 503, got %ld: %s", r.status, r.body);
+	ck_assert_str_eq(jstr(r.json, "error.code"), "unavailable");
+	resp_free(&r);
+	r = req(&S, "POST", "/v1/check", open.key, body, NULL);
+	ck_assert_msg(r.status == 200, "fail_mode open: expected 200, got %ld: %s", r.status, r.body);
+	ck_assert(json_is_true(jpath(r.json, "degraded")));
+	resp_free(&r);
+	ck_assert_int_eq(redis_cmd("CONFIG SET maxmemory 0"), 0);
+	/* Redis takes writes again: the counters are rebuilt and decide */
+	r = req(&S, "POST", "/v1/check", closed.key, body, NULL);
+	ck_status(r, 200);
+	ck_assert(json_is_false(jpath(r.json, "degraded")));
+	resp_free(&r);
+	r = req(&S, "POST", "/v1/check", closed.key, "{\"customer_id\":\"fresh\",\"meter\":\"tokens\",\"amount\":1001}", NULL);
+	ck_status(r, 429);
+	resp_free(&r);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("redis_loss");
@@ -86,6 +120,7 @@ int main(void)
 	tcase_add_unchecked_fixture(tc, setup, teardown);
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, redis_flush_rebuilds_exact_usage);
+	tcase_add_test(tc, unrebuildable_counters_are_unavailable_not_exceeded);
 	suite_add_tcase(s, tc);
 	return run_suite(s);
 }
