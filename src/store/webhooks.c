@@ -228,6 +228,9 @@ static struct store_stmt q_claim = STORE_STMT_REPLAN(
  * marks such entries dead as it passes them (a bitmap scan does not); the planner picks a bitmap
  * scan and a sort when it expects few pending rows, which is the usual case, and then every claim
  * reads every delivery made since the last vacuum (thousands of heap pages at 500 deliveries/s). */
+static struct store_stmt q_plain_index_scan = STORE_STMT(
+	"SELECT set_config('enable_bitmapscan', 'off', true), set_config('enable_seqscan', 'off', true)", 0);
+
 int store_deliveries_claim(int max, int64_t lease_ms, json_t **ret, struct tg_error *err)
 {
 	char m[STORE_I64_BUFSZ], l[STORE_I64_BUFSZ];
@@ -237,8 +240,8 @@ int store_deliveries_claim(int max, int64_t lease_ms, json_t **ret, struct tg_er
 	*ret = NULL;
 	if ((rc = store_begin(err)) < 0)
 		return rc;
-	if ((rc = store_exec_raw("SET LOCAL enable_bitmapscan = off; SET LOCAL enable_seqscan = off", err)) < 0 ||
-	    (rc = store_exec(&q_claim, p, ret, err)) < 0 || (rc = store_commit(err)) < 0) {
+	if ((rc = store_defer(&q_plain_index_scan, NULL, err)) < 0 || (rc = store_exec(&q_claim, p, ret, err)) < 0 ||
+	    (rc = store_commit(err)) < 0) {
 		store_rollback();
 		json_decref(*ret);
 		*ret = NULL;
