@@ -90,8 +90,11 @@ int api_audited(struct tg_req *req)
 		return req->route->handler(req);
 	if ((rc = store_begin(&req->err)) < 0)
 		return rc;
-	if (a->get && (req->method == TG_PATCH || req->method == TG_DELETE || a->action) && id)
-		a->get(req->principal.tenant_id, id, &before, &e);
+	if (a->get && (req->method == TG_PATCH || req->method == TG_DELETE || a->action) && id &&
+	    (rc = a->get(req->principal.tenant_id, id, &before, &req->err)) < 0) {
+		store_rollback();
+		return rc;
+	}
 	rc = req->route->handler(req);
 	if (rc < 0 || req->status >= 400) {
 		store_rollback();

@@ -29,6 +29,12 @@ struct conn_state {
 	char sqlstate[8];
 	struct deferred *defer;
 	int ndefer, capdefer;
+	/* A statement of the open transaction failed (or its connection was lost): like PostgreSQL's
+	 * "current transaction is aborted", every later statement fails with that error until the
+	 * outermost commit or rollback. Its BEGIN may never have been sent (it is deferred), so without
+	 * this a caller carrying on after an error would run the rest in autocommit. */
+	bool failed;
+	struct tg_error failed_err;
 };
 
 static char *conninfo;
@@ -84,15 +90,23 @@ static void defer_push(struct conn_state *cs, struct store_stmt *st, const char 
 	}
 }
 
+/* Close the connection. An open transaction stays open on our side, failed, until the caller ends it. */
 static void conn_close(struct conn_state *cs)
 {
 	defer_clear(cs);
 	if (cs->pg)
 		PQfinish(cs->pg);
 	cs->pg = NULL;
+	memset(cs->prepared, 0, sizeof(cs->prepared));
+}
+
+/* The outermost end of a transaction: nothing of it is pending any more. */
+static void txn_reset(struct conn_state *cs)
+{
+	defer_clear(cs);
 	cs->depth = 0;
 	cs->doomed = false;
-	memset(cs->prepared, 0, sizeof(cs->prepared));
+	cs->failed = false;
 }
 
 void store_thread_end(void)
@@ -123,8 +137,21 @@ static struct conn_state *conn_get(struct tg_error *err)
 {
 	if (!tls)
 		tls = tg_calloc(1, sizeof(*tls));
-	if (tls->pg && PQstatus(tls->pg) != CONNECTION_OK)
+	if (tls->depth > 0 && tls->failed) {
+		*err = tls->failed_err; /* not on a new connection: outside the transaction */
+		return NULL;
+	}
+	if (tls->pg && PQstatus(tls->pg) != CONNECTION_OK) {
 		conn_close(tls);
+		if (tls->depth > 0) {
+			/* the transaction went with the connection */
+			tls->failed = true;
+			tg_fail(&tls->failed_err, TG_EUNAVAIL, "database_unavailable", NULL,
+				"the database is unavailable; retry shortly");
+			*err = tls->failed_err;
+			return NULL;
+		}
+	}
 	if (!tls->pg) {
 		tls->pg = connect_db(err);
 		if (!tls->pg)
@@ -149,7 +176,7 @@ int64_t store_affected(void)
 }
 
 /* Map a failed result to a tg_error; closes the connection when it is broken. */
-static int result_error(struct conn_state *cs, PGresult *res, struct tg_error *err)
+static int result_error_(struct conn_state *cs, PGresult *res, struct tg_error *err)
 {
 	const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
 	const char *msg = res ? PQresultErrorMessage(res) : PQerrorMessage(cs->pg);
@@ -176,6 +203,17 @@ static int result_error(struct conn_state *cs, PGresult *res, struct tg_error *e
 	}
 	tg_error_detail(err, "sqlstate %s: %s", state, msg);
 	return err->err;
+}
+
+static int result_error(struct conn_state *cs, PGresult *res, struct tg_error *err)
+{
+	int rc = result_error_(cs, res, err);
+
+	if (cs->depth > 0 && !cs->failed) {
+		cs->failed = true;
+		cs->failed_err = *err;
+	}
+	return rc;
 }
 
 static int stmt_id(struct store_stmt *st)
@@ -320,15 +358,18 @@ static int run_pipeline(struct conn_state *cs, struct store_stmt *st, const char
 			PGresult **last, struct tg_error *err)
 {
 	PGresult *bad = NULL, *r;
-	int nq = cs->ndefer + 1, rc;
+	int nq = cs->ndefer + 1, rc = 0;
 	bool ok;
 
 	*last = NULL;
-	for (int i = 0; i < cs->ndefer; i++)
-		if ((rc = ensure_prepared(cs, cs->defer[i].st, err)) < 0)
-			return rc;
-	if ((rc = ensure_prepared(cs, st, err)) < 0)
+	for (int i = 0; i < cs->ndefer && rc == 0; i++)
+		rc = ensure_prepared(cs, cs->defer[i].st, err);
+	if (rc == 0)
+		rc = ensure_prepared(cs, st, err);
+	if (rc < 0) {
+		defer_clear(cs); /* the transaction failed (result_error marked it): nothing of it is sent */
 		return rc;
+	}
 	ok = PQenterPipelineMode(cs->pg) == 1;
 	for (int i = 0; ok && i < cs->ndefer; i++)
 		ok = send_one(cs, cs->defer[i].st, cs->defer[i].sql, (const char *const *)cs->defer[i].params);
@@ -409,8 +450,8 @@ int store_defer(struct store_stmt *st, const char *const *params, struct tg_erro
 {
 	struct conn_state *cs = tls;
 
-	if (!cs || !cs->pg || cs->depth == 0)
-		return store_exec(st, params, NULL, err); /* nothing to ride with outside a transaction */
+	if (!cs || !cs->pg || cs->depth == 0 || cs->failed)
+		return store_exec(st, params, NULL, err); /* outside a transaction: at once; failed: its error */
 	defer_push(cs, st, NULL, params);
 	return 0;
 }
@@ -468,74 +509,81 @@ int store_begin(struct tg_error *err)
 {
 	struct conn_state *cs;
 
-	if (tls && tls->pg && tls->depth > 0) {
-		tls->depth++;
+	if (tls && tls->depth > 0) {
+		tls->depth++; /* a failed transaction too: its statements fail, its end is counted */
 		return 0;
 	}
 	if (!(cs = conn_get(err)))
 		return err->err;
 	/* BEGIN goes out with the transaction's first statement: one round trip fewer */
-	defer_clear(cs);
+	txn_reset(cs);
 	defer_push(cs, NULL, "BEGIN", NULL);
 	cs->depth = 1;
-	cs->doomed = false;
 	return 0;
 }
 
 int store_commit(struct tg_error *err)
 {
+	struct tg_error e;
 	int rc;
 
-	if (!tls || !tls->pg || tls->depth <= 0)
+	if (!tls || tls->depth <= 0)
 		return tg_fail(err, TG_EUNAVAIL, "database_unavailable", NULL, "the transaction was lost; retry");
-	if (--tls->depth > 0)
-		return 0;
-	if (tls->doomed) {
-		defer_clear(tls);
-		if (PQtransactionStatus(tls->pg) != PQTRANS_IDLE)
-			store_exec_raw("ROLLBACK", err);
-		tls->doomed = false;
-		return tg_fail(err, TG_EUNAVAIL, "conflict_retry", NULL, "the change could not be completed; retry");
+	if (--tls->depth > 0) {
+		if (!tls->failed)
+			return 0;
+		*err = tls->failed_err;
+		return err->err;
+	}
+	if (tls->failed || tls->doomed) {
+		bool failed = tls->failed;
+		if (failed)
+			*err = tls->failed_err;
+		txn_reset(tls);
+		if (tls->pg && PQtransactionStatus(tls->pg) != PQTRANS_IDLE)
+			store_exec_raw("ROLLBACK", &e);
+		return failed ? err->err
+			      : tg_fail(err, TG_EUNAVAIL, "conflict_retry", NULL, "the change could not be completed; retry");
+	}
+	if (!tls->pg) {
+		txn_reset(tls);
+		return tg_fail(err, TG_EUNAVAIL, "database_unavailable", NULL, "the transaction was lost; retry");
 	}
 	if (tls->ndefer > 0) {
-		/* what was deferred and the COMMIT: one round trip */
+		/* what was deferred and the COMMIT: one round trip (depth is 0 now: errors end it here) */
 		PGresult *res;
 		if ((rc = run_pipeline(tls, NULL, "COMMIT", NULL, &res, err)) < 0) {
-			if (tls && tls->pg && PQtransactionStatus(tls->pg) != PQTRANS_IDLE) {
-				struct tg_error e;
+			txn_reset(tls);
+			if (tls->pg && PQtransactionStatus(tls->pg) != PQTRANS_IDLE)
 				store_exec_raw("ROLLBACK", &e);
-			}
 			return rc;
 		}
 		rc = result_ok(res) ? 0 : result_error(tls, res, err);
 		PQclear(res);
 		return rc;
 	}
-	rc = store_exec_raw("COMMIT", err);
-	return rc;
+	return store_exec_raw("COMMIT", err);
 }
 
 void store_rollback(void)
 {
 	struct tg_error e;
 
-	if (!tls || !tls->pg)
+	if (!tls || tls->depth <= 0)
 		return;
 	if (tls->depth > 1) {
 		tls->depth--;
 		tls->doomed = true;
 		return;
 	}
-	tls->depth = 0;
-	tls->doomed = false;
-	defer_clear(tls); /* what never left needs no undoing (BEGIN included) */
-	if (PQtransactionStatus(tls->pg) != PQTRANS_IDLE)
+	txn_reset(tls); /* what never left needs no undoing (BEGIN included) */
+	if (tls->pg && PQtransactionStatus(tls->pg) != PQTRANS_IDLE)
 		store_exec_raw("ROLLBACK", &e);
 }
 
 bool store_in_transaction(void)
 {
-	return tls && tls->pg && tls->depth > 0;
+	return tls && tls->depth > 0;
 }
 
 /* ---- parameters and rows ---- */

@@ -2,6 +2,7 @@
  * ride with the next one (libpq pipeline mode) and the deferred BEGIN of every transaction. Each case
  * works in a table of its own process, so suites running in parallel do not meet. */
 #include <check.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -180,6 +181,92 @@ START_TEST(nested_transactions_keep_one_begin)
 }
 END_TEST
 
+/* A statement that fails before anything of the transaction left (its BEGIN is deferred): the rest of
+ * the transaction must not run in autocommit. */
+START_TEST(failed_transaction_refuses_the_rest)
+{
+	static struct store_stmt q_typo = STORE_STMT("SELEC 1", 0);
+	struct tg_error err;
+	long long n, sum;
+
+	ck_assert_int_eq(store_begin(&err), 0);
+	ck_assert_int_lt(store_exec(&q_typo, NULL, NULL, &err), 0); /* fails while being prepared */
+	char b[STORE_I64_BUFSZ];
+	const char *p[] = {store_i64(16, b)};
+	ck_assert_int_lt(store_exec(&q_insert, p, NULL, &err), 0);
+	ck_assert_int_lt(store_defer(&q_insert, p, &err), 0);
+	ck_assert_int_lt(store_commit(&err), 0);
+	ck_assert(!store_in_transaction());
+	counted(&n, &sum);
+	ck_assert_int_eq(n, 0);
+	/* nested: the inner commit reports the failure too, the outer one ends it */
+	ck_assert_int_eq(store_begin(&err), 0);
+	ck_assert_int_lt(store_exec(&q_bad, NULL, NULL, &err), 0);
+	ck_assert_int_eq(store_begin(&err), 0);
+	ck_assert_int_lt(store_commit(&err), 0);
+	ck_assert(store_in_transaction());
+	store_rollback();
+	ck_assert(!store_in_transaction());
+	counted(&n, &sum);
+	ck_assert_int_eq(n, 0);
+}
+END_TEST
+
+struct killer {
+	long long pid;
+	int rc;
+};
+
+static void *kill_backend(void *arg)
+{
+	struct killer *k = arg;
+	static struct store_stmt q_kill = STORE_STMT("SELECT pg_terminate_backend($1::integer)", 1);
+	struct tg_error err;
+	char b[STORE_I64_BUFSZ];
+	const char *p[] = {store_i64(k->pid, b)};
+
+	k->rc = store_exec(&q_kill, p, NULL, &err);
+	store_thread_end();
+	return NULL;
+}
+
+/* The connection dies under an open transaction (a restart, a failover): the rest of the transaction
+ * fails instead of running on a new connection in autocommit; the next transaction reconnects. */
+START_TEST(lost_connection_fails_the_transaction)
+{
+	static struct store_stmt q_pid = STORE_STMT("SELECT pg_backend_pid() AS pid", 0);
+	struct tg_error err;
+	struct killer k = {0};
+	pthread_t th;
+	json_t *row;
+	long long n, sum;
+
+	ck_assert_int_eq(store_exec1(&q_pid, NULL, &row, &err), 0);
+	k.pid = store_int(row, "pid", 0);
+	json_decref(row);
+	ck_assert(pthread_create(&th, NULL, kill_backend, &k) == 0);
+	pthread_join(th, NULL);
+	ck_assert_int_eq(k.rc, 0);
+	usleep(100 * 1000);
+
+	ck_assert_int_eq(store_begin(&err), 0); /* nothing sent yet: the connection looks fine */
+	defer_insert(17);
+	ck_assert_int_lt(store_exec1(&q_count, NULL, &row, &err), 0);
+	char b[STORE_I64_BUFSZ];
+	const char *p[] = {store_i64(18, b)};
+	ck_assert_int_lt(store_exec(&q_insert, p, NULL, &err), 0); /* no new connection inside the transaction */
+	ck_assert_int_lt(store_commit(&err), 0);
+	counted(&n, &sum); /* a new connection, a new transaction */
+	ck_assert_int_eq(n, 0);
+	ck_assert_int_eq(store_begin(&err), 0);
+	defer_insert(19);
+	ck_assert_int_eq(store_commit(&err), 0);
+	counted(&n, &sum);
+	ck_assert_int_eq(n, 1);
+	ck_assert_int_eq(sum, 19);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("store");
@@ -193,6 +280,8 @@ int main(void)
 	tcase_add_test(tc, deferred_error_reported_by_commit);
 	tcase_add_test(tc, rollback_drops_what_was_never_sent);
 	tcase_add_test(tc, nested_transactions_keep_one_begin);
+	tcase_add_test(tc, failed_transaction_refuses_the_rest);
+	tcase_add_test(tc, lost_connection_fails_the_transaction);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
