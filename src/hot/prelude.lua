@@ -54,7 +54,13 @@ local function wd()
   return Wd
 end
 local function N(s)
-  if #s <= 15 then return tonumber(s) end
+  local n = #s
+  if n <= 15 then return tonumber(s) end
+  if n <= 17 then
+    -- 16 digits (and a sign) may still be below SAFE: a plain integer string that short reads exactly
+    local v = tonumber(s)
+    if v and v < SAFE and v > -SAFE then return v end
+  end
   return wd().of(s)
 end
 local function add(a, b)

@@ -1161,6 +1161,25 @@ START_TEST(large_amounts_exact_in_the_gate)
 	ck_status(r, 200);
 	resp_free(&r);
 	invariant(&t, "lg", 0);
+	/* 16 digits of micro-units either side of 4e15, where the script stops using plain numbers:
+	 * one micro-unit more than the balance is refused, exactly the balance is taken */
+	static const char *const edge[][3] = {{"e1", "3999999999.999999", "4000000000.000000"},
+					      {"e2", "4000000000.000001", "4000000000.000002"},
+					      {"e3", "1000000000.000003", "1000000000.000004"}};
+	for (size_t i = 0; i < sizeof(edge) / sizeof(edge[0]); i++) {
+		customer(&t, edge[i][0], NULL);
+		credit(&t, edge[i][0], edge[i][1]);
+		r = CHECK(t.key, "{\"customer_id\":\"%s\",\"meter\":\"units\",\"amount\":%s,\"consume\":true}", edge[i][0],
+			  edge[i][2]);
+		ck_assert_msg(r.status == 402, "%s: a check costing %s against %s: %ld %s", edge[i][0], edge[i][2], edge[i][1],
+			      r.status, r.body);
+		resp_free(&r);
+		r = CHECK(t.key, "{\"customer_id\":\"%s\",\"meter\":\"units\",\"amount\":%s,\"consume\":true}", edge[i][0],
+			  edge[i][1]);
+		ck_assert_msg(r.status == 200, "%s: exactly the balance %s: %ld %s", edge[i][0], edge[i][1], r.status, r.body);
+		resp_free(&r);
+		invariant(&t, edge[i][0], 0);
+	}
 }
 END_TEST
 
