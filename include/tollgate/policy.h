@@ -228,6 +228,12 @@ struct policy_counter {
 	int64_t reset_ms;             /* when the counter resets/refills fully (absolute, tenant clock) */
 	int64_t retry_ms;             /* from now until this amount would pass; -1 = never */
 	bool allowed;                 /* this counter alone would allow the amount */
+	/* A quota counter's rebuild mark as check.lua saw it: each rebuild of a lost counter gives it a new
+	 * one. A consuming check's usage is in Redis before its event commits; a rebuild in between (from
+	 * rollups without it) loses it, so after the commit it is applied again when the mark changed
+	 * (and a failed commit takes it back only when the mark did not). */
+	int64_t mark;
+	enum { MARK_NONE, MARK_APPLY_IF_REBUILT, MARK_UNDO_IF_NOT_REBUILT } mark_rule;
 };
 
 /* Build the counters of a check. Returns the count (≥ 0) with *ret arena-allocated. */

@@ -403,6 +403,8 @@ struct store_notice {
 	const char *audit_action, *actor, *resource_type, *resource_id;
 };
 
+struct policy_counter;
+
 struct store_submission {
 	const char *tenant_id;
 	struct store_watch *watches;
@@ -411,6 +413,8 @@ struct store_submission {
 	int nnotices;
 	bool auto_create;
 	bool counters_applied;       /* a consuming check already moved the Redis counters */
+	struct policy_counter *applied; /* those counters, for the hook (see policy_counter.mark) */
+	int napplied;
 	const struct store_reservation *reservation; /* a reserving check's: inserted with the batch */
 	struct store_event *events;
 	int n;

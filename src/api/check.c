@@ -614,8 +614,10 @@ static void committed(struct store_submission *sub)
 	if (sub->rc < 0) {
 		/* not recorded: take the consumption back out of the live counters, then say so */
 		struct hot_balance_delta refund = {ck->hc.bal ? ck->bal.owner : NULL, ck->cost, NULL};
-		for (int i = 0; i < ck->n; i++)
+		for (int i = 0; i < ck->n; i++) {
 			ck->cs[i].amount = ck->cs[i].consume && ck->cs[i].limit->kind == POLICY_QUOTA ? -ck->cs[i].amount : 0;
+			ck->cs[i].mark_rule = MARK_UNDO_IF_NOT_REBUILT;
+		}
 		if (!ck->degraded && hot_apply_usage(ck->hc.tenant_id, ck->cs, ck->n, ck->now, &refund, refund.owner ? 1 : 0,
 						    NULL, 0, &ck->req->arena, &err) < 0)
 			log_warn("could not roll back a check's consumption", "%s", err.detail);
@@ -710,6 +712,8 @@ static void record(struct check *ck)
 	ck->sub.tenant_id = req->principal.tenant_id;
 	ck->sub.auto_create = ck->t->auto_create_customers;
 	ck->sub.counters_applied = !ck->degraded;
+	ck->sub.applied = ck->degraded ? NULL : ck->cs;
+	ck->sub.napplied = ck->degraded ? 0 : ck->n;
 	ck->sub.events = &ck->ev;
 	ck->sub.n = 1;
 	ck->sub.arena = &req->arena;

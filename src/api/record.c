@@ -248,6 +248,14 @@ struct usage_batch {
 static void usage_add(struct usage_batch *u, const struct policy_tenant *t, const struct store_submission *sub,
 		      struct tg_arena *a)
 {
+	/* a consuming check's quota usage is in Redis already: again only where a rebuild lost it */
+	for (int i = 0; sub->counters_applied && i < sub->napplied && u->ncs < u->maxcs; i++) {
+		const struct policy_counter *c = &sub->applied[i];
+		if (!c->subject || !c->consume || c->limit->kind != POLICY_QUOTA || c->amount == 0)
+			continue;
+		u->cs[u->ncs] = *c;
+		u->cs[u->ncs++].mark_rule = MARK_APPLY_IF_REBUILT;
+	}
 	for (int i = 0; i < sub->n; i++) {
 		const struct store_event *e = &sub->events[i];
 		if (e->result != STORE_EV_ACCEPTED)
@@ -311,7 +319,7 @@ void api_after_commit(struct store_submission **subs, int n)
 			if (seen[k] || subs[k]->rc < 0 || strcmp(subs[k]->tenant_id, tenant_id) != 0)
 				continue;
 			seen[k] = true;
-			u.maxcs += 64 * (subs[k]->n + 1);
+			u.maxcs += 64 * (subs[k]->n + 1) + subs[k]->napplied;
 			maxbal += 2 * subs[k]->n + 1;
 			for (int i = 0; i < subs[k]->n; i++)
 				maxrel += subs[k]->events[i].settled ? subs[k]->events[i].settled->nholds : 0;

@@ -356,6 +356,7 @@ static void parse(struct hot_check *hc, const redisReply *r)
 		if (l->kind == POLICY_QUOTA) {
 			c->used = a;
 			c->reserved = b;
+			c->mark = d;
 			c->remaining = l->limit - a - b > 0 ? l->limit - a - b : 0;
 			c->reset_ms = c->period_end_ms;
 			c->retry_ms = c->allowed || c->amount > l->limit || c->period_end_ms == INT64_MAX

@@ -71,13 +71,13 @@ for i = 1, n do
     lh, ll, ah, al, ttl, has, pos = U('<i8i8i8i8i8B', blob, pos)
     if has == 1 then ih, il, rh, rl, pos = U('<i8i8i8i8', blob, pos) end
     local A, L = P(ah, al), P(lh, ll)
-    local v = redis.call('HMGET', key, 'u', 'r')
-    local u, r, init
+    local v = redis.call('HMGET', key, 'u', 'r', 'e')
+    local u, r, init, mark
     if not v[1] and not v[2] then
       if has == 1 then init = true; u, r = P(ih, il), P(rh, rl)
       else missing = missing or {}; missing[#missing + 1] = i end
     else
-      u, r = N(v[1] or '0'), N(v[2] or '0')
+      u, r, mark = N(v[1] or '0'), N(v[2] or '0'), tonumber(v[3] or '0')
     end
     local agg = f % 16 >= 8 and 'm' or (f % 32 >= 16 and 'l' or 's')
     local fits
@@ -86,7 +86,7 @@ for i = 1, n do
       elseif agg == 'l' then fits = cmp(add(A, r), L) <= 0
       else fits = cmp(add(add(u, r), A), L) <= 0 end
     end
-    s = {kind = 1, key = key, f = f, fits = fits, A = A, U = u, R = r, init = init, agg = agg, ttl = ttl}
+    s = {kind = 1, key = key, f = f, fits = fits, A = A, U = u, R = r, init = init, agg = agg, ttl = ttl, mark = mark}
   elseif kind == 2 then
     local limit, amt, rate, win
     limit, amt, rate, win, pos = U('<i8i8i8i8', blob, pos)
@@ -174,7 +174,8 @@ for i = 1, n do
   local reserve = reserving and s.f % 4 >= 2
   if kind == 1 then
     if s.init then
-      redis.call('HSET', s.key, 'u', S(s.U), 'r', S(s.R))
+      s.mark = new_mark()
+      redis.call('HSET', s.key, 'u', S(s.U), 'r', S(s.R), 'e', s.mark)
       if s.ttl > 0 then redis.call('PEXPIRE', s.key, s.ttl) end
     end
     -- the key exists with its expiry (set when it was made): updating it keeps that
@@ -264,7 +265,7 @@ local function values(s)
   local kind = s.kind
   local a, b, c = 0, 0, 0
   if kind == 1 then
-    a, b = s.U, s.R
+    a, b, c = s.U, s.R, s.mark or 0
   elseif kind == 2 then
     a, b = s.limit - s.l, math.ceil(s.l * s.win / s.rate)
     c = -1

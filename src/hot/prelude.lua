@@ -53,6 +53,11 @@ local function wd()
   end
   return Wd
 end
+-- A rebuilt counter's mark: the server's clock in microseconds, new at each rebuild of a key.
+local function new_mark()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
 local function N(s)
   local n = #s
   if n <= 15 then return tonumber(s) end

@@ -23,9 +23,11 @@ int hot_apply_usage(const char *tenant_id, const struct policy_counter *cs, int 
 			continue;
 		hot_argv_push(&keys, hot_counter_key(a, tenant_id, c));
 		if (l->kind == POLICY_QUOTA) {
-			hot_argv_push(&args, "q");
+			hot_argv_push(&args, c->mark_rule == MARK_APPLY_IF_REBUILT	  ? "qa"
+					     : c->mark_rule == MARK_UNDO_IF_NOT_REBUILT ? "qr"
+											: "q");
 			hot_argv_push(&args, hot_i64(a, c->amount));
-			hot_argv_push(&args, "0");
+			hot_argv_push(&args, c->mark_rule != MARK_NONE ? hot_i64(a, c->mark) : "0");
 			hot_argv_push(&args, "");
 			hot_argv_push(&args, l->meter->agg == AGG_MAX ? "m" : l->meter->agg == AGG_LATEST ? "l" : "s");
 		} else if (l->algorithm == ALG_TOKEN_BUCKET) {

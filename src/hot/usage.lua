@@ -6,8 +6,11 @@
 --   sl / sw           p1 = window ms
 --   b  (balance)      amount added to the balance (negative: a priced debit), only if the key exists
 --   w  (workflow)     priced cost recorded under a workflow id (kept a day when the workflow is unknown)
---   qi (quota init)   set a lost counter to its rebuilt value (amount) if it is still missing; p1 = ttl ms,
---                     p2 = what active reservations hold on it
+--   qi (quota init)   set a lost counter to its rebuilt value (amount) if it is still missing, with a new
+--                     rebuild mark "e"; p1 = ttl ms, p2 = what active reservations hold on it
+--   qa / qr           a consuming check's usage, after its commit (qa: add it again when the counter's
+--                     mark is no longer p1, i.e. a rebuild lost it) or after its failed commit (qr: take it
+--                     back when the mark is still p1); agg as for q
 --   bi (balance init) set a lost balance if still missing: amount = balance, p1 = minimum, p2 = held
 -- Then the holds to let go (reservations settled, released or expired): ARGV[3+5n] their count r, then r
 -- amounts; their keys follow the counters' in KEYS. A hold goes only where the key exists (a missing key is
@@ -18,7 +21,10 @@ for i = 1, n do
   local b = 2 + (i - 1) * 5
   local kind, amt, p1, p2, agg = ARGV[b + 1], tonumber(ARGV[b + 2]), ARGV[b + 3], ARGV[b + 4], ARGV[b + 5]
   local key = KEYS[i]
-  if kind == 'q' then
+  local mark = (kind == 'qa' or kind == 'qr') and tonumber(redis.call('HGET', key, 'e') or '0')
+  if kind == 'qa' and mark == tonumber(p1) or kind == 'qr' and mark ~= tonumber(p1) then
+    -- qa: the usage is still there; qr: a rebuild already left it out
+  elseif kind == 'q' or kind == 'qa' or kind == 'qr' then
     if redis.call('EXISTS', key) == 1 then
       if agg == 'm' then
         local u = redis.call('HGET', key, 'u') or '0'
@@ -33,7 +39,7 @@ for i = 1, n do
     if redis.call('EXISTS', key) == 1 then redis.call('HINCRBY', key, 'b', ARGV[b + 2]) end
   elseif kind == 'qi' then
     if redis.call('EXISTS', key) == 0 then
-      redis.call('HSET', key, 'u', ARGV[b + 2], 'r', p2 ~= '' and p2 or 0)
+      redis.call('HSET', key, 'u', ARGV[b + 2], 'r', p2 ~= '' and p2 or 0, 'e', new_mark())
       if tonumber(p1) > 0 then redis.call('PEXPIRE', key, tonumber(p1)) end
     end
   elseif kind == 'bi' then

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "harness.h"
 #include "tollgate/store.h"
 
 static char table[64];
@@ -271,8 +272,6 @@ int main(void)
 {
 	Suite *s = suite_create("store");
 	TCase *tc = tcase_create("pipeline");
-	SRunner *sr;
-	int failed;
 
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, deferred_run_in_order_before_the_next_statement);
@@ -283,9 +282,5 @@ int main(void)
 	tcase_add_test(tc, failed_transaction_refuses_the_rest);
 	tcase_add_test(tc, lost_connection_fails_the_transaction);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return run_suite(s);
 }

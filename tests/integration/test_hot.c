@@ -1,0 +1,161 @@
+/* test_hot.c — the hot layer's after-commit rules against the real Redis of scripts/test: a consuming
+ * check's usage is in Redis before its event commits, so after the commit it is added again only when a
+ * rebuild replaced the counter meanwhile (its mark changed), and a failed commit takes it back only
+ * when none did. Keys live under a tenant id of this process. */
+#include <check.h>
+#include <hiredis/hiredis.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "tollgate/hot.h"
+#include "tollgate/policy.h"
+#include "tollgate/util.h"
+
+static char tenant[64];
+static struct policy_meter meter = {.id = "tokens", .agg = AGG_SUM};
+static struct policy_limit quota = {.id = "q", .kind = POLICY_QUOTA, .meter = &meter, .period = PERIOD_MONTH};
+static struct tg_arena A;
+static redisContext *rc; /* raw commands, to set up and read counters */
+
+static void setup(void)
+{
+	struct tg_error err;
+
+	ck_assert_msg(getenv("TOLLGATE_REDIS_URL"), "TOLLGATE_REDIS_URL is not set (run through scripts/test)");
+	ck_assert_int_eq(hot_init(getenv("TOLLGATE_REDIS_URL"), &err), 0);
+	char host[64] = "127.0.0.1";
+	int port = 6379;
+	ck_assert(sscanf(getenv("TOLLGATE_REDIS_URL"), "redis://%63[^:/]:%d", host, &port) >= 1);
+	rc = redisConnect(host, port);
+	ck_assert_msg(rc && !rc->err, "redis %s:%d: %s", host, port, rc ? rc->errstr : "no memory");
+	snprintf(tenant, sizeof(tenant), "ten_hottest%d", (int)getpid());
+	tg_arena_init(&A);
+}
+
+static void teardown(void)
+{
+	tg_arena_release(&A);
+	hot_thread_end();
+	redisFree(rc);
+}
+
+static struct policy_counter counter(tg_fixed amount)
+{
+	return (struct policy_counter){.limit = &quota, .subject_kind = SUBJECT_CUSTOMER, .subject = "c",
+				       .period_start_ms = 1795305600000LL, .period_end_ms = INT64_MAX, .amount = amount,
+				       .consume = true};
+}
+
+static redisReply *cmd(const char *a0, const char *a1, const char *a2, const char *a3)
+{
+	const char *argv[] = {a0, a1, a2, a3};
+	int argc = a3 ? 4 : a2 ? 3 : 2;
+	redisReply *r = redisCommandArgv(rc, argc, argv, NULL);
+
+	ck_assert_msg(r != NULL && r->type != REDIS_REPLY_ERROR, "redis %s: %s", a0, r ? r->str : rc->errstr);
+	return r;
+}
+
+static long long field(const char *key, const char *f)
+{
+	redisReply *r = cmd("HGET", key, f, NULL);
+	long long v = r->type == REDIS_REPLY_STRING ? atoll(r->str) : -1;
+	freeReplyObject(r);
+	return v;
+}
+
+/* The counter as a rebuild leaves it: u, no reservations, mark e. */
+static const char *set_counter(long long u, long long mark)
+{
+	struct policy_counter c = counter(0);
+	const char *key = hot_counter_key(&A, tenant, &c);
+	char us[32], es[32];
+
+	freeReplyObject(cmd("DEL", key, NULL, NULL));
+	snprintf(us, sizeof(us), "%lld", u);
+	snprintf(es, sizeof(es), "%lld", mark);
+	freeReplyObject(cmd("HSET", key, "u", us));
+	freeReplyObject(cmd("HSET", key, "e", es));
+	return key;
+}
+
+static void apply(tg_fixed amount, long long mark, int rule)
+{
+	struct policy_counter c = counter(amount);
+	struct tg_error err;
+
+	c.mark = mark;
+	c.mark_rule = rule;
+	ck_assert_int_eq(hot_apply_usage(tenant, &c, 1, 1795305600000LL, NULL, 0, NULL, 0, &A, &err), 0);
+}
+
+START_TEST(applied_again_only_after_a_rebuild)
+{
+	const char *key = set_counter(100, 7);
+	apply(5, 7, MARK_APPLY_IF_REBUILT); /* the same counter the check moved: nothing more */
+	ck_assert_int_eq(field(key, "u"), 100);
+	apply(5, 6, MARK_APPLY_IF_REBUILT); /* rebuilt since (mark 6 → 7): the rebuild left it out */
+	ck_assert_int_eq(field(key, "u"), 105);
+	apply(5, 0, MARK_APPLY_IF_REBUILT); /* the check saw a counter without a mark: rebuilt since too */
+	ck_assert_int_eq(field(key, "u"), 110);
+	apply(5, 7, MARK_NONE); /* an event's usage: always */
+	ck_assert_int_eq(field(key, "u"), 115);
+	/* a counter that is gone is left alone (its rebuild reads the committed usage) */
+	freeReplyObject(cmd("DEL", key, NULL, NULL));
+	apply(5, 6, MARK_APPLY_IF_REBUILT);
+	ck_assert_int_eq(field(key, "u"), -1);
+}
+END_TEST
+
+START_TEST(taken_back_only_without_a_rebuild)
+{
+	const char *key = set_counter(100, 7);
+	apply(-5, 7, MARK_UNDO_IF_NOT_REBUILT); /* the check's usage is still there: out it goes */
+	ck_assert_int_eq(field(key, "u"), 95);
+	apply(-5, 6, MARK_UNDO_IF_NOT_REBUILT); /* rebuilt since: the rebuild never had it */
+	ck_assert_int_eq(field(key, "u"), 95);
+}
+END_TEST
+
+START_TEST(rebuild_gives_a_new_mark)
+{
+	struct policy_counter c = counter(0);
+	const char *key = hot_counter_key(&A, tenant, &c);
+	struct tg_error err;
+
+	freeReplyObject(cmd("DEL", key, NULL, NULL));
+	c.has_init = true;
+	c.init = 40;
+	ck_assert_int_eq(hot_init_counters(tenant, &c, 1, 1795305600000LL, NULL, &A, &err), 0);
+	long long m1 = field(key, "e");
+	ck_assert_int_eq(field(key, "u"), 40);
+	ck_assert_int_gt(m1, 0);
+	freeReplyObject(cmd("DEL", key, NULL, NULL));
+	usleep(2000);
+	ck_assert_int_eq(hot_init_counters(tenant, &c, 1, 1795305600000LL, NULL, &A, &err), 0);
+	ck_assert_int_ne(field(key, "e"), m1);
+	/* a counter that exists is not replaced */
+	long long m2 = field(key, "e");
+	c.init = 99;
+	ck_assert_int_eq(hot_init_counters(tenant, &c, 1, 1795305600000LL, NULL, &A, &err), 0);
+	ck_assert_int_eq(field(key, "u"), 40);
+	ck_assert_int_eq(field(key, "e"), m2);
+	freeReplyObject(cmd("DEL", key, NULL, NULL));
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("hot");
+	TCase *tc = tcase_create("marks");
+
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, applied_again_only_after_a_rebuild);
+	tcase_add_test(tc, taken_back_only_without_a_rebuild);
+	tcase_add_test(tc, rebuild_gives_a_new_mark);
+	suite_add_tcase(s, tc);
+	return run_suite(s);
+}
