@@ -55,6 +55,7 @@ struct hot_balance {
 	/* results */
 	bool allowed;
 	tg_fixed balance, reserved, minimum;
+	int64_t mark;                /* the live balance's rebuild mark (see policy_counter.mark) */
 };
 
 /* The workflow guards of a check (effective maxima, 0 = none). */
@@ -105,6 +106,8 @@ struct hot_balance_delta {
 	const char *owner;
 	tg_fixed amount; /* negative: a priced debit */
 	const char *workflow_id; /* set: the cost goes to this workflow instead (owner unused) */
+	int64_t mark;            /* with mark_rule: as for quota counters (policy_counter.mark) */
+	int mark_rule;
 };
 
 /* Add committed usage to the live counters (quota counters only if present: a missing one is

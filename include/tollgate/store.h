@@ -404,6 +404,7 @@ struct store_notice {
 };
 
 struct policy_counter;
+struct hot_balance;
 
 struct store_submission {
 	const char *tenant_id;
@@ -415,6 +416,7 @@ struct store_submission {
 	bool counters_applied;       /* a consuming check already moved the Redis counters */
 	struct policy_counter *applied; /* those counters, for the hook (see policy_counter.mark) */
 	int napplied;
+	const struct hot_balance *applied_balance; /* and the live balance it debited, if any */
 	const struct store_reservation *reservation; /* a reserving check's: inserted with the batch */
 	struct store_event *events;
 	int n;

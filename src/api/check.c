@@ -613,7 +613,8 @@ static void committed(struct store_submission *sub)
 
 	if (sub->rc < 0) {
 		/* not recorded: take the consumption back out of the live counters, then say so */
-		struct hot_balance_delta refund = {ck->hc.bal ? ck->bal.owner : NULL, ck->cost, NULL};
+		struct hot_balance_delta refund = {ck->hc.bal ? ck->bal.owner : NULL, ck->cost, NULL, ck->bal.mark,
+						   MARK_UNDO_IF_NOT_REBUILT};
 		for (int i = 0; i < ck->n; i++) {
 			ck->cs[i].amount = ck->cs[i].consume && ck->cs[i].limit->kind == POLICY_QUOTA ? -ck->cs[i].amount : 0;
 			ck->cs[i].mark_rule = MARK_UNDO_IF_NOT_REBUILT;
@@ -714,6 +715,7 @@ static void record(struct check *ck)
 	ck->sub.counters_applied = !ck->degraded;
 	ck->sub.applied = ck->degraded ? NULL : ck->cs;
 	ck->sub.napplied = ck->degraded ? 0 : ck->n;
+	ck->sub.applied_balance = ck->degraded || !ck->hc.bal ? NULL : &ck->bal;
 	ck->sub.events = &ck->ev;
 	ck->sub.n = 1;
 	ck->sub.arena = &req->arena;

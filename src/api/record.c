@@ -256,6 +256,10 @@ static void usage_add(struct usage_batch *u, const struct policy_tenant *t, cons
 		u->cs[u->ncs] = *c;
 		u->cs[u->ncs++].mark_rule = MARK_APPLY_IF_REBUILT;
 	}
+	const struct hot_balance *hb = sub->counters_applied ? sub->applied_balance : NULL;
+	if (hb && hb->consume && hb->cost != 0)
+		u->bal[u->nbal++] = (struct hot_balance_delta){.owner = hb->owner, .amount = -hb->cost, .mark = hb->mark,
+							       .mark_rule = MARK_APPLY_IF_REBUILT};
 	for (int i = 0; i < sub->n; i++) {
 		const struct store_event *e = &sub->events[i];
 		if (e->result != STORE_EV_ACCEPTED)

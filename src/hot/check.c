@@ -328,10 +328,11 @@ static void parse(struct hot_check *hc, const redisReply *r)
 		parse_missing(hc, r);
 		return;
 	}
+	/* a balance adds its rebuild mark at the end */
 	if (r && r->type == REDIS_REPLY_STRING)
-		ok = r->len == 1 + (size_t)hc->sent * REPLY_PER_COUNTER;
+		ok = r->len == 1 + (size_t)hc->sent * REPLY_PER_COUNTER + (hc->bal ? 8 : 0);
 	else
-		ok = r && r->type == REDIS_REPLY_ARRAY && r->elements == 1 + (size_t)hc->sent * 4;
+		ok = r && r->type == REDIS_REPLY_ARRAY && r->elements == 1 + (size_t)hc->sent * 4 + (hc->bal ? 1 : 0);
 	if (!ok) {
 		if (r && r->type == REDIS_REPLY_ERROR)
 			log_warn("check script failed", "%s", r->str);
@@ -391,6 +392,7 @@ static void parse(struct hot_check *hc, const redisReply *r)
 		b->balance = v[0];
 		b->reserved = v[1];
 		b->minimum = v[2];
+		b->mark = rr.table ? hot_reply_i64(r, r->elements - 1) : get_i64((const unsigned char *)r->str + r->len - 8);
 		b->missing = false;
 	}
 	hc->status = HOT_DONE;

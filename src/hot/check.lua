@@ -134,20 +134,20 @@ for i = 1, n do
     local ah, al, has, bh, bl, mh, ml, rh, rl
     ah, al, has, pos = U('<i8i8B', blob, pos)
     if has == 1 then bh, bl, mh, ml, rh, rl, pos = U('<i8i8i8i8i8i8', blob, pos) end
-    local v = redis.call('HMGET', key, 'b', 'r', 'm')
-    local B, R, M, init
+    local v = redis.call('HMGET', key, 'b', 'r', 'm', 'e')
+    local B, R, M, init, mark
     if not v[1] then
       if has == 1 then init = true; B, R, M = P(bh, bl), P(rh, rl), P(mh, ml)
       else missing = missing or {}; missing[#missing + 1] = i end
     else
-      B, R, M = N(v[1]), N(v[2] or '0'), N(v[3] or '0')
+      B, R, M, mark = N(v[1]), N(v[2] or '0'), N(v[3] or '0'), tonumber(v[4] or '0')
     end
     local A, fits = P(ah, al), nil
     if B then
       local avail = add(B, neg(R))
       fits = cmp(avail, M) > 0 and cmp(add(avail, neg(A)), M) >= 0
     end
-    s = {kind = 6, key = key, f = f, fits = fits, A = A, B = B, R = R, M = M, init = init}
+    s = {kind = 6, key = key, f = f, fits = fits, A = A, B = B, R = R, M = M, init = init, mark = mark}
   else -- 4 sliding window
     local limit, amt, win
     limit, amt, win, pos = U('<i8i8i8', blob, pos)
@@ -223,7 +223,10 @@ for i = 1, n do
       end
     end
   elseif kind == 6 then
-    if s.init then redis.call('HSET', s.key, 'b', S(s.B), 'r', S(s.R), 'm', S(s.M)) end
+    if s.init then
+      s.mark = new_mark()
+      redis.call('HSET', s.key, 'b', S(s.B), 'r', S(s.R), 'm', S(s.M), 'e', s.mark)
+    end
     if consume and cmp(s.A, 0) ~= 0 then
       s.B = add(s.B, neg(s.A))
       redis.call('HINCRBY', s.key, 'b', D(neg(s.A)))
@@ -314,7 +317,12 @@ for i = 1, n do
   if type(a) == 'table' or type(b) == 'table' or type(c) == 'table' then out = nil; break end
   out = out .. struct.pack('<Bi8i8i8', s.fits and 1 or 0, a, b, c)
 end
-if out then return out end
+-- a balance (always the last entry) adds its rebuild mark at the very end
+local last = st[n]
+if out then
+  if last and last.kind == 6 then out = out .. struct.pack('<i8', last.mark or 0) end
+  return out
+end
 local r = {status}
 for i = 1, n do
   local s = st[i]
@@ -324,4 +332,5 @@ for i = 1, n do
   r[#r + 1] = O(b)
   r[#r + 1] = O(c)
 end
+if last and last.kind == 6 then r[#r + 1] = last.mark or 0 end
 return r

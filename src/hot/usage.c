@@ -59,9 +59,11 @@ int hot_apply_usage(const char *tenant_id, const struct policy_counter *cs, int 
 			continue;
 		}
 		hot_argv_push(&keys, hot_balance_key(a, tenant_id, bal[i].owner));
-		hot_argv_push(&args, "b");
+		hot_argv_push(&args, bal[i].mark_rule == MARK_APPLY_IF_REBUILT	   ? "ba"
+				     : bal[i].mark_rule == MARK_UNDO_IF_NOT_REBUILT ? "br"
+										    : "b");
 		hot_argv_push(&args, hot_i64(a, bal[i].amount));
-		hot_argv_push(&args, "");
+		hot_argv_push(&args, bal[i].mark_rule != MARK_NONE ? hot_i64(a, bal[i].mark) : "");
 		hot_argv_push(&args, "");
 		hot_argv_push(&args, "s");
 		sent++;

@@ -4,7 +4,8 @@
 --                     which already hold this usage); agg s(um) / m(ax) / l(atest)
 --   tb (token bucket) p1 = capacity, p2 = "refill per window:window ms"; the level may pass the capacity (debt)
 --   sl / sw           p1 = window ms
---   b  (balance)      amount added to the balance (negative: a priced debit), only if the key exists
+--   b  (balance)      amount added to the balance (negative: a priced debit), only if the key exists;
+--                     ba / br: a consuming check's debit after its commit / failed commit, as qa / qr
 --   w  (workflow)     priced cost recorded under a workflow id (kept a day when the workflow is unknown)
 --   qi (quota init)   set a lost counter to its rebuilt value (amount) if it is still missing, with a new
 --                     rebuild mark "e"; p1 = ttl ms, p2 = what active reservations hold on it
@@ -21,9 +22,10 @@ for i = 1, n do
   local b = 2 + (i - 1) * 5
   local kind, amt, p1, p2, agg = ARGV[b + 1], tonumber(ARGV[b + 2]), ARGV[b + 3], ARGV[b + 4], ARGV[b + 5]
   local key = KEYS[i]
-  local mark = (kind == 'qa' or kind == 'qr') and tonumber(redis.call('HGET', key, 'e') or '0')
-  if kind == 'qa' and mark == tonumber(p1) or kind == 'qr' and mark ~= tonumber(p1) then
-    -- qa: the usage is still there; qr: a rebuild already left it out
+  local marked = kind == 'qa' or kind == 'qr' or kind == 'ba' or kind == 'br'
+  local mark = marked and tonumber(redis.call('HGET', key, 'e') or '0')
+  if marked and (kind == 'qa' or kind == 'ba') == (mark == tonumber(p1)) then
+    -- qa/ba: the usage is still there; qr/br: a rebuild already left it out
   elseif kind == 'q' or kind == 'qa' or kind == 'qr' then
     if redis.call('EXISTS', key) == 1 then
       if agg == 'm' then
@@ -35,7 +37,7 @@ for i = 1, n do
         redis.call('HINCRBY', key, 'u', ARGV[b + 2])
       end
     end
-  elseif kind == 'b' then
+  elseif kind == 'b' or kind == 'ba' or kind == 'br' then
     if redis.call('EXISTS', key) == 1 then redis.call('HINCRBY', key, 'b', ARGV[b + 2]) end
   elseif kind == 'qi' then
     if redis.call('EXISTS', key) == 0 then
@@ -43,7 +45,9 @@ for i = 1, n do
       if tonumber(p1) > 0 then redis.call('PEXPIRE', key, tonumber(p1)) end
     end
   elseif kind == 'bi' then
-    if redis.call('EXISTS', key) == 0 then redis.call('HSET', key, 'b', ARGV[b + 2], 'r', p2 ~= '' and p2 or 0, 'm', p1) end
+    if redis.call('EXISTS', key) == 0 then
+      redis.call('HSET', key, 'b', ARGV[b + 2], 'r', p2 ~= '' and p2 or 0, 'm', p1, 'e', new_mark())
+    end
   elseif kind == 'w' then
     redis.call('HINCRBY', key, 'c', I(amt))
     if redis.call('PTTL', key) < 0 then redis.call('PEXPIRE', key, 86400000) end

@@ -147,6 +147,35 @@ START_TEST(rebuild_gives_a_new_mark)
 }
 END_TEST
 
+/* The same rules for a live balance: a consuming check's debit (ba), its failed commit (br), and the
+ * mark a rebuild (bi) gives it. */
+START_TEST(balance_debits_follow_the_mark)
+{
+	struct hot_balance b = {.owner = "c", .has_init = true, .init_balance = 1000};
+	const char *key = hot_balance_key(&A, tenant, "c");
+	struct tg_error err;
+
+	freeReplyObject(cmd("DEL", key, NULL, NULL));
+	ck_assert_int_eq(hot_init_counters(tenant, NULL, 0, 1795305600000LL, &b, &A, &err), 0);
+	long long mark = field(key, "e");
+	ck_assert_int_gt(mark, 0);
+	ck_assert_int_eq(field(key, "b"), 1000);
+	struct hot_balance_delta d = {.owner = "c", .amount = -10, .mark = mark, .mark_rule = MARK_APPLY_IF_REBUILT};
+	ck_assert_int_eq(hot_apply_usage(tenant, NULL, 0, 1795305600000LL, &d, 1, NULL, 0, &A, &err), 0);
+	ck_assert_int_eq(field(key, "b"), 1000); /* the check's debit is still there */
+	d.mark = mark - 1;
+	ck_assert_int_eq(hot_apply_usage(tenant, NULL, 0, 1795305600000LL, &d, 1, NULL, 0, &A, &err), 0);
+	ck_assert_int_eq(field(key, "b"), 990); /* rebuilt since: debited again */
+	d = (struct hot_balance_delta){.owner = "c", .amount = 10, .mark = mark, .mark_rule = MARK_UNDO_IF_NOT_REBUILT};
+	ck_assert_int_eq(hot_apply_usage(tenant, NULL, 0, 1795305600000LL, &d, 1, NULL, 0, &A, &err), 0);
+	ck_assert_int_eq(field(key, "b"), 1000); /* a failed commit gives it back */
+	d.mark = mark + 1;
+	ck_assert_int_eq(hot_apply_usage(tenant, NULL, 0, 1795305600000LL, &d, 1, NULL, 0, &A, &err), 0);
+	ck_assert_int_eq(field(key, "b"), 1000); /* not when a rebuild already left it out */
+	freeReplyObject(cmd("DEL", key, NULL, NULL));
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("hot");
@@ -156,6 +185,7 @@ int main(void)
 	tcase_add_test(tc, applied_again_only_after_a_rebuild);
 	tcase_add_test(tc, taken_back_only_without_a_rebuild);
 	tcase_add_test(tc, rebuild_gives_a_new_mark);
+	tcase_add_test(tc, balance_debits_follow_the_mark);
 	suite_add_tcase(s, tc);
 	return run_suite(s);
 }
