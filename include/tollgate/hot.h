@@ -107,7 +107,7 @@ struct hot_balance_delta {
 	tg_fixed amount; /* negative: a priced debit */
 	const char *workflow_id; /* set: the cost goes to this workflow instead (owner unused) */
 	int64_t mark;            /* with mark_rule: as for quota counters (policy_counter.mark) */
-	int mark_rule;
+	enum policy_mark_rule mark_rule;
 };
 
 /* Add committed usage to the live counters (quota counters only if present: a missing one is

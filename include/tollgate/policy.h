@@ -211,6 +211,9 @@ struct policy_check {
 enum policy_subject_kind { SUBJECT_CUSTOMER, SUBJECT_ORG, SUBJECT_PLATFORM, SUBJECT_IP, SUBJECT_KEY };
 
 /* One counter a check tests (and maybe consumes): a limit applied to a subject. */
+/* What the after-commit hook does with usage a check already moved in Redis (policy_counter.mark). */
+enum policy_mark_rule { MARK_NONE, MARK_APPLY_IF_REBUILT, MARK_UNDO_IF_NOT_REBUILT };
+
 struct policy_counter {
 	const struct policy_limit *limit;
 	enum policy_subject_kind subject_kind;
@@ -233,7 +236,7 @@ struct policy_counter {
 	 * rollups without it) loses it, so after the commit it is applied again when the mark changed
 	 * (and a failed commit takes it back only when the mark did not). */
 	int64_t mark;
-	enum { MARK_NONE, MARK_APPLY_IF_REBUILT, MARK_UNDO_IF_NOT_REBUILT } mark_rule;
+	enum policy_mark_rule mark_rule;
 };
 
 /* Build the counters of a check. Returns the count (≥ 0) with *ret arena-allocated. */

@@ -6,6 +6,12 @@
 #include "tollgate/json.h"
 #include "tollgate/util.h"
 
+/* usage.lua's entry kinds by mark rule: as is, again if rebuilt (a), undone if not rebuilt (r) */
+static const char *const quota_kind[] = {[MARK_NONE] = "q", [MARK_APPLY_IF_REBUILT] = "qa",
+					 [MARK_UNDO_IF_NOT_REBUILT] = "qr"};
+static const char *const balance_kind[] = {[MARK_NONE] = "b", [MARK_APPLY_IF_REBUILT] = "ba",
+					   [MARK_UNDO_IF_NOT_REBUILT] = "br"};
+
 int hot_apply_usage(const char *tenant_id, const struct policy_counter *cs, int n, int64_t now_ms,
 		    const struct hot_balance_delta *bal, int nbal, const struct hot_release *rel, int nrel,
 		    struct tg_arena *a, struct tg_error *err)
@@ -23,9 +29,7 @@ int hot_apply_usage(const char *tenant_id, const struct policy_counter *cs, int 
 			continue;
 		hot_argv_push(&keys, hot_counter_key(a, tenant_id, c));
 		if (l->kind == POLICY_QUOTA) {
-			hot_argv_push(&args, c->mark_rule == MARK_APPLY_IF_REBUILT	  ? "qa"
-					     : c->mark_rule == MARK_UNDO_IF_NOT_REBUILT ? "qr"
-											: "q");
+			hot_argv_push(&args, quota_kind[c->mark_rule]);
 			hot_argv_push(&args, hot_i64(a, c->amount));
 			hot_argv_push(&args, c->mark_rule != MARK_NONE ? hot_i64(a, c->mark) : "0");
 			hot_argv_push(&args, "");
@@ -59,9 +63,7 @@ int hot_apply_usage(const char *tenant_id, const struct policy_counter *cs, int 
 			continue;
 		}
 		hot_argv_push(&keys, hot_balance_key(a, tenant_id, bal[i].owner));
-		hot_argv_push(&args, bal[i].mark_rule == MARK_APPLY_IF_REBUILT	   ? "ba"
-				     : bal[i].mark_rule == MARK_UNDO_IF_NOT_REBUILT ? "br"
-										    : "b");
+		hot_argv_push(&args, balance_kind[bal[i].mark_rule]);
 		hot_argv_push(&args, hot_i64(a, bal[i].amount));
 		hot_argv_push(&args, bal[i].mark_rule != MARK_NONE ? hot_i64(a, bal[i].mark) : "");
 		hot_argv_push(&args, "");

@@ -109,6 +109,16 @@ static void txn_reset(struct conn_state *cs)
 	cs->failed = false;
 }
 
+/* End the transaction without its changes: what never left needs no undoing (BEGIN included). */
+static void txn_abort(struct conn_state *cs)
+{
+	struct tg_error e;
+
+	txn_reset(cs);
+	if (cs->pg && PQtransactionStatus(cs->pg) != PQTRANS_IDLE)
+		store_exec_raw("ROLLBACK", &e);
+}
+
 void store_thread_end(void)
 {
 	if (!tls)
@@ -312,6 +322,13 @@ static json_t *result_rows(const PGresult *res)
 	return rows;
 }
 
+/* The name a statement is prepared under on every connection. */
+static const char *stmt_name(struct store_stmt *st, char name[16])
+{
+	snprintf(name, 16, "tg%d", stmt_id(st));
+	return name;
+}
+
 static int ensure_prepared(struct conn_state *cs, struct store_stmt *st, struct tg_error *err)
 {
 	char name[16];
@@ -322,7 +339,7 @@ static int ensure_prepared(struct conn_state *cs, struct store_stmt *st, struct 
 	id = stmt_id(st);
 	if (cs->prepared[id])
 		return 0;
-	snprintf(name, sizeof(name), "tg%d", id);
+	stmt_name(st, name);
 	_cleanup_pgresult_ PGresult *prep = PQprepare(cs->pg, name, st->sql, st->nparams, NULL);
 	if (!prep || PQresultStatus(prep) != PGRES_COMMAND_OK)
 		return result_error(cs, prep, err);
@@ -339,8 +356,7 @@ static bool send_one(struct conn_state *cs, struct store_stmt *st, const char *s
 		return PQsendQueryParams(cs->pg, sql, 0, NULL, NULL, NULL, NULL, 0) == 1;
 	if (st->replan)
 		return PQsendQueryParams(cs->pg, st->sql, st->nparams, NULL, params, NULL, NULL, 0) == 1;
-	snprintf(name, sizeof(name), "tg%d", stmt_id(st));
-	return PQsendQueryPrepared(cs->pg, name, st->nparams, params, NULL, NULL, 0) == 1;
+	return PQsendQueryPrepared(cs->pg, stmt_name(st, name), st->nparams, params, NULL, NULL, 0) == 1;
 }
 
 static bool result_ok(const PGresult *r)
@@ -412,6 +428,19 @@ static int run_pipeline(struct conn_state *cs, struct store_stmt *st, const char
 	return 0;
 }
 
+/* The deferred statements, then one command without parameters, in one round trip. */
+static int pipeline_cmd(struct conn_state *cs, const char *sql, struct tg_error *err)
+{
+	PGresult *res;
+	int rc = run_pipeline(cs, NULL, sql, NULL, &res, err);
+
+	if (rc < 0)
+		return rc;
+	rc = result_ok(res) ? 0 : result_error(cs, res, err);
+	PQclear(res);
+	return rc;
+}
+
 int store_exec(struct store_stmt *st, const char *const *params, json_t **rows, struct tg_error *err)
 {
 	struct conn_state *cs = conn_get(err);
@@ -432,8 +461,7 @@ int store_exec(struct store_stmt *st, const char *const *params, json_t **rows, 
 	} else {
 		if ((rc = ensure_prepared(cs, st, err)) < 0)
 			return rc;
-		snprintf(name, sizeof(name), "tg%d", stmt_id(st));
-		res = PQexecPrepared(cs->pg, name, st->nparams, params, NULL, NULL, 0);
+		res = PQexecPrepared(cs->pg, stmt_name(st, name), st->nparams, params, NULL, NULL, 0);
 	}
 	status = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
 	if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK)
@@ -478,18 +506,11 @@ int store_exec_raw(const char *sql, struct tg_error *err)
 
 	if (!cs)
 		return err->err;
+	/* a command string may hold several statements, which a pipeline cannot carry: flush first */
 	if (cs->ndefer > 0) {
-		/* a command string may hold several statements, which a pipeline cannot carry */
-		PGresult *sync;
-		int rc = run_pipeline(cs, NULL, "SELECT 1", NULL, &sync, err);
+		int rc = pipeline_cmd(cs, "SELECT 1", err);
 		if (rc < 0)
 			return rc;
-		if (!result_ok(sync)) {
-			rc = result_error(cs, sync, err);
-			PQclear(sync);
-			return rc;
-		}
-		PQclear(sync);
 	}
 	res = PQexec(cs->pg, sql);
 	status = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
@@ -524,7 +545,6 @@ int store_begin(struct tg_error *err)
 
 int store_commit(struct tg_error *err)
 {
-	struct tg_error e;
 	int rc;
 
 	if (!tls || tls->depth <= 0)
@@ -539,9 +559,7 @@ int store_commit(struct tg_error *err)
 		bool failed = tls->failed;
 		if (failed)
 			*err = tls->failed_err;
-		txn_reset(tls);
-		if (tls->pg && PQtransactionStatus(tls->pg) != PQTRANS_IDLE)
-			store_exec_raw("ROLLBACK", &e);
+		txn_abort(tls);
 		return failed ? err->err
 			      : tg_fail(err, TG_EUNAVAIL, "conflict_retry", NULL, "the change could not be completed; retry");
 	}
@@ -549,26 +567,16 @@ int store_commit(struct tg_error *err)
 		txn_reset(tls);
 		return tg_fail(err, TG_EUNAVAIL, "database_unavailable", NULL, "the transaction was lost; retry");
 	}
-	if (tls->ndefer > 0) {
-		/* what was deferred and the COMMIT: one round trip (depth is 0 now: errors end it here) */
-		PGresult *res;
-		if ((rc = run_pipeline(tls, NULL, "COMMIT", NULL, &res, err)) < 0) {
-			txn_reset(tls);
-			if (tls->pg && PQtransactionStatus(tls->pg) != PQTRANS_IDLE)
-				store_exec_raw("ROLLBACK", &e);
-			return rc;
-		}
-		rc = result_ok(res) ? 0 : result_error(tls, res, err);
-		PQclear(res);
-		return rc;
-	}
-	return store_exec_raw("COMMIT", err);
+	if (tls->ndefer == 0)
+		return store_exec_raw("COMMIT", err);
+	/* what was deferred and the COMMIT: one round trip (depth is 0 now: errors end it here) */
+	if ((rc = pipeline_cmd(tls, "COMMIT", err)) < 0)
+		txn_abort(tls);
+	return rc;
 }
 
 void store_rollback(void)
 {
-	struct tg_error e;
-
 	if (!tls || tls->depth <= 0)
 		return;
 	if (tls->depth > 1) {
@@ -576,9 +584,7 @@ void store_rollback(void)
 		tls->doomed = true;
 		return;
 	}
-	txn_reset(tls); /* what never left needs no undoing (BEGIN included) */
-	if (tls->pg && PQtransactionStatus(tls->pg) != PQTRANS_IDLE)
-		store_exec_raw("ROLLBACK", &e);
+	txn_abort(tls);
 }
 
 bool store_in_transaction(void)

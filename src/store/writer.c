@@ -230,12 +230,15 @@ static int load_customers(const char *tenant, struct store_submission **subs, in
 	 * when there are some), then read like the others */
 	if (create && (int)json_array_size(rows) < ids.n) {
 		struct store_array missing = {0};
-		for (int s = 0; s < n; s++)
-			for (int k = 0; k < subs[s]->n && strcmp(subs[s]->tenant_id, tenant) == 0; k++) {
+		for (int s = 0; s < n; s++) {
+			if (strcmp(subs[s]->tenant_id, tenant) != 0)
+				continue;
+			for (int k = 0; k < subs[s]->n; k++) {
 				const char *c = subs[s]->events[k].customer_id;
 				if (!tg_map_get(cust, c) && tg_map_del(&want, c))
 					store_array_add(&missing, c);
 			}
+		}
 		json_decref(rows);
 		rows = NULL;
 		const char *m[] = {tenant, store_array_text(&missing)};
