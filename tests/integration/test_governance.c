@@ -209,6 +209,23 @@ static void ck_wf_denied(const struct resp *r, const char *wf, const char *guard
 		      resp_header(r, "Retry-After"));
 }
 
+/* One workflow check that must be allowed (calls: its tool calls so far) or denied by a guard. */
+static void expect_wf_allowed(const char *key, const char *cust, const char *wf, const char *tool, const char *args,
+			      int depth, long long calls)
+{
+	struct resp r = wf_check(key, cust, wf, tool, args, depth);
+	ck_wf_allowed(&r, wf, calls);
+	resp_free(&r);
+}
+
+static void expect_wf_denied(const char *key, const char *cust, const char *wf, const char *tool, const char *args,
+			     int depth, const char *guard, const char *limit_id)
+{
+	struct resp r = wf_check(key, cust, wf, tool, args, depth);
+	ck_wf_denied(&r, wf, guard, limit_id);
+	resp_free(&r);
+}
+
 /* ======== 1. fallbacks ======== */
 
 START_TEST(fallback_to_cheaper_model)
@@ -464,27 +481,17 @@ START_TEST(workflow_duplicate_threshold)
 	LIMIT(t.key, "{\"id\":\"agent\",\"kind\":\"workflow\",\"scope\":\"default\",\"duplicate_threshold\":3}");
 
 	for (int i = 1; i <= 3; i++) {
-		struct resp r = wf_check(t.key, "c", "wf_1", "web_search", "9f2c", 1);
-		ck_wf_allowed(&r, "wf_1", i);
-		resp_free(&r);
+		expect_wf_allowed(t.key, "c", "wf_1", "web_search", "9f2c", 1, i);
 	}
 	/* the same tool with other arguments is not a duplicate */
-	struct resp r = wf_check(t.key, "c", "wf_1", "web_search", "other", 1);
-	ck_wf_allowed(&r, "wf_1", 4);
-	resp_free(&r);
+	expect_wf_allowed(t.key, "c", "wf_1", "web_search", "other", 1, 4);
 	/* the 4th identical call: terminated */
-	r = wf_check(t.key, "c", "wf_1", "web_search", "9f2c", 1);
-	ck_wf_denied(&r, "wf_1", "duplicate_threshold", "agent");
-	resp_free(&r);
+	expect_wf_denied(t.key, "c", "wf_1", "web_search", "9f2c", 1, "duplicate_threshold", "agent");
 	/* for good: a different call later is refused too, naming the guard that tripped */
-	r = wf_check(t.key, "c", "wf_1", "read_file", "aaaa", 1);
-	ck_wf_denied(&r, "wf_1", "duplicate_threshold", "agent");
-	resp_free(&r);
+	expect_wf_denied(t.key, "c", "wf_1", "read_file", "aaaa", 1, "duplicate_threshold", "agent");
 	/* another workflow is not affected, nor a check without a workflow */
-	r = wf_check(t.key, "c", "wf_2", "web_search", "9f2c", 1);
-	ck_wf_allowed(&r, "wf_2", 1);
-	resp_free(&r);
-	r = CHECK(t.key, "{\"customer_id\":\"c\"}");
+	expect_wf_allowed(t.key, "c", "wf_2", "web_search", "9f2c", 1, 1);
+	struct resp r = CHECK(t.key, "{\"customer_id\":\"c\"}");
 	ck_status(r, 200);
 	ck_assert_msg(jpath(r.json, "workflow") == NULL, "a workflow object without a workflow: %s", r.body);
 	resp_free(&r);
@@ -497,20 +504,14 @@ START_TEST(workflow_max_tool_calls)
 	LIMIT(t.key, "{\"id\":\"calls\",\"kind\":\"workflow\",\"scope\":\"default\",\"max_tool_calls\":3}");
 	const char *tools[] = {"a", "b", "c"};
 	for (int i = 0; i < 3; i++) {
-		struct resp r = wf_check(t.key, "c", "wf_calls", tools[i], "h", 1);
-		ck_wf_allowed(&r, "wf_calls", i + 1);
-		resp_free(&r);
+		expect_wf_allowed(t.key, "c", "wf_calls", tools[i], "h", 1, i + 1);
 	}
 	struct resp r = wf_check(t.key, "c", "wf_calls", "d", "h", 1);
 	ck_wf_denied(&r, "wf_calls", "max_tool_calls", "calls");
 	ck_assert_msg(jint(r.json, "workflow.tool_calls") == 3, "tool_calls on the denial: %s", r.body);
 	resp_free(&r);
-	r = wf_check(t.key, "c", "wf_calls", "e", "h", 1);
-	ck_wf_denied(&r, "wf_calls", "max_tool_calls", "calls");
-	resp_free(&r);
-	r = wf_check(t.key, "c", "wf_fresh", "a", "h", 1);
-	ck_wf_allowed(&r, "wf_fresh", 1);
-	resp_free(&r);
+	expect_wf_denied(t.key, "c", "wf_calls", "e", "h", 1, "max_tool_calls", "calls");
+	expect_wf_allowed(t.key, "c", "wf_fresh", "a", "h", 1, 1);
 }
 END_TEST
 
@@ -518,22 +519,12 @@ START_TEST(workflow_max_depth)
 {
 	struct tenant t = tenant_new(&S, false);
 	LIMIT(t.key, "{\"id\":\"deep\",\"kind\":\"workflow\",\"scope\":\"default\",\"max_depth\":2}");
-	struct resp r = wf_check(t.key, "c", "wf_d", "plan", "1", 1);
-	ck_wf_allowed(&r, "wf_d", 1);
-	resp_free(&r);
-	r = wf_check(t.key, "c", "wf_d", "plan", "2", 2);
-	ck_wf_allowed(&r, "wf_d", 2);
-	resp_free(&r);
-	r = wf_check(t.key, "c", "wf_d", "plan", "3", 3);
-	ck_wf_denied(&r, "wf_d", "max_depth", "deep");
-	resp_free(&r);
+	expect_wf_allowed(t.key, "c", "wf_d", "plan", "1", 1, 1);
+	expect_wf_allowed(t.key, "c", "wf_d", "plan", "2", 2, 2);
+	expect_wf_denied(t.key, "c", "wf_d", "plan", "3", 3, "max_depth", "deep");
 	/* back at a shallow depth: still terminated */
-	r = wf_check(t.key, "c", "wf_d", "plan", "4", 1);
-	ck_wf_denied(&r, "wf_d", "max_depth", "deep");
-	resp_free(&r);
-	r = wf_check(t.key, "c", "wf_d2", "plan", "1", 2);
-	ck_wf_allowed(&r, "wf_d2", 1);
-	resp_free(&r);
+	expect_wf_denied(t.key, "c", "wf_d", "plan", "4", 1, "max_depth", "deep");
+	expect_wf_allowed(t.key, "c", "wf_d2", "plan", "1", 2, 1);
 }
 END_TEST
 
@@ -541,24 +532,14 @@ START_TEST(workflow_max_duration)
 {
 	struct tenant t = tenant_new(&S, true);
 	LIMIT(t.key, "{\"id\":\"slow\",\"kind\":\"workflow\",\"scope\":\"default\",\"max_duration\":60}");
-	struct resp r = wf_check(t.key, "c", "wf_t", "x", "1", 1);
-	ck_wf_allowed(&r, "wf_t", 1);
-	resp_free(&r);
+	expect_wf_allowed(t.key, "c", "wf_t", "x", "1", 1, 1);
 	clock_advance(&S, t.key, 59);
-	r = wf_check(t.key, "c", "wf_t", "x", "2", 1);
-	ck_wf_allowed(&r, "wf_t", 2);
-	resp_free(&r);
+	expect_wf_allowed(t.key, "c", "wf_t", "x", "2", 1, 2);
 	/* a workflow started now has its own clock */
-	r = wf_check(t.key, "c", "wf_late", "x", "1", 1);
-	ck_wf_allowed(&r, "wf_late", 1);
-	resp_free(&r);
+	expect_wf_allowed(t.key, "c", "wf_late", "x", "1", 1, 1);
 	clock_advance(&S, t.key, 2);
-	r = wf_check(t.key, "c", "wf_t", "x", "3", 1);
-	ck_wf_denied(&r, "wf_t", "max_duration", "slow");
-	resp_free(&r);
-	r = wf_check(t.key, "c", "wf_late", "x", "2", 1);
-	ck_wf_allowed(&r, "wf_late", 2);
-	resp_free(&r);
+	expect_wf_denied(t.key, "c", "wf_t", "x", "3", 1, "max_duration", "slow");
+	expect_wf_allowed(t.key, "c", "wf_late", "x", "2", 1, 2);
 }
 END_TEST
 
@@ -599,9 +580,7 @@ START_TEST(workflow_max_cost_by_consuming_checks)
 	ck_qty(r.json, "workflow.cost", 1);
 	resp_free(&r);
 	/* a free check is refused too now: terminated */
-	r = wf_check(t.key, "c", "wf_c", "noop", "0", 1);
-	ck_wf_denied(&r, "wf_c", "max_cost", "budget");
-	resp_free(&r);
+	expect_wf_denied(t.key, "c", "wf_c", "noop", "0", 1, "max_cost", "budget");
 	r = wf_cost_check(t.key, "wf_c2", 100, false);
 	ck_wf_allowed(&r, "wf_c2", 1);
 	resp_free(&r);
@@ -692,16 +671,10 @@ START_TEST(workflow_terminated_webhook_once)
 	resp_free(&r);
 	LIMIT(t.key, "{\"id\":\"agent\",\"kind\":\"workflow\",\"scope\":\"default\",\"max_tool_calls\":2}");
 
-	r = wf_check(t.key, "cw", "wf_hook", "a", "1", 1);
-	ck_wf_allowed(&r, "wf_hook", 1);
-	resp_free(&r);
-	r = wf_check(t.key, "cw", "wf_hook", "b", "1", 1);
-	ck_wf_allowed(&r, "wf_hook", 2);
-	resp_free(&r);
+	expect_wf_allowed(t.key, "cw", "wf_hook", "a", "1", 1, 1);
+	expect_wf_allowed(t.key, "cw", "wf_hook", "b", "1", 1, 2);
 	for (int i = 0; i < 4; i++) { /* the tripping call, then calls to a terminated workflow */
-		r = wf_check(t.key, "cw", "wf_hook", i % 2 ? "c" : "d", "1", 1);
-		ck_wf_denied(&r, "wf_hook", "max_tool_calls", "agent");
-		resp_free(&r);
+		expect_wf_denied(t.key, "cw", "wf_hook", i % 2 ? "c" : "d", "1", 1, "max_tool_calls", "agent");
 	}
 	long long until = mono_ms() + 10000;
 	while (terminated_hooks(rv, "wf_hook", NULL) < 1 && mono_ms() < until)
@@ -709,9 +682,7 @@ START_TEST(workflow_terminated_webhook_once)
 	ck_assert_msg(terminated_hooks(rv, "wf_hook", NULL) == 1, "no workflow.terminated in 10 s (%d requests)",
 		      rcv_count(rv));
 	/* and no second one, however many calls followed */
-	r = wf_check(t.key, "cw", "wf_hook", "e", "1", 1);
-	ck_wf_denied(&r, "wf_hook", "max_tool_calls", "agent");
-	resp_free(&r);
+	expect_wf_denied(t.key, "cw", "wf_hook", "e", "1", 1, "max_tool_calls", "agent");
 	nap_ms(1500);
 	json_t *p = NULL;
 	int n = terminated_hooks(rv, "wf_hook", &p);
@@ -781,9 +752,7 @@ START_TEST(dry_run_changes_no_counter)
 		      "the 6th real check: %ld %s (want 429 rate_limited)", r.status, r.body);
 	resp_free(&r);
 	for (int i = 1; i <= 2; i++) {
-		r = wf_check(t.key, "w", "wf_dry", "t", i == 1 ? "x" : "y", 1);
-		ck_wf_allowed(&r, "wf_dry", i);
-		resp_free(&r);
+		expect_wf_allowed(t.key, "w", "wf_dry", "t", i == 1 ? "x" : "y", 1, i);
 	}
 	r = wf_check(t.key, "w", "wf_dry", "t", "z", 1);
 	ck_wf_denied(&r, "wf_dry", "max_tool_calls", "wfg");
