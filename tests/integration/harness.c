@@ -490,6 +490,16 @@ void must_post(const struct srv *s, const char *key, const char *path, const cha
 	resp_free(&r);
 }
 
+void expect_status(const struct srv *s, const char *method, const char *path, const char *key, const char *body,
+		   long want)
+{
+	struct resp r = req(s, method, path, key, body, NULL);
+
+	ck_assert_msg(r.status == want, "%s %s %s: expected %ld, got %ld: %s", method, path, body ? body : "", want,
+		      r.status, r.body ? r.body : "(no body)");
+	resp_free(&r);
+}
+
 double limit_used(const struct srv *s, const char *key, const char *customer, const char *limit_id)
 {
 	char path[256];

@@ -104,6 +104,9 @@ char *psql(const char *sql);
 
 /* POST that must succeed (200/201). */
 void must_post(const struct srv *s, const char *key, const char *path, const char *body);
+/* Send and insist on a status (the response is freed). */
+void expect_status(const struct srv *s, const char *method, const char *path, const char *key, const char *body,
+		   long want);
 /* "used" of one limit in GET /v1/customers/{customer}/usage (fails the test when absent). */
 double limit_used(const struct srv *s, const char *key, const char *customer, const char *limit_id);
 

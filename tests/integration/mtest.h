@@ -42,7 +42,6 @@ static M_UNUSED void expectf(const struct srv *s, const char *key, const char *m
 			     const char *fmt, ...)
 {
 	char *body = NULL;
-	struct resp r;
 
 	if (fmt) {
 		va_list ap;
@@ -51,11 +50,8 @@ static M_UNUSED void expectf(const struct srv *s, const char *key, const char *m
 			body = NULL;
 		va_end(ap);
 	}
-	r = req(s, method, path, key, body, NULL);
-	ck_assert_msg(r.status == want, "%s %s %s: expected %ld, got %ld: %s", method, path, body ? body : "", want,
-		      r.status, r.body);
+	expect_status(s, method, path, key, body, want);
 	free(body);
-	resp_free(&r);
 }
 
 /* A 400 (or other) error with exactly this code and param (param NULL: must be absent). */

@@ -100,13 +100,9 @@ START_TEST(tenants_need_the_admin_token)
 	/* a prefix, a longer string, another case: not the token */
 	char almost[96];
 	snprintf(almost, sizeof(almost), "%.*s", (int)strlen(S.admin) - 1, S.admin);
-	r = req(&S, "POST", "/v1/tenants", almost, body, NULL);
-	ck_status(r, 401);
-	resp_free(&r);
+	expect_status(&S, "POST", "/v1/tenants", almost, body, 401);
 	snprintf(almost, sizeof(almost), "%sx", S.admin);
-	r = req(&S, "POST", "/v1/tenants", almost, body, NULL);
-	ck_status(r, 401);
-	resp_free(&r);
+	expect_status(&S, "POST", "/v1/tenants", almost, body, 401);
 	const char *basic[] = {"Authorization: Basic YWRtaW46YWRtaW4=", NULL};
 	r = req(&S, "POST", "/v1/tenants", NULL, body, basic);
 	ck_err(r, 401, "authentication", "invalid_credentials", NULL);
@@ -241,9 +237,7 @@ START_TEST(test_clock)
 
 	/* a read key may look, not move it */
 	struct key rk = key_new(&S, t.key, "[\"read\"]");
-	r = req(&S, "GET", "/v1/test_clock", rk.secret, NULL, NULL);
-	ck_status(r, 200);
-	resp_free(&r);
+	expect_status(&S, "GET", "/v1/test_clock", rk.secret, NULL, 200);
 	r = req(&S, "POST", "/v1/test_clock/advance", rk.secret, "{\"seconds\":60}", NULL);
 	ck_err(r, 403, "permission", "insufficient_scope", NULL);
 	resp_free(&r);
@@ -330,9 +324,7 @@ START_TEST(api_key_scopes_enforced)
 	struct key ck = key_new(&S, t.key, "[\"check\"]");
 	struct key ak = key_new(&S, t.key, "[\"all\"]");
 	struct key rc = key_new(&S, t.key, "[\"read\",\"check\"]");
-	struct resp r = req(&S, "POST", "/v1/customers", t.key, "{\"id\":\"c1\"}", NULL);
-	ck_status(r, 201);
-	resp_free(&r);
+	expect_status(&S, "POST", "/v1/customers", t.key, "{\"id\":\"c1\"}", 201);
 
 	/* read: GETs only */
 	ck_assert_int_eq(status_of(&S, "GET", "/v1/customers", rk.secret, NULL), 200);
@@ -340,7 +332,7 @@ START_TEST(api_key_scopes_enforced)
 	ck_assert_int_eq(status_of(&S, "GET", "/v1/tiers", rk.secret, NULL), 200);
 	ck_assert_int_eq(status_of(&S, "GET", "/v1/tenant", rk.secret, NULL), 200);
 	ck_assert_int_eq(status_of(&S, "GET", "/v1/api_keys", rk.secret, NULL), 200);
-	r = req(&S, "POST", "/v1/customers", rk.secret, "{\"id\":\"c2\"}", NULL);
+	struct resp r = req(&S, "POST", "/v1/customers", rk.secret, "{\"id\":\"c2\"}", NULL);
 	ck_err(r, 403, "permission", "insufficient_scope", NULL);
 	resp_free(&r);
 	ck_assert_int_eq(status_of(&S, "PATCH", "/v1/customers/c1", rk.secret, "{\"name\":\"x\"}"), 403);
@@ -416,12 +408,8 @@ START_TEST(bad_credentials_401)
 	ck_assert_msg(r.status == 401 || r.status == 431 || r.status == 413, "huge key: got %ld", r.status);
 	resp_free(&r);
 	/* a refused POST creates nothing */
-	r = req(&S, "POST", "/v1/customers", garbled, "{\"id\":\"ghost\"}", NULL);
-	ck_status(r, 401);
-	resp_free(&r);
-	r = req(&S, "GET", "/v1/customers/ghost", t.key, NULL, NULL);
-	ck_status(r, 404);
-	resp_free(&r);
+	expect_status(&S, "POST", "/v1/customers", garbled, "{\"id\":\"ghost\"}", 401);
+	expect_status(&S, "GET", "/v1/customers/ghost", t.key, NULL, 404);
 }
 END_TEST
 
@@ -451,9 +439,7 @@ START_TEST(api_key_revoke)
 	r = req(&S, "DELETE", "/v1/api_keys/key_doesnotexist", t.key, NULL, NULL);
 	ck_err(r, 404, "invalid_request", "api_key_not_found", NULL);
 	resp_free(&r);
-	r = req(&S, "DELETE", "/v1/api_keys/a%20b", t.key, NULL, NULL);
-	ck_status(r, 404);
-	resp_free(&r);
+	expect_status(&S, "DELETE", "/v1/api_keys/a%20b", t.key, NULL, 404);
 	/* a key can revoke itself; it is gone after */
 	struct key self = key_new(&S, t.key, "[\"all\"]");
 	snprintf(path, sizeof(path), "/v1/api_keys/%s", self.id);
@@ -505,11 +491,9 @@ END_TEST
 START_TEST(jwt_issue_and_use)
 {
 	struct tenant t = tenant_new(&S, false);
-	struct resp r = req(&S, "POST", "/v1/customers", t.key, "{\"id\":\"c1\"}", NULL);
-	ck_status(r, 201);
-	resp_free(&r);
+	expect_status(&S, "POST", "/v1/customers", t.key, "{\"id\":\"c1\"}", 201);
 
-	r = req(&S, "POST", "/v1/auth/tokens", t.key, "{\"scope\":\"all\",\"ttl\":3600}", NULL);
+	struct resp r = req(&S, "POST", "/v1/auth/tokens", t.key, "{\"scope\":\"all\",\"ttl\":3600}", NULL);
 	ck_status(r, 201);
 	char *all = strdup(jstr(r.json, "token"));
 	long long exp = time_parse(jstr(r.json, "expires_at"));
@@ -532,9 +516,7 @@ START_TEST(jwt_issue_and_use)
 	ck_status(r, 201);
 	ck_assert_int_lt(llabs(time_parse(jstr(r.json, "expires_at")) - ((long long)time(NULL) + 3600)), 5);
 	resp_free(&r);
-	r = req(&S, "POST", "/v1/auth/tokens", t.key, "{\"scope\":\"read\",\"ttl\":86400}", NULL);
-	ck_status(r, 201);
-	resp_free(&r);
+	expect_status(&S, "POST", "/v1/auth/tokens", t.key, "{\"scope\":\"read\",\"ttl\":86400}", 201);
 	r = req(&S, "POST", "/v1/auth/tokens", t.key, "{\"scope\":\"read\",\"ttl\":86401}", NULL);
 	ck_err(r, 400, "invalid_request", "invalid_parameter", "ttl");
 	resp_free(&r);
@@ -567,15 +549,11 @@ END_TEST
 START_TEST(jwt_customer_scoped)
 {
 	struct tenant t = tenant_new(&S, false);
-	struct resp r = req(&S, "POST", "/v1/customers", t.key, "{\"id\":\"me\",\"name\":\"Me\"}", NULL);
-	ck_status(r, 201);
-	resp_free(&r);
-	r = req(&S, "POST", "/v1/customers", t.key, "{\"id\":\"someone-else\"}", NULL);
-	ck_status(r, 201);
-	resp_free(&r);
+	expect_status(&S, "POST", "/v1/customers", t.key, "{\"id\":\"me\",\"name\":\"Me\"}", 201);
+	expect_status(&S, "POST", "/v1/customers", t.key, "{\"id\":\"someone-else\"}", 201);
 
 	/* even when asked for "all", a customer token only reads */
-	r = req(&S, "POST", "/v1/auth/tokens", t.key, "{\"scope\":\"all\",\"customer_id\":\"me\",\"ttl\":600}", NULL);
+	struct resp r = req(&S, "POST", "/v1/auth/tokens", t.key, "{\"scope\":\"all\",\"customer_id\":\"me\",\"ttl\":600}", NULL);
 	ck_status(r, 201);
 	ck_assert_str_eq(jstr(r.json, "customer_id"), "me");
 	char *tok = strdup(jstr(r.json, "token"));

@@ -643,9 +643,7 @@ START_TEST(reservation_holds_balance)
 	ck_assert(json_is_true(jpath(r.json, "released")));
 	resp_free(&r);
 	ck_bal(&t, "rv", MU(1.3), 0);
-	r = req(&S, "POST", path, t.key, NULL, NULL);
-	ck_status(r, 404);
-	resp_free(&r);
+	expect_status(&S, "POST", path, t.key, NULL, 404);
 	ck_bal(&t, "rv", MU(1.3), 0);
 
 	/* a hold of exactly what is available fits; then the gate is closed until it goes */
@@ -653,9 +651,7 @@ START_TEST(reservation_holds_balance)
 	ck_assert(avail == 0);
 	gate_denies(&t, "rv", 0, 0, REQ_BODY, "rv");
 	snprintf(path, sizeof(path), "/v1/reservations/%s/release", r3);
-	r = req(&S, "POST", path, t.key, NULL, NULL);
-	ck_status(r, 200);
-	resp_free(&r);
+	expect_status(&S, "POST", path, t.key, NULL, 200);
 	gate_allows(&t, REQ_BODY, "rv");
 	/* reserving what is not there is refused and holds nothing */
 	gate_denies(&t, "rv", MU(1.3), 0, "{\"customer_id\":\"%s\",\"meter\":\"tokens\",\"amount\":651,\"reserve\":true}", "rv");
@@ -1279,18 +1275,12 @@ START_TEST(usage_read_shows_the_balance)
 	ck_status(r, 200);
 	ck_assert(jmu(r.json, "balance") == MU(6.385678));
 	resp_free(&r);
-	r = req(&S, "GET", "/v1/customers/u/balance/transactions", tok, NULL, NULL);
-	ck_status(r, 200);
-	resp_free(&r);
+	expect_status(&S, "GET", "/v1/customers/u/balance/transactions", tok, NULL, 200);
 	r = req(&S, "GET", "/v1/customers/uorg/balance", tok, NULL, NULL);
 	ck_assert_msg(r.status == 403 || r.status == 404, "a portal token read another customer's balance: %ld", r.status);
 	resp_free(&r);
-	r = req(&S, "POST", "/v1/customers/u/balance/credit", tok, "{\"amount\":1}", NULL);
-	ck_status(r, 403);
-	resp_free(&r);
-	r = req(&S, "PATCH", "/v1/customers/u/balance", tok, "{\"minimum_balance\":-100}", NULL);
-	ck_status(r, 403);
-	resp_free(&r);
+	expect_status(&S, "POST", "/v1/customers/u/balance/credit", tok, "{\"amount\":1}", 403);
+	expect_status(&S, "PATCH", "/v1/customers/u/balance", tok, "{\"minimum_balance\":-100}", 403);
 	invariant(&t, "u", MU(6.385678));
 }
 END_TEST

@@ -202,9 +202,7 @@ START_TEST(customer_metadata_exact)
 	r = req(&S, "POST", "/v1/customers", t.key, "{\"id\":\"m3\",\"metadata\":{\"z\":0e-99999}}", NULL);
 	ck_err(r, 400, "invalid_request", "invalid_parameter", "metadata.z");
 	resp_free(&r);
-	r = req(&S, "GET", "/v1/customers/m3", t.key, NULL, NULL);
-	ck_status(r, 404);
-	resp_free(&r);
+	expect_status(&S, "GET", "/v1/customers/m3", t.key, NULL, 404);
 	/* the smallest that is fine comes back as stored */
 	r = req(&S, "PATCH", "/v1/customers/m", t.key, "{\"metadata\":{\"tiny\":1e-1000}}", NULL);
 	ck_status(r, 200);
@@ -224,9 +222,7 @@ START_TEST(customer_metadata_exact)
 	ck_err(r, 400, "invalid_request", "invalid_parameter", "metadata");
 	resp_free(&r);
 	free(big);
-	r = req(&S, "GET", "/v1/customers/m2", t.key, NULL, NULL);
-	ck_status(r, 404);
-	resp_free(&r);
+	expect_status(&S, "GET", "/v1/customers/m2", t.key, NULL, 404);
 }
 END_TEST
 
@@ -242,9 +238,7 @@ START_TEST(customer_tier_defaults_and_promotion)
 	ck_assert(json_is_null(jpath(r.json, "tier")));
 	resp_free(&r);
 
-	r = req(&S, "PATCH", "/v1/tenant", t.key, "{\"default_tier\":\"free\"}", NULL);
-	ck_status(r, 200);
-	resp_free(&r);
+	expect_status(&S, "PATCH", "/v1/tenant", t.key, "{\"default_tier\":\"free\"}", 200);
 	r = req(&S, "POST", "/v1/customers", t.key, "{\"id\":\"c1\"}", NULL);
 	ck_status(r, 201);
 	ck_assert_str_eq(jstr(r.json, "tier"), "free");
@@ -354,9 +348,7 @@ START_TEST(customer_organisations)
 	r = req(&S, "DELETE", "/v1/customers/org", t.key, NULL, NULL);
 	ck_err(r, 409, "invalid_request", "customer_has_members", NULL);
 	resp_free(&r);
-	r = req(&S, "GET", "/v1/customers/org", t.key, NULL, NULL);
-	ck_status(r, 200);
-	resp_free(&r);
+	expect_status(&S, "GET", "/v1/customers/org", t.key, NULL, 200);
 
 	/* move a member, detach the other: then the organisation goes */
 	r = req(&S, "PATCH", "/v1/customers/m1", t.key, "{\"parent_id\":\"org2\"}", NULL);
@@ -367,13 +359,9 @@ START_TEST(customer_organisations)
 	ck_status(r, 200);
 	ck_assert(json_is_null(jpath(r.json, "parent_id")));
 	resp_free(&r);
-	r = req(&S, "DELETE", "/v1/customers/org", t.key, NULL, NULL);
-	ck_status(r, 200);
-	resp_free(&r);
+	expect_status(&S, "DELETE", "/v1/customers/org", t.key, NULL, 200);
 	/* a former organisation's member-less peer may now join one */
-	r = req(&S, "PATCH", "/v1/customers/m2", t.key, "{\"parent_id\":\"org2\"}", NULL);
-	ck_status(r, 200);
-	resp_free(&r);
+	expect_status(&S, "PATCH", "/v1/customers/m2", t.key, "{\"parent_id\":\"org2\"}", 200);
 	ck_assert_int_eq(list_len(t.key, "/v1/customers?parent_id=org2"), 2);
 	ck_assert_int_eq(list_len(t.key, "/v1/customers?parent_id=org2&tier=none"), 0);
 }
@@ -437,28 +425,20 @@ START_TEST(tier_crud)
 	r = req(&S, "DELETE", "/v1/tiers/pro", t.key, NULL, NULL);
 	ck_err(r, 409, "invalid_request", "tier_in_use", NULL);
 	resp_free(&r);
-	r = req(&S, "PATCH", "/v1/tenant", t.key, "{\"default_tier\":\"free\"}", NULL);
-	ck_status(r, 200);
-	resp_free(&r);
+	expect_status(&S, "PATCH", "/v1/tenant", t.key, "{\"default_tier\":\"free\"}", 200);
 	r = req(&S, "DELETE", "/v1/tiers/free", t.key, NULL, NULL);
 	ck_err(r, 409, "invalid_request", "tier_in_use", NULL);
 	resp_free(&r);
 	ck_assert_int_eq(list_len(t.key, "/v1/tiers"), 2);
 
 	/* once free of both, they go */
-	r = req(&S, "PATCH", "/v1/customers/c1", t.key, "{\"tier\":null}", NULL);
-	ck_status(r, 200);
-	resp_free(&r);
+	expect_status(&S, "PATCH", "/v1/customers/c1", t.key, "{\"tier\":null}", 200);
 	r = req(&S, "DELETE", "/v1/tiers/pro", t.key, NULL, NULL);
 	ck_status(r, 200);
 	ck_assert(json_is_true(jpath(r.json, "deleted")));
 	resp_free(&r);
-	r = req(&S, "PATCH", "/v1/tenant", t.key, "{\"default_tier\":null}", NULL);
-	ck_status(r, 200);
-	resp_free(&r);
-	r = req(&S, "DELETE", "/v1/tiers/free", t.key, NULL, NULL);
-	ck_status(r, 200);
-	resp_free(&r);
+	expect_status(&S, "PATCH", "/v1/tenant", t.key, "{\"default_tier\":null}", 200);
+	expect_status(&S, "DELETE", "/v1/tiers/free", t.key, NULL, 200);
 	r = req(&S, "DELETE", "/v1/tiers/free", t.key, NULL, NULL);
 	ck_err(r, 404, "invalid_request", "tier_not_found", NULL);
 	resp_free(&r);
@@ -522,9 +502,7 @@ START_TEST(pagination)
 	ck_assert_int_eq(json_array_size(jpath(r.json, "data")), n);
 	ck_assert(json_is_false(jpath(r.json, "has_more")));
 	resp_free(&r);
-	r = req(&S, "GET", "/v1/customers?limit=100", t.key, NULL, NULL);
-	ck_status(r, 200);
-	resp_free(&r);
+	expect_status(&S, "GET", "/v1/customers?limit=100", t.key, NULL, 200);
 	/* the last id: an empty page */
 	r = req(&S, "GET", "/v1/customers?starting_after=x-ray", t.key, NULL, NULL);
 	ck_status(r, 200);
@@ -539,9 +517,7 @@ START_TEST(pagination)
 	page_through(t.key, "/v1/customers?parent_id=zeta", 3, 1, members);
 	page_through(t.key, "/v1/customers?parent_id=zeta", 3, 2, members);
 	/* a deleted item in the middle does not break the walk */
-	r = req(&S, "DELETE", "/v1/customers/mike", t.key, NULL, NULL);
-	ck_status(r, 200);
-	resp_free(&r);
+	expect_status(&S, "DELETE", "/v1/customers/mike", t.key, NULL, 200);
 	r = req(&S, "GET", "/v1/customers?limit=2&starting_after=alpha", t.key, NULL, NULL);
 	ck_assert_str_eq(jstr(r.json, "data.0.id"), "bravo");
 	ck_assert_str_eq(jstr(r.json, "data.1.id"), "yankee");
@@ -876,21 +852,12 @@ START_TEST(bad_requests_change_nothing)
 		ck_assert_msg(r.status == 400, "%s: got %ld %s", patches[i], r.status, r.body);
 		resp_free(&r);
 	}
-	struct resp r = req(&S, "PATCH", "/v1/customers/org", t.key, "{\"name\":\"New\",\"parent_id\":\"c\"}", NULL);
-	ck_status(r, 400);
-	resp_free(&r);
-	r = req(&S, "DELETE", "/v1/customers/org", t.key, NULL, NULL);
-	ck_status(r, 409);
-	resp_free(&r);
-	r = req(&S, "DELETE", "/v1/tiers/free", t.key, NULL, NULL);
-	ck_status(r, 409);
-	resp_free(&r);
-	r = req(&S, "PATCH", "/v1/tiers/free", t.key, "{\"name\":\"New\",\"x\":1}", NULL);
-	ck_status(r, 400);
-	resp_free(&r);
-	r = req(&S, "PATCH", "/v1/tenant", t.key, "{\"auto_create_customers\":false,\"default_tier\":\"ghost\"}", NULL);
-	ck_status(r, 400);
-	resp_free(&r);
+	struct resp r;
+	expect_status(&S, "PATCH", "/v1/customers/org", t.key, "{\"name\":\"New\",\"parent_id\":\"c\"}", 400);
+	expect_status(&S, "DELETE", "/v1/customers/org", t.key, NULL, 409);
+	expect_status(&S, "DELETE", "/v1/tiers/free", t.key, NULL, 409);
+	expect_status(&S, "PATCH", "/v1/tiers/free", t.key, "{\"name\":\"New\",\"x\":1}", 400);
+	expect_status(&S, "PATCH", "/v1/tenant", t.key, "{\"auto_create_customers\":false,\"default_tier\":\"ghost\"}", 400);
 	const char *creates[] = {
 		"{\"id\":\"c\"}",
 		"{\"id\":\"new\",\"tier\":\"ghost\"}",

@@ -336,9 +336,7 @@ START_TEST(events_list_filters_and_pages)
 	r = req(&S, "GET", "/v1/events?limit=101", t.key, NULL, NULL);
 	ck_bad(r, 400, "invalid_parameter", "limit");
 	resp_free(&r);
-	r = req(&S, "GET", "/v1/events?starting_after=nope", t.key, NULL, NULL);
-	ck_status(r, 400);
-	resp_free(&r);
+	expect_status(&S, "GET", "/v1/events?starting_after=nope", t.key, NULL, 400);
 	r = req(&S, "GET", "/v1/events?colour=red", t.key, NULL, NULL);
 	ck_bad(r, 400, "unknown_parameter", "colour");
 	resp_free(&r);
@@ -360,9 +358,7 @@ START_TEST(events_unknown_customer_auto_create_off)
 	struct resp r = EVENTS(t.key, "{\"customer_id\":\"fresh\",\"type\":\"llm\",\"properties\":{\"tokens\":3}}");
 	ck_counts(&r, 1, 0, 0);
 	resp_free(&r);
-	r = req(&S, "GET", "/v1/customers/fresh", t.key, NULL, NULL);
-	ck_status(r, 200);
-	resp_free(&r);
+	expect_status(&S, "GET", "/v1/customers/fresh", t.key, NULL, 200);
 
 	expectf(&S, t.key, "PATCH", "/v1/tenant", 200, "{\"auto_create_customers\":false}");
 	r = EVENTS(t.key,
@@ -372,9 +368,7 @@ START_TEST(events_unknown_customer_auto_create_off)
 	ck_counts(&r, 2, 0, 1);
 	ck_rejected(r.json, 0, 1, "customer_not_found", "customer_id");
 	resp_free(&r);
-	r = req(&S, "GET", "/v1/customers/ghost", t.key, NULL, NULL);
-	ck_status(r, 404);
-	resp_free(&r);
+	expect_status(&S, "GET", "/v1/customers/ghost", t.key, NULL, 404);
 	ck_used(t.key, "fresh", "q", 13);
 	/* the rejected event's id was not used up: once the customer exists it is accepted */
 	expectf(&S, t.key, "POST", "/v1/customers", 201, "{\"id\":\"ghost\"}");
@@ -460,13 +454,9 @@ START_TEST(customer_usage_lists_applicable_limits)
 	ck_bad(r, 404, "customer_not_found", NULL);
 	resp_free(&r);
 	struct tenant o = tenant_new(&S, false);
-	r = req(&S, "GET", "/v1/customers/c/usage", o.key, NULL, NULL);
-	ck_status(r, 404);
-	resp_free(&r);
+	expect_status(&S, "GET", "/v1/customers/c/usage", o.key, NULL, 404);
 	/* reading usage never creates a customer */
-	r = req(&S, "GET", "/v1/customers/nobody", t.key, NULL, NULL);
-	ck_status(r, 404);
-	resp_free(&r);
+	expect_status(&S, "GET", "/v1/customers/nobody", t.key, NULL, 404);
 }
 END_TEST
 

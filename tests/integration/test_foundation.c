@@ -55,10 +55,8 @@ END_TEST
 START_TEST(tenant_key_tier_customer_walkthrough)
 {
 	struct tenant t = tenant_new(&S, false);
-	struct resp r = req(&S, "POST", "/v1/tiers", t.key, "{\"id\":\"pro\",\"name\":\"Pro\"}", NULL);
-	ck_status(r, 201);
-	resp_free(&r);
-	r = req(&S, "POST", "/v1/customers", t.key, "{\"id\":\"u_28f3a\",\"tier\":\"pro\"}", NULL);
+	expect_status(&S, "POST", "/v1/tiers", t.key, "{\"id\":\"pro\",\"name\":\"Pro\"}", 201);
+	struct resp r = req(&S, "POST", "/v1/customers", t.key, "{\"id\":\"u_28f3a\",\"tier\":\"pro\"}", NULL);
 	ck_status(r, 201);
 	ck_assert_str_eq(jstr(r.json, "tier"), "pro");
 	resp_free(&r);
@@ -83,9 +81,7 @@ START_TEST(readyz_without_redis)
 	ck_err(r, 503, "unavailable", "not_ready", NULL);
 	ck_assert_ptr_nonnull(strstr(jstr(r.json, "error.message"), "Redis"));
 	resp_free(&r);
-	r = req(&down, "GET", "/healthz", NULL, NULL, NULL);
-	ck_status(r, 200);
-	resp_free(&r);
+	expect_status(&down, "GET", "/healthz", NULL, NULL, 200);
 	/* configuration requests need only PostgreSQL */
 	r = reqf(&down, "POST", "/v1/tenants", down.admin, "{\"name\":\"no redis\"}");
 	ck_status(r, 201);
@@ -97,17 +93,11 @@ END_TEST
 START_TEST(metrics_by_route_and_status)
 {
 	struct tenant t = tenant_new(&S, false);
-	struct resp r = req(&S, "POST", "/v1/customers", t.key, "{\"id\":\"metric-1\"}", NULL);
-	ck_status(r, 201);
-	resp_free(&r);
-	r = req(&S, "POST", "/v1/customers", t.key, "{\"id\":\"metric-1\"}", NULL);
-	ck_status(r, 409);
-	resp_free(&r);
-	r = req(&S, "GET", "/no/such/route", NULL, NULL, NULL);
-	ck_status(r, 404);
-	resp_free(&r);
+	expect_status(&S, "POST", "/v1/customers", t.key, "{\"id\":\"metric-1\"}", 201);
+	expect_status(&S, "POST", "/v1/customers", t.key, "{\"id\":\"metric-1\"}", 409);
+	expect_status(&S, "GET", "/no/such/route", NULL, NULL, 404);
 
-	r = req(&S, "GET", "/metrics", NULL, NULL, NULL);
+	struct resp r = req(&S, "GET", "/metrics", NULL, NULL, NULL);
 	ck_status(r, 200);
 	ck_assert_ptr_nonnull(strstr(resp_header(&r, "Content-Type"), "text/plain"));
 	ck_assert_ptr_nonnull(strstr(r.body, "# TYPE tollgate_http_requests_total counter"));
@@ -251,11 +241,9 @@ START_TEST(content_type_415)
 	}
 	ck_assert_int_eq(count_customers(t.key), 0);
 	/* PATCH too */
-	struct resp r = req(&S, "POST", "/v1/customers", t.key, "{\"id\":\"ct-2\",\"name\":\"old\"}", NULL);
-	ck_status(r, 201);
-	resp_free(&r);
+	expect_status(&S, "POST", "/v1/customers", t.key, "{\"id\":\"ct-2\",\"name\":\"old\"}", 201);
 	const char *h[] = {"Content-Type: text/plain", NULL};
-	r = req(&S, "PATCH", "/v1/customers/ct-2", t.key, "{\"name\":\"new\"}", h);
+	struct resp r = req(&S, "PATCH", "/v1/customers/ct-2", t.key, "{\"name\":\"new\"}", h);
 	ck_err(r, 415, "invalid_request", "unsupported_media_type", NULL);
 	resp_free(&r);
 	r = req(&S, "GET", "/v1/customers/ct-2", t.key, NULL, NULL);
@@ -322,9 +310,7 @@ START_TEST(body_over_1mib_413)
 
 	ck_assert_int_eq(count_customers(t.key), 0);
 	/* the server is fine afterwards */
-	r = req(&S, "POST", "/v1/customers", t.key, "{\"id\":\"after-big\"}", NULL);
-	ck_status(r, 201);
-	resp_free(&r);
+	expect_status(&S, "POST", "/v1/customers", t.key, "{\"id\":\"after-big\"}", 201);
 }
 END_TEST
 
@@ -475,17 +461,11 @@ START_TEST(bad_ids_in_bodies)
 	ck_status(r, 201);
 	ck_assert_str_eq(jstr(r.json, "id"), max_id);
 	resp_free(&r);
-	r = req(&S, "POST", "/v1/customers", t.key, "{\"id\":\"Az09._:@+-\"}", NULL);
-	ck_status(r, 201);
-	resp_free(&r);
-	r = req(&S, "GET", "/v1/customers/Az09._:@+-", t.key, NULL, NULL);
-	ck_status(r, 200);
-	resp_free(&r);
+	expect_status(&S, "POST", "/v1/customers", t.key, "{\"id\":\"Az09._:@+-\"}", 201);
+	expect_status(&S, "GET", "/v1/customers/Az09._:@+-", t.key, NULL, 200);
 	char path[256];
 	snprintf(path, sizeof(path), "/v1/customers/%s", max_id);
-	r = req(&S, "GET", path, t.key, NULL, NULL);
-	ck_status(r, 200);
-	resp_free(&r);
+	expect_status(&S, "GET", path, t.key, NULL, 200);
 }
 END_TEST
 
@@ -515,9 +495,7 @@ START_TEST(sql_metacharacters_are_data)
 	resp_free(&r);
 
 	/* in the path and the query */
-	r = req(&S, "GET", "/v1/customers/'%3B%20DROP%20TABLE%20customers%3B--", t.key, NULL, NULL);
-	ck_status(r, 404);
-	resp_free(&r);
+	expect_status(&S, "GET", "/v1/customers/'%3B%20DROP%20TABLE%20customers%3B--", t.key, NULL, 404);
 	r = req(&S, "GET", "/v1/customers?tier='%3B%20DROP%20TABLE%20customers%3B--", t.key, NULL, NULL);
 	ck_err(r, 400, "invalid_request", "invalid_parameter", "tier");
 	resp_free(&r);
@@ -537,12 +515,8 @@ END_TEST
 START_TEST(bad_ids_in_paths)
 {
 	struct tenant t = tenant_new(&S, false);
-	struct resp r = req(&S, "POST", "/v1/customers", t.key, "{\"id\":\"a\",\"name\":\"keep\"}", NULL);
-	ck_status(r, 201);
-	resp_free(&r);
-	r = req(&S, "POST", "/v1/tiers", t.key, "{\"id\":\"a\"}", NULL);
-	ck_status(r, 201);
-	resp_free(&r);
+	expect_status(&S, "POST", "/v1/customers", t.key, "{\"id\":\"a\",\"name\":\"keep\"}", 201);
+	expect_status(&S, "POST", "/v1/tiers", t.key, "{\"id\":\"a\"}", 201);
 
 	char long_path[256] = "/v1/customers/";
 	memset(long_path + strlen(long_path), 'a', 129);
@@ -565,7 +539,7 @@ START_TEST(bad_ids_in_paths)
 		resp_free(&x);
 	}
 	/* "/" splits the path: another route, or none */
-	r = req(&S, "GET", "/v1/customers/a%2Fb", t.key, NULL, NULL);
+	struct resp r = req(&S, "GET", "/v1/customers/a%2Fb", t.key, NULL, NULL);
 	ck_err(r, 404, "invalid_request", "route_not_found", NULL);
 	resp_free(&r);
 	/* nor in query values */
@@ -581,9 +555,7 @@ START_TEST(bad_ids_in_paths)
 	ck_status(r, 200);
 	ck_assert_str_eq(jstr(r.json, "name"), "keep");
 	resp_free(&r);
-	r = req(&S, "GET", "/v1/tiers/a", t.key, NULL, NULL);
-	ck_status(r, 200);
-	resp_free(&r);
+	expect_status(&S, "GET", "/v1/tiers/a", t.key, NULL, 200);
 }
 END_TEST
 
@@ -694,15 +666,9 @@ START_TEST(logs_hold_no_secrets)
 	r = req(&S, "POST", "/v1/customers", tok, "{\"id\":\"log-1\",\"name\":\"body-marker-7f3a\"}", h);
 	ck_status(r, 201);
 	resp_free(&r);
-	r = req(&S, "POST", "/v1/customers", secret, "{\"id\":\"log-2\",\"name\":\"body-marker-7f3a\"}", NULL);
-	ck_status(r, 403);
-	resp_free(&r);
-	r = req(&S, "POST", "/v1/customers", t.key, "{\"id\":\"log-1\",\"name\":\"body-marker-7f3a\"}", NULL);
-	ck_status(r, 409);
-	resp_free(&r);
-	r = req(&S, "POST", "/v1/tenants", "adm-wrong-body-marker-7f3a", "{}", NULL);
-	ck_status(r, 401);
-	resp_free(&r);
+	expect_status(&S, "POST", "/v1/customers", secret, "{\"id\":\"log-2\",\"name\":\"body-marker-7f3a\"}", 403);
+	expect_status(&S, "POST", "/v1/customers", t.key, "{\"id\":\"log-1\",\"name\":\"body-marker-7f3a\"}", 409);
+	expect_status(&S, "POST", "/v1/tenants", "adm-wrong-body-marker-7f3a", "{}", 401);
 
 	/* the access lines are written at the end of the loop's pass: give it a moment */
 	char *log = NULL;

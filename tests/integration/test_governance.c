@@ -356,12 +356,8 @@ START_TEST(fallback_to_itself_refused_at_creation)
 	ck_bad(r, 400, "invalid_parameter", "on_exceed.dimensions");
 	resp_free(&r);
 	/* a bad request changes nothing */
-	r = req(&S, "GET", "/v1/limits/self", t.key, NULL, NULL);
-	ck_status(r, 404);
-	resp_free(&r);
-	r = req(&S, "GET", "/v1/limits/self2", t.key, NULL, NULL);
-	ck_status(r, 404);
-	resp_free(&r);
+	expect_status(&S, "GET", "/v1/limits/self", t.key, NULL, 404);
+	expect_status(&S, "GET", "/v1/limits/self2", t.key, NULL, 404);
 	/* a fallback elsewhere is fine, and PATCHing it into a loop is refused the same way */
 	model_quota(t.key, "g4", "gpt-4", 10, "gpt-4o-mini");
 	r = callf(&S, t.key, "PATCH", "/v1/limits/g4",
@@ -765,15 +761,11 @@ START_TEST(dry_run_changes_no_counter)
 	ck_assert_msg(rl && !strcmp(rl, "\"rb\";q=5;w=3600"), "RateLimit-Policy on workflow_limit: %s", rl ? rl : "(none)");
 	resp_free(&r);
 	/* the dry runs created no customer either */
-	r = req(&S, "GET", "/v1/customers/never", t.key, NULL, NULL);
-	ck_status(r, 404);
-	resp_free(&r);
+	expect_status(&S, "GET", "/v1/customers/never", t.key, NULL, 404);
 	r = CHECK(t.key, "{\"customer_id\":\"never\",\"dry_run\":true}");
 	ck_status(r, 200);
 	resp_free(&r);
-	r = req(&S, "GET", "/v1/customers/never", t.key, NULL, NULL);
-	ck_status(r, 404);
-	resp_free(&r);
+	expect_status(&S, "GET", "/v1/customers/never", t.key, NULL, 404);
 }
 END_TEST
 

@@ -127,24 +127,18 @@ START_TEST(limit_changes_reach_the_other_instance)
 	ck_assert_msg(took >= 0, "B did not see the new limit within %d ms; last: %s", WITHIN_MS, last);
 
 	/* patch through A: B holds the customer to the new value */
-	r = req(&A, "PATCH", "/v1/limits/rq", t.key, "{\"limit\":0}", NULL);
-	ck_status(r, 200);
-	resp_free(&r);
+	expect_status(&A, "PATCH", "/v1/limits/rq", t.key, "{\"limit\":0}", 200);
 	long want429 = 429;
 	took = poll_b(t.key, body, status_is, &want429, last, sizeof(last));
 	ck_assert_msg(took >= 0, "B did not apply the patched limit within %d ms; last: %s", WITHIN_MS, last);
 
-	r = req(&A, "PATCH", "/v1/limits/rq", t.key, "{\"limit\":7}", NULL);
-	ck_status(r, 200);
-	resp_free(&r);
+	expect_status(&A, "PATCH", "/v1/limits/rq", t.key, "{\"limit\":7}", 200);
 	const char *w2[] = {"rq", "7"};
 	took = poll_b(t.key, body, has_limit_value, w2, last, sizeof(last));
 	ck_assert_msg(took >= 0, "B did not see limit 7 within %d ms; last: %s", WITHIN_MS, last);
 
 	/* delete through A */
-	r = req(&A, "DELETE", "/v1/limits/rq", t.key, NULL, NULL);
-	ck_status(r, 200);
-	resp_free(&r);
+	expect_status(&A, "DELETE", "/v1/limits/rq", t.key, NULL, 200);
 	const char *w3[] = {"rq", NULL};
 	took = poll_b(t.key, body, has_limit_value, w3, last, sizeof(last));
 	ck_assert_msg(took >= 0, "B still applies the deleted limit after %d ms; last: %s", WITHIN_MS, last);
@@ -156,41 +150,29 @@ START_TEST(meters_tiers_and_tenant_settings_reach_the_other_instance)
 	struct tenant t = tenant_on_both(false);
 	char last[2048];
 	/* a dry run changes nothing, not even by creating its customer: make it first */
-	struct resp r = req(&A, "POST", "/v1/customers", t.key, "{\"id\":\"c\"}", NULL);
-	ck_status(r, 201);
-	resp_free(&r);
-	r = req(&B, "POST", "/v1/check", t.key, "{\"customer_id\":\"c\",\"dry_run\":true}", NULL);
-	ck_status(r, 200);
-	resp_free(&r);
+	expect_status(&A, "POST", "/v1/customers", t.key, "{\"id\":\"c\"}", 201);
+	expect_status(&B, "POST", "/v1/check", t.key, "{\"customer_id\":\"c\",\"dry_run\":true}", 200);
 	/* a meter made on A: B accepts checks on it */
-	r = req(&A, "POST", "/v1/meters", t.key, "{\"id\":\"tokens\",\"event_type\":\"llm\",\"aggregation\":\"sum\",\"property\":\"tokens\"}", NULL);
-	ck_status(r, 201);
-	resp_free(&r);
+	expect_status(&A, "POST", "/v1/meters", t.key, "{\"id\":\"tokens\",\"event_type\":\"llm\",\"aggregation\":\"sum\",\"property\":\"tokens\"}", 201);
 	long want200 = 200;
 	long long took = poll_b(t.key, "{\"customer_id\":\"c\",\"meter\":\"tokens\",\"amount\":1,\"dry_run\":true}", status_is,
 				&want200, last, sizeof(last));
 	ck_assert_msg(took >= 0, "B does not know meter tokens after %d ms; last: %s", WITHIN_MS, last);
 
 	/* a tier limit, then a customer's promotion, both through A */
-	r = req(&A, "POST", "/v1/tiers", t.key, "{\"id\":\"pro\"}", NULL);
-	ck_status(r, 201);
-	resp_free(&r);
-	r = req(&A, "POST", "/v1/limits", t.key,
+	expect_status(&A, "POST", "/v1/tiers", t.key, "{\"id\":\"pro\"}", 201);
+	struct resp r = req(&A, "POST", "/v1/limits", t.key,
 		"{\"id\":\"pro-q\",\"meter\":\"tokens\",\"kind\":\"quota\",\"period\":\"day\",\"limit\":3,\"scope\":\"tier\",\"tier\":\"pro\"}", NULL);
 	ck_status(r, 201);
 	resp_free(&r);
-	r = req(&A, "PATCH", "/v1/customers/c", t.key, "{\"tier\":\"pro\"}", NULL);
-	ck_status(r, 200);
-	resp_free(&r);
+	expect_status(&A, "PATCH", "/v1/customers/c", t.key, "{\"tier\":\"pro\"}", 200);
 	long want429 = 429;
 	took = poll_b(t.key, "{\"customer_id\":\"c\",\"meter\":\"tokens\",\"amount\":4,\"dry_run\":true}", status_is, &want429, last,
 		      sizeof(last));
 	ck_assert_msg(took >= 0, "B does not hold the promoted customer to its tier's limit after %d ms; last: %s", WITHIN_MS, last);
 
 	/* auto_create_customers turned off on A: B refuses unknown customers */
-	r = req(&A, "PATCH", "/v1/tenant", t.key, "{\"auto_create_customers\":false}", NULL);
-	ck_status(r, 200);
-	resp_free(&r);
+	expect_status(&A, "PATCH", "/v1/tenant", t.key, "{\"auto_create_customers\":false}", 200);
 	/* a new customer id each time (a check that still auto-creates would create it) */
 	long long t0 = mono_ms();
 	int n = 0;
@@ -211,32 +193,22 @@ START_TEST(meters_tiers_and_tenant_settings_reach_the_other_instance)
 	ck_assert_msg(r.status == 404 || n > 1, "unexpected");
 	resp_free(&r);
 	snprintf(id, sizeof(id), "/v1/customers/stranger-%d", n - 1);
-	r = req(&A, "GET", id, t.key, NULL, NULL);
-	ck_status(r, 404);
-	resp_free(&r);
+	expect_status(&A, "GET", id, t.key, NULL, 404);
 }
 END_TEST
 
 START_TEST(usage_is_shared_between_instances)
 {
 	struct tenant t = tenant_on_both(false);
-	struct resp r = req(&A, "POST", "/v1/meters", t.key, "{\"id\":\"tokens\",\"event_type\":\"llm\",\"aggregation\":\"sum\",\"property\":\"tokens\"}", NULL);
-	ck_status(r, 201);
-	resp_free(&r);
-	r = req(&A, "POST", "/v1/limits", t.key, "{\"id\":\"q\",\"meter\":\"tokens\",\"kind\":\"quota\",\"period\":\"day\",\"limit\":10}", NULL);
-	ck_status(r, 201);
-	resp_free(&r);
-	r = req(&A, "POST", "/v1/check", t.key, "{\"customer_id\":\"c\",\"meter\":\"tokens\",\"amount\":6,\"consume\":true}", NULL);
-	ck_status(r, 200);
-	resp_free(&r);
+	expect_status(&A, "POST", "/v1/meters", t.key, "{\"id\":\"tokens\",\"event_type\":\"llm\",\"aggregation\":\"sum\",\"property\":\"tokens\"}", 201);
+	expect_status(&A, "POST", "/v1/limits", t.key, "{\"id\":\"q\",\"meter\":\"tokens\",\"kind\":\"quota\",\"period\":\"day\",\"limit\":10}", 201);
+	expect_status(&A, "POST", "/v1/check", t.key, "{\"customer_id\":\"c\",\"meter\":\"tokens\",\"amount\":6,\"consume\":true}", 200);
 	/* B (which loads the tenant cold here) sees the 6 at once, and one more event through B counts on A */
-	r = req(&B, "POST", "/v1/check", t.key, "{\"customer_id\":\"c\",\"meter\":\"tokens\",\"amount\":5,\"consume\":true}", NULL);
+	struct resp r = req(&B, "POST", "/v1/check", t.key, "{\"customer_id\":\"c\",\"meter\":\"tokens\",\"amount\":5,\"consume\":true}", NULL);
 	ck_status(r, 429);
 	ck_state(r.json, "q", NULL, 6, 0, 4);
 	resp_free(&r);
-	r = req(&B, "POST", "/v1/events", t.key, "{\"customer_id\":\"c\",\"type\":\"llm\",\"properties\":{\"tokens\":4}}", NULL);
-	ck_status(r, 200);
-	resp_free(&r);
+	expect_status(&B, "POST", "/v1/events", t.key, "{\"customer_id\":\"c\",\"type\":\"llm\",\"properties\":{\"tokens\":4}}", 200);
 	r = req(&A, "POST", "/v1/check", t.key, "{\"customer_id\":\"c\",\"meter\":\"tokens\",\"amount\":1}", NULL);
 	ck_status(r, 429);
 	ck_state(r.json, "q", NULL, 10, 0, 0);

@@ -102,9 +102,7 @@ START_TEST(meter_crud)
 	r = req(&S, "PATCH", "/v1/meters/tokens", t.key, "{\"aggregation\":\"max\"}", NULL);
 	ck_bad(r, 400, "invalid_parameter", "aggregation");
 	resp_free(&r);
-	r = req(&S, "PATCH", "/v1/meters/tokens", t.key, "{\"aggregation\":\"sum\"}", NULL);
-	ck_status(r, 200);
-	resp_free(&r);
+	expect_status(&S, "PATCH", "/v1/meters/tokens", t.key, "{\"aggregation\":\"sum\"}", 200);
 	r = req(&S, "PATCH", "/v1/meters/tokens", t.key, "{\"id\":\"tokens2\"}", NULL);
 	ck_status(r, 400);
 	ck_assert_str_eq(jstr(r.json, "error.param"), "id");
@@ -117,9 +115,7 @@ START_TEST(meter_crud)
 	ck_assert_str_eq(jstr(r.json, "property"), "tokens");
 	ck_assert_str_eq(jstr(r.json, "event_type"), "llm.done");
 	resp_free(&r);
-	r = req(&S, "PATCH", "/v1/meters/nope", t.key, "{\"event_type\":\"x\"}", NULL);
-	ck_status(r, 404);
-	resp_free(&r);
+	expect_status(&S, "PATCH", "/v1/meters/nope", t.key, "{\"event_type\":\"x\"}", 404);
 
 	/* delete */
 	r = req(&S, "DELETE", "/v1/meters/seats", t.key, NULL, NULL);
@@ -127,12 +123,8 @@ START_TEST(meter_crud)
 	ck_assert_str_eq(jstr(r.json, "id"), "seats");
 	ck_assert(json_is_true(jpath(r.json, "deleted")));
 	resp_free(&r);
-	r = req(&S, "GET", "/v1/meters/seats", t.key, NULL, NULL);
-	ck_status(r, 404);
-	resp_free(&r);
-	r = req(&S, "DELETE", "/v1/meters/seats", t.key, NULL, NULL);
-	ck_status(r, 404);
-	resp_free(&r);
+	expect_status(&S, "GET", "/v1/meters/seats", t.key, NULL, 404);
+	expect_status(&S, "DELETE", "/v1/meters/seats", t.key, NULL, 404);
 	ck_assert_int_eq(list_len(t.key, "/v1/meters"), 3);
 	/* the id is free again */
 	expectf(&S, t.key, "POST", "/v1/meters", 201, "{\"id\":\"seats\",\"event_type\":\"seats\",\"aggregation\":\"count\"}");
@@ -140,9 +132,7 @@ START_TEST(meter_crud)
 	/* other tenants see none of it */
 	struct tenant o = tenant_new(&S, false);
 	ck_assert_int_eq(list_len(o.key, "/v1/meters"), 0);
-	r = req(&S, "GET", "/v1/meters/tokens", o.key, NULL, NULL);
-	ck_status(r, 404);
-	resp_free(&r);
+	expect_status(&S, "GET", "/v1/meters/tokens", o.key, NULL, 404);
 }
 END_TEST
 
@@ -169,9 +159,7 @@ START_TEST(meter_requests_builtin)
 	ck_status(r, 400);
 	ck_assert_str_eq(jstr(r.json, "error.type"), "invalid_request");
 	resp_free(&r);
-	r = req(&S, "DELETE", "/v1/meters/requests", t.key, NULL, NULL);
-	ck_status(r, 400);
-	resp_free(&r);
+	expect_status(&S, "DELETE", "/v1/meters/requests", t.key, NULL, 400);
 	r = req(&S, "GET", "/v1/meters/requests", t.key, NULL, NULL);
 	ck_status(r, 200);
 	ck_assert_str_eq(jstr(r.json, "aggregation"), "count");
@@ -262,9 +250,7 @@ START_TEST(meter_in_use_conflict)
 	ck_status(r, 409);
 	ck_assert_str_eq(jstr(r.json, "error.type"), "invalid_request");
 	resp_free(&r);
-	r = req(&S, "GET", "/v1/meters/tokens", t.key, NULL, NULL);
-	ck_status(r, 200);
-	resp_free(&r);
+	expect_status(&S, "GET", "/v1/meters/tokens", t.key, NULL, 200);
 	expectf(&S, t.key, "DELETE", "/v1/limits/q", 200, NULL);
 	r = req(&S, "DELETE", "/v1/meters/tokens", t.key, NULL, NULL);
 	ck_status(r, 409); /* still used by r */
@@ -336,9 +322,7 @@ START_TEST(limit_create_every_field)
 	char gen[64];
 	snprintf(gen, sizeof(gen), "/v1/limits/%s", jstr(r.json, "id"));
 	resp_free(&r);
-	r = req(&S, "GET", gen, t.key, NULL, NULL);
-	ck_status(r, 200);
-	resp_free(&r);
+	expect_status(&S, "GET", gen, t.key, NULL, 200);
 
 	/* rate: per defaults to customer, or platform for scope platform; burst defaults to limit */
 	r = req(&S, "POST", "/v1/limits", t.key, "{\"id\":\"r1\",\"meter\":\"requests\",\"kind\":\"rate\",\"window\":60,\"limit\":600}", NULL);
@@ -573,12 +557,8 @@ START_TEST(limit_patch)
 	ck_assert_str_eq(jstr(r.json, "tier"), "pro");
 	resp_free(&r);
 	ck_assert_int_eq(list_len(t.key, "/v1/limits?tier=pro"), 1);
-	r = req(&S, "PATCH", "/v1/limits/ghost", t.key, "{\"limit\":1}", NULL);
-	ck_status(r, 404);
-	resp_free(&r);
-	r = req(&S, "PATCH", "/v1/limits/q", t.key, "[1]", NULL);
-	ck_status(r, 400);
-	resp_free(&r);
+	expect_status(&S, "PATCH", "/v1/limits/ghost", t.key, "{\"limit\":1}", 404);
+	expect_status(&S, "PATCH", "/v1/limits/q", t.key, "[1]", 400);
 }
 END_TEST
 
@@ -651,20 +631,14 @@ START_TEST(limit_list_filters_and_delete)
 	ck_status(r, 409);
 	ck_assert_str_eq(jstr(r.json, "error.type"), "invalid_request");
 	resp_free(&r);
-	r = req(&S, "GET", "/v1/tiers/pro", t.key, NULL, NULL);
-	ck_status(r, 200);
-	resp_free(&r);
+	expect_status(&S, "GET", "/v1/tiers/pro", t.key, NULL, 200);
 	r = req(&S, "DELETE", "/v1/limits/b", t.key, NULL, NULL);
 	ck_status(r, 200);
 	ck_assert_str_eq(jstr(r.json, "id"), "b");
 	ck_assert(json_is_true(jpath(r.json, "deleted")));
 	resp_free(&r);
-	r = req(&S, "GET", "/v1/limits/b", t.key, NULL, NULL);
-	ck_status(r, 404);
-	resp_free(&r);
-	r = req(&S, "DELETE", "/v1/limits/b", t.key, NULL, NULL);
-	ck_status(r, 404);
-	resp_free(&r);
+	expect_status(&S, "GET", "/v1/limits/b", t.key, NULL, 404);
+	expect_status(&S, "DELETE", "/v1/limits/b", t.key, NULL, 404);
 	expectf(&S, t.key, "DELETE", "/v1/tiers/pro", 200, NULL);
 	ck_assert_int_eq(list_len(t.key, "/v1/limits"), 5);
 
@@ -677,12 +651,8 @@ START_TEST(limit_list_filters_and_delete)
 	/* limits of one tenant are invisible to another */
 	struct tenant o = tenant_new(&S, false);
 	ck_assert_int_eq(list_len(o.key, "/v1/limits"), 0);
-	r = req(&S, "GET", "/v1/limits/a", o.key, NULL, NULL);
-	ck_status(r, 404);
-	resp_free(&r);
-	r = req(&S, "DELETE", "/v1/limits/a", o.key, NULL, NULL);
-	ck_status(r, 404);
-	resp_free(&r);
+	expect_status(&S, "GET", "/v1/limits/a", o.key, NULL, 404);
+	expect_status(&S, "DELETE", "/v1/limits/a", o.key, NULL, 404);
 	ck_assert_int_eq(list_len(t.key, "/v1/limits"), 5);
 }
 END_TEST
@@ -709,9 +679,7 @@ START_TEST(tier_limits_inline)
 		"{\"id\":\"gold\",\"limits\":[{\"meter\":\"tokens\",\"kind\":\"quota\",\"period\":\"year\",\"limit\":7}]}", NULL);
 	ck_bad(r, 400, "invalid_parameter", "limits[0].period");
 	resp_free(&r);
-	r = req(&S, "GET", "/v1/tiers/gold", t.key, NULL, NULL);
-	ck_status(r, 404);
-	resp_free(&r);
+	expect_status(&S, "GET", "/v1/tiers/gold", t.key, NULL, 404);
 	ck_assert_int_eq(list_len(t.key, "/v1/limits"), 1);
 }
 END_TEST

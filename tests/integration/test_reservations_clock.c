@@ -79,35 +79,25 @@ START_TEST(reservation_lifecycle)
 	/* releasing r1 now: it is gone */
 	char path[128];
 	snprintf(path, sizeof(path), "/v1/reservations/%s/release", r1);
-	r = req(&S, "POST", path, t.key, NULL, NULL);
-	ck_status(r, 404);
-	resp_free(&r);
+	expect_status(&S, "POST", path, t.key, NULL, 404);
 	ck_q(t.key, "c", "q", 20, 50, 30);
 	/* release r2 */
 	snprintf(path, sizeof(path), "/v1/reservations/%s/release", r2);
-	r = req(&S, "POST", path, t.key, NULL, NULL);
-	ck_status(r, 200);
-	resp_free(&r);
+	expect_status(&S, "POST", path, t.key, NULL, 200);
 	ck_q(t.key, "c", "q", 20, 0, 80);
-	r = req(&S, "POST", path, t.key, NULL, NULL);
-	ck_status(r, 404);
-	resp_free(&r);
+	expect_status(&S, "POST", path, t.key, NULL, 404);
 	ck_q(t.key, "c", "q", 20, 0, 80);
 	/* unknown ids; another tenant's */
 	r = req(&S, "POST", "/v1/reservations/rsv_doesnotexist/release", t.key, NULL, NULL);
 	ck_status(r, 404);
 	ck_assert_str_eq(jstr(r.json, "error.type"), "invalid_request");
 	resp_free(&r);
-	r = req(&S, "POST", "/v1/reservations/nope/release", t.key, NULL, NULL);
-	ck_status(r, 404);
-	resp_free(&r);
+	expect_status(&S, "POST", "/v1/reservations/nope/release", t.key, NULL, 404);
 	char r3[64];
 	reserve(t.key, "c", 10, 0, r3, sizeof(r3));
 	struct tenant o = tokens_tenant(false);
 	snprintf(path, sizeof(path), "/v1/reservations/%s/release", r3);
-	r = req(&S, "POST", path, o.key, NULL, NULL);
-	ck_status(r, 404);
-	resp_free(&r);
+	expect_status(&S, "POST", path, o.key, NULL, 404);
 	ck_q(t.key, "c", "q", 20, 10, 70);
 	/* the durable usage is only what the event recorded */
 	r = req(&S, "GET", "/v1/customers/c/usage", t.key, NULL, NULL);
@@ -202,9 +192,8 @@ START_TEST(reservation_expires_on_test_clock)
 	ck_q(t.key, "c", "q", 0, 25, 75);
 	char path[128];
 	snprintf(path, sizeof(path), "/v1/reservations/%s/release", gone);
-	struct resp r = req(&S, "POST", path, t.key, NULL, NULL);
-	ck_status(r, 404);
-	resp_free(&r);
+	struct resp r;
+	expect_status(&S, "POST", path, t.key, NULL, 404);
 	/* the other one, past its TTL too */
 	clock_advance(&S, t.key, 600);
 	t0 = mono_ms();

@@ -1325,12 +1325,8 @@ START_TEST(endpoint_crud)
 	r = req(&S, "GET", path, t.key, NULL, NULL);
 	ck_err(r, 404, "invalid_request", "webhook_endpoint_not_found", NULL);
 	resp_free(&r);
-	r = req(&S, "DELETE", path, t.key, NULL, NULL);
-	ck_status(r, 404);
-	resp_free(&r);
-	r = req(&S, "GET", "/v1/webhook_endpoints/whe_doesnotexist", t.key, NULL, NULL);
-	ck_status(r, 404);
-	resp_free(&r);
+	expect_status(&S, "DELETE", path, t.key, NULL, 404);
+	expect_status(&S, "GET", "/v1/webhook_endpoints/whe_doesnotexist", t.key, NULL, 404);
 	r = req(&S, "GET", "/v1/webhook_endpoints", t.key, NULL, NULL);
 	ck_assert_int_eq(json_array_size(jpath(r.json, "data")), 1);
 	resp_free(&r);
@@ -1340,15 +1336,9 @@ START_TEST(endpoint_crud)
 	char ro[256];
 	snprintf(ro, sizeof(ro), "%s", jstr(r.json, "secret"));
 	resp_free(&r);
-	r = req(&S, "GET", "/v1/webhook_endpoints", ro, NULL, NULL);
-	ck_status(r, 200);
-	resp_free(&r);
-	r = req(&S, "POST", "/v1/webhook_endpoints", ro, "{\"url\":\"http://127.0.0.1:9/\",\"events\":[\"*\"]}", NULL);
-	ck_status(r, 403);
-	resp_free(&r);
-	r = req(&S, "GET", "/v1/webhook_endpoints", NULL, NULL, NULL);
-	ck_status(r, 401);
-	resp_free(&r);
+	expect_status(&S, "GET", "/v1/webhook_endpoints", ro, NULL, 200);
+	expect_status(&S, "POST", "/v1/webhook_endpoints", ro, "{\"url\":\"http://127.0.0.1:9/\",\"events\":[\"*\"]}", 403);
+	expect_status(&S, "GET", "/v1/webhook_endpoints", NULL, NULL, 401);
 }
 END_TEST
 
@@ -1421,18 +1411,10 @@ START_TEST(endpoint_bad_input)
 	ck_status(r, 201);
 	resp_free(&r);
 	/* deliveries and retry of unknown ids */
-	r = req(&S, "GET", "/v1/webhook_endpoints/whe_nope/deliveries", t.key, NULL, NULL);
-	ck_status(r, 404);
-	resp_free(&r);
-	r = req(&S, "POST", "/v1/webhook_deliveries/whd_nope/retry", t.key, NULL, NULL);
-	ck_status(r, 404);
-	resp_free(&r);
-	r = req(&S, "POST", "/v1/webhook_endpoints/whe_nope/test", t.key, NULL, NULL);
-	ck_status(r, 404);
-	resp_free(&r);
-	r = req(&S, "POST", "/v1/webhook_endpoints/whe_nope/rotate_secret", t.key, NULL, NULL);
-	ck_status(r, 404);
-	resp_free(&r);
+	expect_status(&S, "GET", "/v1/webhook_endpoints/whe_nope/deliveries", t.key, NULL, 404);
+	expect_status(&S, "POST", "/v1/webhook_deliveries/whd_nope/retry", t.key, NULL, 404);
+	expect_status(&S, "POST", "/v1/webhook_endpoints/whe_nope/test", t.key, NULL, 404);
+	expect_status(&S, "POST", "/v1/webhook_endpoints/whe_nope/rotate_secret", t.key, NULL, 404);
 }
 END_TEST
 
