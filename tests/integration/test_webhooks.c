@@ -364,7 +364,9 @@ static int nudge(const struct srv *s, const char *key, const char *ep)
 
 	json_array_foreach(pend, i, d) {
 		long long due = time_parse(jstr(d, "next_attempt_at"));
-		if (due > now + 3) {
+		/* claimed and in flight right now (counted, not yet logged): a retry would add an attempt */
+		bool in_flight = jint(d, "attempts") > (long long)json_array_size(jpath(d, "attempt_log"));
+		if (due > now + 3 && !in_flight) {
 			char path[128];
 			snprintf(path, sizeof(path), "/v1/webhook_deliveries/%s/retry", jstr(d, "id"));
 			expectf(s, key, "POST", path, 200, NULL);
