@@ -1,4 +1,5 @@
-/* check.c — one check = one EVALSHA of check.lua over every counter it touches (keys and arguments here). */
+/* check.c — a check's counters for check.lua (keys and argument here); the checks of one loop pass share one
+ * EVALSHA (see hot_async_batch), and each is tested-then-consumed atomically by the script. */
 #include <stdio.h>
 #include <string.h>
 
@@ -151,8 +152,8 @@ static void put_str(struct tg_buf *b, const char *s)
 
 static _Thread_local struct tg_buf pack_buf;
 
-/* Build KEYS and the argument of check.lua; counters without a subject (listed without state) are
- * skipped. Returns how many counters were sent. */
+/* Build KEYS and this check's part of check.lua's argument (in a buffer of this thread, valid until the next
+ * build); counters without a subject (listed without state) are skipped. Returns how many counters were sent. */
 static int build(struct hot_check *hc, struct tg_arena *a, struct hot_argv *keys, const char **arg, size_t *arglen)
 {
 	struct tg_buf *b = &pack_buf;
@@ -161,6 +162,7 @@ static int build(struct hot_check *hc, struct tg_arena *a, struct hot_argv *keys
 
 	keys->a = a;
 	tg_buf_reset(b);
+	tg_buf_add(b, "\0\0\0\0", 4); /* the length of the rest, set below */
 	put_i64(b, hc->now_ms);
 	put_u8(b, (hc->flags & HOT_DRY_RUN ? 1 : 0) | (hc->flags & HOT_RESERVE ? 2 : 0));
 	n_at = b->len;
@@ -243,7 +245,10 @@ static int build(struct hot_check *hc, struct tg_arena *a, struct hot_argv *keys
 		n++;
 	}
 	b->buf[n_at] = (char)n; /* at most a few dozen counters (limits per check are bounded) */
-	*arg = tg_arena_strndup(a, b->buf, b->len) /* binary-safe: a memcpy */;
+	uint32_t rest = (uint32_t)(b->len - 4);
+	for (int i = 0; i < 4; i++)
+		b->buf[i] = (char)(rest >> (8 * i) & 0xff);
+	*arg = b->buf;
 	*arglen = b->len;
 	return n;
 }
@@ -426,7 +431,7 @@ int hot_check_async(struct hot_check *hc, struct tg_arena *arena, void (*done)(v
 	p->hc = hc;
 	p->done = done;
 	p->arg = arg;
-	return hot_async_script(&hot_script_check, keys.n, keys.v, keys.len, 1, &blob, &len, on_reply, p);
+	return hot_async_batch(&hot_script_check, keys.n, keys.v, keys.len, blob, len, on_reply, p);
 }
 
 int hot_check_sync(struct hot_check *hc, struct tg_arena *arena, struct tg_error *err)
@@ -438,7 +443,8 @@ int hot_check_sync(struct hot_check *hc, struct tg_arena *arena, struct tg_error
 
 	hc->sent = build(hc, arena, &keys, &blob, &len);
 	r = hot_sync_script(&hot_script_check, keys.n, keys.v, 1, &blob, &len, err);
-	parse(hc, r);
+	/* a batch of one: its reply is the first element */
+	parse(hc, r && r->type == REDIS_REPLY_ARRAY && r->elements == 1 ? r->element[0] : r);
 	if (r)
 		freeReplyObject(r);
 	return hc->status;

@@ -1,11 +1,15 @@
--- check.lua: test every counter of one check, then consume all or nothing.
--- This runs inside Redis once per check, so every operation counts: Redis pays ~1k instructions per script
--- argument and Lua ~2k per tonumber(), so all arguments come in one binary ARGV[1] read with struct.unpack
--- (little-endian; i8 = int64, B = byte, s = NUL-terminated string), and each counter's state is one table
--- built by one constructor.
--- KEYS[1..n]: counter keys. A reservation's holds are the amounts added to the "r" (reserved) of its quota
--- counters and live balance; PostgreSQL keeps the reservation itself (see 0006_reservations.sql).
--- ARGV[1]: i8 now_ms, B flags (1 dry run, 2 reserve), B n; then per counter B kind, B flags, and by kind:
+-- check.lua: every check of one batch (the checks of one pass of a loop), each one testing every counter it
+-- touches, then consuming all or nothing. Each check is independent of the others of its batch: its own
+-- clock, counters, decision and reply; one that fails (a script error) fails alone.
+-- This runs inside Redis for every check, so every operation counts: Redis pays ~10k instructions per
+-- EVALSHA (one per batch, not per check), ~1k per script argument and Lua ~2k per tonumber(), so all
+-- arguments come in one binary ARGV[1] read with struct.unpack (little-endian; i4 = int32, i8 = int64,
+-- B = byte, s = NUL-terminated string), and each counter's state is one table built by one constructor.
+-- KEYS: every check's counter keys, one after the other. A reservation's holds are the amounts added to
+-- the "r" (reserved) of its quota counters and live balance; PostgreSQL keeps the reservation itself (see
+-- 0006_reservations.sql).
+-- ARGV[1]: per check, i4 the length of what follows, then i8 now_ms, B flags (1 dry run, 2 reserve), B n
+-- (its number of counters, one key each); then per counter B kind, B flags, and by kind:
 --   1 quota          i8 i8 limit, i8 i8 amount, i8 ttl ms (0: none), B rebuilt?, [i8 i8 rebuilt value,
 --                    i8 i8 rebuilt reserved]
 --   2 token bucket   i8 capacity, i8 amount, i8 refill amount per window, i8 window ms. The state is the
@@ -21,22 +25,36 @@
 -- "i8 i8" is an exact value hi * 1e9 + lo (0 <= lo < 1e9): quotas and balances are compared exactly.
 -- Counter flags, a sum of: 1 consume when allowed, 2 reserve when allowed, 4 enforced (hard); 8 / 16: the
 -- quota's meter keeps the maximum / the latest value (usage is that value, not a sum); 32 (wf) record cost.
--- Amounts are integers in micro-units. Returns the decision (see the end): status 1 allowed (and applied) or
--- 0 denied (nothing applied), then per counter fits and three values; or, when counters are missing, the
--- table {-1, their indexes}.
-local U = struct.unpack
+-- Amounts are integers in micro-units. Returns a table with one reply per check: its decision (see the end
+-- of one()), status 1 allowed (and applied) or 0 denied (nothing applied), then per counter fits and three
+-- values; or, when counters are missing, the table {-1, their indexes}; or an error.
+local U, byte = struct.unpack, string.byte
 local blob = ARGV[1]
-local now, gflags, n, pos = U('<i8BB', blob)
-local dry = gflags % 2 == 1
-local st = {}
-local missing
-local deny = false
+-- the check being run: its clock, and the index of its first key in KEYS minus one
+local now, kb
 local SUB = 100
 
 local function P(hi, lo)
   -- a number below SAFE: a sum of two stays exact, and add() goes wide past SAFE
   if hi < 4e6 and hi > -4e6 then return hi * E + lo end
+  wd() -- from now on values may be wide (see Wd in the prelude)
   return {hi, lo}
+end
+-- Every value a plain number (no wide one made yet in this run): the common case, where the quota test
+-- and the reply skip the generic helpers (a Lua call costs ~500 instructions and a type() ~700).
+local function narrow() return Wd == nil end
+-- The reply's struct.pack format for n counters (and a balance mark), made once per run; the reply's values
+-- and the counters' states each go in one table for every check of the run (a table grown element by
+-- element costs ~800 instructions each).
+local RFMT, RV, ST = {}, {}, {}
+local function rfmt(n, mark)
+  local k = n * 2 + (mark and 1 or 0)
+  local fmt = RFMT[k]
+  if not fmt then
+    fmt = '<b' .. string.rep('Bi8i8i8', n) .. (mark and 'i8' or '')
+    RFMT[k] = fmt
+  end
+  return fmt
 end
 
 local function sw_state(key, win)
@@ -61,204 +79,6 @@ local function sw_state(key, win)
   return est, idx, drop, false, total, ec, b
 end
 
-for i = 1, n do
-  local kind, f
-  kind, f, pos = U('<BB', blob, pos)
-  local key = KEYS[i]
-  local s
-  if kind == 1 then
-    local lh, ll, ah, al, ttl, has, ih, il, rh, rl
-    lh, ll, ah, al, ttl, has, pos = U('<i8i8i8i8i8B', blob, pos)
-    if has == 1 then ih, il, rh, rl, pos = U('<i8i8i8i8', blob, pos) end
-    local A, L = P(ah, al), P(lh, ll)
-    local v = redis.call('HMGET', key, 'u', 'r', 'e')
-    local u, r, init, mark
-    if not v[1] and not v[2] then
-      if has == 1 then init = true; u, r = P(ih, il), P(rh, rl)
-      else missing = missing or {}; missing[#missing + 1] = i end
-    else
-      u, r, mark = N(v[1] or '0'), N(v[2] or '0'), tonumber(v[3] or '0')
-    end
-    local agg = f % 16 >= 8 and 'm' or (f % 32 >= 16 and 'l' or 's')
-    local fits
-    if u then
-      if agg == 'm' then fits = cmp(add(cmp(u, A) >= 0 and u or A, r), L) <= 0
-      elseif agg == 'l' then fits = cmp(add(A, r), L) <= 0
-      else fits = cmp(add(add(u, r), A), L) <= 0 end
-    end
-    s = {kind = 1, key = key, f = f, fits = fits, A = A, U = u, R = r, init = init, agg = agg, ttl = ttl, mark = mark}
-  elseif kind == 2 then
-    local limit, amt, rate, win
-    limit, amt, rate, win, pos = U('<i8i8i8i8', blob, pos)
-    local l, ts, exp = 0, now, 0
-    local packed = redis.call('HGET', key, 's')
-    if packed then
-      l, ts, exp = U('<i8i8i8', packed)
-      if now > ts then
-        l = l - math.floor((now - ts) * rate / win)
-        if l < 0 then l = 0 end
-        ts = now
-      end
-    end
-    s = {kind = 2, key = key, f = f, fits = l + amt <= limit, limit = limit, amt = amt, rate = rate, win = win,
-         l = l, ts = ts, exp = exp}
-  elseif kind == 3 then
-    local limit, amt, win
-    limit, amt, win, pos = U('<i8i8i8', blob, pos)
-    redis.call('ZREMRANGEBYSCORE', key, '-inf', now - win)
-    local es = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
-    local used = 0
-    for j = 1, #es, 2 do
-      used = used + tonumber(string.match(es[j], ':(%d+)$'))
-    end
-    s = {kind = 3, key = key, f = f, fits = used + amt <= limit, limit = limit, amt = amt, win = win, used = used,
-         entries = es}
-  elseif kind == 5 then
-    local amt, mc, md, mdur, mdup, mcost, depth, tool
-    amt, mc, md, mdur, mdup, mcost, depth, tool, pos = U('<i8i8i8i8i8i8i8s', blob, pos)
-    local dupf = 'd:' .. tool
-    local v = redis.call('HMGET', key, 'n', 'f', 'c', 't', dupf)
-    local calls, first, spent, term = tonumber(v[1]) or 0, tonumber(v[2]), tonumber(v[3]) or 0, tonumber(v[4])
-    local dups = tonumber(v[5]) or 0
-    local code = 0
-    if term then code = 10 + term
-    elseif mc > 0 and calls + 1 > mc then code = 1
-    elseif mdup > 0 and dups + 1 > mdup then code = 2
-    elseif md > 0 and depth > md then code = 3
-    elseif mdur > 0 and first and now - first > mdur then code = 4
-    elseif mcost > 0 and spent + amt > mcost then code = 5
-    end
-    s = {kind = 5, key = key, f = f, fits = code == 0, amt = amt, dupf = dupf, calls = calls, first = first,
-         spent = spent, code = code, ttl = math.max(2 * mdur, 60000)}
-  elseif kind == 6 then
-    local ah, al, has, bh, bl, mh, ml, rh, rl
-    ah, al, has, pos = U('<i8i8B', blob, pos)
-    if has == 1 then bh, bl, mh, ml, rh, rl, pos = U('<i8i8i8i8i8i8', blob, pos) end
-    local v = redis.call('HMGET', key, 'b', 'r', 'm', 'e')
-    local B, R, M, init, mark
-    if not v[1] then
-      if has == 1 then init = true; B, R, M = P(bh, bl), P(rh, rl), P(mh, ml)
-      else missing = missing or {}; missing[#missing + 1] = i end
-    else
-      B, R, M, mark = N(v[1]), N(v[2] or '0'), N(v[3] or '0'), tonumber(v[4] or '0')
-    end
-    local A, fits = P(ah, al), nil
-    if B then
-      local avail = add(B, neg(R))
-      fits = cmp(avail, M) > 0 and cmp(add(avail, neg(A)), M) >= 0
-    end
-    s = {kind = 6, key = key, f = f, fits = fits, A = A, B = B, R = R, M = M, init = init, mark = mark}
-  else -- 4 sliding window
-    local limit, amt, win
-    limit, amt, win, pos = U('<i8i8i8', blob, pos)
-    local used, idx, drop, reset, total, ec, b = sw_state(key, win)
-    s = {kind = 4, key = key, f = f, fits = used + amt <= limit, limit = limit, amt = amt, win = win, used = used,
-         idx = idx, drop = drop, reset = reset, total = total, ec = ec, b = b}
-  end
-  if s.fits == false and f % 8 >= 4 then deny = true end
-  st[i] = s
-end
-
-if missing then
-  local r = {-1}
-  for k, i in ipairs(missing) do r[k + 1] = i end
-  return r
-end
-
-local apply = not deny and not dry
-local reserving = apply and gflags % 4 >= 2
-for i = 1, n do
-  local s = st[i]
-  local kind = s.kind
-  local consume = apply and s.f % 2 >= 1
-  local reserve = reserving and s.f % 4 >= 2
-  if kind == 1 then
-    if s.init then
-      s.mark = new_mark()
-      redis.call('HSET', s.key, 'u', S(s.U), 'r', S(s.R), 'e', s.mark)
-      if s.ttl > 0 then redis.call('PEXPIRE', s.key, s.ttl) end
-    end
-    -- the key exists with its expiry (set when it was made): updating it keeps that
-    if consume then
-      if s.agg == 'm' then
-        if cmp(s.A, s.U) > 0 then s.U = s.A; redis.call('HSET', s.key, 'u', D(s.A)) end
-      elseif s.agg == 'l' then
-        s.U = s.A
-        redis.call('HSET', s.key, 'u', D(s.A))
-      else
-        s.U = add(s.U, s.A)
-        redis.call('HINCRBY', s.key, 'u', D(s.A))
-      end
-    elseif reserve then
-      s.R = add(s.R, s.A)
-      redis.call('HINCRBY', s.key, 'r', D(s.A))
-    end
-  elseif kind == 2 then
-    if consume then
-      s.l = s.l + s.amt
-      -- once drained the key is not needed (a missing bucket is an empty one): it is kept until then
-      -- and a window more, so that its expiry is pushed back about once per window, not on every check
-      local drained = now + math.ceil(s.l * s.win / s.rate)
-      if drained + 1000 > s.exp then
-        s.exp = drained + s.win + 1000
-        redis.call('HSET', s.key, 's', struct.pack('<i8i8i8', s.l, s.ts, s.exp))
-        redis.call('PEXPIRE', s.key, s.exp - now)
-      else
-        redis.call('HSET', s.key, 's', struct.pack('<i8i8i8', s.l, s.ts, s.exp))
-      end
-    end
-  elseif kind == 5 then
-    if not dry and s.code >= 1 and s.code <= 5 then
-      -- terminated for good, whatever else the check decided
-      redis.call('HSET', s.key, 't', s.code)
-      redis.call('PEXPIRE', s.key, s.ttl)
-    elseif consume then
-      s.calls = s.calls + 1
-      redis.call('HINCRBY', s.key, 'n', 1)
-      redis.call('HINCRBY', s.key, s.dupf, 1)
-      if not s.first then redis.call('HSET', s.key, 'f', now); redis.call('PEXPIRE', s.key, s.ttl) end
-      if s.amt ~= 0 and s.f % 64 >= 32 then
-        s.spent = s.spent + s.amt
-        redis.call('HINCRBY', s.key, 'c', I(s.amt))
-      end
-    end
-  elseif kind == 6 then
-    if s.init then
-      s.mark = new_mark()
-      redis.call('HSET', s.key, 'b', S(s.B), 'r', S(s.R), 'm', S(s.M), 'e', s.mark)
-    end
-    if consume and cmp(s.A, 0) ~= 0 then
-      s.B = add(s.B, neg(s.A))
-      redis.call('HINCRBY', s.key, 'b', D(neg(s.A)))
-    elseif reserve and cmp(s.A, 0) ~= 0 then
-      s.R = add(s.R, s.A)
-      redis.call('HINCRBY', s.key, 'r', D(s.A))
-    end
-  elseif kind == 3 then
-    if consume then
-      -- unique member: within one ms the entry count only grows (older entries left already)
-      local m = now .. ':' .. (#s.entries / 2) .. ':' .. s.amt
-      redis.call('ZADD', s.key, now, m)
-      redis.call('PEXPIRE', s.key, s.win + 1000)
-      s.used = s.used + s.amt
-      s.entries[#s.entries + 1] = m
-      s.entries[#s.entries + 1] = tostring(now)
-    end
-  else
-    if s.reset then redis.call('DEL', s.key) end
-    if consume or #s.drop > 0 or s.reset then
-      if #s.drop > 0 then redis.call('HDEL', s.key, unpack(s.drop)) end
-      local total = (s.reset and 0 or s.total)
-      if consume then
-        total = total + s.amt
-        redis.call('HINCRBY', s.key, 'b' .. s.idx, I(s.amt))
-        s.used = s.used + s.amt
-      end
-      redis.call('HSET', s.key, 't', I(total), 'o', s.idx - SUB)
-      redis.call('PEXPIRE', s.key, s.win * 2 + 1000)
-    end
-  end
-end
 
 -- The reply is one string (a Lua table costs Redis far more to turn into a reply): b status, then per
 -- counter B fits and three values a, b, c as i8 each. A quota or balance beyond 4e15 micro-units is kept
@@ -268,6 +88,7 @@ local function values(s)
   local kind = s.kind
   local a, b, c = 0, 0, 0
   if kind == 1 then
+    -- the mark is read only for a consumed counter (the server needs it then only)
     a, b, c = s.U, s.R, s.mark or 0
   elseif kind == 2 then
     a, b = s.limit - s.l, math.ceil(s.l * s.win / s.rate)
@@ -309,28 +130,261 @@ local function values(s)
   return a, b, c
 end
 
-local status = apply and 1 or (deny and 0 or 1)
-local out = struct.pack('<b', status)
-for i = 1, n do
-  local s = st[i]
-  local a, b, c = values(s)
-  if type(a) == 'table' or type(b) == 'table' or type(c) == 'table' then out = nil; break end
-  out = out .. struct.pack('<Bi8i8i8', s.fits and 1 or 0, a, b, c)
+-- One check: its reply (see the end), or the table {-1, indexes} of its missing counters.
+local function one(gflags, n, pos)
+  local dry = gflags % 2 == 1
+  local st = ST -- slots 1..n are this check's
+  local missing
+  local deny = false
+  for i = 1, n do
+    local kind, f = byte(blob, pos)
+    local key = KEYS[kb + i]
+    local s
+    if kind == 1 then
+      local lh, ll, ah, al, ttl, has, ih, il, rh, rl
+      f, lh, ll, ah, al, ttl, has, pos = U('<Bi8i8i8i8i8B', blob, pos + 1)
+      if has == 1 then ih, il, rh, rl, pos = U('<i8i8i8i8', blob, pos) end
+      local A, L = P(ah, al), P(lh, ll)
+      local v
+      if f % 2 == 1 then v = redis.call('HMGET', key, 'u', 'r', 'e') else v = redis.call('HMGET', key, 'u', 'r') end
+      local u, r, init, mark
+      local vu, vr = v[1], v[2]
+      if not vu and not vr then
+        if has == 1 then init = true; u, r = P(ih, il), P(rh, rl)
+        else missing = missing or {}; missing[#missing + 1] = i end
+      else
+        -- N() inlined for the usual short value
+        u = vu and (#vu <= 15 and tonumber(vu) or N(vu)) or 0
+        r = vr and (#vr <= 15 and tonumber(vr) or N(vr)) or 0
+        if v[3] then mark = tonumber(v[3]) end
+      end
+      local agg = f % 16 >= 8 and 'm' or (f % 32 >= 16 and 'l' or 's')
+      local fits
+      if u then
+        if agg == 's' and narrow() then
+          -- numbers below SAFE (4e15): u + r is exact; the last sum may round only far above L (< SAFE),
+          -- and rounding keeps order, so the comparison is exact
+          fits = u + r + A <= L
+        elseif agg == 'm' then fits = cmp(add(cmp(u, A) >= 0 and u or A, r), L) <= 0
+        elseif agg == 'l' then fits = cmp(add(A, r), L) <= 0
+        else fits = cmp(add(add(u, r), A), L) <= 0 end
+      end
+      -- fields are few (a table costs ~400 instructions per field): the rest is added when needed
+      s = {kind = 1, f = f, fits = fits, A = A, U = u, R = r, mark = mark}
+      if init then s.init = true; s.ttl = ttl end
+    elseif kind == 2 then
+      local limit, amt, rate, win
+      f, limit, amt, rate, win, pos = U('<Bi8i8i8i8', blob, pos + 1)
+      local l, ts, exp = tb_state(key, now, rate, win)
+      s = {kind = 2, f = f, fits = l + amt <= limit, limit = limit, amt = amt, rate = rate, win = win, l = l, ts = ts,
+           exp = exp}
+    elseif kind == 3 then
+      local limit, amt, win
+      f, limit, amt, win, pos = U('<Bi8i8i8', blob, pos + 1)
+      redis.call('ZREMRANGEBYSCORE', key, '-inf', now - win)
+      local es = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
+      local used = 0
+      for j = 1, #es, 2 do
+        used = used + tonumber(string.match(es[j], ':(%d+)$'))
+      end
+      s = {kind = 3, key = key, f = f, fits = used + amt <= limit, limit = limit, amt = amt, win = win, used = used,
+           entries = es}
+    elseif kind == 5 then
+      local amt, mc, md, mdur, mdup, mcost, depth, tool
+      f, amt, mc, md, mdur, mdup, mcost, depth, tool, pos = U('<Bi8i8i8i8i8i8i8s', blob, pos + 1)
+      local dupf = 'd:' .. tool
+      local v = redis.call('HMGET', key, 'n', 'f', 'c', 't', dupf)
+      local calls, first, spent, term = tonumber(v[1]) or 0, tonumber(v[2]), tonumber(v[3]) or 0, tonumber(v[4])
+      local dups = tonumber(v[5]) or 0
+      local code = 0
+      if term then code = 10 + term
+      elseif mc > 0 and calls + 1 > mc then code = 1
+      elseif mdup > 0 and dups + 1 > mdup then code = 2
+      elseif md > 0 and depth > md then code = 3
+      elseif mdur > 0 and first and now - first > mdur then code = 4
+      elseif mcost > 0 and spent + amt > mcost then code = 5
+      end
+      s = {kind = 5, key = key, f = f, fits = code == 0, amt = amt, dupf = dupf, calls = calls, first = first,
+           spent = spent, code = code, ttl = math.max(2 * mdur, 60000)}
+    elseif kind == 6 then
+      local ah, al, has, bh, bl, mh, ml, rh, rl
+      f, ah, al, has, pos = U('<Bi8i8B', blob, pos + 1)
+      if has == 1 then bh, bl, mh, ml, rh, rl, pos = U('<i8i8i8i8i8i8', blob, pos) end
+      local v = redis.call('HMGET', key, 'b', 'r', 'm', 'e')
+      local B, R, M, init, mark
+      if not v[1] then
+        if has == 1 then init = true; B, R, M = P(bh, bl), P(rh, rl), P(mh, ml)
+        else missing = missing or {}; missing[#missing + 1] = i end
+      else
+        B, R, M, mark = N(v[1]), N(v[2] or '0'), N(v[3] or '0'), tonumber(v[4] or '0')
+      end
+      local A, fits = P(ah, al), nil
+      if B then
+        local avail = add(B, neg(R))
+        fits = cmp(avail, M) > 0 and cmp(add(avail, neg(A)), M) >= 0
+      end
+      s = {kind = 6, key = key, f = f, fits = fits, A = A, B = B, R = R, M = M, init = init, mark = mark}
+    else -- 4 sliding window
+      local limit, amt, win
+      f, limit, amt, win, pos = U('<Bi8i8i8', blob, pos + 1)
+      local used, idx, drop, reset, total, ec, b = sw_state(key, win)
+      s = {kind = 4, key = key, f = f, fits = used + amt <= limit, limit = limit, amt = amt, win = win, used = used,
+           idx = idx, drop = drop, reset = reset, total = total, ec = ec, b = b}
+    end
+    if s.fits == false and f % 8 >= 4 then deny = true end
+    st[i] = s
+  end
+
+  if missing then
+    local r = {-1}
+    for k, i in ipairs(missing) do r[k + 1] = i end
+    return r
+  end
+
+  local apply = not deny and not dry
+  local reserving = apply and gflags % 4 >= 2
+  for i = 1, n do
+    local s, key = st[i], KEYS[kb + i]
+    local kind = s.kind
+    local consume = apply and s.f % 2 >= 1
+    local reserve = reserving and s.f % 4 >= 2
+    if kind == 1 then
+      if s.init then
+        s.mark = new_mark()
+        redis.call('HSET', key, 'u', S(s.U), 'r', S(s.R), 'e', s.mark)
+        if s.ttl > 0 then redis.call('PEXPIRE', key, s.ttl) end
+      end
+      -- the key exists with its expiry (set when it was made): updating it keeps that
+      if consume then
+        if s.f % 16 >= 8 then -- the maximum
+          if cmp(s.A, s.U) > 0 then s.U = s.A; redis.call('HSET', key, 'u', D(s.A)) end
+        elseif s.f % 32 >= 16 then -- the latest
+          s.U = s.A
+          redis.call('HSET', key, 'u', D(s.A))
+        else
+          s.U = add(s.U, s.A)
+          redis.call('HINCRBY', key, 'u', D(s.A))
+        end
+      elseif reserve then
+        s.R = add(s.R, s.A)
+        redis.call('HINCRBY', key, 'r', D(s.A))
+      end
+    elseif kind == 2 then
+      if consume then
+        s.l = s.l + s.amt
+        -- once drained the key is not needed (a missing bucket is an empty one): it is kept until then
+        -- and a window more, so that its expiry is pushed back about once per window, not on every check
+        local drained = now + math.ceil(s.l * s.win / s.rate)
+        if drained + 1000 > s.exp then
+          s.exp = drained + s.win + 1000
+          redis.call('HSET', key, 's', struct.pack('<i8i8i8', s.l, s.ts, s.exp))
+          redis.call('PEXPIRE', key, s.exp - now)
+        else
+          redis.call('HSET', key, 's', struct.pack('<i8i8i8', s.l, s.ts, s.exp))
+        end
+      end
+    elseif kind == 5 then
+      if not dry and s.code >= 1 and s.code <= 5 then
+        -- terminated for good, whatever else the check decided
+        redis.call('HSET', key, 't', s.code)
+        redis.call('PEXPIRE', key, s.ttl)
+      elseif consume then
+        s.calls = s.calls + 1
+        redis.call('HINCRBY', key, 'n', 1)
+        redis.call('HINCRBY', key, s.dupf, 1)
+        if not s.first then redis.call('HSET', key, 'f', now); redis.call('PEXPIRE', key, s.ttl) end
+        if s.amt ~= 0 and s.f % 64 >= 32 then
+          s.spent = s.spent + s.amt
+          redis.call('HINCRBY', key, 'c', I(s.amt))
+        end
+      end
+    elseif kind == 6 then
+      if s.init then
+        s.mark = new_mark()
+        redis.call('HSET', key, 'b', S(s.B), 'r', S(s.R), 'm', S(s.M), 'e', s.mark)
+      end
+      if consume and cmp(s.A, 0) ~= 0 then
+        s.B = add(s.B, neg(s.A))
+        redis.call('HINCRBY', key, 'b', D(neg(s.A)))
+      elseif reserve and cmp(s.A, 0) ~= 0 then
+        s.R = add(s.R, s.A)
+        redis.call('HINCRBY', key, 'r', D(s.A))
+      end
+    elseif kind == 3 then
+      if consume then
+        -- unique member: within one ms the entry count only grows (older entries left already)
+        local m = now .. ':' .. (#s.entries / 2) .. ':' .. s.amt
+        redis.call('ZADD', key, now, m)
+        redis.call('PEXPIRE', key, s.win + 1000)
+        s.used = s.used + s.amt
+        s.entries[#s.entries + 1] = m
+        s.entries[#s.entries + 1] = tostring(now)
+      end
+    else
+      if s.reset then redis.call('DEL', key) end
+      if consume or #s.drop > 0 or s.reset then
+        if #s.drop > 0 then redis.call('HDEL', key, unpack(s.drop)) end
+        local total = (s.reset and 0 or s.total)
+        if consume then
+          total = total + s.amt
+          redis.call('HINCRBY', key, 'b' .. s.idx, I(s.amt))
+          s.used = s.used + s.amt
+        end
+        redis.call('HSET', key, 't', I(total), 'o', s.idx - SUB)
+        redis.call('PEXPIRE', key, s.win * 2 + 1000)
+      end
+    end
+  end
+
+  local status = apply and 1 or (deny and 0 or 1)
+  -- a balance (always the last entry) adds its rebuild mark at the very end
+  local last = st[n]
+  local bal = last and last.kind == 6
+  if narrow() then
+    -- one struct.pack of every value (values are numbers: none is wide)
+    local rv, k = RV, 1
+    rv[1] = status
+    for i = 1, n do
+      local s = st[i]
+      local a, b, c = values(s)
+      rv[k + 1], rv[k + 2], rv[k + 3], rv[k + 4] = s.fits and 1 or 0, a, b, c
+      k = k + 4
+    end
+    if bal then rv[k + 1] = last.mark or 0; k = k + 1 end
+    return struct.pack(rfmt(n, bal), unpack(rv, 1, k))
+  end
+  local out = struct.pack('<b', status)
+  for i = 1, n do
+    local s = st[i]
+    local a, b, c = values(s)
+    if type(a) == 'table' or type(b) == 'table' or type(c) == 'table' then out = nil; break end
+    out = out .. struct.pack('<Bi8i8i8', s.fits and 1 or 0, a, b, c)
+  end
+  if out then
+    if bal then out = out .. struct.pack('<i8', last.mark or 0) end
+    return out
+  end
+  local r = {status}
+  for i = 1, n do
+    local s = st[i]
+    local a, b, c = values(s)
+    r[#r + 1] = s.fits and 1 or 0
+    r[#r + 1] = O(a)
+    r[#r + 1] = O(b)
+    r[#r + 1] = O(c)
+  end
+  if bal then r[#r + 1] = last.mark or 0 end
+  return r
 end
--- a balance (always the last entry) adds its rebuild mark at the very end
-local last = st[n]
-if out then
-  if last and last.kind == 6 then out = out .. struct.pack('<i8', last.mark or 0) end
-  return out
+
+local replies, pos, len, gflags, n = {}, 1
+kb = 0
+while pos <= #blob do
+  len, now, gflags, n = U('<i4i8BB', blob, pos)
+  local ok, r = pcall(one, gflags, n, pos + 14)
+  if not ok then r = {err = type(r) == 'table' and r.err or tostring(r)} end
+  replies[#replies + 1] = r
+  pos = pos + 4 + len
+  kb = kb + n
 end
-local r = {status}
-for i = 1, n do
-  local s = st[i]
-  local a, b, c = values(s)
-  r[#r + 1] = s.fits and 1 or 0
-  r[#r + 1] = O(a)
-  r[#r + 1] = O(b)
-  r[#r + 1] = O(c)
-end
-if last and last.kind == 6 then r[#r + 1] = last.mark or 0 end
-return r
+return replies

@@ -28,6 +28,14 @@ int hot_async_send(char *cmd, size_t len, hot_cb cb, void *arg);
 int hot_async_script(const struct hot_script *s, int nkeys, const char **keys, const size_t *keylens, int nargs,
 		     const char **args, const size_t *arglens, hot_cb cb, void *arg);
 
+/* Add an item to this loop's batch for script s: its keys and its part of the script's one argument (both
+ * copied). Every item of a batch is sent in one EVALSHA at the end of the loop's pass (or before any other
+ * command, so commands keep their order); the script answers a table with one element per item, and cb gets
+ * its element (an error reply when the whole script failed, NULL when the connection did).
+ * Returns -1 (cb not called) when the connection is down. */
+int hot_async_batch(const struct hot_script *s, int nkeys, const char **keys, const size_t *keylens, const char *part,
+		    size_t partlen, hot_cb cb, void *arg);
+
 /* This thread's blocking connection, (re)connected when needed; NULL with err filled when Redis is down. */
 redisContext *hot_sync(struct tg_error *err);
 /* Run a command on the blocking connection; returns a reply to free with freeReplyObject, or NULL (err filled,

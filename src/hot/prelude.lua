@@ -101,3 +101,18 @@ local function O(a)
   if type(a) == 'number' then return a end
   return wd().str(a)
 end
+-- A token bucket's level (what is used), drained at rate per win ms up to now, with when it was last
+-- drained and until when the key is kept: its hash field s = pack(i8 level, i8 at ms, i8 kept until ms).
+local function tb_state(key, now, rate, win)
+  local l, ts, exp = 0, now, 0
+  local packed = redis.call('HGET', key, 's')
+  if packed then
+    l, ts, exp = struct.unpack('<i8i8i8', packed)
+    if now > ts then
+      l = l - math.floor((now - ts) * rate / win)
+      if l < 0 then l = 0 end
+      ts = now
+    end
+  end
+  return l, ts, exp
+end

@@ -70,8 +70,33 @@ struct pending {
 	const struct hot_script *script;
 };
 
+/* The checks of one loop pass, gathered into one EVALSHA of their script (sent at the end of the pass). */
+struct batch_item {
+	hot_cb cb;
+	void *arg;
+};
+
+struct batch {
+	const struct hot_script *script;
+	struct tg_buf keys; /* every item's keys, as RESP bulk strings */
+	struct tg_buf arg;  /* every item's part of the one argument, one after the other */
+	struct batch_item *items;
+	int n, cap, nkeys;
+};
+
+/* A batch on the wire: its items, answered from the elements of the script's reply. */
+struct batch_sent {
+	int n;
+	struct batch_item items[];
+};
+
+/* A batch is sent when it has this many items or argument bytes (or at the end of the pass). */
+#define BATCH_MAX_ITEMS 128
+#define BATCH_MAX_BYTES (256 * 1024)
+
 struct async_conn {
 	struct tg_loop *loop;
+	struct batch batch;
 	redisContext *c;
 	bool connected, want_write, registered;
 	struct pending *q; /* ring buffer */
@@ -287,10 +312,78 @@ static void on_fd(void *arg, uint32_t events)
 		ac->want_write = true;
 }
 
+/* ---- batches ---- */
+
+static void add_bulk(struct tg_buf *b, const char *s, size_t n)
+{
+	char num[TG_I64_BUFSZ];
+	size_t k = tg_fmt_i64((int64_t)n, num);
+
+	tg_buf_addc(b, '$');
+	tg_buf_add(b, num, k);
+	tg_buf_add(b, "\r\n", 2);
+	tg_buf_add(b, s, n);
+	tg_buf_add(b, "\r\n", 2);
+}
+
+/* The script's reply is a table with one element per item, in order. */
+static void on_batch(void *arg, redisReply *r)
+{
+	struct batch_sent *s = arg;
+	bool split = r && r->type == REDIS_REPLY_ARRAY && r->elements == (size_t)s->n;
+
+	if (r && !split && r->type != REDIS_REPLY_ERROR)
+		log_warn("batched script failed", "unexpected reply (type %d, %zu elements for %d items)", r->type,
+			 r->type == REDIS_REPLY_ARRAY ? r->elements : 0, s->n);
+	for (int i = 0; i < s->n; i++)
+		s->items[i].cb(s->items[i].arg, split ? r->element[i] : r && r->type == REDIS_REPLY_ERROR ? r : NULL);
+	free(s);
+}
+
+/* Send the gathered batch as one EVALSHA (keys, then the one argument); without a connection, its items
+ * are answered with NULL. */
+static void batch_send(struct async_conn *ac)
+{
+	struct batch *b = &ac->batch;
+	struct batch_sent *s;
+	struct tg_buf cmd = {0};
+	char num[TG_I64_BUFSZ];
+	size_t len;
+
+	if (b->n == 0)
+		return;
+	s = tg_malloc(sizeof(*s) + sizeof(s->items[0]) * (size_t)b->n);
+	s->n = b->n;
+	memcpy(s->items, b->items, sizeof(s->items[0]) * (size_t)b->n);
+	b->n = 0;
+	if (!ac->c) {
+		tg_buf_reset(&b->keys);
+		tg_buf_reset(&b->arg);
+		b->nkeys = 0;
+		on_batch(s, NULL);
+		return;
+	}
+	tg_buf_addc(&cmd, '*');
+	tg_buf_add(&cmd, num, tg_fmt_i64(4 + b->nkeys, num));
+	tg_buf_add(&cmd, "\r\n", 2);
+	add_bulk(&cmd, "EVALSHA", 7);
+	add_bulk(&cmd, b->script->sha, 40);
+	add_bulk(&cmd, num, tg_fmt_i64(b->nkeys, num));
+	tg_buf_add(&cmd, b->keys.buf, b->keys.len);
+	add_bulk(&cmd, b->arg.buf, b->arg.len);
+	tg_buf_reset(&b->keys);
+	tg_buf_reset(&b->arg);
+	b->nkeys = 0;
+	char *raw = tg_buf_detach(&cmd, &len);
+	append_raw(ac, raw, len);
+	q_push(ac, (struct pending){.cb = on_batch, .arg = s, .cmd = raw, .len = len, .script = b->script});
+}
+
 static void on_pass_end(void *arg)
 {
 	struct async_conn *ac = arg;
 
+	batch_send(ac);
 	if (!ac->c && tg_mono_us() >= ac->retry_at_us)
 		dial(ac);
 	flush(ac);
@@ -332,6 +425,7 @@ int hot_async_send(char *cmd, size_t len, hot_cb cb, void *arg)
 		redisFreeCommand(cmd);
 		return -1;
 	}
+	batch_send(ac); /* commands go out in the order they were made */
 	append_raw(ac, cmd, len);
 	redisFreeCommand(cmd);
 	q_push(ac, (struct pending){.cb = cb, .arg = arg});
@@ -368,6 +462,7 @@ int hot_async_script(const struct hot_script *s, int nkeys, const char **keys, c
 		argv[3 + nkeys + i] = args[i];
 		lens[3 + nkeys + i] = arglens ? arglens[i] : strlen(args[i]);
 	}
+	batch_send(ac);
 	len = redisFormatCommandArgv(&cmd, argc, argv, lens);
 	if (argv != argv_small) {
 		free(argv);
@@ -377,6 +472,30 @@ int hot_async_script(const struct hot_script *s, int nkeys, const char **keys, c
 		return -1;
 	append_raw(ac, cmd, (size_t)len);
 	q_push(ac, (struct pending){.cb = cb, .arg = arg, .cmd = cmd, .len = (size_t)len, .script = s});
+	return 0;
+}
+
+int hot_async_batch(const struct hot_script *s, int nkeys, const char **keys, const size_t *keylens, const char *part,
+		    size_t partlen, hot_cb cb, void *arg)
+{
+	struct async_conn *ac = AC;
+	struct batch *b;
+
+	if (!ac || !ac->c)
+		return -1;
+	b = &ac->batch;
+	if (b->n && (b->script != s || b->n >= BATCH_MAX_ITEMS || b->arg.len + partlen > BATCH_MAX_BYTES))
+		batch_send(ac);
+	b->script = s;
+	for (int i = 0; i < nkeys; i++)
+		add_bulk(&b->keys, keys[i], keylens ? keylens[i] : strlen(keys[i]));
+	b->nkeys += nkeys;
+	tg_buf_add(&b->arg, part, partlen);
+	if (b->n == b->cap) {
+		b->cap = b->cap ? b->cap * 2 : 32;
+		b->items = tg_realloc(b->items, sizeof(*b->items) * (size_t)b->cap);
+	}
+	b->items[b->n++] = (struct batch_item){.cb = cb, .arg = arg};
 	return 0;
 }
 

@@ -52,19 +52,10 @@ for i = 1, n do
     redis.call('HINCRBY', key, 'c', I(amt))
     if redis.call('PTTL', key) < 0 then redis.call('PEXPIRE', key, 86400000) end
   elseif kind == 'tb' then
-    -- the same state as check.lua's: s = pack(i8 level, i8 at ms, i8 kept until ms)
+    -- the same state as check.lua's (tb_state, in the prelude)
     local rate, win = string.match(p2, '^(%d+):(%d+)$')
     rate, win = tonumber(rate), tonumber(win)
-    local l, ts, exp = 0, now, 0
-    local packed = redis.call('HGET', key, 's')
-    if packed then
-      l, ts, exp = struct.unpack('<i8i8i8', packed)
-      if now > ts then
-        l = l - math.floor((now - ts) * rate / win)
-        if l < 0 then l = 0 end
-        ts = now
-      end
-    end
+    local l, ts, exp = tb_state(key, now, rate, win)
     l = l + amt
     local drained, pushed = now + math.ceil(l * win / rate), false
     if drained + 1000 > exp then exp, pushed = drained + win + 1000, true end

@@ -11,6 +11,7 @@
 
 #include "harness.h"
 #include "tollgate/hot.h"
+#include "tollgate/loop.h"
 #include "tollgate/policy.h"
 #include "tollgate/util.h"
 
@@ -176,6 +177,96 @@ START_TEST(balance_debits_follow_the_mark)
 }
 END_TEST
 
+/* ---- one batch: the checks of one loop pass share one EVALSHA, each answered on its own ---- */
+
+static struct policy_limit capped = {.id = "cap", .kind = POLICY_QUOTA, .meter = &meter, .period = PERIOD_MONTH,
+				     .limit = 1000, .enforcement = ENF_HARD};
+/* a limit past 4e15 micro-units: check.lua compares it as {hi, lo}, not as a double */
+static struct policy_limit wide = {.id = "wide", .kind = POLICY_QUOTA, .meter = &meter, .period = PERIOD_MONTH,
+				   .limit = 2000000000000000007LL, .enforcement = ENF_HARD};
+
+struct batch_run {
+	struct tg_loop *loop;
+	int left;
+};
+
+static void batch_done(void *arg)
+{
+	struct batch_run *b = arg;
+
+	if (--b->left == 0)
+		tg_loop_stop(b->loop);
+}
+
+static struct hot_check one_check(struct policy_counter *c, const struct policy_limit *l, const char *subject,
+				  tg_fixed amount)
+{
+	*c = (struct policy_counter){.limit = l, .subject_kind = SUBJECT_CUSTOMER, .subject = subject,
+				     .period_start_ms = 1795305600000LL, .period_end_ms = INT64_MAX, .amount = amount,
+				     .consume = true};
+	return (struct hot_check){.tenant_id = tenant, .cs = c, .n = 1, .now_ms = 1795305600000LL};
+}
+
+static const char *quota_key(struct policy_counter *c, const struct policy_limit *l, const char *subject,
+			     const char *used)
+{
+	struct hot_check hc = one_check(c, l, subject, 0);
+	const char *key = hot_counter_key(&A, hc.tenant_id, c);
+
+	freeReplyObject(cmd("DEL", key, NULL, NULL));
+	if (used) {
+		freeReplyObject(cmd("HSET", key, "u", used));
+		freeReplyObject(cmd("HSET", key, "r", "0"));
+	}
+	return key;
+}
+
+START_TEST(one_batch_answers_each_check_alone)
+{
+	enum { N = 6 };
+	struct policy_counter c[N];
+	struct hot_check hc[N];
+	struct batch_run run = {.loop = tg_loop_new(), .left = N};
+	const char *subj[N] = {"b0", "b1", "b2", "b3", "b4", "b5"};
+	const struct policy_limit *lim[N] = {&capped, &capped, &capped, &wide, &capped, &capped};
+	const char *used[N] = {"990", "995", NULL, "1999999999999999990", "100", NULL};
+	const char *keys[N];
+
+	for (int i = 0; i < N; i++)
+		keys[i] = quota_key(&c[i], lim[i], subj[i], used[i]);
+	/* b2: not a hash, so HMGET fails inside the script; b5: missing, for a rebuild */
+	freeReplyObject(cmd("SET", keys[2], "not a hash", NULL));
+	ck_assert_int_eq(hot_loop_init(run.loop, 0), 0);
+	/* all queued before the loop's first pass ends: one batch */
+	for (int i = 0; i < N; i++) {
+		hc[i] = one_check(&c[i], lim[i], subj[i], 10);
+		ck_assert_int_eq(hot_check_async(&hc[i], &A, batch_done, &run), 0);
+	}
+	tg_loop_run(run.loop);
+
+	/* plain numbers: 990 + 10 is the limit exactly (allowed), 995 + 10 is past it (denied, untouched) */
+	ck_assert_int_eq(hc[0].status, HOT_DONE);
+	ck_assert(hc[0].allowed);
+	ck_assert_int_eq(c[0].used, 1000);
+	ck_assert_int_eq(field(keys[0], "u"), 1000);
+	ck_assert_int_eq(hc[1].status, HOT_DONE);
+	ck_assert(!hc[1].allowed);
+	ck_assert_int_eq(c[1].used, 995);
+	ck_assert_int_eq(field(keys[1], "u"), 995);
+	ck_assert_int_eq(hc[2].status, HOT_ERROR); /* its script error is its own */
+	ck_assert_int_eq(hc[3].status, HOT_DONE);  /* exact past 2^53: 1999999999999999990 + 10 fits */
+	ck_assert(hc[3].allowed);
+	ck_assert_int_eq(c[3].used, 2000000000000000000LL);
+	ck_assert_int_eq(hc[4].status, HOT_DONE); /* after a wide value, the generic arithmetic */
+	ck_assert(hc[4].allowed);
+	ck_assert_int_eq(c[4].used, 110);
+	ck_assert_int_eq(hc[5].status, HOT_MISSING);
+	ck_assert(c[5].missing);
+	for (int i = 0; i < N; i++)
+		freeReplyObject(cmd("DEL", keys[i], NULL, NULL));
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("hot");
@@ -186,6 +277,10 @@ int main(void)
 	tcase_add_test(tc, taken_back_only_without_a_rebuild);
 	tcase_add_test(tc, rebuild_gives_a_new_mark);
 	tcase_add_test(tc, balance_debits_follow_the_mark);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("batch");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, one_batch_answers_each_check_alone);
 	suite_add_tcase(s, tc);
 	return run_suite(s);
 }
