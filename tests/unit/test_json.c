@@ -62,6 +62,27 @@ START_TEST(test_lexemes_kept)
 }
 END_TEST
 
+/* A check's body, flat: read without jansson's lexer (json.c), to the same tree. */
+START_TEST(test_flat_bodies)
+{
+	json_t *v = parse(" {\n\t\"customer_id\" : \"u_1\", \"amount\":-0.50,\"consume\":true,\"x\":null,\"y\":false } \r\n");
+	ck_assert_str_eq(json_string_value(json_object_get(v, "customer_id")), "u_1");
+	ck_assert_str_eq(lexeme(json_object_get(v, "amount")), "-0.50");
+	ck_assert(json_is_true(json_object_get(v, "consume")));
+	ck_assert(json_is_null(json_object_get(v, "x")));
+	ck_assert(json_is_false(json_object_get(v, "y")));
+	ck_assert_int_eq(json_object_size(v), 5);
+	json_decref(v);
+	round_trip("{\"customer_id\":\"u_1\",\"meter\":\"tokens\",\"amount\":10,\"consume\":false}");
+	round_trip("{}");
+	/* past the flat reader's 40-character numbers and plain strings: the full parser, the same lexemes */
+	v = parse("{\"n\":123456789012345678901234567890123456789012345,\"s\":\"caf\u00e9\"}");
+	ck_assert_str_eq(lexeme(json_object_get(v, "n")), "123456789012345678901234567890123456789012345");
+	ck_assert_str_eq(json_string_value(json_object_get(v, "s")), "caf\xc3\xa9");
+	json_decref(v);
+}
+END_TEST
+
 START_TEST(test_lexemes_in_document_order)
 {
 	/* strings holding digits, quotes, escapes and minus signs must not shift the numbers */
@@ -174,6 +195,13 @@ START_TEST(test_rejects)
 		"{\"a\":1e400.5}",
 		"{\"a\":--1e400}",
 		"{\"a\":1e400 1}",
+		"{\"a\":truex}",
+		"{\"a\":nul}",
+		"{\"a\":1 \"b\":2}",
+		"{\"a\" 1}",
+		"{\"a\":1,\"b\"}",
+		"{\"a\":1",
+		"{\"a\":\"open}",
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
 		expect_reject(bad[i], strlen(bad[i]), true);
@@ -464,6 +492,7 @@ int main(void)
 
 	tcase_add_test(tc, test_lexemes_kept);
 	tcase_add_test(tc, test_lexemes_in_document_order);
+	tcase_add_test(tc, test_flat_bodies);
 	tcase_add_test(tc, test_many_numbers);
 	tcase_add_test(tc, test_top_level);
 	tcase_add_test(tc, test_rejects);
