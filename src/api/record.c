@@ -85,26 +85,37 @@ struct rebuild_job {
 };
 
 /*
- * On the writer thread: read the lost counters' truth from PostgreSQL and put it back into Redis.
- * No commit of this instance can fall between the read and the write, so no event is lost or
- * counted twice by the rebuild (instances writing concurrently still can: see the README).
+ * On the writer thread: read the lost counters' truth from PostgreSQL, put it back into Redis, and
+ * check again there. No commit of this instance can fall between the read, the write and the check,
+ * so no event is lost or counted twice by the rebuild (instances writing concurrently still can: see
+ * the README), and the check carries the rebuilt values: a counter lost again in between is made from
+ * them, not reported missing once more (Redis losing keys over and over cannot starve the check). A
+ * counter that was there at the last attempt and is lost before this one is rebuilt on the next turn.
  */
 static void rebuild_on_writer(void *arg)
 {
 	struct rebuild_job *j = arg;
 	struct hot_check *hc = j->hc;
 
-	tg_error_clear(&j->err);
-	j->rc = api_rebuild(hc->tenant_id, hc->cs, hc->n, &j->err);
-	if (j->rc == 0 && hc->bal && hc->bal->missing)
-		j->rc = api_rebuild_balance(hc->tenant_id, hc->bal, &j->err);
-	if (j->rc == 0)
-		j->rc = hot_init_counters(hc->tenant_id, hc->cs, hc->n, hc->now_ms, hc->bal, j->arena, &j->err);
-	/* the values are in Redis now: the next attempt uses what is there (newer usage included) */
-	for (int i = 0; i < hc->n; i++)
-		hc->cs[i].has_init = false;
-	if (hc->bal)
-		hc->bal->has_init = false;
+	for (int attempt = 0; attempt < 3; attempt++) {
+		tg_error_clear(&j->err);
+		j->rc = api_rebuild(hc->tenant_id, hc->cs, hc->n, &j->err);
+		if (j->rc == 0 && hc->bal && hc->bal->missing)
+			j->rc = api_rebuild_balance(hc->tenant_id, hc->bal, &j->err);
+		if (j->rc == 0)
+			j->rc = hot_init_counters(hc->tenant_id, hc->cs, hc->n, hc->now_ms, hc->bal, j->arena, &j->err);
+		if (j->rc == 0 && hot_check_sync(hc, j->arena, &j->err) == HOT_ERROR)
+			j->rc = -1;
+		/* used once: a later check reads what is in Redis then (newer usage included) */
+		for (int i = 0; i < hc->n; i++)
+			hc->cs[i].has_init = false;
+		if (hc->bal)
+			hc->bal->has_init = false;
+		if (j->rc < 0 || hc->status != HOT_MISSING)
+			return;
+	}
+	tg_fail(&j->err, TG_EUNAVAIL, "counters_unavailable", NULL, "usage counters could not be loaded; retry");
+	j->rc = -1;
 }
 
 /* A check of these counters on this thread's blocking connection, rebuilding what Redis lost. On
@@ -112,19 +123,17 @@ static void rebuild_on_writer(void *arg)
  * read them as one denied a customer with room to spare when Redis kept losing its keys). */
 int api_check_sync(struct hot_check *hc, struct tg_arena *a, struct tg_error *err)
 {
-	for (int attempt = 0; attempt < 3; attempt++) {
-		struct rebuild_job job = {.hc = hc, .arena = a};
-		int st = hot_check_sync(hc, a, err);
-		if (st != HOT_MISSING)
-			return st;
-		store_writer_run(rebuild_on_writer, &job);
-		if (job.rc < 0) {
-			*err = job.err;
-			return hc->status = HOT_ERROR;
-		}
+	struct rebuild_job job = {.hc = hc, .arena = a};
+	int st = hot_check_sync(hc, a, err);
+
+	if (st != HOT_MISSING)
+		return st;
+	store_writer_run(rebuild_on_writer, &job);
+	if (job.rc < 0) {
+		*err = job.err;
+		return hc->status = HOT_ERROR;
 	}
-	tg_fail(err, TG_EUNAVAIL, "counters_unavailable", NULL, "usage counters could not be loaded; retry");
-	return hc->status = HOT_ERROR;
+	return hc->status;
 }
 
 /* The dimensions an event carries (its string properties). */
