@@ -204,7 +204,7 @@ local function one(gflags, n, pos)
       elseif mdur > 0 and first and now - first > mdur then code = 4
       elseif mcost > 0 and spent + amt > mcost then code = 5
       end
-      s = {kind = 5, key = key, f = f, fits = code == 0, amt = amt, dupf = dupf, calls = calls, first = first,
+      s = {kind = 5, f = f, fits = code == 0, amt = amt, dupf = dupf, calls = calls, dups = dups, first = first,
            spent = spent, code = code, ttl = math.max(2 * mdur, 60000)}
     elseif kind == 6 then
       local ah, al, has, bh, bl, mh, ml, rh, rl
@@ -289,14 +289,16 @@ local function one(gflags, n, pos)
         redis.call('HSET', key, 't', s.code)
         redis.call('PEXPIRE', key, s.ttl)
       elseif consume then
+        -- one HSET of the new values (read above, in this same atomic run) instead of an HINCRBY each
         s.calls = s.calls + 1
-        redis.call('HINCRBY', key, 'n', 1)
-        redis.call('HINCRBY', key, s.dupf, 1)
-        if not s.first then redis.call('HSET', key, 'f', now); redis.call('PEXPIRE', key, s.ttl) end
-        if s.amt ~= 0 and s.f % 64 >= 32 then
-          s.spent = s.spent + s.amt
-          redis.call('HINCRBY', key, 'c', I(s.amt))
-        end
+        local cost = s.amt ~= 0 and s.f % 64 >= 32
+        if cost then s.spent = s.spent + s.amt end
+        if not s.first then
+          if cost then redis.call('HSET', key, 'n', s.calls, s.dupf, s.dups + 1, 'f', now, 'c', I(s.spent))
+          else redis.call('HSET', key, 'n', s.calls, s.dupf, s.dups + 1, 'f', now) end
+          redis.call('PEXPIRE', key, s.ttl)
+        elseif cost then redis.call('HSET', key, 'n', s.calls, s.dupf, s.dups + 1, 'c', I(s.spent))
+        else redis.call('HSET', key, 'n', s.calls, s.dupf, s.dups + 1) end
       end
     elseif kind == 6 then
       if s.init then

@@ -14,7 +14,14 @@ local function wd()
   Wd = {}
   function Wd.of(s)
     if type(s) == 'table' then return s end
-    if type(s) == 'number' then s = I(s) end
+    if type(s) == 'number' then
+      -- a plain number is below 2^53: its split is exact without going through its digits
+      local hi = math.floor(s / E)
+      local lo = s - hi * E
+      -- s / E may round to the next integer (2999999999999999 / 1e9): one step back
+      if lo < 0 then hi, lo = hi - 1, lo + E elseif lo >= E then hi, lo = hi + 1, lo - E end
+      return {hi, lo}
+    end
     local neg = string.byte(s, 1) == 45
     if neg then s = string.sub(s, 2) end
     local n, hi, lo = #s
