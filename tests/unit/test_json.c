@@ -160,6 +160,10 @@ START_TEST(test_top_level)
 	expect_reject("null", 4, true);
 	expect_reject("", 0, true);
 	expect_reject("", 0, false);
+	/* a NUL byte, which jansson 2.14 skips after a number or literal (found by tests/fuzz/fuzz_json) */
+	expect_reject("{\"a\":1\0}", 8, true);
+	expect_reject("[true\0]", 7, false);
+	expect_reject("0\0", 2, false);
 	struct tg_error err = {0};
 	v = tg_json_parse("{}", 2, true, &err);
 	ck_assert_ptr_nonnull(v);
