@@ -75,6 +75,8 @@ START_TEST(test_flat_bodies)
 	json_decref(v);
 	round_trip("{\"customer_id\":\"u_1\",\"meter\":\"tokens\",\"amount\":10,\"consume\":false}");
 	round_trip("{}");
+	round_trip("{\"customer_id\":\"u_1\",\"dimensions\":{\"model\":\"gpt-4o\"},\"workflow\":{\"id\":\"w\",\"depth\":1},\"e\":{}}");
+	round_trip("{\"a\":{\"b\":{\"c\":1.50}},\"d\":[1,{\"e\":null}]}"); /* deeper, arrays: the full parser */
 	/* past the flat reader's 40-character numbers and plain strings: the full parser, the same lexemes */
 	v = parse("{\"n\":123456789012345678901234567890123456789012345,\"s\":\"caf\u00e9\"}");
 	ck_assert_str_eq(lexeme(json_object_get(v, "n")), "123456789012345678901234567890123456789012345");
@@ -200,6 +202,10 @@ START_TEST(test_rejects)
 		"{\"a\":--1e400}",
 		"{\"a\":1e400 1}",
 		"{\"a\":truex}",
+		"{\"a\":{\"b\":1,\"b\":2}}",
+		"{\"a\":{\"b\":1}",
+		"{\"a\":{\"b\":1}}}",
+		"{\"a\":{\"b\" 1}}",
 		"{\"a\":nul}",
 		"{\"a\":1 \"b\":2}",
 		"{\"a\" 1}",
