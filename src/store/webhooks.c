@@ -105,7 +105,11 @@ int store_endpoint_update(const char *tenant_id, const char *id, const struct st
 	return store_exec1(&q_ep_update, p, ret, err);
 }
 
-static struct store_stmt q_ep_delete = STORE_STMT("DELETE FROM webhook_endpoints WHERE tenant_id = $1 AND id = $2", 2);
+/* The endpoint with its deliveries and their attempts (no foreign keys cascade: see 0010). */
+static struct store_stmt q_ep_delete = STORE_STMT(
+	"WITH d AS (DELETE FROM webhook_deliveries WHERE tenant_id = $1 AND endpoint_id = $2 RETURNING id), "
+	"a AS (DELETE FROM webhook_attempts WHERE delivery_id IN (SELECT id FROM d)) "
+	"DELETE FROM webhook_endpoints WHERE tenant_id = $1 AND id = $2", 2);
 
 int store_endpoint_delete(const char *tenant_id, const char *id, bool *deleted, struct tg_error *err)
 {
@@ -250,15 +254,18 @@ int store_deliveries_claim(int max, int64_t lease_ms, json_t **ret, struct tg_er
 	return 0;
 }
 
-/* One round trip for every transfer that finished together: the attempt log rows and the outcomes. */
+/* One round trip for every transfer that finished together: the outcomes, and the attempt log rows of the
+ * deliveries that are still there (one whose endpoint was deleted meanwhile is gone: no foreign key keeps
+ * its attempts out, this does). */
 static struct store_stmt q_attempts = STORE_STMT_REPLAN(
 	"WITH u AS (SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::int[], $5::int[], $6::text[], "
 	"  $7::text[], $8::text[], $9::bigint[]) AS u(id, attempt, started, code, latency, error, response, outcome, next)), "
-	"a AS (INSERT INTO webhook_attempts (delivery_id, attempt, started_at, status_code, latency_ms, error, response) "
-	"  SELECT id, attempt, to_timestamp(started / 1000.0), code, latency, error, response FROM u ON CONFLICT DO NOTHING) "
-	"UPDATE webhook_deliveries d SET status = u.outcome, last_status = u.code, last_error = u.error, "
+	"o AS (UPDATE webhook_deliveries d SET status = u.outcome, last_status = u.code, last_error = u.error, "
 	"  next_attempt_at = CASE WHEN u.outcome = 'pending' THEN to_timestamp(u.next / 1000.0) ELSE d.next_attempt_at END, "
-	"  updated_at = now() FROM u WHERE d.id = u.id", 9);
+	"  updated_at = now() FROM u WHERE d.id = u.id RETURNING d.id) "
+	"INSERT INTO webhook_attempts (delivery_id, attempt, started_at, status_code, latency_ms, error, response) "
+	"SELECT u.id, attempt, to_timestamp(started / 1000.0), code, latency, error, response FROM u JOIN o ON o.id = u.id "
+	"ON CONFLICT DO NOTHING", 9);
 
 int store_delivery_attempts(const struct store_attempt *a, int n, struct tg_error *err)
 {

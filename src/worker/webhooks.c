@@ -144,6 +144,7 @@ struct transfer {
 	int64_t created_ms, started_ms, started_us;
 	char *payload;
 	struct tg_buf response;
+	bool orphan; /* its endpoint was deleted after the delivery was made: failed, not retried */
 };
 
 static struct {
@@ -186,6 +187,7 @@ static struct transfer *start(CURLM *multi, const json_t *row)
 	json_t *p;
 
 	t->id = tg_strdup(store_str(row, "id"));
+	t->orphan = url == NULL; /* curl refuses the empty URL at once: no request goes out */
 	t->attempt = (int)store_int(row, "attempt", 1);
 	t->created_ms = store_int(row, "created_ms", 0);
 	t->payload = tg_strdup(payload ? payload : "{}");
@@ -251,7 +253,12 @@ static void outcome_of(struct transfer *t, CURLcode res, char *error, size_t siz
 	*a = (struct store_attempt){.id = t->id, .attempt = t->attempt, .status_code = (int)status,
 				    .latency_ms = (int)((tg_mono_us() - t->started_us) / 1000), .started_ms = t->started_ms,
 				    .error = error[0] ? error : NULL, .response = text->buf ? text->buf : ""};
-	if (res == CURLE_OK && status >= 200 && status <= 299) {
+	if (t->orphan) {
+		snprintf(error, size, "its endpoint was deleted");
+		a->error = error;
+		a->outcome = "failed";
+		tg_metric_add(D.failed, 1);
+	} else if (res == CURLE_OK && status >= 200 && status <= 299) {
 		a->outcome = "succeeded";
 		tg_metric_add(D.sent, 1);
 	} else if (tg_now_ms() + backoff_ms(t->attempt) > t->created_ms + GIVE_UP_MS) {

@@ -1344,6 +1344,60 @@ START_TEST(endpoint_crud)
 }
 END_TEST
 
+/* psql's one-number answer to sql (a format), or -1. */
+static long long sql_count(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static long long sql_count(const char *fmt, ...)
+{
+	char sql[1024];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(sql, sizeof(sql), fmt, ap);
+	va_end(ap);
+	char *out = psql(sql);
+	long long n = out && *out ? atoll(out) : -1;
+	free(out);
+	return n;
+}
+
+/* Deleting an endpoint takes its deliveries and their attempts with it (no foreign key cascades, see
+ * migration 0010); a delivery made for an endpoint deleted meanwhile (an event batch that committed
+ * after the delete) is failed at its first claim, with one attempt logged. */
+START_TEST(deleting_an_endpoint_takes_its_deliveries)
+{
+	struct tenant t = tenant_new(&S, false);
+	struct ep e = ep_create(&S, t.key, "http://127.0.0.1:9/refused", "[\"*\"]");
+	char path[160];
+	long long n = 0;
+
+	snprintf(path, sizeof(path), "/v1/webhook_endpoints/%s/test", e.id);
+	expect_status(&S, "POST", path, t.key, NULL, 201);
+	expect_status(&S, "POST", path, t.key, NULL, 201);
+	for (int i = 0; i < 100 && n < 1; i++, nap_ms(100))
+		n = sql_count("SELECT count(*) FROM webhook_attempts a JOIN webhook_deliveries d ON d.id = a.delivery_id "
+			      "WHERE d.tenant_id = '%s' AND d.endpoint_id = '%s'", t.id, e.id);
+	ck_assert_msg(n >= 1, "no attempt logged for the refused endpoint");
+	snprintf(path, sizeof(path), "/v1/webhook_endpoints/%s", e.id);
+	expect_status(&S, "DELETE", path, t.key, NULL, 200);
+	ck_assert_int_eq(sql_count("SELECT count(*) FROM webhook_deliveries WHERE tenant_id = '%s'", t.id), 0);
+	ck_assert_int_eq(sql_count("SELECT count(*) FROM webhook_attempts WHERE delivery_id IN "
+				   "(SELECT d.id FROM webhook_deliveries d WHERE d.tenant_id = '%s')", t.id), 0);
+
+	/* the race, made by hand: a delivery whose endpoint no longer exists */
+	ck_assert_int_eq(sql_count("WITH ev AS (INSERT INTO webhook_events (tenant_id, id, type, data) VALUES ('%s', "
+				   "'evt_orphan', 'balance.low', '{}') RETURNING id), d AS (INSERT INTO webhook_deliveries "
+				   "(id, tenant_id, endpoint_id, event_id) SELECT 'whd_orphan_%s', '%s', '%s', id FROM ev "
+				   "RETURNING id) SELECT count(*) FROM d", t.id, t.id, t.id, e.id), 1);
+	n = 0;
+	for (int i = 0; i < 100 && n < 1; i++, nap_ms(100))
+		n = sql_count("SELECT count(*) FROM webhook_deliveries WHERE id = 'whd_orphan_%s' AND status = 'failed' "
+			      "AND attempts = 1 AND last_error = 'its endpoint was deleted'", t.id);
+	ck_assert_msg(n == 1, "the orphan delivery was not failed at its first claim");
+	ck_assert_int_eq(sql_count("SELECT count(*) FROM webhook_attempts WHERE delivery_id = 'whd_orphan_%s' "
+				   "AND error = 'its endpoint was deleted'", t.id), 1);
+}
+END_TEST
+
 START_TEST(endpoint_bad_input)
 {
 	struct tenant t = tenant_new(&S, false);
@@ -1848,6 +1902,7 @@ int main(void)
 	tcase_add_unchecked_fixture(tc, setup, teardown);
 	tcase_set_timeout(tc, 240);
 	tcase_add_test(tc, endpoint_crud);
+	tcase_add_test(tc, deleting_an_endpoint_takes_its_deliveries);
 	tcase_add_test(tc, endpoint_bad_input);
 	tcase_add_test(tc, threshold_once_signed_then_exceeded_once);
 	tcase_add_test(tc, threshold_and_exceeded_by_consuming_checks);
