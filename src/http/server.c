@@ -85,6 +85,8 @@ struct http_loop {
 	bool need_run;
 	int inflight;
 	struct http_req *susp_head, *susp_tail;
+	struct http_req *spare; /* finished requests kept for the next ones (linked by next) */
+	int nspare;
 	struct tg_buf access_log;
 	struct route_metrics *metrics; /* nroutes + 1 (unmatched) */
 	_Atomic bool ready;
@@ -226,15 +228,41 @@ void tg_req_offload(struct tg_req *req, void (*fn)(struct tg_req *req))
 
 /* ---- request lifetime ---- */
 
+/* Finished requests a loop keeps for reuse: a request struct is ~2.5 KB, and a malloc that size, on a
+ * loop that has just freed a reply's small blocks, makes glibc consolidate its fast bins first (a few
+ * percent of the loop's CPU under load). Every unref runs on the request's own loop. */
+#define SPARE_REQS_MAX 256
+
 static void req_unref(struct http_req *r)
 {
+	struct http_loop *hl = r->hl;
+
 	if (--r->refs > 0)
 		return;
 	json_decref(r->pub.json);
 	tg_buf_release(&r->body);
 	tg_buf_release(&r->pub.resp);
 	tg_arena_release(&r->pub.arena);
+	if (hl->nspare < SPARE_REQS_MAX) {
+		r->next = hl->spare;
+		hl->spare = r;
+		hl->nspare++;
+		return;
+	}
 	free(r);
+}
+
+/* A zeroed request, a spare one if the loop has one. */
+static struct http_req *req_alloc(struct http_loop *hl)
+{
+	struct http_req *r = hl->spare;
+
+	if (!r)
+		return tg_calloc(1, sizeof(*r));
+	hl->spare = r->next;
+	hl->nspare--;
+	memset(r, 0, sizeof(*r));
+	return r;
 }
 
 static void susp_unlink(struct http_loop *hl, struct http_req *r)
@@ -605,7 +633,7 @@ static bool request_id_ok(const char *s)
 
 static struct http_req *req_new(struct http_loop *hl, struct MHD_Connection *c, const char *url, const char *method)
 {
-	struct http_req *r = tg_calloc(1, sizeof(*r));
+	struct http_req *r = req_alloc(hl);
 	struct tg_req *req = &r->pub;
 	const struct tg_http_opts *o = &hl->srv->opts;
 	int nargs = 0;
@@ -1052,6 +1080,11 @@ void tg_http_stop(struct tg_http *h)
 		pthread_join(hl->thread, NULL);
 		tg_loop_free(hl->loop);
 		close(hl->listen_fd);
+		while (hl->spare) {
+			struct http_req *next = hl->spare->next;
+			free(hl->spare);
+			hl->spare = next;
+		}
 		tg_buf_release(&hl->access_log);
 		free(hl->metrics);
 	}
