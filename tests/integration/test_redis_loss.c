@@ -79,6 +79,54 @@ START_TEST(redis_flush_rebuilds_exact_usage)
 }
 END_TEST
 
+/* Redis forgets its scripts (a restart or failover without persistence, SCRIPT FLUSH): the checks that
+ * meet NOSCRIPT - whole batches of them, from clients in parallel - are sent again after the script is
+ * loaded once more, and the commits' usage updates (the writer's own connection) likewise; none fails. */
+struct flushed {
+	const char *key;
+	_Atomic int ok, bad;
+};
+
+static void flushed_worker(int i, void *arg)
+{
+	struct flushed *x = arg;
+	char body[160];
+
+	for (int k = 0; k < 20; k++) {
+		snprintf(body, sizeof(body), "{\"customer_id\":\"c%d\",\"meter\":\"tokens\",\"amount\":1,\"consume\":true}", i);
+		struct resp r = req(&S, "POST", "/v1/check", x->key, body, NULL);
+		if (r.status == 200)
+			atomic_fetch_add(&x->ok, 1);
+		else {
+			atomic_fetch_add(&x->bad, 1);
+			fprintf(stderr, "after SCRIPT FLUSH: %ld %s\n", r.status, r.body);
+		}
+		resp_free(&r);
+		if (k == 9 && i == 0)
+			redis_cmd("SCRIPT FLUSH"); /* again, with checks in flight */
+	}
+}
+
+START_TEST(checks_survive_lost_scripts)
+{
+	struct tenant t = metered("{\"id\":\"q\",\"kind\":\"quota\",\"meter\":\"tokens\",\"period\":\"month\",\"limit\":1000000}");
+	static struct flushed x;
+
+	x.key = t.key;
+	atomic_store(&x.ok, 0);
+	atomic_store(&x.bad, 0);
+	ck_assert_int_eq(redis_cmd("SCRIPT FLUSH"), 0);
+	run_parallel(8, flushed_worker, &x);
+	ck_assert_int_eq(atomic_load(&x.bad), 0);
+	ck_assert_int_eq(atomic_load(&x.ok), 160);
+	for (int i = 0; i < 8; i++) {
+		char c[8];
+		snprintf(c, sizeof(c), "c%d", i);
+		ck_assert_msg(usage_of(&t, c, "q") == 20, "%s used %g, not 20", c, usage_of(&t, c, "q"));
+	}
+}
+END_TEST
+
 /* Counters that cannot be rebuilt (Redis refuses every write: out of memory) leave the check without
  * a decision: it answers as when Redis is unreachable (fail_mode closed: 503 unavailable; open: allowed,
  * degraded), never 429 from counters it could not read. */
@@ -119,6 +167,7 @@ int main(void)
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, redis_flush_rebuilds_exact_usage);
 	tcase_add_test(tc, unrebuildable_counters_are_unavailable_not_exceeded);
+	tcase_add_test(tc, checks_survive_lost_scripts);
 	suite_add_tcase(s, tc);
 	return run_suite(s);
 }
