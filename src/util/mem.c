@@ -68,6 +68,8 @@ struct tg_arena_chunk {
 #if defined(__SANITIZE_ADDRESS__)
 #define CHUNK_CACHE_MAX 0
 #else
+/* 2 MiB a thread at most: a loop's requests in flight hold about two chunks each, and a cache smaller
+ * than what they hold together empties and refills with every wave of them (64 missed all the time) */
 #define CHUNK_CACHE_MAX 512
 #endif
 
