@@ -20,18 +20,10 @@ extern struct hot_script *const hot_scripts[];
 extern const int hot_nscripts;
 void hot_scripts_init(void);
 
-/* Queue a command on this loop's async connection; cb runs in a later pass.
- * Takes ownership of cmd (from redisFormatCommandArgv; freed with redisFreeCommand).
- * Returns -1 (cb not called) when the connection is down. */
-int hot_async_send(char *cmd, size_t len, hot_cb cb, void *arg);
-/* EVALSHA script with keys and args, reloading on NOSCRIPT. */
-int hot_async_script(const struct hot_script *s, int nkeys, const char **keys, const size_t *keylens, int nargs,
-		     const char **args, const size_t *arglens, hot_cb cb, void *arg);
-
-/* Add an item to this loop's batch for script s: its keys and its part of the script's one argument (both
- * copied). Every item of a batch is sent in one EVALSHA at the end of the loop's pass (or before any other
- * command, so commands keep their order); the script answers a table with one element per item, and cb gets
- * its element (an error reply when the whole script failed, NULL when the connection did).
+/* Queue work on this loop's async connection: an item of this loop's batch for script s, its keys and its
+ * part of the script's one argument (both copied). Every item of a batch is sent in one EVALSHA at the end of
+ * the loop's pass, reloading the script on NOSCRIPT; the script answers a table with one element per item,
+ * and cb gets its element (an error reply when the whole script failed, NULL when the connection did).
  * Returns -1 (cb not called) when the connection is down. */
 int hot_async_batch(const struct hot_script *s, int nkeys, const char **keys, const size_t *keylens, const char *part,
 		    size_t partlen, hot_cb cb, void *arg);

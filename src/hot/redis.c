@@ -65,7 +65,7 @@ int hot_init(const char *url, struct tg_error *err)
 struct pending {
 	hot_cb cb;
 	void *arg;
-	char *cmd; /* kept for scripts, to resend after NOSCRIPT */
+	char *cmd; /* a batch's command (malloc'd), kept to resend after NOSCRIPT */
 	size_t len;
 	const struct hot_script *script;
 };
@@ -153,8 +153,7 @@ static void drop(struct async_conn *ac, const char *why)
 	/* fail everything in flight: callers answer per fail_mode */
 	while (ac->qlen) {
 		struct pending p = q_pop(ac);
-		if (p.cmd)
-			redisFreeCommand(p.cmd);
+		free(p.cmd);
 		p.cb(p.arg, NULL);
 	}
 	ac->backoff_us = ac->backoff_us ? (ac->backoff_us * 2 > 2000000 ? 2000000 : ac->backoff_us * 2) : 50000;
@@ -274,8 +273,7 @@ static void read_replies(struct async_conn *ac)
 		}
 		p.cb(p.arg, r);
 		freeReplyObject(reply);
-		if (p.cmd)
-			redisFreeCommand(p.cmd);
+		free(p.cmd);
 		if (!ac->c)
 			return; /* a callback can drop the connection */
 	}
@@ -355,25 +353,23 @@ static void batch_send(struct async_conn *ac)
 	s = tg_malloc(sizeof(*s) + sizeof(s->items[0]) * (size_t)b->n);
 	s->n = b->n;
 	memcpy(s->items, b->items, sizeof(s->items[0]) * (size_t)b->n);
-	b->n = 0;
+	if (ac->c) {
+		tg_buf_addc(&cmd, '*');
+		tg_buf_add(&cmd, num, tg_fmt_i64(4 + b->nkeys, num));
+		tg_buf_add(&cmd, "\r\n", 2);
+		add_bulk(&cmd, "EVALSHA", 7);
+		add_bulk(&cmd, b->script->sha, 40);
+		add_bulk(&cmd, num, tg_fmt_i64(b->nkeys, num));
+		tg_buf_add(&cmd, b->keys.buf, b->keys.len);
+		add_bulk(&cmd, b->arg.buf, b->arg.len);
+	}
+	b->n = b->nkeys = 0;
+	tg_buf_reset(&b->keys);
+	tg_buf_reset(&b->arg);
 	if (!ac->c) {
-		tg_buf_reset(&b->keys);
-		tg_buf_reset(&b->arg);
-		b->nkeys = 0;
 		on_batch(s, NULL);
 		return;
 	}
-	tg_buf_addc(&cmd, '*');
-	tg_buf_add(&cmd, num, tg_fmt_i64(4 + b->nkeys, num));
-	tg_buf_add(&cmd, "\r\n", 2);
-	add_bulk(&cmd, "EVALSHA", 7);
-	add_bulk(&cmd, b->script->sha, 40);
-	add_bulk(&cmd, num, tg_fmt_i64(b->nkeys, num));
-	tg_buf_add(&cmd, b->keys.buf, b->keys.len);
-	add_bulk(&cmd, b->arg.buf, b->arg.len);
-	tg_buf_reset(&b->keys);
-	tg_buf_reset(&b->arg);
-	b->nkeys = 0;
 	char *raw = tg_buf_detach(&cmd, &len);
 	append_raw(ac, raw, len);
 	q_push(ac, (struct pending){.cb = on_batch, .arg = s, .cmd = raw, .len = len, .script = b->script});
@@ -415,64 +411,6 @@ int hot_loop_init(struct tg_loop *loop, int index)
 bool hot_loop_connected(void)
 {
 	return AC && AC->c && AC->connected;
-}
-
-int hot_async_send(char *cmd, size_t len, hot_cb cb, void *arg)
-{
-	struct async_conn *ac = AC;
-
-	if (!ac || !ac->c) {
-		redisFreeCommand(cmd);
-		return -1;
-	}
-	batch_send(ac); /* commands go out in the order they were made */
-	append_raw(ac, cmd, len);
-	redisFreeCommand(cmd);
-	q_push(ac, (struct pending){.cb = cb, .arg = arg});
-	return 0;
-}
-
-int hot_async_script(const struct hot_script *s, int nkeys, const char **keys, const size_t *keylens, int nargs,
-		     const char **args, const size_t *arglens, hot_cb cb, void *arg)
-{
-	struct async_conn *ac = AC;
-	int argc = 3 + nkeys + nargs;
-	const char *argv_small[64];
-	size_t lens_small[64];
-	const char **argv = argc <= 64 ? argv_small : tg_malloc(sizeof(char *) * (size_t)argc);
-	size_t *lens = argc <= 64 ? lens_small : tg_malloc(sizeof(size_t) * (size_t)argc);
-	char nk[12];
-	char *cmd;
-	int len;
-
-	if (!ac || !ac->c)
-		return -1;
-	snprintf(nk, sizeof(nk), "%d", nkeys);
-	argv[0] = "EVALSHA";
-	lens[0] = 7;
-	argv[1] = s->sha;
-	lens[1] = 40;
-	argv[2] = nk;
-	lens[2] = strlen(nk);
-	for (int i = 0; i < nkeys; i++) {
-		argv[3 + i] = keys[i];
-		lens[3 + i] = keylens ? keylens[i] : strlen(keys[i]);
-	}
-	for (int i = 0; i < nargs; i++) {
-		argv[3 + nkeys + i] = args[i];
-		lens[3 + nkeys + i] = arglens ? arglens[i] : strlen(args[i]);
-	}
-	batch_send(ac);
-	len = redisFormatCommandArgv(&cmd, argc, argv, lens);
-	if (argv != argv_small) {
-		free(argv);
-		free(lens);
-	}
-	if (len < 0)
-		return -1;
-	append_raw(ac, cmd, (size_t)len);
-	q_push(ac, (struct pending){.cb = cb, .arg = arg, .cmd = cmd, .len = (size_t)len, .script = s});
-	return 0;
 }
 
 int hot_async_batch(const struct hot_script *s, int nkeys, const char **keys, const size_t *keylens, const char *part,
