@@ -83,7 +83,7 @@ end
 -- The reply is one string (a Lua table costs Redis far more to turn into a reply): b status, then per
 -- counter B fits and three values a, b, c as i8 each. A quota or balance beyond 4e15 micro-units is kept
 -- as {hi, lo}: then the reply is the table {status, then per counter fits, a, b, c as digits} instead.
--- the values reported for one counter (read-only: called again when the reply has to be a table)
+-- the values reported for one counter
 local function values(s)
   local kind = s.kind
   local a, b, c = 0, 0, 0
@@ -187,7 +187,7 @@ local function one(gflags, n, pos)
       for j = 1, #es, 2 do
         used = used + tonumber(string.match(es[j], ':(%d+)$'))
       end
-      s = {kind = 3, key = key, f = f, fits = used + amt <= limit, limit = limit, amt = amt, win = win, used = used,
+      s = {kind = 3, f = f, fits = used + amt <= limit, limit = limit, amt = amt, win = win, used = used,
            entries = es}
     elseif kind == 5 then
       local amt, mc, md, mdur, mdup, mcost, depth, tool
@@ -223,7 +223,7 @@ local function one(gflags, n, pos)
         local avail = add(B, neg(R))
         fits = cmp(avail, M) > 0 and cmp(add(avail, neg(A)), M) >= 0
       end
-      s = {kind = 6, key = key, f = f, fits = fits, A = A, B = B, R = R, M = M, init = init, mark = mark}
+      s = {kind = 6, f = f, fits = fits, A = A, B = B, R = R, M = M, init = init, mark = mark}
     else -- 4 sliding window
       local limit, amt, win
       f, limit, amt, win, pos = U('<Bi8i8i8', blob, pos + 1)
@@ -342,40 +342,23 @@ local function one(gflags, n, pos)
   -- a balance (always the last entry) adds its rebuild mark at the very end
   local last = st[n]
   local bal = last and last.kind == 6
-  if narrow() then
-    -- one struct.pack of every value (values are numbers: none is wide)
-    local rv, k = RV, 1
-    rv[1] = status
-    for i = 1, n do
-      local s = st[i]
-      local a, b, c = values(s)
-      rv[k + 1], rv[k + 2], rv[k + 3], rv[k + 4] = s.fits and 1 or 0, a, b, c
-      k = k + 4
-    end
-    if bal then rv[k + 1] = last.mark or 0; k = k + 1 end
-    return struct.pack(rfmt(n, bal), unpack(rv, 1, k))
-  end
-  local out = struct.pack('<b', status)
+  -- every value in one table; one struct.pack of them all, unless one is wide (possible only once a wide
+  -- value was made in this run): then the reply is the table with that value as digits
+  local rv, k, wide = RV, 1, false
+  local check = not narrow()
+  rv[1] = status
   for i = 1, n do
     local s = st[i]
     local a, b, c = values(s)
-    if type(a) == 'table' or type(b) == 'table' or type(c) == 'table' then out = nil; break end
-    out = out .. struct.pack('<Bi8i8i8', s.fits and 1 or 0, a, b, c)
+    if check and (type(a) == 'table' or type(b) == 'table' or type(c) == 'table') then wide = true end
+    rv[k + 1], rv[k + 2], rv[k + 3], rv[k + 4] = s.fits and 1 or 0, a, b, c
+    k = k + 4
   end
-  if out then
-    if bal then out = out .. struct.pack('<i8', last.mark or 0) end
-    return out
-  end
+  if bal then rv[k + 1] = last.mark or 0; k = k + 1 end
+  if not wide then return struct.pack(rfmt(n, bal), unpack(rv, 1, k)) end
   local r = {status}
-  for i = 1, n do
-    local s = st[i]
-    local a, b, c = values(s)
-    r[#r + 1] = s.fits and 1 or 0
-    r[#r + 1] = O(a)
-    r[#r + 1] = O(b)
-    r[#r + 1] = O(c)
-  end
-  if bal then r[#r + 1] = last.mark or 0 end
+  for j = 2, 1 + 4 * n do r[j] = j % 4 == 2 and rv[j] or O(rv[j]) end
+  if bal then r[k] = rv[k] end
   return r
 end
 
