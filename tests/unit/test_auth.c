@@ -9,6 +9,7 @@
 #include "tollgate/auth.h"
 #include "tollgate/crypto.h"
 #include "tollgate/json.h"
+#include "unit.h"
 
 #define SECRET "unit-test-jwt-secret"
 #define ADMIN "adm_unit_token"
@@ -550,9 +551,5 @@ int main(void)
 	tcase_add_test(tc, test_token_claims);
 	tcase_add_test(tc, test_token_of_revoked_key);
 	suite_add_tcase(s, tc);
-	SRunner *sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return unit_run(s);
 }

@@ -7,6 +7,7 @@
 
 #include "tollgate/config.h"
 #include "tollgate/log.h"
+#include "unit.h"
 
 /* Every variable the process reads; API.md names the first eight. */
 static const char *const all_vars[] = {
@@ -301,9 +302,5 @@ int main(void)
 	tcase_add_test(tc, test_every_error_reported);
 	tcase_add_test(tc, test_help_lists_every_variable);
 	suite_add_tcase(s, tc);
-	SRunner *sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return unit_run(s);
 }

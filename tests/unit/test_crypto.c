@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "tollgate/crypto.h"
+#include "unit.h"
 
 static void hex_of(const unsigned char *p, size_t n, char *out)
 {
@@ -178,9 +179,5 @@ int main(void)
 	tcase_add_test(tc, test_ct_equal);
 	tcase_add_test(tc, test_random);
 	suite_add_tcase(s, tc);
-	SRunner *sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return unit_run(s);
 }

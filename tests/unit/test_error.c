@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "tollgate/error.h"
+#include "unit.h"
 
 static const struct {
 	enum tg_err err;
@@ -117,9 +118,5 @@ int main(void)
 	tcase_add_test(tc, test_unknown_values_are_internal);
 	tcase_add_test(tc, test_fail_fills);
 	suite_add_tcase(s, tc);
-	SRunner *sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return unit_run(s);
 }

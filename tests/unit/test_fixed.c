@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "tollgate/fixed.h"
+#include "unit.h"
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -1103,9 +1104,5 @@ static Suite *fixed_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(fixed_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return unit_run(fixed_suite());
 }

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "tollgate/util.h"
+#include "unit.h"
 
 static bool valid(const char *s)
 {
@@ -121,9 +122,5 @@ int main(void)
 	tcase_add_test(tc, test_sid_format);
 	tcase_add_test(tc, test_sid_unique_and_spread);
 	suite_add_tcase(s, tc);
-	SRunner *sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return unit_run(s);
 }

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "tollgate/json.h"
+#include "unit.h"
 
 static json_t *parse(const char *text)
 {
@@ -514,9 +515,5 @@ int main(void)
 	tcase_add_test(tc, test_dump_round_trips);
 	tcase_add_test(tc, test_builders);
 	suite_add_tcase(s, tc);
-	SRunner *sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return unit_run(s);
 }

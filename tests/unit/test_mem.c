@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "tollgate/util.h"
+#include "unit.h"
 
 static void expect_zero(const unsigned char *p, size_t n)
 {
@@ -69,9 +70,5 @@ int main(void)
 	tcase_add_test(tc, test_reused_chunks_are_zeroed);
 	tcase_add_test(tc, test_many_arenas_interleaved);
 	suite_add_tcase(s, tc);
-	SRunner *sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return unit_run(s);
 }

@@ -4,6 +4,7 @@
 
 #include "tollgate/json.h"
 #include "tollgate/policy.h"
+#include "unit.h"
 
 static int64_t at(const char *rfc3339)
 {
@@ -246,8 +247,6 @@ int main(void)
 {
 	Suite *s = suite_create("policy");
 	TCase *tc = tcase_create("policy");
-	SRunner *sr;
-	int failed;
 
 	tcase_add_test(tc, periods);
 	tcase_add_test(tc, slot_precedence);
@@ -255,9 +254,5 @@ int main(void)
 	tcase_add_test(tc, decisions);
 	tcase_add_test(tc, limit_validation);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return unit_run(s);
 }

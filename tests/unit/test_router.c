@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "tollgate/http.h"
+#include "unit.h"
 
 #define R(m, p) {.methods = (m), .pattern = (p), .handler = NULL, .scope = TG_SCOPE_PUBLIC, .flags = 0}
 
@@ -231,9 +232,5 @@ int main(void)
 	tcase_add_test(tc, test_methods);
 	tcase_add_test(tc, test_methods_format);
 	suite_add_tcase(s, tc);
-	SRunner *sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return unit_run(s);
 }

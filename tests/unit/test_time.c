@@ -5,6 +5,7 @@
 #include <time.h>
 
 #include "tollgate/util.h"
+#include "unit.h"
 
 static int64_t parse_ok(const char *s)
 {
@@ -182,9 +183,5 @@ int main(void)
 	tcase_add_test(tc, test_civil);
 	tcase_add_test(tc, test_parse_i64);
 	suite_add_tcase(s, tc);
-	SRunner *sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return unit_run(s);
 }
