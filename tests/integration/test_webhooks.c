@@ -1344,22 +1344,6 @@ START_TEST(endpoint_crud)
 }
 END_TEST
 
-/* psql's one-number answer to sql (a format), or -1. */
-static long long sql_count(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static long long sql_count(const char *fmt, ...)
-{
-	char sql[1024];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(sql, sizeof(sql), fmt, ap);
-	va_end(ap);
-	char *out = psql(sql);
-	long long n = out && *out ? atoll(out) : -1;
-	free(out);
-	return n;
-}
-
 /* Deleting an endpoint takes its deliveries and their attempts with it (no foreign key cascades, see
  * migration 0010); a delivery made for an endpoint deleted meanwhile (an event batch that committed
  * after the delete) is failed at its first claim, with one attempt logged. */
@@ -1374,26 +1358,26 @@ START_TEST(deleting_an_endpoint_takes_its_deliveries)
 	expect_status(&S, "POST", path, t.key, NULL, 201);
 	expect_status(&S, "POST", path, t.key, NULL, 201);
 	for (int i = 0; i < 100 && n < 1; i++, nap_ms(100))
-		n = sql_count("SELECT count(*) FROM webhook_attempts a JOIN webhook_deliveries d ON d.id = a.delivery_id "
+		n = sql_ll("SELECT count(*) FROM webhook_attempts a JOIN webhook_deliveries d ON d.id = a.delivery_id "
 			      "WHERE d.tenant_id = '%s' AND d.endpoint_id = '%s'", t.id, e.id);
 	ck_assert_msg(n >= 1, "no attempt logged for the refused endpoint");
 	snprintf(path, sizeof(path), "/v1/webhook_endpoints/%s", e.id);
 	expect_status(&S, "DELETE", path, t.key, NULL, 200);
-	ck_assert_int_eq(sql_count("SELECT count(*) FROM webhook_deliveries WHERE tenant_id = '%s'", t.id), 0);
-	ck_assert_int_eq(sql_count("SELECT count(*) FROM webhook_attempts WHERE delivery_id IN "
+	ck_assert_int_eq(sql_ll("SELECT count(*) FROM webhook_deliveries WHERE tenant_id = '%s'", t.id), 0);
+	ck_assert_int_eq(sql_ll("SELECT count(*) FROM webhook_attempts WHERE delivery_id IN "
 				   "(SELECT d.id FROM webhook_deliveries d WHERE d.tenant_id = '%s')", t.id), 0);
 
 	/* the race, made by hand: a delivery whose endpoint no longer exists */
-	ck_assert_int_eq(sql_count("WITH ev AS (INSERT INTO webhook_events (tenant_id, id, type, data) VALUES ('%s', "
+	ck_assert_int_eq(sql_ll("WITH ev AS (INSERT INTO webhook_events (tenant_id, id, type, data) VALUES ('%s', "
 				   "'evt_orphan', 'balance.low', '{}') RETURNING id), d AS (INSERT INTO webhook_deliveries "
 				   "(id, tenant_id, endpoint_id, event_id) SELECT 'whd_orphan_%s', '%s', '%s', id FROM ev "
 				   "RETURNING id) SELECT count(*) FROM d", t.id, t.id, t.id, e.id), 1);
 	n = 0;
 	for (int i = 0; i < 100 && n < 1; i++, nap_ms(100))
-		n = sql_count("SELECT count(*) FROM webhook_deliveries WHERE id = 'whd_orphan_%s' AND status = 'failed' "
+		n = sql_ll("SELECT count(*) FROM webhook_deliveries WHERE id = 'whd_orphan_%s' AND status = 'failed' "
 			      "AND attempts = 1 AND last_error = 'its endpoint was deleted'", t.id);
 	ck_assert_msg(n == 1, "the orphan delivery was not failed at its first claim");
-	ck_assert_int_eq(sql_count("SELECT count(*) FROM webhook_attempts WHERE delivery_id = 'whd_orphan_%s' "
+	ck_assert_int_eq(sql_ll("SELECT count(*) FROM webhook_attempts WHERE delivery_id = 'whd_orphan_%s' "
 				   "AND error = 'its endpoint was deleted'", t.id), 1);
 }
 END_TEST
