@@ -271,7 +271,6 @@ static json_t *flat_value(const char **pp, const char *end, int depth)
 {
 	const char *p = *pp, *q;
 	size_t n = (size_t)(end - p);
-	char num[FLAT_NUMBER_MAX + 1];
 
 	if (*p == '{')
 		return depth < FLAT_DEPTH_MAX ? flat_object(pp, end, depth + 1) : NULL;
@@ -285,9 +284,7 @@ static json_t *flat_value(const char **pp, const char *end, int depth)
 		if (!(n = flat_num(p, end)))
 			return NULL;
 		*pp = p + n;
-		num[0] = '\0'; /* number_value()'s form */
-		memcpy(num + 1, p, n);
-		return json_stringn_nocheck(num, n + 1);
+		return number_value(p, n);
 	}
 	if (n >= 4 && memcmp(p, "true", 4) == 0)
 		q = p + 4;
