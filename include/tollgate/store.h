@@ -441,5 +441,7 @@ void store_writer_submit(struct store_submission *s);
 void store_writer_run(void (*fn)(void *arg), void *arg);
 /* Commit what is queued, then stop the thread. */
 void store_writer_stop(void);
+/* The writer's statement that reads a batch's customers (its plan is tested: one probe per customer). */
+struct store_stmt *store_writer_customers_stmt(void);
 
 #endif

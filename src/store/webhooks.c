@@ -385,10 +385,11 @@ int store_usage_by_subject(const char *tenant_id, const char *meter_id, int64_t 
 	return store_exec(&q_by_subject, p, ret, err);
 }
 
+/* a probe per id, whatever the statistics say (see q_customers in writer.c) */
 static struct store_stmt q_customers_info = STORE_STMT(
-	"SELECT c.id, c.tier, c.parent_id, p.tier AS parent_tier FROM customers c "
-	"LEFT JOIN customers p ON p.tenant_id = c.tenant_id AND p.id = c.parent_id "
-	"WHERE c.tenant_id = $1 AND c.id = ANY($2::text[])", 2);
+	"SELECT c.id, c.tier, c.parent_id, p.tier AS parent_tier FROM (SELECT DISTINCT unnest($2::text[])) AS u(id) "
+	"CROSS JOIN LATERAL (SELECT * FROM customers WHERE tenant_id = $1 AND id = u.id LIMIT 1) c "
+	"LEFT JOIN customers p ON p.tenant_id = c.tenant_id AND p.id = c.parent_id", 2);
 
 int store_customers_info(const char *tenant_id, const char *ids_array, json_t **ret, struct tg_error *err)
 {

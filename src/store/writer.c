@@ -25,12 +25,21 @@ static struct {
 } W = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
 
 static struct store_stmt q_partition = STORE_STMT("SELECT tg_ensure_events_partition(to_timestamp($1::bigint / 1000.0))", 1);
-/* Planned each time (it is cheap to plan): a plan cached while a tenant's customers were few (its first
- * events come right after it is set up) joined the organisations by hashing every customer. */
-static struct store_stmt q_customers = STORE_STMT_REPLAN(
+/* One primary-key probe per wanted id, whatever the statistics say. Written as "c.id = ANY($2)" (or as a
+ * join with the array), a tenant whose customers were just created in bulk (no statistics yet) had the
+ * planner guess 50 of them, scan all 10,000 and hash them: 3 ms a batch, the writer's largest cost. A
+ * LATERAL subquery with LIMIT is never flattened into a join, so it stays an index probe per id. */
+static struct store_stmt q_customers = STORE_STMT(
 	"SELECT c.id, c.tier, c.parent_id, "
 	"(SELECT p.tier FROM customers p WHERE p.tenant_id = c.tenant_id AND p.id = c.parent_id) AS parent_tier "
-	"FROM customers c WHERE c.tenant_id = $1 AND c.id = ANY($2::text[])", 2);
+	"FROM unnest($2::text[]) AS u(id), "
+	"LATERAL (SELECT * FROM customers c WHERE c.tenant_id = $1 AND c.id = u.id LIMIT 1) c", 2);
+
+struct store_stmt *store_writer_customers_stmt(void)
+{
+	return &q_customers;
+}
+
 static struct store_stmt q_customers_create = STORE_STMT(
 	"INSERT INTO customers (tenant_id, id, tier) SELECT $1, u, (SELECT default_tier FROM tenants WHERE id = $1) "
 	"FROM unnest($2::text[]) AS u ON CONFLICT DO NOTHING", 2);
