@@ -60,6 +60,8 @@ static const struct opt opts[] = {
 	 "webhook delivery threads per instance (0 disables delivery here)"},
 	{"TOLLGATE_EVENT_BATCH_MAX", OPT_INT, "5000", 1, 100000, false, OFF(event_batch_max),
 	 "most events the writer commits in one transaction"},
+	{"TOLLGATE_EVENT_ID_TTL", OPT_INT, "0", 0, 3024000, false, OFF(event_id_ttl_s),
+	 "seconds a committed event id is remembered in Redis, so its duplicates skip PostgreSQL (0: off)"},
 	{"TOLLGATE_MAX_INFLIGHT", OPT_INT, "4096", 16, 1000000, false, OFF(max_inflight),
 	 "checks waiting on Redis per event loop before new ones get 503"},
 	{"TOLLGATE_WORKER", OPT_BOOL, "1", 0, 1, false, OFF(worker_enabled),

@@ -97,7 +97,7 @@ int main(int argc, char **argv)
 	auth_init(tg_cfg.admin_token, tg_cfg.jwt_secret);
 	if (start_store() < 0)
 		return 1;
-	if (reload_start() < 0 || store_writer_start(tg_cfg.event_batch_max, api_watch, api_after_commit) < 0 ||
+	if (reload_start() < 0 || store_writer_start(tg_cfg.event_batch_max, api_seen_ids, api_watch, api_after_commit) < 0 ||
 	    (tg_cfg.worker_enabled && duties_start() < 0) ||
 	    (tg_cfg.webhook_workers > 0 && webhooks_start(tg_cfg.webhook_workers) < 0)) {
 		log_error("cannot start the background threads", NULL);

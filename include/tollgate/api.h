@@ -75,7 +75,10 @@ int api_check_sync(struct hot_check *hc, struct tg_arena *a, struct tg_error *er
 /* The writer's watch hook: attach the quota counters a submission's accepted events moved. */
 struct store_submission;
 void api_watch(struct store_submission *sub);
-/* The writer's after-commit hook: committed usage into the Redis counters, reservations released. */
+/* The writer's seen hook: mark the events whose ids Redis knows committed (hot_event_ids_seen). */
+void api_seen_ids(struct store_submission **subs, int n);
+/* The writer's after-commit hook: committed usage into the Redis counters, reservations released,
+ * committed event ids remembered. */
 void api_after_commit(struct store_submission **subs, int n);
 
 /* ---- replies ---- */

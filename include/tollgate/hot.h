@@ -122,6 +122,15 @@ int hot_balance_forget(const char *tenant_id, const char *owner, struct tg_error
 int hot_init_counters(const char *tenant_id, const struct policy_counter *cs, int n, int64_t now_ms,
 		      const struct hot_balance *bal, struct tg_arena *a, struct tg_error *err);
 
+/* ---- seen event ids (blocking; the event writer's) ----
+ * A cache in front of PostgreSQL's unique key on event ids: an id is set here only after the event
+ * that carries it is committed, so an id found here is a duplicate for certain, without a transaction.
+ * An id not found (never seen, expired, or Redis lost it) is left to the unique key. */
+/* seen[i] = whether ids[i] is known; a negative tg_err (seen untouched) when Redis fails. */
+int hot_event_ids_seen(const char *tenant_id, const char *const *ids, int n, bool *seen, struct tg_error *err);
+/* Remember committed ids for ttl_s seconds. */
+int hot_event_ids_remember(const char *tenant_id, const char *const *ids, int n, int ttl_s, struct tg_error *err);
+
 /* ---- the balance API (blocking) ---- */
 enum hot_balance_op { HOT_DEBIT = 'd', HOT_CREDIT = 'c', HOT_SET_MINIMUM = 'm' };
 /* Returns 1 done, 0 refused (a debit below the minimum), HOT_MISSING (-2: rebuild with init and call

@@ -351,6 +351,8 @@ struct store_event {
 	int64_t ts_ms;
 	struct store_contrib *contribs;
 	int ncontribs;
+	bool client_id;              /* the id is the client's (an idempotency key), not one made here */
+	bool seen;                   /* set by the seen hook: the id is known committed, a duplicate already */
 	/* set by the writer */
 	enum store_event_result result;
 	const char *reject_code;     /* static: "customer_not_found" */
@@ -430,10 +432,12 @@ struct store_submission {
 	struct store_submission *next;
 };
 
-/* watch runs inside the transaction once customers are resolved and ids claimed: it fills the
- * submission's watches. after_commit runs on the writer thread with every committed submission,
- * before their done(). */
-int store_writer_start(int batch_max, void (*watch)(struct store_submission *sub),
+/* seen runs on the writer thread before each batch's transaction: it marks the events whose ids are known
+ * to be committed already (event.seen), which then count as duplicates without a statement. watch runs
+ * inside the transaction once customers are resolved and ids claimed: it fills the submission's watches.
+ * after_commit runs on the writer thread with every committed submission, before their done(). */
+int store_writer_start(int batch_max, void (*seen)(struct store_submission **subs, int n),
+		       void (*watch)(struct store_submission *sub),
 		       void (*after_commit)(struct store_submission **subs, int n));
 void store_writer_submit(struct store_submission *s);
 /* Run fn(arg) on the writer thread between two batches, and wait for it: no commit of this instance

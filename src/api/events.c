@@ -86,6 +86,7 @@ static int one_event(struct tg_req *req, const struct policy_tenant *t, int64_t 
 				return tg_jf_bad(err, "properties", k, "properties are numbers (values) or strings (dimensions)");
 		}
 	}
+	e->client_id = e->id != NULL;
 	if (!e->id) {
 		char id[TG_SID_BUFSZ];
 		tg_sid_new("evt_", id);

@@ -2,6 +2,7 @@
 #include <string.h>
 
 #include "tollgate/api.h"
+#include "tollgate/config.h"
 #include "tollgate/hot.h"
 #include "tollgate/json.h"
 #include "tollgate/log.h"
@@ -243,6 +244,82 @@ void api_watch(struct store_submission *sub)
 	policy_tenant_unref(t);
 }
 
+/* ---- seen event ids ---- */
+
+/* The events of subs[s]'s tenant across the batch whose client ids are worth asking about (before the
+ * transaction) or remembering (committed: accepted, or a duplicate of a committed one, and not known
+ * already); their ids in ids[] (both arrays in a). Marks the tenant's submissions grouped. */
+static int tenant_ids(struct store_submission **subs, int n, int s, bool *grouped, bool committed,
+		      struct tg_arena *a, const char ***ids, struct store_event ***evs)
+{
+	int cap = 0, m = 0;
+
+	for (int k = s; k < n; k++)
+		if (strcmp(subs[k]->tenant_id, subs[s]->tenant_id) == 0)
+			cap += subs[k]->n;
+	*ids = tg_arena_alloc(a, sizeof(**ids) * (size_t)(cap + 1));
+	*evs = tg_arena_alloc(a, sizeof(**evs) * (size_t)(cap + 1));
+	for (int k = s; k < n; k++) {
+		if (grouped[k] || strcmp(subs[k]->tenant_id, subs[s]->tenant_id) != 0)
+			continue;
+		grouped[k] = true;
+		if (committed && subs[k]->rc < 0)
+			continue;
+		for (int i = 0; i < subs[k]->n; i++) {
+			struct store_event *e = &subs[k]->events[i];
+			if (!e->client_id || (committed && (e->seen || (e->result != STORE_EV_ACCEPTED &&
+									e->result != STORE_EV_DUPLICATE))))
+				continue;
+			(*ids)[m] = e->id;
+			(*evs)[m++] = e;
+		}
+	}
+	return m;
+}
+
+/* Before a batch's transaction (the writer's seen hook) or after its commit: ask Redis which client ids
+ * are known committed, or tell it which now are. A Redis failure costs only speed: the unique key in
+ * PostgreSQL decides about every id Redis did not vouch for. */
+static void seen_ids(struct store_submission **subs, int n, bool committed)
+{
+	bool *grouped;
+
+	if (tg_cfg.event_id_ttl_s <= 0)
+		return;
+	grouped = tg_calloc((size_t)n + 1, sizeof(*grouped));
+	for (int s = 0; s < n; s++) {
+		struct store_event **evs;
+		const char **ids;
+		struct tg_arena a;
+		struct tg_error err;
+		int m, rc;
+
+		if (grouped[s])
+			continue;
+		tg_arena_init(&a);
+		m = tenant_ids(subs, n, s, grouped, committed, &a, &ids, &evs);
+		if (m > 0 && committed)
+			rc = hot_event_ids_remember(subs[s]->tenant_id, ids, m, tg_cfg.event_id_ttl_s, &err);
+		else if (m > 0) {
+			bool *seen = tg_arena_alloc(&a, sizeof(*seen) * (size_t)m);
+			if ((rc = hot_event_ids_seen(subs[s]->tenant_id, ids, m, seen, &err)) == 0)
+				for (int i = 0; i < m; i++)
+					evs[i]->seen = seen[i];
+		} else
+			rc = 0;
+		if (rc < 0)
+			log_warn(committed ? "event ids not remembered" : "event ids not looked up", "tenant %s: %s",
+				 subs[s]->tenant_id, err.detail);
+		tg_arena_release(&a);
+	}
+	free(grouped);
+}
+
+void api_seen_ids(struct store_submission **subs, int n)
+{
+	seen_ids(subs, n, false);
+}
+
 /* What one batch's submissions of one tenant move in Redis, gathered for one usage.lua call per
  * chunk: one round trip for the batch rather than one per request. */
 struct usage_batch {
@@ -356,4 +433,5 @@ void api_after_commit(struct store_submission **subs, int n)
 		policy_tenant_unref(t);
 	}
 	free(seen);
+	seen_ids(subs, n, true);
 }

@@ -493,6 +493,36 @@ redisReply *hot_sync_argv(int argc, const char **argv, const size_t *lens, struc
 	return r;
 }
 
+int hot_sync_pipeline(int n, int argc, const char **argv, const size_t *lens, struct tg_error *err)
+{
+	redisContext *c = hot_sync(err);
+	int rc = 0;
+
+	if (!c)
+		return err->err;
+	for (int i = 0; i < n; i++)
+		if (redisAppendCommandArgv(c, argc, argv + (size_t)i * (size_t)argc, lens + (size_t)i * (size_t)argc) != REDIS_OK)
+			goto lost;
+	for (int i = 0; i < n; i++) {
+		redisReply *r;
+		if (redisGetReply(c, (void **)&r) != REDIS_OK || !r)
+			goto lost;
+		if (r->type == REDIS_REPLY_ERROR && rc == 0) {
+			rc = tg_fail(err, TG_EUNAVAIL, "redis_error", NULL, "Redis refused a command");
+			tg_error_detail(err, "%s", r->str);
+		}
+		freeReplyObject(r);
+	}
+	return rc;
+lost:
+	/* replies may still be owed: the connection cannot be used again */
+	tg_fail(err, TG_EUNAVAIL, "redis_unavailable", NULL, "Redis is unavailable; retry shortly");
+	tg_error_detail(err, "redis: %s", c->errstr[0] ? c->errstr : "pipeline broken");
+	redisFree(SC);
+	SC = NULL;
+	return err->err;
+}
+
 redisReply *hot_sync_script(const struct hot_script *s, int nkeys, const char **keys, int nargs, const char **args,
 			    const size_t *arglens, struct tg_error *err)
 {

@@ -19,9 +19,10 @@ static struct {
 	pthread_t thread;
 	int batch_max;
 	void (*after_commit)(struct store_submission **subs, int n);
+	void (*seen)(struct store_submission **subs, int n);
 	void (*watch)(struct store_submission *sub);
 	struct tg_map months; /* partitions known to exist */
-	struct tg_metric *m_batches, *m_events, *m_failures, *m_duplicates;
+	struct tg_metric *m_batches, *m_events, *m_failures, *m_duplicates, *m_seen;
 } W = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
 
 static struct store_stmt q_partition = STORE_STMT("SELECT tg_ensure_events_partition(to_timestamp($1::bigint / 1000.0))", 1);
@@ -220,6 +221,8 @@ static int load_customers(const char *tenant, struct store_submission **subs, in
 			continue;
 		for (int k = 0; k < subs[s]->n; k++) {
 			const char *c = subs[s]->events[k].customer_id;
+			if (subs[s]->events[k].seen)
+				continue;
 			if (!tg_map_get(cust, c) && !tg_map_get(&want, c)) {
 				tg_map_put(&want, c, (void *)1);
 				store_array_add(&ids, c);
@@ -244,7 +247,7 @@ static int load_customers(const char *tenant, struct store_submission **subs, in
 				continue;
 			for (int k = 0; k < subs[s]->n; k++) {
 				const char *c = subs[s]->events[k].customer_id;
-				if (!tg_map_get(cust, c) && tg_map_del(&want, c))
+				if (!subs[s]->events[k].seen && !tg_map_get(cust, c) && tg_map_del(&want, c))
 					store_array_add(&missing, c);
 			}
 		}
@@ -547,6 +550,10 @@ static int write_tenant(const char *tenant, struct store_submission **subs, int 
 			struct store_event *e = &subs[s]->events[k];
 			struct customer_info *ci = tg_map_get(&cust, e->customer_id);
 			char buf[STORE_I64_BUFSZ];
+			if (e->seen) {
+				e->result = STORE_EV_DUPLICATE;
+				continue;
+			}
 			if (!ci) {
 				e->result = STORE_EV_REJECTED;
 				e->reject_code = "customer_not_found";
@@ -577,7 +584,7 @@ static int write_tenant(const char *tenant, struct store_submission **subs, int 
 		for (int k = 0; k < subs[s]->n; k++) {
 			struct store_event *e = &subs[s]->events[k];
 			char buf[STORE_I64_BUFSZ];
-			if (e->result == STORE_EV_REJECTED)
+			if (e->result == STORE_EV_REJECTED || e->seen)
 				continue;
 			/* the first occurrence of a fresh id wins; every other one is a duplicate */
 			if (!tg_map_del(&fresh, e->id)) {
@@ -690,15 +697,17 @@ out:
 
 static void finish(struct store_submission **subs, int n)
 {
-	int64_t accepted = 0, dup = 0;
+	int64_t accepted = 0, dup = 0, seen = 0;
 
 	for (int s = 0; s < n; s++)
 		for (int k = 0; k < subs[s]->n; k++) {
 			accepted += subs[s]->events[k].result == STORE_EV_ACCEPTED;
 			dup += subs[s]->events[k].result == STORE_EV_DUPLICATE;
+			seen += subs[s]->events[k].seen;
 		}
 	tg_metric_add(W.m_events, accepted);
 	tg_metric_add(W.m_duplicates, dup);
+	tg_metric_add(W.m_seen, seen);
 	if (W.after_commit)
 		W.after_commit(subs, n);
 	for (int s = 0; s < n; s++)
@@ -774,6 +783,8 @@ static void *writer_main(void *arg)
 		if (!W.head)
 			W.tail = &W.head;
 		pthread_mutex_unlock(&W.lock);
+		if (W.seen)
+			W.seen(batch, n);
 		process(batch, n);
 	}
 	free(batch);
@@ -781,10 +792,12 @@ static void *writer_main(void *arg)
 	return NULL;
 }
 
-int store_writer_start(int batch_max, void (*watch)(struct store_submission *sub),
+int store_writer_start(int batch_max, void (*seen)(struct store_submission **subs, int n),
+		       void (*watch)(struct store_submission *sub),
 		       void (*after_commit)(struct store_submission **subs, int n))
 {
 	W.batch_max = batch_max;
+	W.seen = seen;
 	W.watch = watch;
 	W.after_commit = after_commit;
 	W.tail = &W.head;
@@ -792,6 +805,8 @@ int store_writer_start(int batch_max, void (*watch)(struct store_submission *sub
 	W.m_batches = tg_counter("tollgate_event_writer_batches_total", "Transactions committed (or tried) by the event writer.", "");
 	W.m_events = tg_counter("tollgate_events_accepted_total", "Events committed to PostgreSQL.", "");
 	W.m_duplicates = tg_counter("tollgate_events_duplicate_total", "Events whose id was seen before.", "");
+	W.m_seen = tg_counter("tollgate_events_duplicate_cached_total",
+			      "Duplicate events known from the seen-ids cache in Redis, without a statement.", "");
 	W.m_failures = tg_counter("tollgate_event_writer_failures_total", "Event writer transactions that failed.", "");
 	if (pthread_create(&W.thread, NULL, writer_main, NULL) != 0)
 		return -1;

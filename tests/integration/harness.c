@@ -443,6 +443,21 @@ static char *run_capture(const char *cmd)
 	return out;
 }
 
+long long srv_metric(const struct srv *s, const char *series)
+{
+	struct resp r = req(s, "GET", "/metrics", NULL, NULL, NULL);
+	long long v = 0;
+	ck_status(r, 200);
+	/* the sample's line, not the # HELP / # TYPE lines naming it */
+	for (const char *p = strstr(r.body, series); p; p = strstr(p + 1, series))
+		if (p == r.body || p[-1] == '\n') {
+			v = atoll(p + strlen(series));
+			break;
+		}
+	resp_free(&r);
+	return v;
+}
+
 int redis_cmd(const char *cmd)
 {
 	const char *url = getenv("TOLLGATE_REDIS_URL");

@@ -98,6 +98,8 @@ long long time_parse(const char *s);
 void run_parallel(int n, void (*fn)(int i, void *arg), void *arg);
 
 /* Raw Redis/PostgreSQL access for fault injection and ground truth. */
+/* A series of s's GET /metrics: the value after the text given (e.g. 'name{labels} '); 0 when absent. */
+long long srv_metric(const struct srv *s, const char *series);
 int redis_cmd(const char *cmd); /* e.g. "FLUSHALL"; returns 0 on success */
 /* Run SQL through psql and return its output (trimmed, malloc'd) or NULL. */
 char *psql(const char *sql);

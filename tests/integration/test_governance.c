@@ -108,19 +108,6 @@ static void key_id_of(const char *key, char *out, size_t size)
 	resp_free(&r);
 }
 
-/* A series of GET /metrics (the text up to the value, e.g. 'name{labels} '); 0 when absent. */
-static long long metric(const char *series)
-{
-	struct resp r = req(&S, "GET", "/metrics", NULL, NULL, NULL);
-	long long v = 0;
-	ck_status(r, 200);
-	const char *p = strstr(r.body, series);
-	if (p)
-		v = atoll(p + strlen(series));
-	resp_free(&r);
-	return v;
-}
-
 /* GET /v1/audit<query>; the caller frees. */
 static struct resp audit(const char *key, const char *query)
 {
@@ -814,7 +801,7 @@ START_TEST(dry_run_denial_has_no_side_effects)
 		ck_assert_ptr_nonnull(resp_header(&r, "Retry-After"));
 		resp_free(&r);
 	}
-	ck_assert_msg(metric(series) == 0, "dry-run denials moved %s to %lld", series, metric(series));
+	ck_assert_msg(srv_metric(&S, series) == 0, "dry-run denials moved %s to %lld", series, srv_metric(&S, series));
 
 	/* d2: a real denial, the control: webhook, audit entry, metric */
 	for (int i = 0; i < 2; i++)
@@ -822,7 +809,7 @@ START_TEST(dry_run_denial_has_no_side_effects)
 	r = CHECK(t.key, "{\"customer_id\":\"d2\"}");
 	ck_assert_msg(r.status == 429, "the real denial: %ld %s", r.status, r.body);
 	resp_free(&r);
-	ck_assert_msg(metric(series) == 1, "%s is %lld after one real denial (want 1)", series, metric(series));
+	ck_assert_msg(srv_metric(&S, series) == 1, "%s is %lld after one real denial (want 1)", series, srv_metric(&S, series));
 	long long until = mono_ms() + 10000;
 	while (throttled_hooks(rv, "d2") < 1 && mono_ms() < until)
 		rcv_wait(rv, rcv_count(rv) + 1, 200);
@@ -842,7 +829,7 @@ START_TEST(dry_run_denial_has_no_side_effects)
 	r = CHECK(t.key, "{\"customer_id\":\"d2\",\"dry_run\":true}");
 	ck_status(r, 429);
 	resp_free(&r);
-	ck_assert_msg(metric(series) == 1, "%s is %lld after a dry run (want 1)", series, metric(series));
+	ck_assert_msg(srv_metric(&S, series) == 1, "%s is %lld after a dry run (want 1)", series, srv_metric(&S, series));
 	rcv_stop(rv);
 }
 END_TEST

@@ -10,9 +10,12 @@
 
 static struct srv S;
 
+/* with committed event ids remembered in Redis, as a platform that sees many retries runs it */
+static const char *const ids_remembered[] = {"TOLLGATE_EVENT_ID_TTL=3600", NULL};
+
 static void setup(void)
 {
-	srv_start(&S, NULL);
+	srv_start(&S, ids_remembered);
 }
 
 static void teardown(void)
@@ -333,7 +336,7 @@ START_TEST(kill9_loses_no_acknowledged_event)
 	for (int i = 0; i < STREAMERS; i++)
 		pthread_join(th[i], NULL);
 	S.port = 0;
-	srv_start(&S, NULL);
+	srv_start(&S, ids_remembered);
 
 	int total = 0;
 	for (int i = 0; i < STREAMERS; i++) {
@@ -371,6 +374,96 @@ START_TEST(kill9_loses_no_acknowledged_event)
 }
 END_TEST
 
+/* POST one event (id, customer, tokens) and return {accepted, duplicates}. */
+static void post_event(const struct srv *s, const char *key, const char *id, const char *customer, int *accepted,
+		       int *duplicates)
+{
+	struct resp r = reqf(s, "POST", "/v1/events", key,
+			     "{\"id\":\"%s\",\"customer_id\":\"%s\",\"type\":\"llm.completion\","
+			     "\"properties\":{\"tokens\":5}}",
+			     id, customer);
+	ck_status(r, 200);
+	*accepted = (int)jint(r.json, "accepted");
+	*duplicates = (int)jint(r.json, "duplicates");
+	resp_free(&r);
+}
+
+#define CACHED "tollgate_events_duplicate_cached_total "
+
+/* A committed id is remembered in Redis: its retries are duplicates without a statement (the cached
+ * counter moves). Without the Redis entry the unique key in PostgreSQL still decides, and the id is
+ * remembered again. */
+START_TEST(committed_ids_answer_duplicates_from_redis)
+{
+	struct tenant t = metered("{\"id\":\"m\",\"kind\":\"quota\",\"meter\":\"tokens\",\"period\":\"month\",\"limit\":1000}");
+	long long base = srv_metric(&S, CACHED); /* the server is shared by this file's tests */
+	int acc, dup;
+	char cmd[256];
+
+	post_event(&S, t.key, "evt-cache", "u_c", &acc, &dup);
+	ck_assert(acc == 1 && dup == 0);
+	ck_assert_int_eq(srv_metric(&S, CACHED) - base, 0);
+	post_event(&S, t.key, "evt-cache", "u_c", &acc, &dup);
+	ck_assert(acc == 0 && dup == 1);
+	ck_assert_int_eq(srv_metric(&S, CACHED) - base, 1);
+
+	snprintf(cmd, sizeof(cmd), "DEL 'tg:{%s|ev}:evt-cache'", t.id);
+	ck_assert_int_eq(redis_cmd(cmd), 0);
+	post_event(&S, t.key, "evt-cache", "u_c", &acc, &dup);
+	ck_assert(acc == 0 && dup == 1);
+	ck_assert_int_eq(srv_metric(&S, CACHED) - base, 1); /* PostgreSQL said so */
+	post_event(&S, t.key, "evt-cache", "u_c", &acc, &dup);
+	ck_assert(acc == 0 && dup == 1);
+	ck_assert_int_eq(srv_metric(&S, CACHED) - base, 2); /* remembered again */
+	ck_assert(usage_of(&t, "u_c", "m") == 5);
+}
+END_TEST
+
+/* Only committed ids are remembered: an event refused for its unknown customer is accepted once the
+ * customer exists, and ids the server made are never looked up. */
+START_TEST(refused_event_ids_are_not_remembered)
+{
+	struct tenant t = metered(NULL);
+	long long base = srv_metric(&S, CACHED);
+	int acc, dup;
+
+	struct resp p = req(&S, "PATCH", "/v1/tenant", t.key, "{\"auto_create_customers\":false}", NULL);
+	ck_status(p, 200);
+	resp_free(&p);
+	struct resp r = req(&S, "POST", "/v1/events", t.key,
+			    "{\"id\":\"evt-early\",\"customer_id\":\"u_late\",\"type\":\"llm.completion\","
+			    "\"properties\":{\"tokens\":5}}",
+			    NULL);
+	ck_status(r, 200);
+	ck_assert_int_eq(jint(r.json, "accepted"), 0);
+	ck_assert_int_eq(json_array_size(jpath(r.json, "rejected")), 1);
+	resp_free(&r);
+	must_post(&S, t.key, "/v1/customers", "{\"id\":\"u_late\"}");
+	post_event(&S, t.key, "evt-early", "u_late", &acc, &dup);
+	ck_assert(acc == 1 && dup == 0);
+	post_event(&S, t.key, "evt-early", "u_late", &acc, &dup);
+	ck_assert(acc == 0 && dup == 1);
+	ck_assert_int_eq(srv_metric(&S, CACHED) - base, 1);
+}
+END_TEST
+
+/* By default (TOLLGATE_EVENT_ID_TTL=0) nothing is remembered: the unique key alone decides. */
+START_TEST(event_id_cache_off)
+{
+	struct srv off;
+	int acc, dup;
+
+	srv_start(&off, NULL);
+	struct tenant t = tenant_new(&off, false);
+	post_event(&off, t.key, "evt-off", "u_o", &acc, &dup);
+	ck_assert(acc == 1 && dup == 0);
+	post_event(&off, t.key, "evt-off", "u_o", &acc, &dup);
+	ck_assert(acc == 0 && dup == 1);
+	ck_assert_int_eq(srv_metric(&off, CACHED), 0);
+	srv_stop(&off);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("metering");
@@ -384,6 +477,9 @@ int main(void)
 	tcase_add_test(tc, denied_check_consumes_nothing_elsewhere);
 	tcase_add_test(tc, decimal_usage_is_exact);
 	tcase_add_test(tc, kill9_loses_no_acknowledged_event);
+	tcase_add_test(tc, committed_ids_answer_duplicates_from_redis);
+	tcase_add_test(tc, refused_event_ids_are_not_remembered);
+	tcase_add_test(tc, event_id_cache_off);
 	suite_add_tcase(s, tc);
 	return run_suite(s);
 }

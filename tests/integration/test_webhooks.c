@@ -1143,19 +1143,6 @@ START_TEST(ssrf_guard_refuses_private_targets)
 }
 END_TEST
 
-/* A counter of a server's /metrics (0 when absent). */
-static long long metric(const struct srv *s, const char *series)
-{
-	struct resp r = req(s, "GET", "/metrics", NULL, NULL, NULL);
-	long long v = 0;
-	ck_status(r, 200);
-	const char *p = strstr(r.body, series);
-	if (p)
-		v = atoll(p + strlen(series));
-	resp_free(&r);
-	return v;
-}
-
 /* An endpoint made where private targets are allowed, delivered by an instance where they are not:
  * the address is checked again when connecting. */
 START_TEST(ssrf_rechecked_at_delivery)
@@ -1195,7 +1182,7 @@ START_TEST(ssrf_rechecked_at_delivery)
 		}
 	}
 	ck_assert_msg(refused, "no refused attempt by the strict instance in 20 s");
-	ck_assert_msg(metric(&P, "tollgate_webhook_deliveries_total{outcome=\"succeeded\"} ") == 0,
+	ck_assert_msg(srv_metric(&P, "tollgate_webhook_deliveries_total{outcome=\"succeeded\"} ") == 0,
 		      "the strict instance delivered to a loopback receiver");
 	if (rcv_count(rv))
 		fprintf(stderr, "note: ssrf at delivery: %d requests reached the receiver from other instances\n", rcv_count(rv));

@@ -28,6 +28,7 @@ static const char *const all_vars[] = {
 	"TOLLGATE_ACCESS_LOG",
 	"TOLLGATE_WEBHOOK_WORKERS",
 	"TOLLGATE_EVENT_BATCH_MAX",
+	"TOLLGATE_EVENT_ID_TTL",
 	"TOLLGATE_MAX_INFLIGHT",
 	"TOLLGATE_WORKER",
 };
@@ -158,7 +159,8 @@ START_TEST(test_bad_ints)
 {
 	const char *ints[] = {"TOLLGATE_THREADS", "TOLLGATE_DB_POOL", "TOLLGATE_CONN_LIMIT", "TOLLGATE_CONN_TIMEOUT",
 			      "TOLLGATE_CONN_MEMORY", "TOLLGATE_REQUEST_TIMEOUT_MS", "TOLLGATE_WEBHOOK_BACKOFF_BASE_MS",
-			      "TOLLGATE_WEBHOOK_WORKERS", "TOLLGATE_EVENT_BATCH_MAX", "TOLLGATE_MAX_INFLIGHT"};
+			      "TOLLGATE_WEBHOOK_WORKERS", "TOLLGATE_EVENT_BATCH_MAX", "TOLLGATE_EVENT_ID_TTL",
+			      "TOLLGATE_MAX_INFLIGHT"};
 	const char *junk[] = {"", "abc", "12abc", " 4", "4 ", "1.5", "0x10", "+4", "1e3", "99999999999999999999999"};
 	for (size_t i = 0; i < sizeof(ints) / sizeof(ints[0]); i++)
 		for (size_t j = 0; j < sizeof(junk) / sizeof(junk[0]); j++)
@@ -180,12 +182,16 @@ START_TEST(test_out_of_range)
 	expect_bad("TOLLGATE_WEBHOOK_BACKOFF_BASE_MS", "86400001");
 	expect_bad("TOLLGATE_WEBHOOK_WORKERS", "65");
 	expect_bad("TOLLGATE_EVENT_BATCH_MAX", "100001");
+	expect_bad("TOLLGATE_EVENT_ID_TTL", "-1");
+	expect_bad("TOLLGATE_EVENT_ID_TTL", "3024001"); /* 35 days, the oldest an event may be */
 	/* the bounds themselves are fine */
 	clean_env();
 	setenv("TOLLGATE_THREADS", "256", 1);
 	setenv("TOLLGATE_DB_POOL", "1", 1);
 	setenv("TOLLGATE_WEBHOOK_WORKERS", "0", 1);
+	setenv("TOLLGATE_EVENT_ID_TTL", "3024000", 1);
 	ck_assert_int_eq(load(), 0);
+	ck_assert_int_eq(tg_cfg.event_id_ttl_s, 3024000);
 	ck_assert_int_eq(tg_cfg.threads, 256);
 	ck_assert_int_eq(tg_cfg.db_pool, 1);
 	ck_assert_int_eq(tg_cfg.webhook_workers, 0);
