@@ -226,6 +226,11 @@ static struct transfer *start(CURLM *multi, const json_t *row)
 	curl_easy_setopt(t->h, CURLOPT_WRITEFUNCTION, on_body);
 	curl_easy_setopt(t->h, CURLOPT_WRITEDATA, t);
 	curl_easy_setopt(t->h, CURLOPT_OPENSOCKETFUNCTION, open_socket);
+	/* never through a proxy from the environment (http_proxy, https_proxy, all_proxy): open_socket would
+	 * check the proxy's address, not the endpoint's, and the proxy would connect anywhere. Set, these
+	 * also spare libcurl reading the environment for every transfer. */
+	curl_easy_setopt(t->h, CURLOPT_PROXY, "");
+	curl_easy_setopt(t->h, CURLOPT_NOPROXY, "");
 	curl_easy_setopt(t->h, CURLOPT_PRIVATE, t);
 	t->started_ms = tg_now_ms();
 	t->started_us = tg_mono_us();

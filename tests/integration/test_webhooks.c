@@ -1200,6 +1200,39 @@ START_TEST(ssrf_rechecked_at_delivery)
 }
 END_TEST
 
+/* A proxy named by the environment is not used: it would see the endpoint's URL and connect there
+ * itself, past the address check made at connect time (which would check the proxy's address). */
+START_TEST(proxy_environment_ignored)
+{
+	struct tenant t = tenant_new(&S, false);
+	struct receiver *rv = rcv_start(), *proxy = rcv_start();
+	struct ep e = ep_create(&S, t.key, rcv_url(rv, "/hook"), "[\"*\"]");
+	char http_proxy[128], all_proxy[128], path[128];
+	struct srv P = {0};
+
+	snprintf(http_proxy, sizeof(http_proxy), "http_proxy=%s", rcv_url(proxy, ""));
+	snprintf(all_proxy, sizeof(all_proxy), "ALL_PROXY=%s", rcv_url(proxy, ""));
+	const char *const env[] = {"TOLLGATE_WEBHOOK_BACKOFF_BASE_MS=200", http_proxy, all_proxy, NULL};
+	srv_start(&P, env);
+	snprintf(path, sizeof(path), "/v1/webhook_endpoints/%s/test", e.id);
+	/* other instances deliver too: ping until this one has delivered some */
+	long long until = mono_ms() + 20000;
+	while (srv_metric(&P, "tollgate_webhook_deliveries_total{outcome=\"succeeded\"} ") < 1 && mono_ms() < until) {
+		struct resp r = req(&P, "POST", path, t.key, NULL, NULL);
+		ck_status(r, 201);
+		resp_free(&r);
+		nap_ms(200);
+	}
+	ck_assert_msg(srv_metric(&P, "tollgate_webhook_deliveries_total{outcome=\"succeeded\"} ") >= 1,
+		      "the instance with a proxy in its environment delivered nothing in 20 s");
+	ck_assert_msg(rcv_count(proxy) == 0, "%d deliveries went through the proxy", rcv_count(proxy));
+	ck_assert_int_ge(rcv_count(rv), 1);
+	srv_stop(&P);
+	rcv_stop(proxy);
+	rcv_stop(rv);
+}
+END_TEST
+
 /* ======== 8. endpoints API ======== */
 
 START_TEST(endpoint_crud)
@@ -1895,6 +1928,7 @@ int main(void)
 	tcase_add_test(tc, two_instances_every_event_delivered);
 	tcase_add_test(tc, kill9_between_attempts_still_delivers);
 	tcase_add_test(tc, ssrf_rechecked_at_delivery);
+	tcase_add_test(tc, proxy_environment_ignored);
 	suite_add_tcase(s, tc);
 	if (nudged_total)
 		fprintf(stderr, "note: %d deliveries were nudged\n", nudged_total);
