@@ -23,8 +23,8 @@ static struct store_stmt q_list = STORE_STMT(
 	"SELECT id, actor, action, resource_type, resource_id, before, after, request_id, tg_ts(created_at) AS created_at "
 	"FROM audit_log WHERE tenant_id = $1 AND ($2::text IS NULL OR resource_type = $2) "
 	"AND ($3::text IS NULL OR resource_id = $3) AND ($4::text IS NULL OR action = $4) "
-	"AND ($5::text IS NULL OR actor = $5) AND created_at >= to_timestamp($6::bigint / 1000.0) "
-	"AND created_at < to_timestamp($7::bigint / 1000.0) AND ($8::bigint IS NULL OR seq < $8) "
+	"AND ($5::text IS NULL OR actor = $5) AND created_at >= tg_ms($6::bigint) "
+	"AND created_at < tg_ms($7::bigint) AND ($8::bigint IS NULL OR seq < $8) "
 	"ORDER BY seq DESC LIMIT $9", 9);
 
 int store_audit_list(const char *tenant_id, const char *resource_type, const char *resource_id, const char *action,

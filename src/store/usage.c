@@ -7,8 +7,8 @@
 /* agg: 0 sum, 1 count, 2 max, 3 latest (policy_agg order). */
 static struct store_stmt q_usage_value_real = STORE_STMT(
 	"WITH r AS (SELECT value, last_ts FROM usage_rollups WHERE tenant_id = $1 AND subject = $2 AND meter_id = $3 "
-	"  AND hour >= to_timestamp($4::bigint / 1000.0) "
-	"  AND ($5::bigint IS NULL OR hour < to_timestamp($5::bigint / 1000.0)) AND dims @> $6::jsonb) "
+	"  AND hour >= tg_ms($4::bigint) "
+	"  AND ($5::bigint IS NULL OR hour < tg_ms($5::bigint)) AND dims @> $6::jsonb) "
 	"SELECT CASE WHEN $7::int = 2 THEN (SELECT max(value) FROM r) "
 	"            WHEN $7::int = 3 THEN (SELECT value FROM r ORDER BY last_ts DESC LIMIT 1) "
 	"            ELSE (SELECT sum(value) FROM r) END AS v", 7);
@@ -39,7 +39,7 @@ static struct store_stmt q_usage_series = STORE_STMT(
 	"        (SELECT COALESCE(jsonb_object_agg(key, value), '{}'::jsonb) FROM jsonb_each(dims) "
 	"          WHERE key = ANY($7::text[])) AS gdims "
 	"      FROM usage_rollups WHERE tenant_id = $1 AND subject = $2 AND meter_id = $3 "
-	"        AND hour >= to_timestamp($5::bigint / 1000.0) AND hour < to_timestamp($6::bigint / 1000.0)) AS x "
+	"        AND hour >= tg_ms($5::bigint) AND hour < tg_ms($6::bigint)) AS x "
 	"GROUP BY b, gdims ORDER BY b, gdims::text", 8);
 
 int store_usage_series(const char *tenant_id, const char *subject, const char *meter_id, const char *granularity,
@@ -58,7 +58,7 @@ static struct store_stmt q_events_list = STORE_STMT(
 	"SELECT id, customer_id, type, tg_ts(ts) AS timestamp, properties, meter_id, reservation_id, workflow_id, "
 	"  tg_ts(received_at) AS received_at "
 	"FROM events WHERE tenant_id = $1 AND ($2::text IS NULL OR customer_id = $2) AND ($3::text IS NULL OR type = $3) "
-	"  AND ts >= to_timestamp($4::bigint / 1000.0) AND ts < to_timestamp($5::bigint / 1000.0) "
+	"  AND ts >= tg_ms($4::bigint) AND ts < tg_ms($5::bigint) "
 	"  AND ($6::bigint IS NULL OR (ts, id) < (to_timestamp($6::bigint / 1000000.0), $7)) "
 	"ORDER BY ts DESC, id DESC LIMIT $8", 8);
 

@@ -261,10 +261,10 @@ static struct store_stmt q_attempts = STORE_STMT_REPLAN(
 	"WITH u AS (SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::int[], $5::int[], $6::text[], "
 	"  $7::text[], $8::text[], $9::bigint[]) AS u(id, attempt, started, code, latency, error, response, outcome, next)), "
 	"o AS (UPDATE webhook_deliveries d SET status = u.outcome, last_status = u.code, last_error = u.error, "
-	"  next_attempt_at = CASE WHEN u.outcome = 'pending' THEN to_timestamp(u.next / 1000.0) ELSE d.next_attempt_at END, "
+	"  next_attempt_at = CASE WHEN u.outcome = 'pending' THEN tg_ms(u.next) ELSE d.next_attempt_at END, "
 	"  updated_at = now() FROM u WHERE d.id = u.id RETURNING d.id) "
 	"INSERT INTO webhook_attempts (delivery_id, attempt, started_at, status_code, latency_ms, error, response) "
-	"SELECT u.id, attempt, to_timestamp(started / 1000.0), code, latency, error, response FROM u JOIN o ON o.id = u.id "
+	"SELECT u.id, attempt, tg_ms(started), code, latency, error, response FROM u JOIN o ON o.id = u.id "
 	"ON CONFLICT DO NOTHING", 9);
 
 int store_delivery_attempts(const struct store_attempt *a, int n, struct tg_error *err)
@@ -336,7 +336,7 @@ int store_try_xact_lock(const char *key, bool *locked, struct tg_error *err)
 static struct store_stmt q_progress = STORE_STMT(
 	"SELECT (extract(epoch FROM done_to) * 1000)::bigint AS ms FROM duty_progress WHERE tenant_id = $1 AND duty = $2", 2);
 static struct store_stmt q_advance = STORE_STMT(
-	"INSERT INTO duty_progress (tenant_id, duty, done_to) VALUES ($1, $2, to_timestamp($3::bigint / 1000.0)) "
+	"INSERT INTO duty_progress (tenant_id, duty, done_to) VALUES ($1, $2, tg_ms($3::bigint)) "
 	"ON CONFLICT (tenant_id, duty) DO UPDATE SET done_to = GREATEST(duty_progress.done_to, EXCLUDED.done_to)", 3);
 
 int store_duty_progress(const char *tenant_id, const char *duty, int64_t *done_to_ms, bool *found,
@@ -372,8 +372,8 @@ int store_duty_advance(const char *tenant_id, const char *duty, int64_t done_to_
 static struct store_stmt q_by_subject = STORE_STMT(
 	"SELECT subject, CASE WHEN $7::int = 2 THEN max(value) "
 	"  WHEN $7::int = 3 THEN (array_agg(value ORDER BY last_ts DESC))[1] ELSE sum(value) END AS value "
-	"FROM usage_rollups WHERE tenant_id = $1 AND meter_id = $2 AND hour >= to_timestamp($3::bigint / 1000.0) "
-	"AND hour < to_timestamp($4::bigint / 1000.0) AND dims @> $5::jsonb AND ($6::text IS NULL OR subject = $6) "
+	"FROM usage_rollups WHERE tenant_id = $1 AND meter_id = $2 AND hour >= tg_ms($3::bigint) "
+	"AND hour < tg_ms($4::bigint) AND dims @> $5::jsonb AND ($6::text IS NULL OR subject = $6) "
 	"GROUP BY subject", 7);
 
 int store_usage_by_subject(const char *tenant_id, const char *meter_id, int64_t from_ms, int64_t to_ms,
@@ -399,7 +399,7 @@ int store_customers_info(const char *tenant_id, const char *ids_array, json_t **
 
 static struct store_stmt q_period_close = STORE_STMT(
 	"INSERT INTO period_history (tenant_id, limit_id, subject, period_start, period_end, usage, \"limit\") "
-	"VALUES ($1, $2, $3, to_timestamp($4::bigint / 1000.0), to_timestamp($5::bigint / 1000.0), $6, $7) "
+	"VALUES ($1, $2, $3, tg_ms($4::bigint), tg_ms($5::bigint), $6, $7) "
 	"ON CONFLICT DO NOTHING RETURNING 1 AS fresh", 7);
 
 int store_period_close(const char *tenant_id, const char *limit_id, const char *subject, int64_t start_ms,
@@ -418,7 +418,7 @@ int store_period_close(const char *tenant_id, const char *limit_id, const char *
 
 static struct store_stmt q_first_usage = STORE_STMT(
 	"SELECT (extract(epoch FROM min(hour)) * 1000)::bigint AS ms FROM usage_rollups WHERE tenant_id = $1 "
-	"AND ($2::text IS NULL OR meter_id = $2) AND hour >= to_timestamp($3::bigint / 1000.0)", 3);
+	"AND ($2::text IS NULL OR meter_id = $2) AND hour >= tg_ms($3::bigint)", 3);
 
 int store_first_usage(const char *tenant_id, const char *meter_id, int64_t from_ms, int64_t *ret_ms,
 		      struct tg_error *err)
@@ -437,7 +437,7 @@ int store_first_usage(const char *tenant_id, const char *meter_id, int64_t from_
 
 static struct store_stmt q_summary = STORE_STMT(
 	"SELECT r.subject, r.meter_id, sum(r.value) AS value, sum(r.events) AS events FROM usage_rollups r "
-	"WHERE r.tenant_id = $1 AND r.hour >= to_timestamp($2::bigint / 1000.0) AND r.hour < to_timestamp($3::bigint / 1000.0) "
+	"WHERE r.tenant_id = $1 AND r.hour >= tg_ms($2::bigint) AND r.hour < tg_ms($3::bigint) "
 	"AND EXISTS (SELECT 1 FROM customers c WHERE c.tenant_id = r.tenant_id AND c.id = r.subject) "
 	"GROUP BY r.subject, r.meter_id ORDER BY r.subject, r.meter_id", 3);
 
@@ -452,7 +452,7 @@ static struct store_stmt q_values = STORE_STMT(
 	"SELECT w.i, (SELECT CASE WHEN w.agg = 2 THEN max(r.value) "
 	"    WHEN w.agg = 3 THEN (array_agg(r.value ORDER BY r.last_ts DESC))[1] ELSE sum(r.value) END "
 	"  FROM usage_rollups r WHERE r.tenant_id = $1 AND r.subject = w.subject AND r.meter_id = w.meter "
-	"  AND r.hour >= to_timestamp(w.f / 1000.0) AND (w.t IS NULL OR r.hour < to_timestamp(w.t / 1000.0)) "
+	"  AND r.hour >= tg_ms(w.f) AND (w.t IS NULL OR r.hour < tg_ms(w.t)) "
 	"  AND r.dims @> w.filter) AS value "
 	"FROM unnest($2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::jsonb[], $7::int[]) "
 	"  WITH ORDINALITY AS w(subject, meter, f, t, filter, agg, i)", 7);

@@ -25,7 +25,7 @@ static struct {
 	struct tg_metric *m_batches, *m_events, *m_failures, *m_duplicates, *m_seen;
 } W = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
 
-static struct store_stmt q_partition = STORE_STMT("SELECT tg_ensure_events_partition(to_timestamp($1::bigint / 1000.0))", 1);
+static struct store_stmt q_partition = STORE_STMT("SELECT tg_ensure_events_partition(tg_ms($1::bigint))", 1);
 /* One primary-key probe per wanted id, whatever the statistics say. Written as "c.id = ANY($2)" (or as a
  * join with the array), a tenant whose customers were just created in bulk (no statistics yet) had the
  * planner guess 50 of them, scan all 10,000 and hash them: 3 ms a batch, the writer's largest cost. A
@@ -45,16 +45,16 @@ static struct store_stmt q_customers_create = STORE_STMT(
 	"INSERT INTO customers (tenant_id, id, tier) SELECT $1, u, (SELECT default_tier FROM tenants WHERE id = $1) "
 	"FROM unnest($2::text[]) AS u ON CONFLICT DO NOTHING", 2);
 static struct store_stmt q_ids = STORE_STMT(
-	"INSERT INTO event_ids (tenant_id, id, ts) SELECT $1, i, to_timestamp(t / 1000.0) "
+	"INSERT INTO event_ids (tenant_id, id, ts) SELECT $1, i, tg_ms(t) "
 	"FROM unnest($2::text[], $3::bigint[]) AS u(i, t) ON CONFLICT DO NOTHING RETURNING id", 3);
 static struct store_stmt q_events = STORE_STMT(
 	"INSERT INTO events (tenant_id, id, customer_id, type, ts, properties, meter_id, reservation_id, workflow_id) "
-	"SELECT $1, i, c, ty, to_timestamp(t / 1000.0), p, m, r, w "
+	"SELECT $1, i, c, ty, tg_ms(t), p, m, r, w "
 	"FROM unnest($2::text[], $3::text[], $4::text[], $5::bigint[], $6::jsonb[], $7::text[], $8::text[], $9::text[]) "
 	"AS u(i, c, ty, t, p, m, r, w)", 9);
 #define ROLLUP_INSERT                                                                                 \
 	"INSERT INTO usage_rollups AS r (tenant_id, subject, meter_id, hour, dims, value, events, last_ts) "     \
-	"SELECT $1, s, m, to_timestamp(h / 1000.0), d, v, e, to_timestamp(l / 1000.0) "                         \
+	"SELECT $1, s, m, tg_ms(h), d, v, e, tg_ms(l) "                         \
 	"FROM unnest($2::text[], $3::text[], $4::bigint[], $5::jsonb[], $6::numeric[], $7::bigint[], $8::bigint[]) " \
 	"AS u(s, m, h, d, v, e, l) ON CONFLICT (tenant_id, subject, meter_id, hour, dims) DO UPDATE SET "
 static struct store_stmt q_rollup_add = STORE_STMT(ROLLUP_INSERT

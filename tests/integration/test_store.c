@@ -311,6 +311,28 @@ START_TEST(writer_probes_each_customer_without_statistics)
 }
 END_TEST
 
+/* tg_ms (migration 0011): milliseconds since the epoch to timestamptz and back, exactly, also far from
+ * now (test clocks may be pushed centuries ahead; the earlier numeric-then-double form was off there). */
+START_TEST(tg_ms_is_exact)
+{
+	static struct store_stmt q = STORE_STMT(
+		"SELECT count(*) FILTER (WHERE extract(epoch FROM tg_ms(t)) * 1000 <> t) AS bad, count(*) AS n "
+		"FROM unnest($1::bigint[]) AS t", 1);
+	struct tg_error err;
+	json_t *row;
+	/* around the epoch, now, an hour boundary, the years 9999, 5000 and -4000 (the last millisecond of an
+	 * hour must stay in that hour); compared to the microsecond (the numeric form was 8 µs off for five) */
+	const char *p[] = {"{0,1,-1,999,-999,1000,-1001,1732280000123,1732280399999,1732280400000,"
+			   "253402300799999,253402297200000,253402297199999,-188395689600001,-188395689599999,"
+			   "95617584000007}"};
+
+	ck_assert_int_eq(store_exec1(&q, p, &row, &err), 0);
+	ck_assert_int_eq(store_int(row, "n", 0), 16);
+	ck_assert_int_eq(store_int(row, "bad", -1), 0);
+	json_decref(row);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("store");
@@ -325,6 +347,7 @@ int main(void)
 	tcase_add_test(tc, failed_transaction_refuses_the_rest);
 	tcase_add_test(tc, lost_connection_fails_the_transaction);
 	tcase_add_test(tc, writer_probes_each_customer_without_statistics);
+	tcase_add_test(tc, tg_ms_is_exact);
 	suite_add_tcase(s, tc);
 	return run_suite(s);
 }
