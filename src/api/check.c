@@ -695,7 +695,7 @@ static void record(struct check *ck)
 	}
 	if (m->property)
 		json_object_set_new(props, m->property, tg_json_fixed(ck->chk.amount));
-	tg_sid_new("evt_", id);
+	tg_sid_ordered("evt_", tg_now_ms(), id);
 	ck->ev.id = tg_arena_strdup(&req->arena, id);
 	ck->ev.customer_id = ck->customer_id;
 	ck->ev.type = m->event_type;

@@ -89,7 +89,7 @@ static int one_event(struct tg_req *req, const struct policy_tenant *t, int64_t 
 	e->client_id = e->id != NULL;
 	if (!e->id) {
 		char id[TG_SID_BUFSZ];
-		tg_sid_new("evt_", id);
+		tg_sid_ordered("evt_", tg_now_ms(), id);
 		e->id = tg_arena_strdup(&req->arena, id);
 	}
 	e->properties_json = props ? dump_to_arena(&req->arena, json_incref(props)) : "{}";

@@ -30,7 +30,7 @@ int store_outbox_add(const char *tenant_id, const char *type, const json_t *data
 		json_decref(row);
 	}
 	_cleanup_free_ char *text = tg_json_dumps(data);
-	tg_sid_new("evt_", id);
+	tg_sid_ordered("evt_", tg_now_ms(), id);
 	const char *p[] = {tenant_id, id, type, text};
 	if ((rc = store_exec(&q_outbox, p, NULL, err)) < 0)
 		return rc;
@@ -158,7 +158,7 @@ int store_endpoint_ping(const char *tenant_id, const char *endpoint_id, json_t *
 {
 	char evt[TG_SID_BUFSZ], whd[TG_SID_BUFSZ];
 
-	tg_sid_new("evt_", evt);
+	tg_sid_ordered("evt_", tg_now_ms(), evt);
 	tg_sid_new("whd_", whd);
 	const char *p[] = {tenant_id, endpoint_id, evt, whd};
 	return store_exec1(&q_ping, p, ret, err);

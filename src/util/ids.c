@@ -71,3 +71,18 @@ void tg_sid_fast(const char *prefix, char *buf)
 	}
 	buf[n + 24] = '\0';
 }
+
+void tg_sid_ordered(const char *prefix, int64_t ms, char *buf)
+{
+	static const char alphabet[] = "0123456789abcdefghijklmnopqrstuvwxyz";
+	size_t n = strlen(prefix);
+	uint64_t v = ms < 0 ? 0 : (uint64_t)ms;
+
+	tg_sid_fast(prefix, buf);
+	if (n > TG_SID_BUFSZ - 25)
+		n = TG_SID_BUFSZ - 25;
+	/* 10 base-36 digits, most significant first (36^10 ms reach past the year 100,000); 14 random ones
+	 * stay */
+	for (int i = 9; i >= 0; i--, v /= 36)
+		buf[n + (size_t)i] = alphabet[v % 36];
+}

@@ -89,6 +89,27 @@ static int cmp(const void *a, const void *b)
 	return strcmp((const char *)a, (const char *)b);
 }
 
+/* Ordered ids: the same shape; later instants sort later, one instant's ids differ; the instant leads. */
+START_TEST(test_sid_ordered)
+{
+	const int64_t instants[] = {0, 1, 35, 36, 1732280000123, 1732280000124, 1732283600000, 253402300799999};
+	char prev[TG_SID_BUFSZ] = "", a[TG_SID_BUFSZ], b[TG_SID_BUFSZ];
+
+	for (size_t i = 0; i < sizeof(instants) / sizeof(instants[0]); i++) {
+		tg_sid_ordered("evt_", instants[i], a);
+		check_sid("evt_", a);
+		ck_assert_msg(strcmp(prev, a) < 0, "'%s' does not sort after '%s'", a, prev);
+		tg_sid_ordered("evt_", instants[i], b);
+		ck_assert_msg(strncmp(a, b, 4 + 10) == 0 && strcmp(a, b) != 0, "'%s' and '%s' at one instant", a, b);
+		memcpy(prev, a, sizeof(prev));
+	}
+	tg_sid_ordered("evt_", 1732280000123, a);
+	ck_assert_int_eq(strncmp(a + 4, "00m3sqsakb", 10), 0); /* 1732280000123 in base 36, 10 digits */
+	tg_sid_ordered("evt_", -5, a); /* before the epoch: as the epoch */
+	ck_assert_int_eq(strncmp(a + 4, "0000000000", 10), 0);
+}
+END_TEST
+
 START_TEST(test_sid_unique_and_spread)
 {
 	enum { N = 20000 };
@@ -121,6 +142,7 @@ int main(void)
 	tcase_add_test(tc, test_invalid_ids);
 	tcase_add_test(tc, test_sid_format);
 	tcase_add_test(tc, test_sid_unique_and_spread);
+	tcase_add_test(tc, test_sid_ordered);
 	suite_add_tcase(s, tc);
 	return unit_run(s);
 }
