@@ -30,7 +30,14 @@ static bool v4_forbidden(uint32_t a)
 {
 	return (a >> 24) == 127 || (a >> 24) == 10 || (a >> 24) == 0 || (a >> 20) == (172u << 4 | 1) ||
 	       (a >> 16) == (192u << 8 | 168) || (a >> 16) == (169u << 8 | 254) || (a >> 22) == (100u << 2 | 1) ||
-	       (a >> 28) >= 14 || a == 0xffffffffu;
+	       (a >> 28) >= 14 || a == 0xffffffffu ||
+	       (a >> 8) == (192u << 16 | 0 << 8 | 0) ||     /* 192.0.0.0/24, IETF protocol assignments */
+	       (a >> 17) == (198u << 7 | 18 >> 1);           /* 198.18.0.0/15, benchmarking */
+}
+
+static uint32_t v4_at(const unsigned char *b)
+{
+	return (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
 }
 
 static bool addr_forbidden(const struct sockaddr *sa)
@@ -41,10 +48,15 @@ static bool addr_forbidden(const struct sockaddr *sa)
 		const unsigned char *b = ((const struct sockaddr_in6 *)sa)->sin6_addr.s6_addr;
 		static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
 		static const unsigned char zero[16];
-		if (!memcmp(b, mapped, 12))
-			return v4_forbidden((uint32_t)b[12] << 24 | (uint32_t)b[13] << 16 | (uint32_t)b[14] << 8 | b[15]);
-		if (!memcmp(b, zero, 15) && (b[15] == 0 || b[15] == 1))
-			return true;                              /* :: and ::1 */
+		static const unsigned char nat64[12] = {0, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0};
+		/* an IPv4 address inside an IPv6 one: mapped (::ffff:a.b.c.d), compatible (::a.b.c.d), NAT64
+		 * (64:ff9b::a.b.c.d, which a NAT64 gateway connects to) and 6to4 (2002:a.b.c.d::) */
+		if (!memcmp(b, mapped, 12) || !memcmp(b, nat64, 12))
+			return v4_forbidden(v4_at(b + 12));
+		if (b[0] == 0x20 && b[1] == 0x02)
+			return v4_forbidden(v4_at(b + 2));
+		if (!memcmp(b, zero, 12))
+			return true;                              /* ::, ::1 and ::a.b.c.d (deprecated) */
 		return b[0] == 0xff ||                            /* multicast */
 		       (b[0] == 0xfe && (b[1] & 0xc0) == 0x80) || /* link-local */
 		       (b[0] & 0xfe) == 0xfc;                     /* unique local */

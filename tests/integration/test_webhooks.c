@@ -1092,6 +1092,11 @@ START_TEST(ssrf_guard_refuses_private_targets)
 		"http://[::ffff:127.0.0.1]/", "http://[::]/", "http://169.254.169.254/latest/meta-data/",
 		"https://10.1.2.3:8443/", "gopher://127.0.0.1/", "file:///etc/passwd", "javascript:alert(1)",
 		"http://nonexistent.invalid/", "//127.0.0.1/", "127.0.0.1",
+		/* IPv4 inside IPv6: NAT64 (10.0.0.1, 127.0.0.1), 6to4 (10.1.2.3, 192.168.0.1), compatible */
+		"http://[64:ff9b::a00:1]/", "http://[64:ff9b::127.0.0.1]/", "http://[2002:a01:203::1]/",
+		"http://[2002:c0a8:1::]/", "http://[::10.0.0.1]/",
+		/* special-purpose IPv4: benchmarking, protocol assignments */
+		"http://198.18.0.1/", "http://198.19.255.254/", "http://192.0.0.8/",
 	};
 	struct srv P = {0};
 	srv_start(&P, strict);
@@ -1108,6 +1113,9 @@ START_TEST(ssrf_guard_refuses_private_targets)
 	/* public addresses are fine (literals need no DNS) */
 	struct ep pub = ep_create(&P, t.key, "http://1.1.1.1/hooks", "[\"workflow.terminated\"]");
 	ep_create(&P, t.key, "https://[2606:4700:4700::1111]:8443/hooks", "[\"workflow.terminated\"]");
+	/* and IPv6 forms of public IPv4 ones (NAT64 and 6to4 of 1.1.1.1) */
+	ep_create(&P, t.key, "http://[64:ff9b::101:101]/hooks", "[\"workflow.terminated\"]");
+	ep_create(&P, t.key, "http://[2002:101:101::1]/hooks", "[\"workflow.terminated\"]");
 	/* a PATCH is checked the same way, and changes nothing when refused */
 	char path[128];
 	snprintf(path, sizeof(path), "/v1/webhook_endpoints/%s", pub.id);
@@ -1130,7 +1138,7 @@ START_TEST(ssrf_guard_refuses_private_targets)
 	r = req(&P, "GET", "/v1/webhook_endpoints?limit=100", t.key, NULL, NULL);
 	ck_status(r, 200);
 	size_t n = json_array_size(jpath(r.json, "data"));
-	ck_assert_msg(n == 2 || n == 3, "%zu endpoints stored: %s", n, r.body);
+	ck_assert_msg(n == 4 || n == 5, "%zu endpoints stored: %s", n, r.body);
 	resp_free(&r);
 	srv_stop(&P);
 
