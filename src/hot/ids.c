@@ -1,6 +1,5 @@
 /* ids.c — seen event ids: a Redis cache in front of PostgreSQL's unique key (see hot.h). */
 #include <stdio.h>
-#include <string.h>
 
 #include "internal.h"
 #include "tollgate/util.h"
@@ -54,7 +53,6 @@ int hot_event_ids_remember(const char *tenant_id, const char *const *ids, int n,
 	for (int at = 0; at < n && rc == 0; at += IDS_CHUNK) {
 		int m = n - at < IDS_CHUNK ? n - at : IDS_CHUNK;
 		const char **argv = tg_arena_alloc(&a, sizeof(*argv) * (size_t)m * 5);
-		size_t *lens = tg_arena_alloc(&a, sizeof(*lens) * (size_t)m * 5);
 		for (int i = 0; i < m; i++) {
 			const char **v = argv + (size_t)i * 5;
 			v[0] = "SET";
@@ -62,10 +60,8 @@ int hot_event_ids_remember(const char *tenant_id, const char *const *ids, int n,
 			v[2] = "1";
 			v[3] = "EX";
 			v[4] = ttl;
-			for (int k = 0; k < 5; k++)
-				lens[(size_t)i * 5 + (size_t)k] = strlen(v[k]);
 		}
-		rc = hot_sync_pipeline(m, 5, argv, lens, err);
+		rc = hot_sync_pipeline(m, 5, argv, NULL, err);
 	}
 	tg_arena_release(&a);
 	return rc;

@@ -33,8 +33,9 @@ redisContext *hot_sync(struct tg_error *err);
 /* Run a command on the blocking connection; returns a reply to free with freeReplyObject, or NULL (err filled,
  * connection dropped so the next call reconnects). Error replies are returned as replies. */
 redisReply *hot_sync_argv(int argc, const char **argv, const size_t *lens, struct tg_error *err);
-/* n commands of argc arguments each (command i is argv[i * argc] onwards) in one write, their replies read
- * in order: 0, or a negative tg_err when the connection failed or a command answered an error. */
+/* n commands of argc arguments each (command i is argv[i * argc] onwards; lens NULL: strlen) in one write,
+ * their replies read in order: 0, or a negative tg_err when the connection failed or a command answered
+ * an error. */
 int hot_sync_pipeline(int n, int argc, const char **argv, const size_t *lens, struct tg_error *err);
 /* EVALSHA on the blocking connection with NOSCRIPT reload. */
 redisReply *hot_sync_script(const struct hot_script *s, int nkeys, const char **keys, int nargs, const char **args,

@@ -501,7 +501,8 @@ int hot_sync_pipeline(int n, int argc, const char **argv, const size_t *lens, st
 	if (!c)
 		return err->err;
 	for (int i = 0; i < n; i++)
-		if (redisAppendCommandArgv(c, argc, argv + (size_t)i * (size_t)argc, lens + (size_t)i * (size_t)argc) != REDIS_OK)
+		if (redisAppendCommandArgv(c, argc, argv + (size_t)i * (size_t)argc,
+					   lens ? lens + (size_t)i * (size_t)argc : NULL) != REDIS_OK)
 			goto lost;
 	for (int i = 0; i < n; i++) {
 		redisReply *r;

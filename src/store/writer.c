@@ -28,7 +28,7 @@ static struct {
 static struct store_stmt q_partition = STORE_STMT("SELECT tg_ensure_events_partition(tg_ms($1::bigint))", 1);
 /* One primary-key probe per wanted id, whatever the statistics say. Written as "c.id = ANY($2)" (or as a
  * join with the array), a tenant whose customers were just created in bulk (no statistics yet) had the
- * planner guess 50 of them, scan all 10,000 and hash them: 3 ms a batch, the writer's largest cost. A
+ * planner guess 15 of them, scan all 10,000 and hash them: 3 ms a batch, the writer's largest cost. A
  * LATERAL subquery with LIMIT is never flattened into a join, so it stays an index probe per id. */
 static struct store_stmt q_customers = STORE_STMT(
 	"SELECT c.id, c.tier, c.parent_id, "

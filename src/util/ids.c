@@ -18,15 +18,26 @@ bool tg_id_valid(const char *s, size_t len)
 	return true;
 }
 
-void tg_sid_new(const char *prefix, char *buf)
+/* A server-made id: the prefix (cut so that 24 characters still fit) and 24 of these. */
+static const char alphabet[] = "0123456789abcdefghijklmnopqrstuvwxyz";
+#define SID_CHARS 24
+
+/* Copy the prefix into buf; returns where the 24 characters start. */
+static size_t sid_prefix(const char *prefix, char *buf)
 {
-	static const char alphabet[] = "0123456789abcdefghijklmnopqrstuvwxyz";
-	unsigned char rnd[24];
 	size_t n = strlen(prefix);
 
-	if (n > TG_SID_BUFSZ - 25)
-		n = TG_SID_BUFSZ - 25;
+	if (n > TG_SID_BUFSZ - SID_CHARS - 1)
+		n = TG_SID_BUFSZ - SID_CHARS - 1;
 	memcpy(buf, prefix, n);
+	return n;
+}
+
+void tg_sid_new(const char *prefix, char *buf)
+{
+	unsigned char rnd[SID_CHARS];
+	size_t n = sid_prefix(prefix, buf);
+
 	tg_random_bytes(rnd, sizeof(rnd));
 	/* 252 = 7 × 36: rejection-free enough; the tiny bias of % 36 on 256 is avoided by masking to 0..251 */
 	for (size_t i = 0; i < sizeof(rnd); i++) {
@@ -44,21 +55,18 @@ static uint64_t rotl(uint64_t x, int k)
 	return (x << k) | (x >> (64 - k));
 }
 
-void tg_sid_fast(const char *prefix, char *buf)
+/* The 24 characters from the per-thread generator; returns where they start. */
+static size_t sid_fast(const char *prefix, char *buf)
 {
-	static const char alphabet[] = "0123456789abcdefghijklmnopqrstuvwxyz";
 	static _Thread_local uint64_t s[4];
 	static _Thread_local bool seeded;
-	size_t n = strlen(prefix);
+	size_t n = sid_prefix(prefix, buf);
 
 	if (!seeded) {
 		tg_random_bytes(s, sizeof(s));
 		seeded = true;
 	}
-	if (n > TG_SID_BUFSZ - 25)
-		n = TG_SID_BUFSZ - 25;
-	memcpy(buf, prefix, n);
-	for (int i = 0; i < 24; i += 12) {
+	for (int i = 0; i < SID_CHARS; i += 12) {
 		uint64_t r = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
 		s[2] ^= s[0];
 		s[3] ^= s[1];
@@ -69,18 +77,20 @@ void tg_sid_fast(const char *prefix, char *buf)
 		for (int k = 0; k < 12; k++, r /= 36)
 			buf[n + i + k] = alphabet[r % 36];
 	}
-	buf[n + 24] = '\0';
+	buf[n + SID_CHARS] = '\0';
+	return n;
+}
+
+void tg_sid_fast(const char *prefix, char *buf)
+{
+	sid_fast(prefix, buf);
 }
 
 void tg_sid_ordered(const char *prefix, int64_t ms, char *buf)
 {
-	static const char alphabet[] = "0123456789abcdefghijklmnopqrstuvwxyz";
-	size_t n = strlen(prefix);
+	size_t n = sid_fast(prefix, buf);
 	uint64_t v = ms < 0 ? 0 : (uint64_t)ms;
 
-	tg_sid_fast(prefix, buf);
-	if (n > TG_SID_BUFSZ - 25)
-		n = TG_SID_BUFSZ - 25;
 	/* 10 base-36 digits, most significant first (36^10 ms reach past the year 100,000); 14 random ones
 	 * stay */
 	for (int i = 9; i >= 0; i--, v /= 36)

@@ -47,7 +47,7 @@ static bool addr_forbidden(const struct sockaddr *sa)
 	if (sa->sa_family == AF_INET6) {
 		const unsigned char *b = ((const struct sockaddr_in6 *)sa)->sin6_addr.s6_addr;
 		static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-		static const unsigned char zero[16];
+		static const unsigned char zero[12];
 		static const unsigned char nat64[12] = {0, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0};
 		/* an IPv4 address inside an IPv6 one: mapped (::ffff:a.b.c.d), compatible (::a.b.c.d), NAT64
 		 * (64:ff9b::a.b.c.d, which a NAT64 gateway connects to) and 6to4 (2002:a.b.c.d::) */
