@@ -280,6 +280,17 @@ static int64_t get_i64(const unsigned char *p)
 
 #define REPLY_PER_COUNTER (1 + 3 * 8)
 
+/* How long a token bucket takes to drain this much at rate per window (ms, rounded up), exactly. */
+static int64_t drain_ms(int64_t amount, int64_t window_ms, int64_t rate)
+{
+	__extension__ typedef __int128 i128;
+
+	if (amount <= 0 || rate <= 0)
+		return 0;
+	i128 ms = ((i128)amount * window_ms + rate - 1) / rate;
+	return ms > INT64_MAX / 2 ? INT64_MAX / 2 : (int64_t)ms; /* far beyond any window, and now + it fits */
+}
+
 static void parse_missing(struct hot_check *hc, const redisReply *r)
 {
 	/* indexes (1-based) among the counters that were sent */
@@ -369,11 +380,16 @@ static void parse(struct hot_check *hc, const redisReply *r)
 					      ? -1
 					      : c->period_end_ms - hc->now_ms;
 		} else if (l->algorithm == ALG_TOKEN_BUCKET) {
-			c->remaining = a > 0 ? a : 0;
+			/* the script sends the level (what is used) after this check; the rest follows here, where
+			 * it costs less than in Lua: empty again, and room for this amount, at limit per window */
+			int64_t level = a, win_ms = l->window_s * 1000;
+			c->remaining = l->burst - level > 0 ? l->burst - level : 0;
 			c->used = l->burst - c->remaining;
 			c->reserved = 0;
-			c->reset_ms = hc->now_ms + (b > 0 ? b : 0);
-			c->retry_ms = c->allowed ? -1 : d;
+			c->reset_ms = hc->now_ms + drain_ms(level, win_ms, l->limit);
+			c->retry_ms = c->allowed || c->amount > l->burst
+					      ? -1
+					      : drain_ms(level + c->amount - l->burst, win_ms, l->limit);
 		} else {
 			c->used = a;
 			c->reserved = 0;

@@ -19,7 +19,9 @@
 --   4 sliding window (100 sub-buckets) i8 limit, i8 amount, i8 window ms
 --   5 workflow guard i8 priced cost, i8 max calls, i8 max depth, i8 max duration ms, i8 max duplicates,
 --                    i8 max cost (0 = none), i8 depth, s "tool|args_hash"; a tripped guard terminates the
---                    workflow for good (later calls: code 10 + the guard); flag 32 adds the cost to its spend
+--                    workflow for good (later calls: code 10 + the guard); flag 32 adds the cost to its spend.
+--                    The workflow's hash: s = pack(i8 calls, i8 first call ms, i8 guard that terminated it or 0),
+--                    c = its priced spend (usage.lua adds events' costs there), d:<tool|args_hash> = repeats
 --   6 balance gate   i8 i8 priced cost, B rebuilt?, [i8 i8 balance, i8 i8 minimum, i8 i8 reserved]; fits while available
 --                    (balance - reserved) is above the minimum and stays at or above it after the cost
 -- "i8 i8" is an exact value hi * 1e9 + lo (0 <= lo < 1e9): quotas and balances are compared exactly.
@@ -27,7 +29,8 @@
 -- quota's meter keeps the maximum / the latest value (usage is that value, not a sum); 32 (wf) record cost.
 -- Amounts are integers in micro-units. Returns a table with one reply per check: its decision (see the end
 -- of one()), status 1 allowed (and applied) or 0 denied (nothing applied), then per counter fits and three
--- values; or, when counters are missing, the table {-1, their indexes}; or an error.
+-- values (a token bucket: its level after this check, 0, 0; the server derives the rest from the limit it
+-- sent); or, when counters are missing, the table {-1, their indexes}; or an error.
 local U, byte = struct.unpack, string.byte
 local blob = ARGV[1]
 -- the check being run: its clock, and the index of its first key in KEYS minus one
@@ -90,10 +93,6 @@ local function values(s)
   if kind == 1 then
     -- the mark is read only for a consumed counter (the server needs it then only)
     a, b, c = s.U, s.R, s.mark or 0
-  elseif kind == 2 then
-    a, b = s.limit - s.l, math.ceil(s.l * s.win / s.rate)
-    c = -1
-    if not s.fits and s.amt <= s.limit then c = math.ceil((s.l + s.amt - s.limit) * s.win / s.rate) end
   elseif kind == 5 then
     a, b, c = s.code, s.calls, s.spent
   elseif kind == 6 then
@@ -144,7 +143,9 @@ local function one(gflags, n, pos)
       local lh, ll, ah, al, ttl, has, ih, il, rh, rl
       f, lh, ll, ah, al, ttl, has, pos = U('<Bi8i8i8i8i8B', blob, pos + 1)
       if has == 1 then ih, il, rh, rl, pos = U('<i8i8i8i8', blob, pos) end
-      local A, L = P(ah, al), P(lh, ll)
+      -- P() inlined for the usual value below 4e15
+      local A = ah < 4e6 and ah > -4e6 and ah * E + al or P(ah, al)
+      local L = lh < 4e6 and lh > -4e6 and lh * E + ll or P(lh, ll)
       local v
       if f % 2 == 1 then v = redis.call('HMGET', key, 'u', 'r', 'e') else v = redis.call('HMGET', key, 'u', 'r') end
       local u, r, init, mark
@@ -158,15 +159,14 @@ local function one(gflags, n, pos)
         r = vr and (#vr <= 15 and tonumber(vr) or N(vr)) or 0
         if v[3] then mark = tonumber(v[3]) end
       end
-      local agg = f % 16 >= 8 and 'm' or (f % 32 >= 16 and 'l' or 's')
       local fits
       if u then
-        if agg == 's' and narrow() then
-          -- numbers below SAFE (4e15): u + r is exact; the last sum may round only far above L (< SAFE),
-          -- and rounding keeps order, so the comparison is exact
+        if f < 8 and Wd == nil then
+          -- a sum, every value a number below SAFE (4e15): u + r is exact; the last sum may round only far
+          -- above L (< SAFE), and rounding keeps order, so the comparison is exact
           fits = u + r + A <= L
-        elseif agg == 'm' then fits = cmp(add(cmp(u, A) >= 0 and u or A, r), L) <= 0
-        elseif agg == 'l' then fits = cmp(add(A, r), L) <= 0
+        elseif f % 16 >= 8 then fits = cmp(add(cmp(u, A) >= 0 and u or A, r), L) <= 0 -- the maximum
+        elseif f % 32 >= 16 then fits = cmp(add(A, r), L) <= 0 -- the latest
         else fits = cmp(add(add(u, r), A), L) <= 0 end
       end
       -- fields are few (a table costs ~400 instructions per field): the rest is added when needed
@@ -176,8 +176,7 @@ local function one(gflags, n, pos)
       local limit, amt, rate, win
       f, limit, amt, rate, win, pos = U('<Bi8i8i8i8', blob, pos + 1)
       local l, ts, exp = tb_state(key, now, rate, win)
-      s = {kind = 2, f = f, fits = l + amt <= limit, limit = limit, amt = amt, rate = rate, win = win, l = l, ts = ts,
-           exp = exp}
+      s = {kind = 2, f = f, fits = l + amt <= limit, amt = amt, rate = rate, win = win, l = l, ts = ts, exp = exp}
     elseif kind == 3 then
       local limit, amt, win
       f, limit, amt, win, pos = U('<Bi8i8i8', blob, pos + 1)
@@ -193,11 +192,12 @@ local function one(gflags, n, pos)
       local amt, mc, md, mdur, mdup, mcost, depth, tool
       f, amt, mc, md, mdur, mdup, mcost, depth, tool, pos = U('<Bi8i8i8i8i8i8i8s', blob, pos + 1)
       local dupf = 'd:' .. tool
-      local v = redis.call('HMGET', key, 'n', 'f', 'c', 't', dupf)
-      local calls, first, spent, term = tonumber(v[1]) or 0, tonumber(v[2]), tonumber(v[3]) or 0, tonumber(v[4])
-      local dups = tonumber(v[5]) or 0
+      local v = redis.call('HMGET', key, 's', 'c', dupf)
+      local calls, first, term = 0, nil, 0
+      if v[1] then calls, first, term = U('<i8i8i8', v[1]) end
+      local spent, dups = v[2] and tonumber(v[2]) or 0, v[3] and tonumber(v[3]) or 0
       local code = 0
-      if term then code = 10 + term
+      if term > 0 then code = 10 + term
       elseif mc > 0 and calls + 1 > mc then code = 1
       elseif mdup > 0 and dups + 1 > mdup then code = 2
       elseif md > 0 and depth > md then code = 3
@@ -286,19 +286,18 @@ local function one(gflags, n, pos)
     elseif kind == 5 then
       if not dry and s.code >= 1 and s.code <= 5 then
         -- terminated for good, whatever else the check decided
-        redis.call('HSET', key, 't', s.code)
+        redis.call('HSET', key, 's', struct.pack('<i8i8i8', s.calls, s.first or now, s.code))
         redis.call('PEXPIRE', key, s.ttl)
       elseif consume then
         -- one HSET of the new values (read above, in this same atomic run) instead of an HINCRBY each
         s.calls = s.calls + 1
         local cost = s.amt ~= 0 and s.f % 64 >= 32
-        if cost then s.spent = s.spent + s.amt end
-        if not s.first then
-          if cost then redis.call('HSET', key, 'n', s.calls, s.dupf, s.dups + 1, 'f', now, 'c', I(s.spent))
-          else redis.call('HSET', key, 'n', s.calls, s.dupf, s.dups + 1, 'f', now) end
-          redis.call('PEXPIRE', key, s.ttl)
-        elseif cost then redis.call('HSET', key, 'n', s.calls, s.dupf, s.dups + 1, 'c', I(s.spent))
-        else redis.call('HSET', key, 'n', s.calls, s.dupf, s.dups + 1) end
+        local st = struct.pack('<i8i8i8', s.calls, s.first or now, 0)
+        if cost then
+          s.spent = s.spent + s.amt
+          redis.call('HSET', key, 's', st, s.dupf, s.dups + 1, 'c', I(s.spent))
+        else redis.call('HSET', key, 's', st, s.dupf, s.dups + 1) end
+        if not s.first then redis.call('PEXPIRE', key, s.ttl) end
       end
     elseif kind == 6 then
       if s.init then
@@ -345,11 +344,15 @@ local function one(gflags, n, pos)
   -- every value in one table; one struct.pack of them all, unless one is wide (possible only once a wide
   -- value was made in this run): then the reply is the table with that value as digits
   local rv, k, wide = RV, 1, false
-  local check = not narrow()
+  local check = Wd ~= nil
   rv[1] = status
   for i = 1, n do
     local s = st[i]
-    local a, b, c = values(s)
+    local kind, a, b, c = s.kind
+    -- the two usual kinds inline: a token bucket sends its level only, the server derives the rest
+    if kind == 1 then a, b, c = s.U, s.R, s.mark or 0
+    elseif kind == 2 then a, b, c = s.l, 0, 0
+    else a, b, c = values(s) end
     if check and (type(a) == 'table' or type(b) == 'table' or type(c) == 'table') then wide = true end
     rv[k + 1], rv[k + 2], rv[k + 3], rv[k + 4] = s.fits and 1 or 0, a, b, c
     k = k + 4

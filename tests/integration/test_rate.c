@@ -63,6 +63,31 @@ START_TEST(token_bucket_burst_then_refill)
 }
 END_TEST
 
+/* A token bucket's live state: Redis sends its level only, the server derives remaining and reset from it. */
+START_TEST(token_bucket_live_state)
+{
+	struct tenant t = tenant_new(&S, false);
+	struct resp r = {0};
+
+	must_post(&S, t.key, "/v1/limits",
+		  "{\"id\":\"rpm\",\"kind\":\"rate\",\"meter\":\"requests\",\"limit\":60,\"window\":60,\"burst\":5}");
+	for (int i = 0; i < 4; i++) {
+		resp_free(&r);
+		r = req(&S, "POST", "/v1/check", t.key, "{\"customer_id\":\"u1\"}", NULL);
+		ck_status(r, 200);
+	}
+	/* four used of five, draining at one a second (a few ms have drained a little of them already) */
+	ck_assert_str_eq(resp_header(&r, "RateLimit-Remaining"), "1");
+	ck_assert_str_eq(resp_header(&r, "RateLimit-Reset"), "4");
+	ck_assert_str_eq(resp_header(&r, "RateLimit"), "\"rpm\";r=1;t=4");
+	json_t *l = jpath(r.json, "limits.0");
+	ck_assert_str_eq(jstr(l, "id"), "rpm");
+	ck_assert(jnum(l, "used") > 3.9 && jnum(l, "used") <= 4);
+	ck_assert(jnum(l, "remaining") >= 1 && jnum(l, "remaining") < 1.1);
+	resp_free(&r);
+}
+END_TEST
+
 START_TEST(sliding_window_per_ip)
 {
 	struct tenant t = tenant_new(&S, false);
@@ -250,6 +275,7 @@ int main(void)
 	tcase_add_unchecked_fixture(tc, setup, teardown);
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, token_bucket_burst_then_refill);
+	tcase_add_test(tc, token_bucket_live_state);
 	tcase_add_test(tc, sliding_window_per_ip);
 	tcase_add_test(tc, overrides_and_platform_combine);
 	tcase_add_test(tc, deny_cache_follows_config_changes);
