@@ -354,6 +354,8 @@ static void batch_send(struct async_conn *ac)
 	s->n = b->n;
 	memcpy(s->items, b->items, sizeof(s->items[0]) * (size_t)b->n);
 	if (ac->c) {
+		/* at once: grown by doubling, this buffer cost a realloc chain (and glibc a consolidation) per pass */
+		tg_buf_grow(&cmd, 128 + b->keys.len + b->arg.len);
 		tg_buf_addc(&cmd, '*');
 		tg_buf_add(&cmd, num, tg_fmt_i64(4 + b->nkeys, num));
 		tg_buf_add(&cmd, "\r\n", 2);
