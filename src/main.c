@@ -2,7 +2,9 @@
 #include <jansson.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <curl/curl.h>
 
 #include "tollgate/api.h"
@@ -55,6 +57,27 @@ static int start_store(void)
 	return 0;
 }
 
+/*
+ * glibc keeps 7 freed blocks of each size per thread for quick reuse. One pass of a loop answers dozens of
+ * requests and frees more than that of each size (libmicrohttpd copies every response header into blocks of
+ * its own), so the rest went through glibc's shared bins: malloc and free were ~14% of a loop's CPU time in a
+ * quota + rate check. A cache of 512 per size takes 8% off that check's instructions (callgrind). glibc reads
+ * the setting from GLIBC_TUNABLES only when a program starts, so tollgated sets it and starts itself again,
+ * once, unless GLIBC_TUNABLES is set already (an operator's own choice, or this second start) or LD_PRELOAD
+ * is (another allocator, or a tool such as valgrind, which would not follow the second start).
+ */
+static void tune_malloc(char **argv)
+{
+	static const char tune[] = "glibc.malloc.tcache_count=512";
+
+	if (getenv("GLIBC_TUNABLES") || getenv("LD_PRELOAD"))
+		return;
+	if (setenv("GLIBC_TUNABLES", tune, 1) == 0)
+		execv("/proc/self/exe", argv);
+	/* no /proc, or the binary was replaced: run with glibc's defaults */
+	unsetenv("GLIBC_TUNABLES");
+}
+
 int main(int argc, char **argv)
 {
 	struct tg_error err;
@@ -62,6 +85,7 @@ int main(int argc, char **argv)
 	sigset_t sigs;
 	int sig;
 
+	tune_malloc(argv);
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
 			tg_config_help(stdout);

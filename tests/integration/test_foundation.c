@@ -52,6 +52,47 @@ START_TEST(health_and_ready)
 }
 END_TEST
 
+/* The environment a running tollgated sees: NAME's value, or "" when it has none. */
+static void proc_env(pid_t pid, const char *name, char *out, size_t size)
+{
+	char path[64], buf[65536];
+	size_t n, len = strlen(name);
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/environ", (int)pid);
+	f = fopen(path, "r");
+	ck_assert_ptr_nonnull(f);
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	out[0] = '\0';
+	for (size_t i = 0; i < n; i += strlen(buf + i) + 1)
+		if (strncmp(buf + i, name, len) == 0 && buf[i + len] == '=')
+			snprintf(out, size, "%s", buf + i + len + 1);
+}
+
+/* tollgated starts itself again with a bigger malloc cache, unless the operator chose one (or a preload) */
+START_TEST(malloc_cache_set_at_start)
+{
+	struct srv own;
+	char v[256];
+	const char *inherited = getenv("GLIBC_TUNABLES");
+
+	proc_env(S.pid, "GLIBC_TUNABLES", v, sizeof(v));
+	if (inherited)
+		ck_assert_str_eq(v, inherited);
+	else if (!getenv("LD_PRELOAD"))
+		ck_assert_str_eq(v, "glibc.malloc.tcache_count=512");
+	srv_start(&own, (const char *const[]){"GLIBC_TUNABLES=glibc.malloc.tcache_count=7", NULL});
+	proc_env(own.pid, "GLIBC_TUNABLES", v, sizeof(v));
+	ck_assert_str_eq(v, "glibc.malloc.tcache_count=7");
+	struct resp r = req(&own, "GET", "/readyz", NULL, NULL, NULL);
+	ck_status(r, 200);
+	resp_free(&r);
+	srv_stop(&own);
+}
+END_TEST
+
 START_TEST(tenant_key_tier_customer_walkthrough)
 {
 	struct tenant t = tenant_new(&S, false);
@@ -744,6 +785,7 @@ int main(void)
 	tcase_add_test(tc, huge_numbers);
 	tcase_add_test(tc, parallel_reads);
 	tcase_add_test(tc, logs_hold_no_secrets);
+	tcase_add_test(tc, malloc_cache_set_at_start);
 	suite_add_tcase(s, tc);
 	return run_suite(s);
 }
