@@ -59,7 +59,7 @@ static struct store_stmt q_events_list = STORE_STMT(
 	"  tg_ts(received_at) AS received_at "
 	"FROM events WHERE tenant_id = $1 AND ($2::text IS NULL OR customer_id = $2) AND ($3::text IS NULL OR type = $3) "
 	"  AND ts >= tg_ms($4::bigint) AND ts < tg_ms($5::bigint) "
-	"  AND ($6::bigint IS NULL OR (ts, id) < (to_timestamp($6::bigint / 1000000.0), $7)) "
+	"  AND ($6::bigint IS NULL OR (ts, id) < (tg_us($6::bigint), $7)) "
 	"ORDER BY ts DESC, id DESC LIMIT $8", 8);
 
 int store_events_list(const char *tenant_id, const char *customer_id, const char *type, int64_t from_ms,
