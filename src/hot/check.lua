@@ -87,13 +87,11 @@ end
 -- counter B fits and three values a, b, c as i8 each. A quota or balance beyond 4e15 micro-units is kept
 -- as {hi, lo}: then the reply is the table {status, then per counter fits, a, b, c as digits} instead.
 -- the values reported for one counter
+-- (a quota's and a token bucket's are made inline, where the reply is built)
 local function values(s)
   local kind = s.kind
   local a, b, c = 0, 0, 0
-  if kind == 1 then
-    -- the mark is read only for a consumed counter (the server needs it then only)
-    a, b, c = s.U, s.R, s.mark or 0
-  elseif kind == 5 then
+  if kind == 5 then
     a, b, c = s.code, s.calls, s.spent
   elseif kind == 6 then
     a, b, c = s.B, s.R, s.M
@@ -350,6 +348,7 @@ local function one(gflags, n, pos)
     local s = st[i]
     local kind, a, b, c = s.kind
     -- the two usual kinds inline: a token bucket sends its level only, the server derives the rest
+    -- (a quota's mark is read only when it is consumed: the server needs it then only)
     if kind == 1 then a, b, c = s.U, s.R, s.mark or 0
     elseif kind == 2 then a, b, c = s.l, 0, 0
     else a, b, c = values(s) end
