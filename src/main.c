@@ -1,9 +1,11 @@
 /* main.c — tollgated: read the configuration, migrate, load caches, serve until SIGINT/SIGTERM. */
 #include <jansson.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/auxv.h>
 #include <unistd.h>
 #include <curl/curl.h>
 
@@ -61,20 +63,31 @@ static int start_store(void)
  * glibc keeps 7 freed blocks of each size per thread for quick reuse. One pass of a loop answers dozens of
  * requests and frees more than that of each size (libmicrohttpd copies every response header into blocks of
  * its own), so the rest went through glibc's shared bins: malloc and free were ~14% of a loop's CPU time in a
- * quota + rate check. A cache of 512 per size takes 8% off that check's instructions (callgrind). glibc reads
- * the setting from GLIBC_TUNABLES only when a program starts, so tollgated sets it and starts itself again,
- * once, unless GLIBC_TUNABLES is set already (an operator's own choice, or this second start) or LD_PRELOAD
- * is (another allocator, or a tool such as valgrind, which would not follow the second start).
+ * quota + rate check. A cache of 512 per size takes 8% off that check's instructions (callgrind); it holds
+ * only blocks freed and not yet reused, which glibc's bins would hold otherwise. glibc reads the setting from
+ * GLIBC_TUNABLES only when a program starts, so tollgated sets it and starts itself again, once, by its own
+ * path (so that ps, pgrep and the journal still see "tollgated"), unless:
+ * - GLIBC_TUNABLES is set already: an operator's own choice, or this second start;
+ * - LD_PRELOAD is: another allocator, or a tool such as valgrind, which would not follow the second start;
+ * - it was started through the dynamic loader (no AT_BASE): /proc/self/exe is then the loader;
+ * - it runs in secure mode (setuid, file capabilities): glibc drops GLIBC_TUNABLES there, so it would
+ *   start itself again and again.
  */
 static void tune_malloc(char **argv)
 {
 	static const char tune[] = "glibc.malloc.tcache_count=512";
+	char exe[PATH_MAX];
+	ssize_t n;
 
-	if (getenv("GLIBC_TUNABLES") || getenv("LD_PRELOAD"))
+	if (getenv("GLIBC_TUNABLES") || getenv("LD_PRELOAD") || getauxval(AT_BASE) == 0 || getauxval(AT_SECURE))
 		return;
+	n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+	if (n <= 0 || (size_t)n >= sizeof(exe) - 1)
+		return;
+	exe[n] = '\0';
 	if (setenv("GLIBC_TUNABLES", tune, 1) == 0)
-		execv("/proc/self/exe", argv);
-	/* no /proc, or the binary was replaced: run with glibc's defaults */
+		execv(exe, argv);
+	/* no /proc, or the binary was replaced since ("... (deleted)"): run with glibc's defaults */
 	unsetenv("GLIBC_TUNABLES");
 }
 

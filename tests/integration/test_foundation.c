@@ -71,13 +71,21 @@ static void proc_env(pid_t pid, const char *name, char *out, size_t size)
 			snprintf(out, size, "%s", buf + i + len + 1);
 }
 
-/* tollgated starts itself again with a bigger malloc cache, unless the operator chose one (or a preload) */
+/* tollgated starts itself again with a bigger malloc cache, under its own name, unless the operator chose one
+ * (or a preload) */
 START_TEST(malloc_cache_set_at_start)
 {
 	struct srv own;
 	char v[256];
 	const char *inherited = getenv("GLIBC_TUNABLES");
 
+	/* started again by its own path, not /proc/self/exe: ps, pgrep and the journal still see its name */
+	snprintf(v, sizeof(v), "/proc/%d/comm", (int)S.pid);
+	FILE *f = fopen(v, "r");
+	ck_assert_ptr_nonnull(f);
+	ck_assert_ptr_nonnull(fgets(v, sizeof(v), f));
+	fclose(f);
+	ck_assert_str_eq(v, "tollgated\n");
 	proc_env(S.pid, "GLIBC_TUNABLES", v, sizeof(v));
 	if (inherited)
 		ck_assert_str_eq(v, inherited);
