@@ -176,6 +176,8 @@ void tg_config_help(FILE *out)
 	for (size_t i = 0; i < TG_ARRAY_SIZE(opts); i++)
 		fprintf(out, "  %-34s %s\n  %-34s default: %s\n", opts[i].name, opts[i].help, "",
 			opts[i].def[0] ? opts[i].def : "(empty)");
+	fprintf(out, "\nUnless GLIBC_TUNABLES or LD_PRELOAD is set, tollgated starts itself again (same pid) with\n"
+		     "GLIBC_TUNABLES=glibc.malloc.tcache_count=512: set GLIBC_TUNABLES yourself to keep glibc's defaults.\n");
 }
 
 void tg_config_log(void)
