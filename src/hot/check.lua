@@ -22,6 +22,7 @@
 --                    workflow for good (later calls: code 10 + the guard); flag 32 adds the cost to its spend.
 --                    The workflow's hash: s = pack(i8 calls, i8 first call ms, i8 guard that terminated it or 0),
 --                    c = its priced spend (usage.lua adds events' costs there), d:<tool|args_hash> = repeats
+--                    (builds before 2026-11-22 kept n, f and t instead of s: read when s is missing)
 --   6 balance gate   i8 i8 priced cost, B rebuilt?, [i8 i8 balance, i8 i8 minimum, i8 i8 reserved]; fits while available
 --                    (balance - reserved) is above the minimum and stays at or above it after the cost
 -- "i8 i8" is an exact value hi * 1e9 + lo (0 <= lo < 1e9): quotas and balances are compared exactly.
@@ -192,7 +193,12 @@ local function one(gflags, n, pos)
       local dupf = 'd:' .. tool
       local v = redis.call('HMGET', key, 's', 'c', dupf)
       local calls, first, term = 0, nil, 0
-      if v[1] then calls, first, term = U('<i8i8i8', v[1]) end
+      if v[1] then calls, first, term = U('<i8i8i8', v[1])
+      else
+        -- new here, or kept by a build from before the packed field (n, f, t: read once, written packed below)
+        local o = redis.call('HMGET', key, 'n', 'f', 't')
+        if o[1] then calls, first, term = tonumber(o[1]), tonumber(o[2]), tonumber(o[3]) or 0 end
+      end
       local spent, dups = v[2] and tonumber(v[2]) or 0, v[3] and tonumber(v[3]) or 0
       local code = 0
       if term > 0 then code = 10 + term

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "harness.h"
 #include "receiver.h"
@@ -478,6 +479,25 @@ START_TEST(workflow_duplicate_threshold)
 	ck_status(r, 200);
 	ck_assert_msg(jpath(r.json, "workflow") == NULL, "a workflow object without a workflow: %s", r.body);
 	resp_free(&r);
+}
+END_TEST
+
+/* A workflow kept by a build from before the packed state field (n calls, f first call, t the guard that
+ * terminated it) goes on where it was: its calls count on, and a terminated one stays terminated. */
+START_TEST(workflow_state_of_an_earlier_build)
+{
+	struct tenant t = tenant_new(&S, false);
+	char cmd[512];
+	LIMIT(t.key, "{\"id\":\"calls\",\"kind\":\"workflow\",\"scope\":\"default\",\"max_tool_calls\":3}");
+
+	snprintf(cmd, sizeof(cmd), "HSET 'tg:{%s|wf|wf_old}' n 2 f %lld 'd:a|h' 1", t.id, (long long)time(NULL) * 1000);
+	ck_assert_int_eq(redis_cmd(cmd), 0);
+	snprintf(cmd, sizeof(cmd), "HSET 'tg:{%s|wf|wf_done}' n 1 f %lld t 1", t.id, (long long)time(NULL) * 1000);
+	ck_assert_int_eq(redis_cmd(cmd), 0);
+	expect_wf_allowed(t.key, "c", "wf_old", "b", "h", 1, 3);
+	expect_wf_denied(t.key, "c", "wf_old", "c", "h", 1, "max_tool_calls", "calls");
+	expect_wf_denied(t.key, "c", "wf_done", "a", "h", 1, "max_tool_calls", "calls");
+	expect_wf_allowed(t.key, "c", "wf_new", "a", "h", 1, 1);
 }
 END_TEST
 
@@ -1174,6 +1194,7 @@ int main(void)
 	tcase_add_test(tc, entitlement_by_tier);
 	tcase_add_test(tc, workflow_duplicate_threshold);
 	tcase_add_test(tc, workflow_max_tool_calls);
+	tcase_add_test(tc, workflow_state_of_an_earlier_build);
 	tcase_add_test(tc, workflow_max_depth);
 	tcase_add_test(tc, workflow_max_duration);
 	tcase_add_test(tc, workflow_max_cost_by_consuming_checks);
