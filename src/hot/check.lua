@@ -44,9 +44,8 @@ local function P(hi, lo)
   wd() -- from now on values may be wide (see Wd in the prelude)
   return {hi, lo}
 end
--- Every value a plain number (no wide one made yet in this run): the common case, where the quota test
--- and the reply skip the generic helpers (a Lua call costs ~500 instructions and a type() ~700).
-local function narrow() return Wd == nil end
+-- Wd == nil: every value a plain number (no wide one made yet in this run), the common case, where the
+-- quota test and the reply skip the generic helpers (a Lua call costs ~500 instructions and a type() ~700).
 -- The reply's struct.pack format for n counters (and a balance mark), made once per run; the reply's values
 -- and the counters' states each go in one table for every check of the run (a table grown element by
 -- element costs ~800 instructions each).
@@ -197,7 +196,8 @@ local function one(gflags, n, pos)
       else
         -- new here, or kept by a build from before the packed field (n, f, t: read once, written packed below)
         local o = redis.call('HMGET', key, 'n', 'f', 't')
-        if o[1] then calls, first, term = tonumber(o[1]), tonumber(o[2]), tonumber(o[3]) or 0 end
+        -- (a workflow terminated on its first call had t only)
+        if o[1] or o[3] then calls, first, term = tonumber(o[1]) or 0, tonumber(o[2]), tonumber(o[3]) or 0 end
       end
       local spent, dups = v[2] and tonumber(v[2]) or 0, v[3] and tonumber(v[3]) or 0
       local code = 0

@@ -497,6 +497,10 @@ START_TEST(workflow_state_of_an_earlier_build)
 	expect_wf_allowed(t.key, "c", "wf_old", "b", "h", 1, 3);
 	expect_wf_denied(t.key, "c", "wf_old", "c", "h", 1, "max_tool_calls", "calls");
 	expect_wf_denied(t.key, "c", "wf_done", "a", "h", 1, "max_tool_calls", "calls");
+	/* terminated on its first call, the earlier build kept t alone */
+	snprintf(cmd, sizeof(cmd), "HSET 'tg:{%s|wf|wf_first}' t 1", t.id);
+	ck_assert_int_eq(redis_cmd(cmd), 0);
+	expect_wf_denied(t.key, "c", "wf_first", "a", "h", 1, "max_tool_calls", "calls");
 	expect_wf_allowed(t.key, "c", "wf_new", "a", "h", 1, 1);
 }
 END_TEST
