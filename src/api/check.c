@@ -461,8 +461,10 @@ static void answer(struct check *ck)
 		d.binding = NULL;
 		d.retry_after_s = -1;
 	}
-	const char *binding = d.binding ? d.binding->limit->id
-			      : d.code && !strcmp(d.code, "workflow_limit") ? ck->guard.from[guard - 1]->id : NULL;
+	/* the limit whose guard terminated the workflow: none when it has been deleted or no longer has that
+	 * guard (the workflow stays terminated all the same) */
+	const struct policy_limit *tripped = d.code && !strcmp(d.code, "workflow_limit") ? ck->guard.from[guard - 1] : NULL;
+	const char *binding = d.binding ? d.binding->limit->id : tripped ? tripped->id : NULL;
 	bool fallback = d.allowed && ck->fallback && ck->fallback_steps > 0;
 
 	/* the reply is written straight into the response buffer: this is the hot path */

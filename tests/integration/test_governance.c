@@ -505,6 +505,26 @@ START_TEST(workflow_state_of_an_earlier_build)
 }
 END_TEST
 
+/* A workflow terminated by a guard that the configuration no longer has (its limit deleted) stays
+ * terminated, naming the guard and no limit; the server once dereferenced the missing limit here. */
+START_TEST(workflow_terminated_by_a_deleted_guard)
+{
+	struct tenant t = tenant_new(&S, false);
+	LIMIT(t.key, "{\"id\":\"deep\",\"kind\":\"workflow\",\"scope\":\"default\",\"max_depth\":1}");
+	expect_wf_denied(t.key, "c", "wf_x", "a", "h", 2, "max_depth", "deep");
+	expectf(&S, t.key, "DELETE", "/v1/limits/deep", 200, NULL);
+	LIMIT(t.key, "{\"id\":\"calls\",\"kind\":\"workflow\",\"scope\":\"default\",\"max_tool_calls\":100}");
+	struct resp r = wf_check(t.key, "c", "wf_x", "a", "h", 1);
+	ck_assert_msg(r.status == 429, "expected 429, got %ld: %s", r.status, r.body);
+	ck_assert_str_eq(jstr(r.json, "code"), "workflow_limit");
+	ck_assert_str_eq(jstr(r.json, "workflow.guard"), "max_depth");
+	ck_assert_msg(json_is_true(jpath(r.json, "workflow.terminated")), "not terminated: %s", r.body);
+	ck_assert_msg(json_is_null(jpath(r.json, "binding_limit")), "binding_limit of a deleted limit: %s", r.body);
+	resp_free(&r);
+	expect_wf_allowed(t.key, "c", "wf_y", "a", "h", 1, 1);
+}
+END_TEST
+
 START_TEST(workflow_max_tool_calls)
 {
 	struct tenant t = tenant_new(&S, false);
@@ -1199,6 +1219,7 @@ int main(void)
 	tcase_add_test(tc, workflow_duplicate_threshold);
 	tcase_add_test(tc, workflow_max_tool_calls);
 	tcase_add_test(tc, workflow_state_of_an_earlier_build);
+	tcase_add_test(tc, workflow_terminated_by_a_deleted_guard);
 	tcase_add_test(tc, workflow_max_depth);
 	tcase_add_test(tc, workflow_max_duration);
 	tcase_add_test(tc, workflow_max_cost_by_consuming_checks);
