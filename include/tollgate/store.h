@@ -192,6 +192,13 @@ void store_array_release(struct store_array *a);
  * dimension filter (JSON object text, "{}" for none); agg decides sum, max or latest. */
 int store_usage_value(const char *tenant_id, const char *subject, const char *meter_id, int64_t from_ms,
 		      int64_t to_ms, const char *filter_json, int agg, tg_fixed *ret, struct tg_error *err);
+/* store_usage_value for many counters at once, after this transaction's rollups: arrays of subject, meter,
+ * from, to, filter (json), agg → [{i, value}] (i: 1-based position). */
+int store_usage_values(const char *tenant_id, const char *subjects, const char *meters, const char *froms,
+		       const char *tos, const char *filters, const char *aggs, json_t **ret, struct tg_error *err);
+/* Adds at most limit hourly rollups of hours before cutoff into their days (migration 0013), in one
+ * transaction of its own; *compacted: how many. Rows a writer holds are left for the next call. */
+int store_rollups_compact(int64_t cutoff_ms, int limit, int64_t *compacted, struct tg_error *err);
 /* Time series of a meter: buckets of granularity ("hour"|"day"|"month") in [from, to), optionally for one
  * subject and grouped by dimension keys (JSON array text). Rows {start, end, value, dimensions}. */
 int store_usage_series(const char *tenant_id, const char *subject, const char *meter_id, const char *granularity,
@@ -302,10 +309,6 @@ int store_first_usage(const char *tenant_id, const char *meter_id, int64_t from_
 		      struct tg_error *err);
 /* Customers with usage in [from, to): [{subject, meter_id, value}] (subjects are customers, not '*'). */
 int store_usage_summary(const char *tenant_id, int64_t from_ms, int64_t to_ms, json_t **ret, struct tg_error *err);
-/* Sums of watched counters after this transaction's rollups: arrays of subject, meter, from, to,
- * filter (json), agg → [{i, value}] (i: 1-based position). */
-int store_usage_values(const char *tenant_id, const char *subjects, const char *meters, const char *froms,
-		       const char *tos, const char *filters, const char *aggs, json_t **ret, struct tg_error *err);
 
 /* ---- audit (store/audit.c) ---- */
 struct store_audit {

@@ -40,8 +40,9 @@ void reload_stop(void);
 /*
  * DESIGN: one duties thread per instance runs the periodic duties in turn,
  * once a second: reservation expiry (every tenant's expired holds released
- * in Redis; releasing twice is a no-op, so instances need no coordination)
- * and the idempotency-key sweep. Duties that write PostgreSQL take a
+ * in Redis; releasing twice is a no-op, so instances need no coordination),
+ * rollup compaction (instances skip each other's rows), period closing and
+ * the idempotency-key sweep. Duties that write PostgreSQL take a
  * transaction-level advisory lock so only one instance runs each at a time.
  */
 int duties_start(void);
@@ -66,6 +67,9 @@ int webhook_url_check(const char *url, bool allow_private, struct tg_error *err)
 int webhook_sign(const char *secret, const char *id, int64_t ts, const char *body, size_t len, char *out,
 		 size_t size);
 void duties_stop(void);
+/* One pass of rollup compaction: hourly rollups of hours that ended over an hour ago added into their
+ * days (migration 0013), within a time budget; returns how many. */
+int64_t duties_compact_rollups(void);
 /* One pass of the reservation expiry (exposed for tests); returns how many were released. */
 int duties_expire_reservations(void);
 /* Let reservations go (released, or expired): delete them in PostgreSQL, then their holds in Redis, on the

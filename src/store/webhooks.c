@@ -447,19 +447,3 @@ int store_usage_summary(const char *tenant_id, int64_t from_ms, int64_t to_ms, j
 	const char *p[] = {tenant_id, store_i64(from_ms, f), store_i64(to_ms, t)};
 	return store_exec(&q_summary, p, ret, err);
 }
-
-static struct store_stmt q_values = STORE_STMT(
-	"SELECT w.i, (SELECT CASE WHEN w.agg = 2 THEN max(r.value) "
-	"    WHEN w.agg = 3 THEN (array_agg(r.value ORDER BY r.last_ts DESC))[1] ELSE sum(r.value) END "
-	"  FROM usage_rollups r WHERE r.tenant_id = $1 AND r.subject = w.subject AND r.meter_id = w.meter "
-	"  AND r.hour >= tg_ms(w.f) AND (w.t IS NULL OR r.hour < tg_ms(w.t)) "
-	"  AND r.dims @> w.filter) AS value "
-	"FROM unnest($2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::jsonb[], $7::int[]) "
-	"  WITH ORDINALITY AS w(subject, meter, f, t, filter, agg, i)", 7);
-
-int store_usage_values(const char *tenant_id, const char *subjects, const char *meters, const char *froms,
-		       const char *tos, const char *filters, const char *aggs, json_t **ret, struct tg_error *err)
-{
-	const char *p[] = {tenant_id, subjects, meters, froms, tos, filters, aggs};
-	return store_exec(&q_values, p, ret, err);
-}

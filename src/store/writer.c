@@ -56,7 +56,8 @@ static struct store_stmt q_events = STORE_STMT(
 	"INSERT INTO usage_rollups AS r (tenant_id, subject, meter_id, hour, dims, value, events, last_ts) "     \
 	"SELECT $1, s, m, tg_ms(h), d, v, e, tg_ms(l) "                         \
 	"FROM unnest($2::text[], $3::text[], $4::bigint[], $5::jsonb[], $6::numeric[], $7::bigint[], $8::bigint[]) " \
-	"AS u(s, m, h, d, v, e, l) ON CONFLICT (tenant_id, subject, meter_id, hour, dims) DO UPDATE SET "
+	"AS u(s, m, h, d, v, e, l) ON CONFLICT (tenant_id, subject, meter_id, hour, dims) DO UPDATE SET "     \
+	"compacted = false, " /* moved after the worker added it into its day: open again (migration 0013) */
 static struct store_stmt q_rollup_add = STORE_STMT(ROLLUP_INSERT
 	"value = r.value + EXCLUDED.value, events = r.events + EXCLUDED.events, "
 	"last_ts = GREATEST(r.last_ts, EXCLUDED.last_ts)", 8);

@@ -1,5 +1,7 @@
 /* test_events_usage.c — POST/GET /v1/events and the usage reads (a customer's live limits, time series as JSON
  * and CSV) over real HTTP against real PostgreSQL and Redis. */
+#include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -661,6 +663,216 @@ START_TEST(consuming_checks_are_recorded_usage)
 }
 END_TEST
 
+/* ---- days of usage (migration 0013): the worker compacts past hours into days; readers add them up ---- */
+
+/* A number psql prints for sql (printf-formatted); -1 when psql fails. */
+static long long sql_count(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static long long sql_count(const char *fmt, ...)
+{
+	char sql[2048];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(sql, sizeof(sql), fmt, ap);
+	va_end(ap);
+	char *out = psql(sql);
+	if (!out) { /* no assertion: it runs on run_parallel's threads too */
+		fprintf(stderr, "psql failed: %s\n", sql);
+		return -1;
+	}
+	long long n = atoll(out);
+	free(out);
+	return n;
+}
+
+/* The days of a tenant whose usage read as days plus open hours (as a whole-day period is read) differs from
+ * the same day read from its hours alone: what every reader of the days relies on, at every commit. */
+static long long days_off(const char *tenant)
+{
+	return sql_count(
+		"WITH m AS (SELECT id AS meter_id, CASE spec->>'aggregation' WHEN 'max' THEN 2 WHEN 'latest' THEN 3 ELSE 0 END "
+		"  AS agg FROM meters WHERE tenant_id = '%s'), "
+		"r AS (SELECT r.*, tg_day(hour) AS day, COALESCE(m.agg, 0) AS agg FROM usage_rollups r LEFT JOIN m USING (meter_id) "
+		"  WHERE r.tenant_id = '%s'), "
+		"h AS (SELECT subject, meter_id, day, dims, min(agg) AS agg, sum(value) AS s, max(value) AS mx, "
+		"  (array_agg(value ORDER BY last_ts DESC))[1] AS lt FROM r GROUP BY 1, 2, 3, 4), "
+		"z AS (SELECT subject, meter_id, day, dims, value, last_ts FROM usage_rollups_daily WHERE tenant_id = '%s' "
+		"  UNION ALL SELECT subject, meter_id, day, dims, CASE WHEN agg >= 2 THEN value ELSE value - in_day END, last_ts "
+		"  FROM r WHERE NOT compacted), "
+		"y AS (SELECT subject, meter_id, day, dims, sum(value) AS s, max(value) AS mx, "
+		"  (array_agg(value ORDER BY last_ts DESC))[1] AS lt FROM z GROUP BY 1, 2, 3, 4) "
+		"SELECT count(*) FROM h FULL JOIN y USING (subject, meter_id, day, dims) "
+		"WHERE CASE h.agg WHEN 2 THEN h.mx IS DISTINCT FROM y.mx WHEN 3 THEN h.lt IS DISTINCT FROM y.lt "
+		"  ELSE h.s IS DISTINCT FROM y.s END",
+		tenant, tenant, tenant);
+}
+
+/* Wait (up to 20 s) until the server's worker has compacted every hourly rollup of the tenant's hours
+ * before `before` (epoch seconds); returns how many of its rollups are compacted. */
+static long long await_compacted(const char *tenant, long long before)
+{
+	long long open = -1;
+	for (int i = 0; i < 200; i++) {
+		open = sql_count("SELECT count(*) FROM usage_rollups WHERE tenant_id = '%s' AND NOT compacted "
+				 "AND hour < to_timestamp(%lld)", tenant, before);
+		if (open == 0)
+			break;
+		nap_ms(100);
+	}
+	ck_assert_msg(open == 0, "%lld hourly rollups of tenant %s before %s still not compacted", open, tenant, iso(before));
+	return sql_count("SELECT count(*) FROM usage_rollups WHERE tenant_id = '%s' AND compacted", tenant);
+}
+
+/* used of limit lim for customer c, by a dry run of meter with these dimensions (JSON object text) */
+static double used_of(const char *key, const char *meter, const char *dims, const char *lim)
+{
+	struct resp r = CHECK(key, "{\"customer_id\":\"c\",\"meter\":\"%s\",\"amount\":0,\"dry_run\":true,\"dimensions\":%s}",
+			      meter, dims);
+	ck_assert_msg(r.status == 200 || r.status == 429, "%ld %s", r.status, r.body);
+	double u = jnum(lim_must(r.json, lim, NULL), "used");
+	resp_free(&r);
+	return u;
+}
+
+/* The quotas over all time, as Redis counts them live and as they are rebuilt from PostgreSQL (days and the
+ * hours not compacted yet). */
+static void ck_totals(const struct tenant *t, double total, double g4, double peak, double last)
+{
+	static const char *const ids[] = {"total", "g4", "pk", "ls"};
+	const double want[] = {total, g4, peak, last};
+	for (int pass = 0; pass < 2; pass++) {
+		double got[] = {used_of(t->key, "tokens", "{\"model\":\"gpt-4\"}", "total"),
+				used_of(t->key, "tokens", "{\"model\":\"gpt-4\"}", "g4"), used_of(t->key, "peak", "{}", "pk"),
+				used_of(t->key, "last", "{}", "ls")};
+		for (int i = 0; i < 4; i++)
+			ck_assert_msg(got[i] == want[i], "%s: %s %g, want %g", ids[i],
+				      pass ? "rebuilt from PostgreSQL" : "live", got[i], want[i]);
+		redis_drop_tenant(t->id);
+	}
+}
+
+START_TEST(daily_rollups_add_up_to_their_hours)
+{
+	struct tenant t = tokens_tenant(false);
+	expectf(&S, t.key, "POST", "/v1/meters", 201, "{\"id\":\"peak\",\"event_type\":\"llm\",\"aggregation\":\"max\",\"property\":\"tokens\"}");
+	expectf(&S, t.key, "POST", "/v1/meters", 201, "{\"id\":\"last\",\"event_type\":\"llm\",\"aggregation\":\"latest\",\"property\":\"tokens\"}");
+	expectf(&S, t.key, "POST", "/v1/limits", 201,
+		"{\"id\":\"total\",\"meter\":\"tokens\",\"kind\":\"quota\",\"period\":\"all_time\",\"limit\":1000,\"thresholds\":[0.5]}");
+	expectf(&S, t.key, "POST", "/v1/limits", 201,
+		"{\"id\":\"g4\",\"meter\":\"tokens\",\"kind\":\"quota\",\"period\":\"all_time\",\"limit\":100000,\"filter\":{\"model\":\"gpt-4\"}}");
+	expectf(&S, t.key, "POST", "/v1/limits", 201, "{\"id\":\"pk\",\"meter\":\"peak\",\"kind\":\"quota\",\"period\":\"all_time\",\"limit\":100000}");
+	expectf(&S, t.key, "POST", "/v1/limits", 201, "{\"id\":\"ls\",\"meter\":\"last\",\"kind\":\"quota\",\"period\":\"all_time\",\"limit\":100000}");
+	long long h = real_now() / 3600 * 3600, d3 = h - 3 * 86400, d2 = h - 2 * 86400;
+	/* two hours three days ago, one two days ago, and this hour (which the worker leaves alone) */
+	struct resp r = EVENTS(t.key,
+			       "{\"events\":[{\"customer_id\":\"c\",\"type\":\"llm\",\"timestamp\":\"%s\",\"properties\":{\"tokens\":100,\"model\":\"gpt-4\"}},"
+			       "{\"customer_id\":\"c\",\"type\":\"llm\",\"timestamp\":\"%s\",\"properties\":{\"tokens\":50,\"model\":\"gpt-4\"}},"
+			       "{\"customer_id\":\"c\",\"type\":\"llm\",\"timestamp\":\"%s\",\"properties\":{\"tokens\":70,\"model\":\"gpt-3.5\"}},"
+			       "{\"customer_id\":\"c\",\"type\":\"llm\",\"timestamp\":\"%s\",\"properties\":{\"tokens\":30,\"model\":\"gpt-4\"}},"
+			       "{\"customer_id\":\"c\",\"type\":\"llm\",\"timestamp\":\"%s\",\"properties\":{\"tokens\":20,\"model\":\"gpt-3.5\"}}]}",
+			       iso(d3 + 60), iso(d3 + 120), iso(d3 + 3600 + 10), iso(d2 + 5), iso(h + 1));
+	ck_counts(&r, 5, 0, 0);
+	resp_free(&r);
+	ck_assert_int_gt(await_compacted(t.id, h - 3600), 0);
+	ck_assert_int_gt(sql_count("SELECT count(*) FROM usage_rollups_daily WHERE tenant_id = '%s'", t.id), 0);
+	ck_assert_int_eq(sql_count("SELECT count(*) FROM usage_rollups WHERE tenant_id = '%s' AND NOT compacted "
+				   "AND hour = to_timestamp(%lld)", t.id, h), 6); /* tokens, peak, last of c and of the platform */
+	ck_assert_int_eq(days_off(t.id), 0);
+	ck_totals(&t, 270, 180, 100, 20);
+	ck_assert_int_eq(sql_count("SELECT count(*) FROM webhook_events WHERE tenant_id = '%s' AND type = 'limit.threshold'", t.id), 0);
+
+	/* late events: two into hours compacted already (the writer adds them to their days too), one into a new
+	 * hour of a compacted day (read as an hour until the worker compacts it) */
+	r = EVENTS(t.key,
+		   "{\"events\":[{\"customer_id\":\"c\",\"type\":\"llm\",\"timestamp\":\"%s\",\"properties\":{\"tokens\":25,\"model\":\"gpt-4\"}},"
+		   "{\"customer_id\":\"c\",\"type\":\"llm\",\"timestamp\":\"%s\",\"properties\":{\"tokens\":5,\"model\":\"gpt-3.5\"}},"
+		   "{\"customer_id\":\"c\",\"type\":\"llm\",\"timestamp\":\"%s\",\"properties\":{\"tokens\":400,\"model\":\"gpt-4\"}}]}",
+		   iso(d3 + 180), iso(d3 + 2 * 3600 + 7), iso(d2 + 10));
+	ck_counts(&r, 3, 0, 0);
+	resp_free(&r);
+	ck_assert_int_eq(days_off(t.id), 0);
+	/* the batch crossed half of 1,000 over all time: its watch read the days, and fired with the exact usage */
+	char sql[256];
+	snprintf(sql, sizeof(sql), "SELECT data->>'usage' FROM webhook_events WHERE tenant_id = '%s' AND type = 'limit.threshold'",
+		 t.id);
+	char *fired = psql(sql);
+	ck_assert_ptr_nonnull(fired);
+	ck_assert_str_eq(fired, "700");
+	free(fired);
+	ck_totals(&t, 700, 605, 400, 20);
+	await_compacted(t.id, h - 3600);
+	ck_assert_int_eq(days_off(t.id), 0);
+	ck_totals(&t, 700, 605, 400, 20);
+	/* hourly series still come from the hours */
+	char path[256];
+	snprintf(path, sizeof(path), "/v1/usage?meter=tokens&customer_id=c&granularity=hour&from=%s&to=%s", iso(d3), iso(d3 + 3 * 3600));
+	r = req(&S, "GET", path, t.key, NULL, NULL);
+	ck_status(r, 200);
+	ck_assert_int_eq(json_array_size(jpath(r.json, "data")), 3);
+	ck_qty(r.json, "data.0.value", 175);
+	ck_qty(r.json, "data.1.value", 70);
+	ck_qty(r.json, "data.2.value", 5);
+	resp_free(&r);
+}
+END_TEST
+
+/* Events into past hours from 8 clients while compaction runs alongside (the worker, and passes of a few rows
+ * from psql): the days never disagree with their hours, nothing is counted twice or lost, and no writer
+ * waits in a deadlock with a compaction (a batch would fail with 503 conflict_retry). */
+struct late {
+	const char *key, *tenant;
+	long long h;
+	_Atomic int posting, bad, off;
+};
+
+static void late_worker(int i, void *arg)
+{
+	struct late *x = arg;
+
+	if (i == 0) {
+		while (atomic_load(&x->posting) > 0) {
+			char *out = psql("SELECT tg_compact_rollups(now() - interval '1 hour', 3)");
+			free(out);
+			if (days_off(x->tenant) != 0)
+				atomic_fetch_add(&x->off, 1);
+		}
+		return;
+	}
+	for (int k = 0; k < 60; k++) {
+		/* 12 hours over 3 days back: rows both new and already compacted */
+		long long ts = x->h - 86400 - (long long)((k * 7 + i) % 12) * 5 * 3600 - 60;
+		struct resp r = EVENTS(x->key, "{\"customer_id\":\"c\",\"type\":\"llm\",\"timestamp\":\"%s\",\"properties\":{\"tokens\":%d}}",
+				       iso(ts), i);
+		if (r.status != 200 || jint(r.json, "accepted") != 1) {
+			fprintf(stderr, "late event: %ld %s\n", r.status, r.body);
+			atomic_fetch_add(&x->bad, 1);
+		}
+		resp_free(&r);
+	}
+	atomic_fetch_sub(&x->posting, 1);
+}
+
+START_TEST(daily_rollups_exact_under_concurrent_compaction)
+{
+	struct tenant t = tokens_tenant(false);
+	expectf(&S, t.key, "POST", "/v1/limits", 201,
+		"{\"id\":\"total\",\"meter\":\"tokens\",\"kind\":\"quota\",\"period\":\"all_time\",\"limit\":1000000}");
+	struct late x = {.key = t.key, .tenant = t.id, .h = real_now() / 3600 * 3600, .posting = 8};
+	run_parallel(9, late_worker, &x);
+	ck_assert_int_eq(atomic_load(&x.bad), 0);
+	ck_assert_int_eq(atomic_load(&x.off), 0);
+	await_compacted(t.id, x.h - 3600);
+	ck_assert_int_eq(days_off(t.id), 0);
+	double want = 60.0 * (1 + 2 + 3 + 4 + 5 + 6 + 7 + 8);
+	ck_assert_int_eq(sql_count("SELECT sum(value) FROM usage_rollups_daily WHERE tenant_id = '%s' AND subject = 'c'", t.id), (long long)want);
+	for (int pass = 0; pass < 2; pass++) {
+		double u = used_of(t.key, "tokens", "{}", "total");
+		ck_assert_msg(u == want, "%s: %g, want %g", pass ? "rebuilt" : "live", u, want);
+		redis_drop_tenant(t.id);
+	}
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("events_usage");
@@ -676,6 +888,8 @@ int main(void)
 	tcase_add_test(tc, customer_usage_lists_applicable_limits);
 	tcase_add_test(tc, usage_series_json_and_csv);
 	tcase_add_test(tc, consuming_checks_are_recorded_usage);
+	tcase_add_test(tc, daily_rollups_add_up_to_their_hours);
+	tcase_add_test(tc, daily_rollups_exact_under_concurrent_compaction);
 	suite_add_tcase(s, tc);
 	return run_suite(s);
 }
