@@ -296,7 +296,8 @@ int store_duty_progress(const char *tenant_id, const char *duty, int64_t *done_t
 int store_duty_advance(const char *tenant_id, const char *duty, int64_t done_to_ms, struct tg_error *err);
 /* Every duty's progress: [{tenant_id, duty, ms}]. */
 int store_duty_progress_all(json_t **ret, struct tg_error *err);
-/* Usage per subject of a meter in [from, to) with a dimension filter: [{subject, value}]. */
+/* Usage per subject of a meter in [from, to) with a dimension filter: [{subject, value}] (store_usage_value's
+ * reading, for every subject at once). */
 int store_usage_by_subject(const char *tenant_id, const char *meter_id, int64_t from_ms, int64_t to_ms,
 			   const char *filter_json, int agg, json_t **ret, struct tg_error *err);
 /* Tier and organisation of customers: [{id, tier, parent_id, parent_tier}]. */
@@ -450,5 +451,8 @@ void store_writer_run(void (*fn)(void *arg), void *arg);
 void store_writer_stop(void);
 /* The writer's statement that reads a batch's customers (its plan is tested: one probe per customer). */
 struct store_stmt *store_writer_customers_stmt(void);
+/* The statements of store_usage_value and store_usage_by_subject (their plans are tested: indexes only). */
+struct store_stmt *store_usage_value_stmt(void);
+struct store_stmt *store_usage_by_subject_stmt(void);
 
 #endif

@@ -4,25 +4,39 @@
 #include "tollgate/json.h"
 #include "tollgate/store.h"
 
-/* A period's usage as one SQL value: subject S, meter M, [F, T) in epoch milliseconds (T NULL: no end),
- * dimension filter FL (jsonb), aggregation AG (0 sum, 1 count, 2 max, 3 latest: policy_agg's order); the
- * tenant is $1. A period of whole days reads its days and its open hours (what of a sum or count their days
- * do not hold yet), any other its hours: migration 0013 says why these add up. */
+/*
+ * A period's usage: [F, T) in epoch milliseconds (T NULL: no end) of the tenant $1, rows matching KEYS
+ * (a condition on subject, meter_id and dims), aggregated as AG says (0 sum, 1 count, 2 max, 3 latest:
+ * policy_agg's order). A period of whole days reads its days and its open hours (what of a sum or count
+ * their days do not hold yet), any other its hours: migration 0013 says why these add up. PERIOD_ROWS's
+ * rows are (SEL value, last_ts, src); the gate on whole days is a one-time filter, so two branches never
+ * run. src breaks a tie of latest between a day and its own reopened hour: the hour took an event of the
+ * same instant after the day was made (the hourly upsert lets the later-written of equal instants win).
+ */
 #define PERIOD_DAILY(F, T) "(" F " % 86400000 = 0 AND (" T " IS NULL OR " T " % 86400000 = 0))"
-#define PERIOD_ROWS(val, tab, col, S, M, F, T, FL)                                                          \
-	"SELECT " val " AS value, last_ts FROM " tab " WHERE tenant_id = $1 AND subject = " S " AND meter_id = " M \
-	" AND " col " >= tg_ms(" F ") AND (" T " IS NULL OR " col " < tg_ms(" T ")) AND dims @> " FL
+#define PERIOD_FROM(sel, val, src, tab, col, KEYS, F, T)                                                     \
+	"SELECT " sel val " AS value, last_ts, " src " AS src FROM " tab " WHERE tenant_id = $1 AND " KEYS        \
+	" AND " col " >= tg_ms(" F ") AND (" T " IS NULL OR " col " < tg_ms(" T "))"
+#define PERIOD_ROWS(sel, KEYS, F, T, AG)                                                                    \
+	PERIOD_FROM(sel, "value", "0", "usage_rollups_daily", "day", KEYS, F, T) " AND " PERIOD_DAILY(F, T)      \
+	" UNION ALL " PERIOD_FROM(sel, "CASE WHEN " AG " >= 2 THEN value ELSE value - in_day END", "1",           \
+				  "usage_rollups", "hour", KEYS, F, T) " AND NOT compacted AND " PERIOD_DAILY(F, T) \
+	" UNION ALL " PERIOD_FROM(sel, "value", "1", "usage_rollups", "hour", KEYS, F, T) " AND NOT "            \
+	PERIOD_DAILY(F, T)
+#define PERIOD_AGG(AG)                                                                                      \
+	"CASE WHEN " AG " = 2 THEN max(value) "                                                                  \
+	"WHEN " AG " = 3 THEN (array_agg(value ORDER BY last_ts DESC, src DESC))[1] ELSE sum(value) END"
 #define PERIOD_VALUE(S, M, F, T, FL, AG)                                                                    \
-	"(SELECT CASE WHEN " AG " = 2 THEN max(value) WHEN " AG " = 3 THEN (array_agg(value ORDER BY last_ts DESC))[1] " \
-	"  ELSE sum(value) END FROM ("                                                                           \
-	PERIOD_ROWS("value", "usage_rollups_daily", "day", S, M, F, T, FL) " AND " PERIOD_DAILY(F, T)            \
-	" UNION ALL " PERIOD_ROWS("CASE WHEN " AG " >= 2 THEN value ELSE value - in_day END", "usage_rollups",     \
-				  "hour", S, M, F, T, FL) " AND NOT compacted AND " PERIOD_DAILY(F, T)            \
-	" UNION ALL " PERIOD_ROWS("value", "usage_rollups", "hour", S, M, F, T, FL) " AND NOT " PERIOD_DAILY(F, T) \
-	") AS z)"
+	"(SELECT " PERIOD_AGG(AG) " FROM (" PERIOD_ROWS("", "subject = " S " AND meter_id = " M " AND dims @> " FL, F, \
+							 T, AG) ") AS z)"
 
 static struct store_stmt q_usage_value_real = STORE_STMT(
 	"SELECT " PERIOD_VALUE("$2", "$3", "$4::bigint", "$5::bigint", "$6::jsonb", "$7::int") " AS v", 7);
+
+struct store_stmt *store_usage_value_stmt(void)
+{
+	return &q_usage_value_real;
+}
 
 int store_usage_value(const char *tenant_id, const char *subject, const char *meter_id, int64_t from_ms,
 		      int64_t to_ms, const char *filter_json, int agg, tg_fixed *ret, struct tg_error *err)
@@ -51,6 +65,26 @@ int store_usage_values(const char *tenant_id, const char *subjects, const char *
 {
 	const char *p[] = {tenant_id, subjects, meters, froms, tos, filters, aggs};
 	return store_exec(&q_values, p, ret, err);
+}
+
+/* every subject's usage of a period, for closing it (limit.reset) */
+static struct store_stmt q_by_subject = STORE_STMT(
+	"SELECT subject, " PERIOD_AGG("$6::int") " AS value FROM ("
+	PERIOD_ROWS("subject, ", "meter_id = $2 AND dims @> $5::jsonb", "$3::bigint", "$4::bigint", "$6::int")
+	") AS z GROUP BY subject", 6);
+
+struct store_stmt *store_usage_by_subject_stmt(void)
+{
+	return &q_by_subject;
+}
+
+int store_usage_by_subject(const char *tenant_id, const char *meter_id, int64_t from_ms, int64_t to_ms,
+			   const char *filter_json, int agg, json_t **ret, struct tg_error *err)
+{
+	char f[STORE_I64_BUFSZ], t[STORE_I64_BUFSZ], a[STORE_I64_BUFSZ];
+	const char *p[] = {tenant_id, meter_id, store_i64(from_ms, f), store_i64(to_ms, t), filter_json,
+			   store_i64(agg, a)};
+	return store_exec(&q_by_subject, p, ret, err);
 }
 
 static struct store_stmt q_compact = STORE_STMT("SELECT tg_compact_rollups(tg_ms($1::bigint), $2::int) AS n", 2);

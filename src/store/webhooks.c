@@ -369,22 +369,6 @@ int store_duty_advance(const char *tenant_id, const char *duty, int64_t done_to_
 	return store_exec(&q_advance, p, NULL, err);
 }
 
-static struct store_stmt q_by_subject = STORE_STMT(
-	"SELECT subject, CASE WHEN $7::int = 2 THEN max(value) "
-	"  WHEN $7::int = 3 THEN (array_agg(value ORDER BY last_ts DESC))[1] ELSE sum(value) END AS value "
-	"FROM usage_rollups WHERE tenant_id = $1 AND meter_id = $2 AND hour >= tg_ms($3::bigint) "
-	"AND hour < tg_ms($4::bigint) AND dims @> $5::jsonb AND ($6::text IS NULL OR subject = $6) "
-	"GROUP BY subject", 7);
-
-int store_usage_by_subject(const char *tenant_id, const char *meter_id, int64_t from_ms, int64_t to_ms,
-			   const char *filter_json, int agg, json_t **ret, struct tg_error *err)
-{
-	char f[STORE_I64_BUFSZ], t[STORE_I64_BUFSZ], a[STORE_I64_BUFSZ];
-	const char *p[] = {tenant_id, meter_id, store_i64(from_ms, f), store_i64(to_ms, t), filter_json, NULL,
-			   store_i64(agg, a)};
-	return store_exec(&q_by_subject, p, ret, err);
-}
-
 /* a probe per id, whatever the statistics say (see q_customers in writer.c) */
 static struct store_stmt q_customers_info = STORE_STMT(
 	"SELECT c.id, c.tier, c.parent_id, p.tier AS parent_tier FROM (SELECT DISTINCT unnest($2::text[])) AS u(id) "
@@ -436,7 +420,9 @@ int store_first_usage(const char *tenant_id, const char *meter_id, int64_t from_
 }
 
 static struct store_stmt q_summary = STORE_STMT(
-	"SELECT r.subject, r.meter_id, sum(r.value) AS value, sum(r.events) AS events FROM usage_rollups r "
+	"SELECT r.subject, r.meter_id, CASE tg_meter_agg($1, r.meter_id) WHEN 2 THEN max(r.value) "
+	"  WHEN 3 THEN (array_agg(r.value ORDER BY r.last_ts DESC))[1] ELSE sum(r.value) END AS value, "
+	"  sum(r.events) AS events FROM usage_rollups r "
 	"WHERE r.tenant_id = $1 AND r.hour >= tg_ms($2::bigint) AND r.hour < tg_ms($3::bigint) "
 	"AND EXISTS (SELECT 1 FROM customers c WHERE c.tenant_id = r.tenant_id AND c.id = r.subject) "
 	"GROUP BY r.subject, r.meter_id ORDER BY r.subject, r.meter_id", 3);

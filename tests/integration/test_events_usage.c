@@ -696,11 +696,11 @@ static long long days_off(const char *tenant)
 		"  WHERE r.tenant_id = '%s'), "
 		"h AS (SELECT subject, meter_id, day, dims, min(agg) AS agg, sum(value) AS s, max(value) AS mx, "
 		"  (array_agg(value ORDER BY last_ts DESC))[1] AS lt FROM r GROUP BY 1, 2, 3, 4), "
-		"z AS (SELECT subject, meter_id, day, dims, value, last_ts FROM usage_rollups_daily WHERE tenant_id = '%s' "
-		"  UNION ALL SELECT subject, meter_id, day, dims, CASE WHEN agg >= 2 THEN value ELSE value - in_day END, last_ts "
-		"  FROM r WHERE NOT compacted), "
+		"z AS (SELECT subject, meter_id, day, dims, value, last_ts, 0 AS src FROM usage_rollups_daily "
+		"  WHERE tenant_id = '%s' UNION ALL SELECT subject, meter_id, day, dims, "
+		"  CASE WHEN agg >= 2 THEN value ELSE value - in_day END, last_ts, 1 FROM r WHERE NOT compacted), "
 		"y AS (SELECT subject, meter_id, day, dims, sum(value) AS s, max(value) AS mx, "
-		"  (array_agg(value ORDER BY last_ts DESC))[1] AS lt FROM z GROUP BY 1, 2, 3, 4) "
+		"  (array_agg(value ORDER BY last_ts DESC, src DESC))[1] AS lt FROM z GROUP BY 1, 2, 3, 4) "
 		"SELECT count(*) FROM h FULL JOIN y USING (subject, meter_id, day, dims) "
 		"WHERE CASE h.agg WHEN 2 THEN h.mx IS DISTINCT FROM y.mx WHEN 3 THEN h.lt IS DISTINCT FROM y.lt "
 		"  ELSE h.s IS DISTINCT FROM y.s END",
@@ -723,15 +723,20 @@ static long long await_compacted(const char *tenant, long long before)
 	return sql_count("SELECT count(*) FROM usage_rollups WHERE tenant_id = '%s' AND compacted", tenant);
 }
 
-/* used of limit lim for customer c, by a dry run of meter with these dimensions (JSON object text) */
-static double used_of(const char *key, const char *meter, const char *dims, const char *lim)
+/* used of limit lim for a customer, by a dry run of meter with these dimensions (JSON object text) */
+static double used_by(const char *key, const char *cust, const char *meter, const char *dims, const char *lim)
 {
-	struct resp r = CHECK(key, "{\"customer_id\":\"c\",\"meter\":\"%s\",\"amount\":0,\"dry_run\":true,\"dimensions\":%s}",
-			      meter, dims);
+	struct resp r = CHECK(key, "{\"customer_id\":\"%s\",\"meter\":\"%s\",\"amount\":0,\"dry_run\":true,\"dimensions\":%s}",
+			      cust, meter, dims);
 	ck_assert_msg(r.status == 200 || r.status == 429, "%ld %s", r.status, r.body);
 	double u = jnum(lim_must(r.json, lim, NULL), "used");
 	resp_free(&r);
 	return u;
+}
+
+static double used_of(const char *key, const char *meter, const char *dims, const char *lim)
+{
+	return used_by(key, "c", meter, dims, lim);
 }
 
 /* The quotas over all time, as Redis counts them live and as they are rebuilt from PostgreSQL (days and the
@@ -781,8 +786,8 @@ START_TEST(daily_rollups_add_up_to_their_hours)
 	ck_totals(&t, 270, 180, 100, 20);
 	ck_assert_int_eq(sql_count("SELECT count(*) FROM webhook_events WHERE tenant_id = '%s' AND type = 'limit.threshold'", t.id), 0);
 
-	/* late events: two into hours compacted already (the writer adds them to their days too), one into a new
-	 * hour of a compacted day (read as an hour until the worker compacts it) */
+	/* late events: two into hours compacted already (the writer reopens their rollups; readers add what their
+	 * days do not hold yet), one into a new hour of a compacted day (read as an hour until it is compacted) */
 	r = EVENTS(t.key,
 		   "{\"events\":[{\"customer_id\":\"c\",\"type\":\"llm\",\"timestamp\":\"%s\",\"properties\":{\"tokens\":25,\"model\":\"gpt-4\"}},"
 		   "{\"customer_id\":\"c\",\"type\":\"llm\",\"timestamp\":\"%s\",\"properties\":{\"tokens\":5,\"model\":\"gpt-3.5\"}},"
@@ -813,6 +818,29 @@ START_TEST(daily_rollups_add_up_to_their_hours)
 	ck_qty(r.json, "data.1.value", 70);
 	ck_qty(r.json, "data.2.value", 5);
 	resp_free(&r);
+
+	/* latest, where a day holds it: an event of the same instant written later wins (as in its hour), an
+	 * older one does not */
+	static const struct {
+		long long ts;
+		int tokens;
+		double want;
+	} late[] = {{60, 9, 9}, {60, 11, 11}, {30, 99, 11}};
+	for (int i = 0; i < 3; i++) {
+		r = EVENTS(t.key, "{\"customer_id\":\"d\",\"type\":\"llm\",\"timestamp\":\"%s\",\"properties\":{\"tokens\":%d}}",
+			   iso(d3 + late[i].ts), late[i].tokens);
+		ck_counts(&r, 1, 0, 0);
+		resp_free(&r);
+		for (int pass = 0; pass < 2; pass++) { /* reopened, then compacted again */
+			if (pass)
+				await_compacted(t.id, h - 3600);
+			ck_assert_int_eq(days_off(t.id), 0);
+			redis_drop_tenant(t.id);
+			double u = used_by(t.key, "d", "last", "{}", "ls");
+			ck_assert_msg(u == late[i].want, "latest after event %d (%s): %g, want %g", i,
+				      pass ? "compacted" : "open", u, late[i].want);
+		}
+	}
 }
 END_TEST
 
@@ -839,7 +867,7 @@ static void late_worker(int i, void *arg)
 		return;
 	}
 	for (int k = 0; k < 60; k++) {
-		/* 12 hours over 3 days back: rows both new and already compacted */
+		/* the 12 hours made and compacted before: each event reopens a compacted rollup or meets a pass */
 		long long ts = x->h - 86400 - (long long)((k * 7 + i) % 12) * 5 * 3600 - 60;
 		struct resp r = EVENTS(x->key, "{\"customer_id\":\"c\",\"type\":\"llm\",\"timestamp\":\"%s\",\"properties\":{\"tokens\":%d}}",
 				       iso(ts), i);
@@ -858,12 +886,21 @@ START_TEST(daily_rollups_exact_under_concurrent_compaction)
 	expectf(&S, t.key, "POST", "/v1/limits", 201,
 		"{\"id\":\"total\",\"meter\":\"tokens\",\"kind\":\"quota\",\"period\":\"all_time\",\"limit\":1000000}");
 	struct late x = {.key = t.key, .tenant = t.id, .h = real_now() / 3600 * 3600, .posting = 8};
+	/* every hour the clients write into is compacted before they start: each moves a compacted rollup or
+	 * one a compaction pass may be taking at that moment */
+	for (int k = 0; k < 12; k++) {
+		struct resp r = EVENTS(t.key, "{\"customer_id\":\"c\",\"type\":\"llm\",\"timestamp\":\"%s\",\"properties\":{\"tokens\":100}}",
+				       iso(x.h - 86400 - (long long)k * 5 * 3600 - 60));
+		ck_counts(&r, 1, 0, 0);
+		resp_free(&r);
+	}
+	await_compacted(t.id, x.h - 3600);
 	run_parallel(9, late_worker, &x);
 	ck_assert_int_eq(atomic_load(&x.bad), 0);
 	ck_assert_int_eq(atomic_load(&x.off), 0);
 	await_compacted(t.id, x.h - 3600);
 	ck_assert_int_eq(days_off(t.id), 0);
-	double want = 60.0 * (1 + 2 + 3 + 4 + 5 + 6 + 7 + 8);
+	double want = 1200 + 60.0 * (1 + 2 + 3 + 4 + 5 + 6 + 7 + 8);
 	ck_assert_int_eq(sql_count("SELECT sum(value) FROM usage_rollups_daily WHERE tenant_id = '%s' AND subject = 'c'", t.id), (long long)want);
 	for (int pass = 0; pass < 2; pass++) {
 		double u = used_of(t.key, "tokens", "{}", "total");

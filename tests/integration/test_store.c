@@ -22,6 +22,8 @@ static void setup(void)
 
 	ck_assert_msg(getenv("TOLLGATE_DATABASE_URL"), "TOLLGATE_DATABASE_URL is not set (run through scripts/test)");
 	store_init(getenv("TOLLGATE_DATABASE_URL"));
+	/* the schema of this build (a server started by another suite may not have got to it yet) */
+	ck_assert_msg(store_migrate(&err) == 0, "migrations: %s", err.detail);
 	snprintf(table, sizeof(table), "tg_store_test_%d", (int)getpid());
 	snprintf(sql, sizeof(sql), "CREATE TABLE IF NOT EXISTS %s (v integer NOT NULL CHECK (v >= 0))", table);
 	ck_assert_int_eq(store_exec_raw(sql, &err), 0);
@@ -343,6 +345,168 @@ START_TEST(tg_ms_and_tg_us_are_exact)
 }
 END_TEST
 
+/* ---- a period's usage: days plus open hours (migrations 0013, 0014) ---- */
+
+/* The reference: aggregate of the hourly rollups alone, per subject, of schema-local tables. */
+static struct store_stmt q_hours_only = STORE_STMT(
+	"SELECT subject, CASE WHEN $6::int = 2 THEN max(value) WHEN $6::int = 3 "
+	"  THEN (array_agg(value ORDER BY last_ts DESC))[1] ELSE sum(value) END AS value "
+	"FROM usage_rollups WHERE tenant_id = $1 AND meter_id = $2 AND hour >= tg_ms($3::bigint) "
+	"AND hour < tg_ms($4::bigint) AND dims @> $5::jsonb GROUP BY subject ORDER BY subject", 6);
+
+/* Each subject's usage in [from, to) read as the server reads it equals the hours' own, for every aggregation,
+ * with and without a filter; store_usage_value agrees for a few subjects. Returns how many subjects had usage. */
+static size_t ck_period_reads(int64_t from, int64_t to)
+{
+	static const char *const filters[] = {"{}", "{\"model\":\"gpt-4\"}"};
+	static const char *const meters[] = {"tokens", "calls", "peak", "last"}; /* aggregation 0, 1, 2, 3 */
+	struct tg_error err;
+	size_t subjects = 0;
+
+	for (int agg = 0; agg <= 3; agg++) {
+		const char *meter = meters[agg];
+		for (int f = 0; f < 2; f++) {
+			char fb[STORE_I64_BUFSZ], tb[STORE_I64_BUFSZ], ab[STORE_I64_BUFSZ];
+			const char *p[] = {"ten_days", meter, store_i64(from, fb), store_i64(to, tb), filters[f],
+					   store_i64(agg, ab)};
+			json_t *want, *got, *w;
+			size_t i;
+			ck_assert_int_eq(store_exec(&q_hours_only, p, &want, &err), 0);
+			ck_assert_int_eq(store_usage_by_subject("ten_days", meter, from, to, filters[f], agg, &got, &err), 0);
+			ck_assert_int_eq(json_array_size(got), json_array_size(want));
+			json_array_foreach(want, i, w) {
+				const char *subject = store_str(w, "subject");
+				tg_fixed v = store_get_fixed(w, "value", -1), g = -2, one;
+				json_t *x;
+				size_t k;
+				json_array_foreach(got, k, x)
+					if (strcmp(store_str(x, "subject"), subject) == 0)
+						g = store_get_fixed(x, "value", -1);
+				ck_assert_msg(g == v, "%s, %s, filter %s, [%lld, %lld): read %lld, the hours say %lld",
+					      subject, meter, filters[f], (long long)from, (long long)to, (long long)g, (long long)v);
+				ck_assert_int_eq(store_usage_value("ten_days", subject, meter, from, to, filters[f], agg, &one,
+								   &err), 0);
+				ck_assert_msg(one == v, "store_usage_value %s, %s: %lld, the hours say %lld", subject, meter,
+					      (long long)one, (long long)v);
+				if (i > 3) /* a few subjects through store_usage_value are enough */
+					break;
+			}
+			if (f == 0)
+				subjects = json_array_size(want);
+			json_decref(want);
+			json_decref(got);
+		}
+	}
+	return subjects;
+}
+
+/* The plan of st with these parameters, as a generic plan (prepared statements end up with one), as text. */
+static char *generic_plan(const struct store_stmt *st, const char *const *params, int n)
+{
+	struct tg_error err;
+	char sql[512] = "EXPLAIN (FORMAT JSON) EXECUTE tg_plan_probe(";
+	char *prep;
+	json_t *rows;
+
+	ck_assert(asprintf(&prep, "SET plan_cache_mode = force_generic_plan; PREPARE tg_plan_probe AS %s", st->sql) > 0);
+	ck_assert_int_eq(store_exec_raw(prep, &err), 0);
+	free(prep);
+	for (int i = 0; i < n; i++)
+		snprintf(sql + strlen(sql), sizeof(sql) - strlen(sql), "%s'%s'", i ? ", " : "", params[i]);
+	strcat(sql, ")");
+	struct store_stmt ex = STORE_STMT_REPLAN(sql, 0);
+	ck_assert_int_eq(store_exec(&ex, NULL, &rows, &err), 0);
+	char *plan = json_dumps(rows, 0);
+	json_decref(rows);
+	ck_assert_int_eq(store_exec_raw("DEALLOCATE tg_plan_probe; RESET plan_cache_mode", &err), 0);
+	return plan;
+}
+
+START_TEST(period_reads_add_days_and_open_hours)
+{
+	struct tg_error err;
+	char schema[64], sql[2048];
+	/* January 2026: 744 hours of 12 customers of two tenants, four meters (one of each aggregation, in a meters
+	 * table of the schema), every other hour with a model; compacted up to the 20th */
+	const int64_t jan = INT64_C(1767225600000), feb = jan + INT64_C(31) * 86400000, day = 86400000;
+
+	snprintf(schema, sizeof(schema), "tg_days_test_%d", (int)getpid());
+	snprintf(sql, sizeof(sql),
+		 "DROP SCHEMA IF EXISTS %s CASCADE; CREATE SCHEMA %s; "
+		 "CREATE TABLE %s.usage_rollups (LIKE public.usage_rollups INCLUDING ALL) WITH (autovacuum_enabled = false); "
+		 "CREATE TABLE %s.usage_rollups_daily (LIKE public.usage_rollups_daily INCLUDING ALL) "
+		 "  WITH (autovacuum_enabled = false); "
+		 "CREATE TABLE %s.meters (tenant_id text, id text, spec json); "
+		 "SET search_path TO %s, public; "
+		 "INSERT INTO meters SELECT t, m, json_build_object('aggregation', a) FROM (VALUES ('ten_days'), ('ten_other')) "
+		 "  AS v(t), (VALUES ('tokens', 'sum'), ('calls', 'count'), ('peak', 'max'), ('last', 'latest')) AS w(m, a); "
+		 "INSERT INTO usage_rollups (tenant_id, subject, meter_id, hour, dims, value, events, last_ts) "
+		 "SELECT t, 'u_' || c, m, tg_ms(%lld + h * 3600000::bigint), "
+		 "  CASE WHEN h %% 2 = 0 THEN '{\"model\":\"gpt-4\"}' ELSE '{}' END::jsonb, (c * 7 + h + length(m)) %% 13 + 1.5, "
+		 "  1, tg_ms(%lld + h * 3600000::bigint + c * 1000) "
+		 "FROM (VALUES ('ten_days'), ('ten_other')) AS v(t), (VALUES ('tokens'), ('calls'), ('peak'), ('last')) AS w(m), "
+		 "  generate_series(1, 12) c, generate_series(0, 743) h; "
+		 "ANALYZE usage_rollups",
+		 schema, schema, schema, schema, schema, schema, (long long)jan, (long long)jan);
+	ck_assert_int_eq(store_exec_raw(sql, &err), 0);
+	ck_assert_int_eq((int)ck_period_reads(jan, feb), 12); /* nothing compacted: hours only */
+
+	static struct store_stmt q_compact = STORE_STMT("SELECT tg_compact_rollups(tg_ms($1::bigint), $2::int) AS n", 2);
+	char cb[STORE_I64_BUFSZ];
+	const char *cp[] = {store_i64(jan + 19 * day, cb), "1000000"};
+	json_t *row;
+	ck_assert_int_eq(store_exec1(&q_compact, cp, &row, &err), 0);
+	ck_assert_int_eq(store_int(row, "n", -1), 2 * 4 * 12 * 19 * 24);
+	json_decref(row);
+	/* late events into compacted hours (the writer reopens what it moves): bigger, and bigger and newer */
+	ck_assert_int_eq(store_exec_raw("UPDATE usage_rollups SET value = value + 5, compacted = false "
+					"WHERE tenant_id = 'ten_days' AND subject IN ('u_1', 'u_2') AND hour = '2026-01-05 03:00+00'; "
+					"UPDATE usage_rollups SET value = 40, last_ts = '2026-01-31 23:59:59+00', compacted = false "
+					"WHERE tenant_id = 'ten_days' AND subject = 'u_3' AND hour = '2026-01-07 00:00+00'; "
+					"ANALYZE usage_rollups; "
+					"ANALYZE usage_rollups_daily",
+					&err),
+			 0);
+	/* the month, a day, a week and all time read days and open hours; an hour reads its hours */
+	ck_assert_int_eq((int)ck_period_reads(jan, feb), 12);
+	ck_assert_int_eq((int)ck_period_reads(jan + 4 * day, jan + 5 * day), 12);
+	ck_assert_int_eq((int)ck_period_reads(jan + 4 * day, jan + 11 * day), 12);
+	ck_assert_int_eq((int)ck_period_reads(0, INT64_C(4102444800000)), 12);
+	ck_assert_int_eq((int)ck_period_reads(jan + 4 * day + 3 * 3600000, jan + 4 * day + 4 * 3600000), 12);
+	/* compacting the rest (the reopened ones again) changes no reading */
+	cp[0] = store_i64(feb, cb);
+	ck_assert_int_eq(store_exec1(&q_compact, cp, &row, &err), 0);
+	ck_assert_int_eq(store_int(row, "n", -1), 2 * 4 * 12 * 12 * 24 + 3 * 4);
+	json_decref(row);
+	ck_assert_int_eq((int)ck_period_reads(jan, feb), 12);
+	ck_assert_int_eq((int)ck_period_reads(jan + 4 * day, jan + 5 * day), 12);
+
+	/* and neither reading scans a table: a month of one customer, and every customer's month */
+	char fb[STORE_I64_BUFSZ], tb[STORE_I64_BUFSZ];
+	const char *vp[] = {"ten_days", "u_7", "tokens", store_i64(jan, fb), store_i64(feb, tb), "{}", "0"};
+	char *plan = generic_plan(store_usage_value_stmt(), vp, 7);
+	/* (the schema's copies of the indexes are named after their columns: usage_rollups_open is
+	 * usage_rollups_tenant_id_subject_meter_id_hour_idx, usage_rollups_tenant_hour usage_rollups_tenant_id_hour_idx,
+	 * usage_rollups_daily_tenant_day usage_rollups_daily_tenant_id_day_idx) */
+	bool ok = !strstr(plan, "Seq Scan") && strstr(plan, "usage_rollups_tenant_id_subject_meter_id_hour_idx") &&
+		  strstr(plan, "usage_rollups_daily_pkey");
+	if (!ok)
+		fprintf(stderr, "store_usage_value's plan: %s\n", plan);
+	ck_assert_msg(ok, "store_usage_value's plan scans a table or misses an index (on stderr)");
+	free(plan);
+	const char *sp[] = {"ten_days", "tokens", store_i64(jan + 3600000, fb), store_i64(jan + 7200000, tb), "{}", "0"};
+	plan = generic_plan(store_usage_by_subject_stmt(), sp, 6);
+	ok = !strstr(plan, "Seq Scan") && strstr(plan, "usage_rollups_tenant_id_hour_idx") &&
+	     strstr(plan, "usage_rollups_daily_tenant_id_day_idx");
+	if (!ok)
+		fprintf(stderr, "store_usage_by_subject's plan: %s\n", plan);
+	ck_assert_msg(ok, "store_usage_by_subject's plan scans a table or misses an index (on stderr)");
+	free(plan);
+	snprintf(sql, sizeof(sql), "RESET search_path; DROP SCHEMA %s CASCADE", schema);
+	ck_assert_int_eq(store_exec_raw(sql, &err), 0);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("store");
@@ -358,6 +522,7 @@ int main(void)
 	tcase_add_test(tc, lost_connection_fails_the_transaction);
 	tcase_add_test(tc, writer_probes_each_customer_without_statistics);
 	tcase_add_test(tc, tg_ms_and_tg_us_are_exact);
+	tcase_add_test(tc, period_reads_add_days_and_open_hours);
 	suite_add_tcase(s, tc);
 	return run_suite(s);
 }

@@ -838,6 +838,18 @@ static long long clock_advance(const char *key, long long seconds)
 }
 
 /* Move the clock to 10 minutes into an hour between 01:00 and 21:00 (so a day does not end by itself). */
+/* RFC 3339 UTC text of epoch seconds (a static buffer) */
+static const char *iso(long long t)
+{
+	static char b[32];
+	time_t tt = (time_t)t;
+	struct tm tm;
+
+	gmtime_r(&tt, &tm);
+	strftime(b, sizeof(b), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	return b;
+}
+
 static long long clock_align(const char *key)
 {
 	long long now = clock_now(key), target = (now / 3600 + 1) * 3600 + 600;
@@ -875,10 +887,20 @@ START_TEST(reset_and_summary_on_test_clock)
 	struct ep e = ep_create(&S, t.key, rcv_url(rv, "/clock"), "[\"limit.reset\",\"usage.summary\"]");
 	long long now = clock_align(t.key);
 	expectf(&S, t.key, "POST", "/v1/limits", 201, HOURLY_LIMIT);
+	/* a max meter's day is its largest event, not the sum of its hours (no quota on it: no limit.reset) */
+	expectf(&S, t.key, "POST", "/v1/meters", 201,
+		"{\"id\":\"peak\",\"event_type\":\"gpu\",\"aggregation\":\"max\",\"property\":\"gb\"}");
 
 	tokens_event(&S, t.key, "u1", 30);
 	tokens_event(&S, t.key, "u1", 12);
 	tokens_event(&S, t.key, "u2", 5);
+	/* u3: an hour ago (earlier today: clock_align keeps off midnight) and now */
+	struct resp er = callf(&S, t.key, "POST", "/v1/events",
+			       "{\"events\":[{\"customer_id\":\"u3\",\"type\":\"gpu\",\"timestamp\":\"%s\",\"properties\":{\"gb\":8}},"
+			       "{\"customer_id\":\"u3\",\"type\":\"gpu\",\"properties\":{\"gb\":6}}]}",
+			       iso(now - 3600));
+	ck_assert_msg(er.status == 200 && jint(er.json, "accepted") == 2, "u3's events: %ld %s", er.status, er.body);
+	resp_free(&er);
 	long long hour = now / 3600 * 3600, day = now / 86400 * 86400;
 	/* the duties go round robin over every tenant of the database within a time budget per pass:
 	 * with many (suites running in parallel, an old test database) a limit waits longer for its turn */
@@ -917,9 +939,14 @@ START_TEST(reset_and_summary_on_test_clock)
 	hook_find(rv, "usage.summary", "u2", 0, &h);
 	ck_num(h.p, "data.usage.tokens", 5);
 	hook_free(&h);
+	/* the max meter over two hours: the larger event, not the sum of the hours' maxima */
+	ck_assert_int_eq(hooks_wait(rv, "usage.summary", "u3", 1, 5000), 1);
+	hook_find(rv, "usage.summary", "u3", 0, &h);
+	ck_num(h.p, "data.usage.peak", 8);
+	hook_free(&h);
 	nap_ms(2100);
 	ck_assert_int_eq(hooks_count(rv, "limit.reset", NULL, false), 2);
-	ck_assert_int_eq(hooks_count(rv, "usage.summary", NULL, false), 2);
+	ck_assert_int_eq(hooks_count(rv, "usage.summary", NULL, false), 3);
 	rcv_stop(rv);
 }
 END_TEST
