@@ -153,9 +153,10 @@ static json_t *filter_json(const struct policy_limit *l)
 static int close_limit(const struct policy_tenant *t, const void *arg, int64_t start, int64_t end, struct tg_error *err)
 {
 	const struct policy_limit *l = arg;
-	json_t *f = filter_json(l), *rows = NULL, *infos = NULL, *row;
+	json_t *f = filter_json(l), *rows = NULL, *infos = NULL, *row, *x;
 	char *ftext = tg_json_dumps(f);
 	struct store_array ids = {0};
+	struct tg_map by_id = TG_MAP_INIT; /* customer id → its row of infos */
 	struct tg_arena a;
 	size_t i;
 	int rc;
@@ -171,14 +172,12 @@ static int close_limit(const struct policy_tenant *t, const void *arg, int64_t s
 			store_array_add(&ids, store_str(row, "subject"));
 	if (ids.n && (rc = store_customers_info(t->id, store_array_text(&ids), &infos, err)) < 0)
 		goto out;
+	json_array_foreach(infos, i, x)
+		tg_map_put(&by_id, store_str(x, "id"), x);
 	json_array_foreach(rows, i, row) {
 		const char *subject = store_str(row, "subject");
-		const json_t *info = NULL, *x;
-		size_t k;
+		const json_t *info = tg_map_get(&by_id, subject);
 		bool written;
-		json_array_foreach(infos, k, x)
-			if (!strcmp(store_str(x, "id"), subject))
-				info = x;
 		if (!applies(t, l, subject, info, &a))
 			continue;
 		tg_fixed usage = store_get_fixed(row, "value", 0);
@@ -197,6 +196,7 @@ static int close_limit(const struct policy_tenant *t, const void *arg, int64_t s
 			goto out;
 	}
 out:
+	tg_map_release(&by_id, NULL);
 	json_decref(rows);
 	json_decref(infos);
 	store_array_release(&ids);
