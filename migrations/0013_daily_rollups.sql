@@ -19,8 +19,9 @@
 ALTER TABLE usage_rollups ADD COLUMN compacted boolean NOT NULL DEFAULT false,
                           ADD COLUMN in_day numeric(26, 6) NOT NULL DEFAULT 0;
 
+-- Readers find a subject's open hours here; compaction scans it whole (it holds the open rollups only:
+-- the last two hours' and late ones'), which spares every new hourly rollup a second index.
 CREATE INDEX usage_rollups_open ON usage_rollups (tenant_id, subject, meter_id, hour) WHERE NOT compacted;
-CREATE INDEX usage_rollups_to_compact ON usage_rollups (hour) WHERE NOT compacted;
 
 -- agg: the meter's aggregation, as policy_agg numbers it (0 sum, 1 count, 2 max, 3 latest).
 CREATE TABLE usage_rollups_daily (
@@ -47,7 +48,7 @@ $$
 WITH k AS (
     SELECT tenant_id, subject, meter_id, hour, dims, in_day FROM usage_rollups
     WHERE NOT compacted AND hour < cutoff
-    ORDER BY hour LIMIT lim
+    LIMIT lim
     FOR UPDATE SKIP LOCKED
 ), c AS (
     UPDATE usage_rollups r SET compacted = true, in_day = r.value FROM k

@@ -68,8 +68,9 @@ int webhook_sign(const char *secret, const char *id, int64_t ts, const char *bod
 		 size_t size);
 void duties_stop(void);
 /* One pass of rollup compaction: hourly rollups of hours that ended over an hour ago added into their
- * days (migration 0013), within a time budget; returns how many. */
-int64_t duties_compact_rollups(void);
+ * days (migration 0013), within a time budget; returns how many. Unless forced, a pass while there is
+ * no work is skipped but every 10 s. */
+int64_t duties_compact_rollups(bool force);
 /* One pass of the reservation expiry (exposed for tests); returns how many were released. */
 int duties_expire_reservations(void);
 /* Let reservations go (released, or expired): delete them in PostgreSQL, then their holds in Redis, on the

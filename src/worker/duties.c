@@ -375,15 +375,25 @@ static void sweep_idempotency(void)
 
 /* Hourly rollups of hours that ended over an hour ago into their days (migration 0013), a chunk at a
  * time within PASS_BUDGET_US: a backlog (a first start after the upgrade) drains over a few passes
- * without holding the other duties up. Every instance does it; they take disjoint rows. */
+ * without holding the other duties up. Every instance does it; they take disjoint rows. A pass scans
+ * the open rollups, so it runs each second only while there is work (the last pass found some, or an
+ * hour has ended since); otherwise every COMPACT_IDLE_MS, for rollups late events reopened (their
+ * usage is read right meanwhile: compacting them only makes reading them cheaper). */
 #define COMPACT_CHUNK 2000
+#define COMPACT_IDLE_MS 10000
 
-int64_t duties_compact_rollups(void)
+int64_t duties_compact_rollups(bool force)
 {
+	static int64_t last_ms, last_cutoff;
+	static bool busy = true;
 	int64_t hour = INT64_C(3600000), now = tg_now_ms(), cutoff = (now / hour - 1) * hour, total = 0, n;
 	int64_t started = tg_mono_us();
 	struct tg_error err;
 
+	if (!force && !busy && cutoff == last_cutoff && now - last_ms < COMPACT_IDLE_MS)
+		return 0;
+	last_ms = now;
+	last_cutoff = cutoff;
 	do {
 		if (store_rollups_compact(cutoff, COMPACT_CHUNK, &n, &err) < 0) {
 			log_warn("rollup compaction failed", "%s", err.detail);
@@ -391,6 +401,7 @@ int64_t duties_compact_rollups(void)
 		}
 		total += n;
 	} while (n == COMPACT_CHUNK && tg_mono_us() - started < PASS_BUDGET_US && !atomic_load(&duties_stopping));
+	busy = total > 0;
 	return total;
 }
 
@@ -408,7 +419,7 @@ static void *duties_main(void *arg)
 	while (!atomic_load(&duties_stopping)) {
 		int64_t started = tg_mono_us();
 		tg_metric_add(expired, duties_expire_reservations());
-		tg_metric_add(compacted, duties_compact_rollups());
+		tg_metric_add(compacted, duties_compact_rollups(false));
 		if (started - last_close >= INT64_C(1) * 1000000) {
 			duties_close_periods();
 			last_close = started;

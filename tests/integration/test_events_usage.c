@@ -707,12 +707,15 @@ static long long days_off(const char *tenant)
 		tenant, tenant, tenant);
 }
 
-/* Wait (up to 20 s) until the server's worker has compacted every hourly rollup of the tenant's hours
- * before `before` (epoch seconds); returns how many of its rollups are compacted. */
-static long long await_compacted(const char *tenant, long long before)
+/* Wait (up to 25 s: an idle worker looks every 10 s) until every hourly rollup of the tenant's hours before
+ * `before` (epoch seconds) is compacted: by the server's worker, or with `now` by passes run from here at
+ * once; returns how many of its rollups are compacted. */
+static long long compacted_by(const char *tenant, long long before, bool now)
 {
 	long long open = -1;
-	for (int i = 0; i < 200; i++) {
+	for (int i = 0; i < 250; i++) {
+		if (now)
+			free(psql("SELECT tg_compact_rollups(now() - interval '1 hour', 100000)"));
 		open = sql_count("SELECT count(*) FROM usage_rollups WHERE tenant_id = '%s' AND NOT compacted "
 				 "AND hour < to_timestamp(%lld)", tenant, before);
 		if (open == 0)
@@ -722,6 +725,9 @@ static long long await_compacted(const char *tenant, long long before)
 	ck_assert_msg(open == 0, "%lld hourly rollups of tenant %s before %s still not compacted", open, tenant, iso(before));
 	return sql_count("SELECT count(*) FROM usage_rollups WHERE tenant_id = '%s' AND compacted", tenant);
 }
+
+#define await_compacted(tenant, before) compacted_by(tenant, before, false)
+#define compact_now(tenant, before) compacted_by(tenant, before, true)
 
 /* used of limit lim for a customer, by a dry run of meter with these dimensions (JSON object text) */
 static double used_by(const char *key, const char *cust, const char *meter, const char *dims, const char *lim)
@@ -805,7 +811,7 @@ START_TEST(daily_rollups_add_up_to_their_hours)
 	ck_assert_str_eq(fired, "700");
 	free(fired);
 	ck_totals(&t, 700, 605, 400, 20);
-	await_compacted(t.id, h - 3600);
+	compact_now(t.id, h - 3600);
 	ck_assert_int_eq(days_off(t.id), 0);
 	ck_totals(&t, 700, 605, 400, 20);
 	/* hourly series still come from the hours */
@@ -833,7 +839,7 @@ START_TEST(daily_rollups_add_up_to_their_hours)
 		resp_free(&r);
 		for (int pass = 0; pass < 2; pass++) { /* reopened, then compacted again */
 			if (pass)
-				await_compacted(t.id, h - 3600);
+				compact_now(t.id, h - 3600);
 			ck_assert_int_eq(days_off(t.id), 0);
 			redis_drop_tenant(t.id);
 			double u = used_by(t.key, "d", "last", "{}", "ls");
@@ -898,7 +904,7 @@ START_TEST(daily_rollups_exact_under_concurrent_compaction)
 	run_parallel(9, late_worker, &x);
 	ck_assert_int_eq(atomic_load(&x.bad), 0);
 	ck_assert_int_eq(atomic_load(&x.off), 0);
-	await_compacted(t.id, x.h - 3600);
+	compact_now(t.id, x.h - 3600);
 	ck_assert_int_eq(days_off(t.id), 0);
 	double want = 1200 + 60.0 * (1 + 2 + 3 + 4 + 5 + 6 + 7 + 8);
 	ck_assert_int_eq(sql_count("SELECT sum(value) FROM usage_rollups_daily WHERE tenant_id = '%s' AND subject = 'c'", t.id), (long long)want);
