@@ -15,14 +15,15 @@
  */
 #define PERIOD_DAILY(F, T) "(" F " % 86400000 = 0 AND (" T " IS NULL OR " T " % 86400000 = 0))"
 #define PERIOD_FROM(sel, val, src, tab, col, KEYS, F, T)                                                     \
-	"SELECT " sel val " AS value, last_ts, " src " AS src FROM " tab " WHERE tenant_id = $1 AND " KEYS        \
-	" AND " col " >= tg_ms(" F ") AND (" T " IS NULL OR " col " < tg_ms(" T "))"
-#define PERIOD_ROWS(sel, KEYS, F, T, AG)                                                                    \
-	PERIOD_FROM(sel, "value", "0", "usage_rollups_daily", "day", KEYS, F, T) " AND " PERIOD_DAILY(F, T)      \
+	"SELECT " sel val " AS value, last_ts, " src " AS src, " col " AS t, dims FROM " tab                      \
+	" WHERE tenant_id = $1 AND " KEYS " AND " col " >= tg_ms(" F ") AND (" T " IS NULL OR " col " < tg_ms(" T "))"
+/* with DAYS (an SQL condition on parameters only) saying whether to read days */
+#define PERIOD_ROWS_IF(DAYS, sel, KEYS, F, T, AG)                                                           \
+	PERIOD_FROM(sel, "value", "0", "usage_rollups_daily", "day", KEYS, F, T) " AND " DAYS                    \
 	" UNION ALL " PERIOD_FROM(sel, "CASE WHEN " AG " >= 2 THEN value ELSE value - in_day END", "1",           \
-				  "usage_rollups", "hour", KEYS, F, T) " AND NOT compacted AND " PERIOD_DAILY(F, T) \
-	" UNION ALL " PERIOD_FROM(sel, "value", "1", "usage_rollups", "hour", KEYS, F, T) " AND NOT "            \
-	PERIOD_DAILY(F, T)
+				  "usage_rollups", "hour", KEYS, F, T) " AND NOT compacted AND " DAYS               \
+	" UNION ALL " PERIOD_FROM(sel, "value", "1", "usage_rollups", "hour", KEYS, F, T) " AND NOT " DAYS
+#define PERIOD_ROWS(sel, KEYS, F, T, AG) PERIOD_ROWS_IF(PERIOD_DAILY(F, T), sel, KEYS, F, T, AG)
 #define PERIOD_AGG(AG)                                                                                      \
 	"CASE WHEN " AG " = 2 THEN max(value) "                                                                  \
 	"WHEN " AG " = 3 THEN (array_agg(value ORDER BY last_ts DESC, src DESC))[1] ELSE sum(value) END"
@@ -103,16 +104,15 @@ int store_rollups_compact(int64_t cutoff_ms, int limit, int64_t *compacted, stru
 	return 0;
 }
 
+/* buckets of a day or longer over whole days read days and open hours, like a period */
 static struct store_stmt q_usage_series = STORE_STMT(
-	"SELECT tg_ts(b) AS start, tg_ts(b + ('1 ' || $4)::interval) AS \"end\", "
-	"  CASE WHEN $8::int = 2 THEN max(value) "
-	"       WHEN $8::int = 3 THEN (array_agg(value ORDER BY last_ts DESC))[1] "
-	"       ELSE sum(value) END AS value, gdims AS dimensions "
-	"FROM (SELECT date_trunc($4, hour AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS b, value, last_ts, "
+	"SELECT tg_ts(b) AS start, tg_ts(b + ('1 ' || $4)::interval) AS \"end\", " PERIOD_AGG("$8::int") " AS value, "
+	"  gdims AS dimensions "
+	"FROM (SELECT date_trunc($4, t AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS b, value, last_ts, src, "
 	"        (SELECT COALESCE(jsonb_object_agg(key, value), '{}'::jsonb) FROM jsonb_each(dims) "
 	"          WHERE key = ANY($7::text[])) AS gdims "
-	"      FROM usage_rollups WHERE tenant_id = $1 AND subject = $2 AND meter_id = $3 "
-	"        AND hour >= tg_ms($5::bigint) AND hour < tg_ms($6::bigint)) AS x "
+	"      FROM (" PERIOD_ROWS_IF("(" PERIOD_DAILY("$5::bigint", "$6::bigint") " AND $4 <> 'hour')", "",
+				 "subject = $2 AND meter_id = $3", "$5::bigint", "$6::bigint", "$8::int") ") AS r) AS x "
 	"GROUP BY b, gdims ORDER BY b, gdims::text", 8);
 
 int store_usage_series(const char *tenant_id, const char *subject, const char *meter_id, const char *granularity,

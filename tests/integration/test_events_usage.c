@@ -814,6 +814,40 @@ START_TEST(daily_rollups_add_up_to_their_hours)
 	compact_now(t.id, h - 3600);
 	ck_assert_int_eq(days_off(t.id), 0);
 	ck_totals(&t, 700, 605, 400, 20);
+	/* daily series read days and open hours: each day's sum (tokens) and largest event (peak) */
+	const struct {
+		long long ts;
+		double tokens;
+	} all[] = {{d3 + 60, 100}, {d3 + 120, 50}, {d3 + 3600 + 10, 70}, {d2 + 5, 30}, {h + 1, 20},
+		   {d3 + 180, 25}, {d3 + 2 * 3600 + 7, 5}, {d2 + 10, 400}};
+	const long long first = d3 / 86400 * 86400, last = h / 86400 * 86400;
+	static const char *const meters[] = {"tokens", "peak"};
+	for (int m = 0; m < 2; m++) {
+		char p[256];
+		snprintf(p, sizeof(p), "/v1/usage?meter=%s&customer_id=c&granularity=day&from=%s&to=%s", meters[m],
+			 iso(first), iso(last + 86400));
+		r = req(&S, "GET", p, t.key, NULL, NULL);
+		ck_status(r, 200);
+		size_t days = 0;
+		for (long long d = first; d <= last; d += 86400) {
+			double want = 0;
+			bool any = false;
+			for (size_t k = 0; k < sizeof(all) / sizeof(all[0]); k++)
+				if (all[k].ts / 86400 * 86400 == d) {
+					want = m == 0 ? want + all[k].tokens : (all[k].tokens > want ? all[k].tokens : want);
+					any = true;
+				}
+			if (!any)
+				continue;
+			char at[32];
+			snprintf(at, sizeof(at), "data.%zu", days++);
+			json_t *b = jpath(r.json, at);
+			ck_assert_msg(b && time_parse(jstr(b, "start")) == d, "%s: no bucket for %s in %s", meters[m], iso(d), r.body);
+			ck_qty(b, "value", want);
+		}
+		ck_assert_int_eq(json_array_size(jpath(r.json, "data")), days);
+		resp_free(&r);
+	}
 	/* hourly series still come from the hours */
 	char path[256];
 	snprintf(path, sizeof(path), "/v1/usage?meter=tokens&customer_id=c&granularity=hour&from=%s&to=%s", iso(d3), iso(d3 + 3 * 3600));

@@ -354,6 +354,46 @@ static struct store_stmt q_hours_only = STORE_STMT(
 	"FROM usage_rollups WHERE tenant_id = $1 AND meter_id = $2 AND hour >= tg_ms($3::bigint) "
 	"AND hour < tg_ms($4::bigint) AND dims @> $5::jsonb GROUP BY subject ORDER BY subject", 6);
 
+/* The reference series: buckets of the hourly rollups alone. */
+static struct store_stmt q_series_hours = STORE_STMT(
+	"SELECT extract(epoch FROM b)::bigint AS start, CASE WHEN $8::int = 2 THEN max(value) WHEN $8::int = 3 "
+	"  THEN (array_agg(value ORDER BY last_ts DESC))[1] ELSE sum(value) END AS value, gdims::text AS dims "
+	"FROM (SELECT date_trunc($4, hour AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS b, value, last_ts, "
+	"  (SELECT COALESCE(jsonb_object_agg(key, value), '{}'::jsonb) FROM jsonb_each(dims) WHERE key = ANY($7::text[])) "
+	"  AS gdims FROM usage_rollups WHERE tenant_id = $1 AND subject = $2 AND meter_id = $3 "
+	"  AND hour >= tg_ms($5::bigint) AND hour < tg_ms($6::bigint)) AS x GROUP BY b, gdims ORDER BY b, gdims::text", 8);
+
+/* store_usage_series of u_1 equals the reference, bucket by bucket. */
+static void ck_series(const char *meter, int agg, const char *grain, int64_t from, int64_t to)
+{
+	struct tg_error err;
+	char fb[STORE_I64_BUFSZ], tb[STORE_I64_BUFSZ], ab[STORE_I64_BUFSZ];
+	const char *p[] = {"ten_days", "u_1", meter, grain, store_i64(from, fb), store_i64(to, tb), "{model}", store_i64(agg, ab)};
+	json_t *want, *got, *w;
+	size_t i;
+
+	ck_assert_int_eq(store_exec(&q_series_hours, p, &want, &err), 0);
+	ck_assert_int_eq(store_usage_series("ten_days", "u_1", meter, grain, from, to, "{model}", agg, &got, &err), 0);
+	ck_assert_msg(json_array_size(got) == json_array_size(want) && json_array_size(want) > 0,
+		      "%s by %s: %zu buckets, the hours make %zu", meter, grain, json_array_size(got), json_array_size(want));
+	json_array_foreach(want, i, w) {
+		json_t *g = json_array_get(got, i);
+		char *gd = json_dumps(json_object_get(g, "dimensions"), JSON_COMPACT | JSON_SORT_KEYS);
+		json_t *wd = json_loads(store_str(w, "dims"), 0, NULL);
+		char *wds = json_dumps(wd, JSON_COMPACT | JSON_SORT_KEYS);
+		ck_assert_msg(time_parse(store_str(g, "start")) == store_int(w, "start", -1) && strcmp(gd, wds) == 0 &&
+				      store_get_fixed(g, "value", -1) == store_get_fixed(w, "value", -2),
+			      "%s by %s, bucket %zu: %s %s %lld, the hours say %lld %s %lld", meter, grain, i,
+			      store_str(g, "start"), gd, (long long)store_get_fixed(g, "value", -1),
+			      (long long)store_int(w, "start", -1), wds, (long long)store_get_fixed(w, "value", -2));
+		free(gd);
+		free(wds);
+		json_decref(wd);
+	}
+	json_decref(want);
+	json_decref(got);
+}
+
 /* Each subject's usage in [from, to) read as the server reads it equals the hours' own, for every aggregation,
  * with and without a filter; store_usage_value agrees for a few subjects. Returns how many subjects had usage. */
 static size_t ck_period_reads(int64_t from, int64_t to)
@@ -391,8 +431,13 @@ static size_t ck_period_reads(int64_t from, int64_t to)
 				if (i > 3) /* a few subjects through store_usage_value are enough */
 					break;
 			}
-			if (f == 0)
+			if (f == 0) {
 				subjects = json_array_size(want);
+				ck_series(meter, agg, "day", from, to);
+				ck_series(meter, agg, "month", from, to);
+				if (to - from <= INT64_C(86400000) * 2)
+					ck_series(meter, agg, "hour", from, to);
+			}
 			json_decref(want);
 			json_decref(got);
 		}
