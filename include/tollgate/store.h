@@ -196,9 +196,18 @@ int store_usage_value(const char *tenant_id, const char *subject, const char *me
  * from, to, filter (json), agg → [{i, value}] (i: 1-based position). */
 int store_usage_values(const char *tenant_id, const char *subjects, const char *meters, const char *froms,
 		       const char *tos, const char *filters, const char *aggs, json_t **ret, struct tg_error *err);
-/* Adds at most limit hourly rollups of hours before cutoff into their days (migration 0013), in one
- * transaction of its own; *compacted: how many. Rows a writer holds are left for the next call. */
-int store_rollups_compact(int64_t cutoff_ms, int limit, int64_t *compacted, struct tg_error *err);
+/* Where a sweep of compaction passes goes on from (all NULL: the start); store_compact_key_clear frees it. */
+struct store_compact_key {
+	char *tenant, *subject, *meter;
+	int64_t hour_ms;
+};
+void store_compact_key_clear(struct store_compact_key *k);
+/* One pass (migration 0013's tg_compact_rollups_pass), in a transaction of its own: takes at most limit
+ * open hourly rollups of hours before cutoff from *key on and adds them into their days; *taken below
+ * limit means the sweep is done; *key moves to where the next pass goes on. Rows a writer holds are
+ * left for the next sweep. */
+int store_rollups_compact(int64_t cutoff_ms, int limit, struct store_compact_key *key, int64_t *taken,
+			  int64_t *compacted, struct tg_error *err);
 /* Time series of a meter: buckets of granularity ("hour"|"day"|"month") in [from, to), optionally for one
  * subject and grouped by dimension keys (JSON array text). Rows {start, end, value, dimensions}. */
 int store_usage_series(const char *tenant_id, const char *subject, const char *meter_id, const char *granularity,

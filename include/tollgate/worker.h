@@ -67,10 +67,9 @@ int webhook_url_check(const char *url, bool allow_private, struct tg_error *err)
 int webhook_sign(const char *secret, const char *id, int64_t ts, const char *body, size_t len, char *out,
 		 size_t size);
 void duties_stop(void);
-/* One pass of rollup compaction: hourly rollups of hours that ended over an hour ago added into their
- * days (migration 0013), within a time budget; returns how many. Unless forced, a pass while there is
- * no work is skipped but every 10 s. */
-int64_t duties_compact_rollups(bool force);
+/* Rollup compaction for up to PASS_BUDGET_US: hourly rollups of hours that ended over an hour ago added
+ * into their days (migration 0013); returns how many. While there is no work, it looks every 10 s. */
+int64_t duties_compact_rollups(void);
 /* One pass of the reservation expiry (exposed for tests); returns how many were released. */
 int duties_expire_reservations(void);
 /* Let reservations go (released, or expired): delete them in PostgreSQL, then their holds in Redis, on the

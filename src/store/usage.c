@@ -1,29 +1,37 @@
 /* usage.c — SQL reading usage: counter rebuilds and time series from rollups, stored events, customer lookups. */
+#include <stdlib.h>
 #include <string.h>
 
 #include "tollgate/json.h"
 #include "tollgate/store.h"
 
 /*
- * A period's usage: [F, T) in epoch milliseconds (T NULL: no end) of the tenant $1, rows matching KEYS
- * (a condition on subject, meter_id and dims), aggregated as AG says (0 sum, 1 count, 2 max, 3 latest:
- * policy_agg's order). A period of whole days reads its days and its open hours (what of a sum or count
- * their days do not hold yet), any other its hours: migration 0013 says why these add up. PERIOD_ROWS's
- * rows are (SEL value, last_ts, src); the gate on whole days is a one-time filter, so two branches never
- * run. src breaks a tie of latest between a day and its own reopened hour: the hour took an event of the
- * same instant after the day was made (the hourly upsert lets the later-written of equal instants win).
+ * Usage over [F, T) in epoch milliseconds (T NULL: no end) of the tenant $1, rows matching KEYS (a condition
+ * on subject, meter_id and dims), aggregated as AG says (0 sum, 1 count, 2 max, 3 latest: policy_agg's
+ * order). The whole days inside, [D1, D2), are read from their days and their open hours (what of a sum or
+ * count their days do not hold yet: migration 0013 says why these add up); the edges, [F, min(D1, T)) and
+ * [D2, T), from their hours. A period is whole days, so its edges are empty. With DAYS false (an SQL condition on
+ * parameters) D1 = D2 = F: hours only. Every bound is an index condition (an open end is 'infinity', not
+ * an OR). PERIOD_ROWS_IF's rows are (SEL value, last_ts, src, t, dims); src breaks a tie of latest between
+ * a day and its own reopened hour: the hour took an event of the same instant after the day was made (the
+ * hourly upsert lets the later-written of equal instants win).
  */
-#define PERIOD_DAILY(F, T) "(" F " % 86400000 = 0 AND (" T " IS NULL OR " T " % 86400000 = 0))"
-#define PERIOD_FROM(sel, val, src, tab, col, KEYS, F, T)                                                     \
-	"SELECT " sel val " AS value, last_ts, " src " AS src, " col " AS t, dims FROM " tab                      \
-	" WHERE tenant_id = $1 AND " KEYS " AND " col " >= tg_ms(" F ") AND (" T " IS NULL OR " col " < tg_ms(" T "))"
-/* with DAYS (an SQL condition on parameters only) saying whether to read days */
+#define PERIOD_D1(DAYS, F) "(CASE WHEN " DAYS " THEN " F " + (86400000 - " F " % 86400000) % 86400000 ELSE " F " END)"
+#define PERIOD_D2(DAYS, F, T)                                                                               \
+	"(CASE WHEN NOT " DAYS " THEN " F " WHEN " T " IS NULL THEN NULL ELSE greatest(" PERIOD_D1(DAYS, F) ", " T    \
+	" - (" T " % 86400000 + 86400000) % 86400000) END)"
+#define PERIOD_FROM(sel, val, src, tab, col, KEYS, LO, HI)                                                   \
+	"SELECT " sel val " AS value, last_ts, " src " AS src, " col " AS t, dims FROM " tab " WHERE tenant_id = $1" \
+	" AND " KEYS " AND " col " >= tg_ms(" LO ") AND " col " < COALESCE(tg_ms(" HI "), 'infinity'::timestamptz)"
 #define PERIOD_ROWS_IF(DAYS, sel, KEYS, F, T, AG)                                                           \
-	PERIOD_FROM(sel, "value", "0", "usage_rollups_daily", "day", KEYS, F, T) " AND " DAYS                    \
+	PERIOD_FROM(sel, "value", "0", "usage_rollups_daily", "day", KEYS, PERIOD_D1(DAYS, F), PERIOD_D2(DAYS, F, T)) \
 	" UNION ALL " PERIOD_FROM(sel, "CASE WHEN " AG " >= 2 THEN value ELSE value - in_day END", "1",           \
-				  "usage_rollups", "hour", KEYS, F, T) " AND NOT compacted AND " DAYS               \
-	" UNION ALL " PERIOD_FROM(sel, "value", "1", "usage_rollups", "hour", KEYS, F, T) " AND NOT " DAYS
-#define PERIOD_ROWS(sel, KEYS, F, T, AG) PERIOD_ROWS_IF(PERIOD_DAILY(F, T), sel, KEYS, F, T, AG)
+				  "usage_rollups", "hour", KEYS, PERIOD_D1(DAYS, F), PERIOD_D2(DAYS, F, T))         \
+	" AND NOT compacted"                                                                                     \
+	" UNION ALL " PERIOD_FROM(sel, "value", "1", "usage_rollups", "hour", KEYS, F,                           \
+				  "least(" PERIOD_D1(DAYS, F) ", " T ")")                                           \
+	" UNION ALL " PERIOD_FROM(sel, "value", "1", "usage_rollups", "hour", KEYS, PERIOD_D2(DAYS, F, T), T)
+#define PERIOD_ROWS(sel, KEYS, F, T, AG) PERIOD_ROWS_IF("true", sel, KEYS, F, T, AG)
 #define PERIOD_AGG(AG)                                                                                      \
 	"CASE WHEN " AG " = 2 THEN max(value) "                                                                  \
 	"WHEN " AG " = 3 THEN (array_agg(value ORDER BY last_ts DESC, src DESC))[1] ELSE sum(value) END"
@@ -88,31 +96,58 @@ int store_usage_by_subject(const char *tenant_id, const char *meter_id, int64_t 
 	return store_exec(&q_by_subject, p, ret, err);
 }
 
-static struct store_stmt q_compact = STORE_STMT("SELECT tg_compact_rollups(tg_ms($1::bigint), $2::int) AS n", 2);
+static struct store_stmt q_compact = STORE_STMT(
+	"SELECT taken, compacted, last_t, last_s, last_m, (extract(epoch FROM last_h) * 1000)::bigint AS last_h "
+	"FROM tg_compact_rollups_pass(tg_ms($1::bigint), $2::int, $3, $4, $5, tg_ms($6::bigint))", 6);
 
-int store_rollups_compact(int64_t cutoff_ms, int limit, int64_t *compacted, struct tg_error *err)
+void store_compact_key_clear(struct store_compact_key *k)
 {
-	char c[STORE_I64_BUFSZ], l[STORE_I64_BUFSZ];
-	const char *p[] = {store_i64(cutoff_ms, c), store_i64(limit, l)};
+	free(k->tenant);
+	free(k->subject);
+	free(k->meter);
+	memset(k, 0, sizeof(*k));
+}
+
+static char *dup_or_null(const char *s)
+{
+	return s ? strdup(s) : NULL;
+}
+
+int store_rollups_compact(int64_t cutoff_ms, int limit, struct store_compact_key *key, int64_t *taken,
+			  int64_t *compacted, struct tg_error *err)
+{
+	char c[STORE_I64_BUFSZ], l[STORE_I64_BUFSZ], h[STORE_I64_BUFSZ];
+	const char *p[] = {store_i64(cutoff_ms, c), store_i64(limit, l), key->tenant, key->subject, key->meter,
+			   key->tenant ? store_i64(key->hour_ms, h) : NULL};
 	json_t *row;
 	int rc = store_exec1(&q_compact, p, &row, err);
 
 	if (rc < 0)
 		return rc;
-	*compacted = store_int(row, "n", 0);
+	*taken = store_int(row, "taken", 0);
+	*compacted = store_int(row, "compacted", 0);
+	if (store_str(row, "last_t")) {
+		char *t = dup_or_null(store_str(row, "last_t")), *s = dup_or_null(store_str(row, "last_s")),
+		     *m = dup_or_null(store_str(row, "last_m"));
+		store_compact_key_clear(key);
+		key->tenant = t;
+		key->subject = s;
+		key->meter = m;
+		key->hour_ms = store_int(row, "last_h", 0);
+	}
 	json_decref(row);
 	return 0;
 }
 
-/* buckets of a day or longer over whole days read days and open hours, like a period */
+/* buckets of a day or longer read the whole days inside from days and open hours, like a period */
 static struct store_stmt q_usage_series = STORE_STMT(
 	"SELECT tg_ts(b) AS start, tg_ts(b + ('1 ' || $4)::interval) AS \"end\", " PERIOD_AGG("$8::int") " AS value, "
 	"  gdims AS dimensions "
 	"FROM (SELECT date_trunc($4, t AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS b, value, last_ts, src, "
 	"        (SELECT COALESCE(jsonb_object_agg(key, value), '{}'::jsonb) FROM jsonb_each(dims) "
 	"          WHERE key = ANY($7::text[])) AS gdims "
-	"      FROM (" PERIOD_ROWS_IF("(" PERIOD_DAILY("$5::bigint", "$6::bigint") " AND $4 <> 'hour')", "",
-				 "subject = $2 AND meter_id = $3", "$5::bigint", "$6::bigint", "$8::int") ") AS r) AS x "
+	"      FROM (" PERIOD_ROWS_IF("($4 <> 'hour')", "", "subject = $2 AND meter_id = $3", "$5::bigint", "$6::bigint",
+				 "$8::int") ") AS r) AS x "
 	"GROUP BY b, gdims ORDER BY b, gdims::text", 8);
 
 int store_usage_series(const char *tenant_id, const char *subject, const char *meter_id, const char *granularity,

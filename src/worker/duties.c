@@ -373,35 +373,48 @@ static void sweep_idempotency(void)
 		log_debug("idempotency keys swept", "%lld", (long long)deleted);
 }
 
-/* Hourly rollups of hours that ended over an hour ago into their days (migration 0013), a chunk at a
- * time within PASS_BUDGET_US: a backlog (a first start after the upgrade) drains over a few passes
- * without holding the other duties up. Every instance does it; they take disjoint rows. A pass scans
- * the open rollups, so it runs each second only while there is work (the last pass found some, or an
- * hour has ended since); otherwise every COMPACT_IDLE_MS, for rollups late events reopened (their
- * usage is read right meanwhile: compacting them only makes reading them cheaper). */
+/* Hourly rollups of hours that ended over an hour ago into their days (migration 0013): sweeps of passes
+ * of COMPACT_CHUNK, each pass going on where the last stopped, within PASS_BUDGET_US a call (a sweep not
+ * done goes on at the next call): a backlog (a first start after the upgrade) drains without holding the
+ * other duties up. Every instance does it; they take disjoint rows. A new sweep starts each second while
+ * there is work (the last sweep found some, or an hour has ended since), otherwise every
+ * COMPACT_IDLE_MS, for rollups late events reopened (their usage is read right meanwhile: compacting
+ * them only makes reading them cheaper). Only the duties thread calls it. */
 #define COMPACT_CHUNK 2000
 #define COMPACT_IDLE_MS 10000
 
-int64_t duties_compact_rollups(bool force)
+int64_t duties_compact_rollups(void)
 {
-	static int64_t last_ms, last_cutoff;
-	static bool busy = true;
-	int64_t hour = INT64_C(3600000), now = tg_now_ms(), cutoff = (now / hour - 1) * hour, total = 0, n;
-	int64_t started = tg_mono_us();
+	static struct store_compact_key key;
+	static int64_t last_ms, last_cutoff, found;
+	static bool sweeping, busy = true;
+	int64_t hour = INT64_C(3600000), now = tg_now_ms(), cutoff = (now / hour - 1) * hour, total = 0;
+	int64_t started = tg_mono_us(), taken, n;
 	struct tg_error err;
 
-	if (!force && !busy && cutoff == last_cutoff && now - last_ms < COMPACT_IDLE_MS)
-		return 0;
-	last_ms = now;
-	last_cutoff = cutoff;
+	if (!sweeping) {
+		if (!busy && cutoff == last_cutoff && now - last_ms < COMPACT_IDLE_MS)
+			return 0;
+		sweeping = true;
+		found = 0;
+		last_ms = now;
+		last_cutoff = cutoff;
+		store_compact_key_clear(&key);
+	}
 	do {
-		if (store_rollups_compact(cutoff, COMPACT_CHUNK, &n, &err) < 0) {
+		if (store_rollups_compact(last_cutoff, COMPACT_CHUNK, &key, &taken, &n, &err) < 0) {
 			log_warn("rollup compaction failed", "%s", err.detail);
-			break;
+			taken = 0;
+			n = 0;
 		}
 		total += n;
-	} while (n == COMPACT_CHUNK && tg_mono_us() - started < PASS_BUDGET_US && !atomic_load(&duties_stopping));
-	busy = total > 0;
+		found += n;
+		if (taken < COMPACT_CHUNK || n == 0) {
+			sweeping = false;
+			busy = found > 0;
+			break;
+		}
+	} while (tg_mono_us() - started < PASS_BUDGET_US && !atomic_load(&duties_stopping));
 	return total;
 }
 
@@ -419,7 +432,7 @@ static void *duties_main(void *arg)
 	while (!atomic_load(&duties_stopping)) {
 		int64_t started = tg_mono_us();
 		tg_metric_add(expired, duties_expire_reservations());
-		tg_metric_add(compacted, duties_compact_rollups(false));
+		tg_metric_add(compacted, duties_compact_rollups());
 		if (started - last_close >= INT64_C(1) * 1000000) {
 			duties_close_periods();
 			last_close = started;

@@ -899,7 +899,7 @@ static void late_worker(int i, void *arg)
 
 	if (i == 0) {
 		while (atomic_load(&x->posting) > 0) {
-			char *out = psql("SELECT tg_compact_rollups(now() - interval '1 hour', 3)");
+			char *out = psql("SELECT compacted FROM tg_compact_rollups_pass(now() - interval '1 hour', 3, NULL, NULL, NULL, NULL)");
 			free(out);
 			if (days_off(x->tenant) != 0)
 				atomic_fetch_add(&x->off, 1);

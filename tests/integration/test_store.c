@@ -498,7 +498,7 @@ START_TEST(period_reads_add_days_and_open_hours)
 
 	static struct store_stmt q_compact = STORE_STMT("SELECT tg_compact_rollups(tg_ms($1::bigint), $2::int) AS n", 2);
 	char cb[STORE_I64_BUFSZ];
-	const char *cp[] = {store_i64(jan + 19 * day, cb), "1000000"};
+	const char *cp[] = {store_i64(jan + 19 * day, cb), "97"}; /* a sweep of many passes, each going on from the last */
 	json_t *row;
 	ck_assert_int_eq(store_exec1(&q_compact, cp, &row, &err), 0);
 	ck_assert_int_eq(store_int(row, "n", -1), 2 * 4 * 12 * 19 * 24);
@@ -518,6 +518,9 @@ START_TEST(period_reads_add_days_and_open_hours)
 	ck_assert_int_eq((int)ck_period_reads(jan + 4 * day, jan + 11 * day), 12);
 	ck_assert_int_eq((int)ck_period_reads(0, INT64_C(4102444800000)), 12);
 	ck_assert_int_eq((int)ck_period_reads(jan + 4 * day + 3 * 3600000, jan + 4 * day + 4 * 3600000), 12);
+	/* ranges with edges (as GET /v1/usage's default `to`, now): whole days inside, hours at the edges */
+	ck_assert_int_eq((int)ck_period_reads(jan + 4 * day + 5 * 3600000, jan + 11 * day + 7 * 3600000 + 1234), 12);
+	ck_assert_int_eq((int)ck_period_reads(jan + 4 * day + 5 * 3600000, jan + 5 * day + 7 * 3600000), 12);
 	/* compacting the rest (the reopened ones again) changes no reading */
 	cp[0] = store_i64(feb, cb);
 	ck_assert_int_eq(store_exec1(&q_compact, cp, &row, &err), 0);
