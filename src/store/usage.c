@@ -6,16 +6,22 @@
 #include "tollgate/store.h"
 
 /*
- * Usage over [F, T) in epoch milliseconds (T NULL: no end) of the tenant $1, rows matching KEYS (a condition
- * on subject, meter_id and dims), aggregated as AG says (0 sum, 1 count, 2 max, 3 latest: policy_agg's
- * order). The whole days inside, [D1, D2), are read from their days and their open hours (what of a sum or
- * count their days do not hold yet: migration 0013 says why these add up); the edges, [F, min(D1, T)) and
- * [D2, T), from their hours. A period is whole days, so its edges are empty. With DAYS false (an SQL condition on
- * parameters) D1 = D2 = F: hours only. Every bound is an index condition (an open end is 'infinity', not
- * an OR) but the open hours' end: with both bounds, the planner took the two ranges for equally tiny and
- * read the open hours through the primary key, filtering a month of compacted rollups (0.5 ms a read at
- * the end of a month, scripts/bench events-month-end); the open-rollups index holds a few rows past D2. PERIOD_ROWS_IF's rows are (SEL value, last_ts, src, t, dims); src breaks a tie of latest between
- * a day and its own reopened hour: the hour took an event of the same instant after the day was made (the
+ * Usage over [F, T) in epoch milliseconds (T NULL: no end) of the tenant $1, rows matching KEYS (a
+ * condition on subject, meter_id and dims), aggregated as AG says (0 sum, 1 count, 2 max, 3 latest:
+ * policy_agg's order).
+ *
+ * The whole days inside, [D1, D2), are read from their days and their open hours (what of a sum or count
+ * their days do not hold yet: migration 0013 says why these add up); the edges, [F, min(D1, T)) and
+ * [D2, T), from their hours. A period is whole days, so its edges are empty. With DAYS false (an SQL
+ * condition on parameters) D1 = D2 = F: hours only.
+ *
+ * Every bound is an index condition (an open end is 'infinity', not an OR) except the open hours' end:
+ * with both bounds the planner took the two ranges for equally tiny and read the open hours through the
+ * primary key, filtering a month of compacted rollups (0.5 ms a read at the end of a month, scripts/bench
+ * events-month-end); the open-rollups index holds a few rows past D2 at most.
+ *
+ * PERIOD_ROWS_IF's rows are (SEL value, last_ts, src, t, dims). src breaks a tie of latest between a day
+ * and its own reopened hour: the hour took an event of the same instant after the day was made (the
  * hourly upsert lets the later-written of equal instants win).
  */
 #define PERIOD_D1(DAYS, F) "(CASE WHEN " DAYS " THEN " F " + (86400000 - " F " % 86400000) % 86400000 ELSE " F " END)"
