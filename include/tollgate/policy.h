@@ -89,7 +89,7 @@ struct policy_limit {
 	int64_t max_tool_calls, max_depth, max_duration_s, duplicate_threshold;
 	tg_fixed max_cost;
 	char *slot;                 /* canonical (kind, meter, period|window, filter, per) */
-	int64_t created_ms;         /* real time; 0 when unknown */
+	int64_t created_ms;         /* when made, on the tenant's clock (migration 0015); 0 when unknown */
 	json_t *json;               /* the API representation (owned) */
 	/* its object in a check's limits[], made once: head up to "subject":, the limit, the tail */
 	char *reply_head, *reply_limit, *reply_tail;

@@ -730,7 +730,9 @@ struct policy_tenant *policy_compile(const json_t *config, struct tg_error *err)
 		}
 		json_object_set(l->json, "created_at", json_object_get(row, "created_at"));
 		json_object_set(l->json, "updated_at", json_object_get(row, "updated_at"));
-		if (json_is_string(json_object_get(row, "created_at")))
+		/* made when, on the tenant's clock (migration 0015); real time for limits made before */
+		if (!tg_json_get_i64(json_object_get(row, "created_clock_ms"), 1, INT64_MAX / 2, &l->created_ms) &&
+		    json_is_string(json_object_get(row, "created_at")))
 			tg_time_parse(json_string_value(json_object_get(row, "created_at")), &l->created_ms);
 		t->nlimits++;
 	}

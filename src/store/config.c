@@ -13,7 +13,8 @@
 	" 'meters', COALESCE((SELECT json_agg(json_build_object('spec', spec, 'created_at', tg_ts(created_at)," \
 	"   'updated_at', tg_ts(updated_at)) ORDER BY seq) FROM meters WHERE tenant_id = " t ".id), '[]'::json)," \
 	" 'limits', COALESCE((SELECT json_agg(json_build_object('spec', spec, 'created_at', tg_ts(created_at)," \
-	"   'updated_at', tg_ts(updated_at)) ORDER BY seq) FROM limits WHERE tenant_id = " t ".id), '[]'::json))"
+	"   'updated_at', tg_ts(updated_at), 'created_clock_ms', created_clock_ms) ORDER BY seq) "         \
+	"   FROM limits WHERE tenant_id = " t ".id), '[]'::json))"
 
 static struct store_stmt q_config = STORE_STMT(
 	"SELECT " CONFIG_OF("t") " AS config FROM tenants t WHERE t.id = $1", 1);
@@ -191,8 +192,10 @@ fail:
 /* ---- limits ---- */
 
 static struct store_stmt q_limit_insert = STORE_STMT(
-	"INSERT INTO limits (tenant_id, id, kind, scope, meter, tier, customer_id, spec) "
-	"VALUES ($1, $2, $3, $4, $5, $6, $7, $8::json) RETURNING " SPEC_COLS, 8);
+	"INSERT INTO limits (tenant_id, id, kind, scope, meter, tier, customer_id, spec, created_clock_ms) "
+	"VALUES ($1, $2, $3, $4, $5, $6, $7, $8::json, "
+	"  (SELECT (extract(epoch FROM now()) * 1000)::bigint + clock_offset_ms FROM tenants WHERE id = $1)) "
+	"RETURNING " SPEC_COLS, 8);
 
 static int limit_error(int rc, const struct store_limit_row *l, struct tg_error *err)
 {

@@ -894,12 +894,16 @@ START_TEST(reset_and_summary_on_test_clock)
 	tokens_event(&S, t.key, "u1", 30);
 	tokens_event(&S, t.key, "u1", 12);
 	tokens_event(&S, t.key, "u2", 5);
-	/* u3: an hour ago (earlier today: clock_align keeps off midnight) and now */
+	/* u3: an hour ago (earlier today: clock_align keeps off midnight) and now; its tokens of an hour ago
+	 * fell before the hourly limit existed on the tenant's clock, so no limit.reset closes that hour */
+	char earlier[32];
+	snprintf(earlier, sizeof(earlier), "%s", iso(now - 3600));
 	struct resp er = callf(&S, t.key, "POST", "/v1/events",
 			       "{\"events\":[{\"customer_id\":\"u3\",\"type\":\"gpu\",\"timestamp\":\"%s\",\"properties\":{\"gb\":8}},"
+			       "{\"customer_id\":\"u3\",\"type\":\"llm\",\"timestamp\":\"%s\",\"properties\":{\"tokens\":4}},"
 			       "{\"customer_id\":\"u3\",\"type\":\"gpu\",\"properties\":{\"gb\":6}}]}",
-			       iso(now - 3600));
-	ck_assert_msg(er.status == 200 && jint(er.json, "accepted") == 2, "u3's events: %ld %s", er.status, er.body);
+			       earlier, earlier);
+	ck_assert_msg(er.status == 200 && jint(er.json, "accepted") == 3, "u3's events: %ld %s", er.status, er.body);
 	resp_free(&er);
 	long long hour = now / 3600 * 3600, day = now / 86400 * 86400;
 	/* the duties go round robin over every tenant of the database within a time budget per pass:
@@ -943,8 +947,14 @@ START_TEST(reset_and_summary_on_test_clock)
 	ck_assert_int_eq(hooks_wait(rv, "usage.summary", "u3", 1, 5000), 1);
 	hook_find(rv, "usage.summary", "u3", 0, &h);
 	ck_num(h.p, "data.usage.peak", 8);
+	ck_num(h.p, "data.usage.tokens", 4);
 	hook_free(&h);
 	nap_ms(2100);
+	if (hooks_count(rv, "limit.reset", "u3", false) != 0) {
+		hook_find(rv, "limit.reset", "u3", 0, &h);
+		ck_abort_msg("a limit.reset for u3, whose usage of the hourly meter fell an hour before the limit was made "
+			     "(tenant's clock %s): %s .. %s", iso(now), jstr(h.p, "data.period_start"), jstr(h.p, "data.period_end"));
+	}
 	ck_assert_int_eq(hooks_count(rv, "limit.reset", NULL, false), 2);
 	ck_assert_int_eq(hooks_count(rv, "usage.summary", NULL, false), 3);
 	rcv_stop(rv);
