@@ -4,6 +4,7 @@
 
 #include "tollgate/json.h"
 #include "tollgate/store.h"
+#include "tollgate/util.h"
 
 /*
  * Usage over [F, T) in epoch milliseconds (T NULL: no end) of the tenant $1, rows matching KEYS (a
@@ -28,18 +29,22 @@
 #define PERIOD_D2(DAYS, F, T)                                                                               \
 	"(CASE WHEN NOT " DAYS " THEN " F " WHEN " T " IS NULL THEN NULL ELSE greatest(" PERIOD_D1(DAYS, F) ", " T    \
 	" - (" T " % 86400000 + 86400000) % 86400000) END)"
-#define PERIOD_FROM(sel, val, src, tab, col, KEYS, LO, HI)                                                   \
+/* col < HI: as an index condition (HI NULL: 'infinity'), or as a filter */
+#define PERIOD_BELOW(col, HI) col " < COALESCE(tg_ms(" HI "), 'infinity'::timestamptz)"
+#define PERIOD_BELOW_FILTER(col, HI) "(" HI " IS NULL OR " col " < tg_ms(" HI "))"
+#define PERIOD_FROM(sel, val, src, tab, col, KEYS, LO, BELOW)                                                \
 	"SELECT " sel val " AS value, last_ts, " src " AS src, " col " AS t, dims FROM " tab " WHERE tenant_id = $1" \
-	" AND " KEYS " AND " col " >= tg_ms(" LO ") AND " col " < COALESCE(tg_ms(" HI "), 'infinity'::timestamptz)"
+	" AND " KEYS " AND " col " >= tg_ms(" LO ") AND " BELOW
 #define PERIOD_ROWS_IF(DAYS, sel, KEYS, F, T, AG)                                                           \
-	PERIOD_FROM(sel, "value", "0", "usage_rollups_daily", "day", KEYS, PERIOD_D1(DAYS, F), PERIOD_D2(DAYS, F, T)) \
-	" UNION ALL SELECT " sel "CASE WHEN " AG " >= 2 THEN value ELSE value - in_day END AS value, last_ts, 1 AS src, " \
-	"hour AS t, dims FROM usage_rollups WHERE tenant_id = $1 AND " KEYS " AND NOT compacted"                 \
-	" AND hour >= tg_ms(" PERIOD_D1(DAYS, F) ") AND (" PERIOD_D2(DAYS, F, T) " IS NULL OR hour < tg_ms("      \
-	PERIOD_D2(DAYS, F, T) "))"                                                                               \
+	PERIOD_FROM(sel, "value", "0", "usage_rollups_daily", "day", KEYS, PERIOD_D1(DAYS, F),                   \
+		    PERIOD_BELOW("day", PERIOD_D2(DAYS, F, T)))                                                     \
+	" UNION ALL " PERIOD_FROM(sel, "CASE WHEN " AG " >= 2 THEN value ELSE value - in_day END", "1",           \
+				  "usage_rollups", "hour", KEYS " AND NOT compacted", PERIOD_D1(DAYS, F),           \
+				  PERIOD_BELOW_FILTER("hour", PERIOD_D2(DAYS, F, T)))                               \
 	" UNION ALL " PERIOD_FROM(sel, "value", "1", "usage_rollups", "hour", KEYS, F,                           \
-				  "least(" PERIOD_D1(DAYS, F) ", " T ")")                                           \
-	" UNION ALL " PERIOD_FROM(sel, "value", "1", "usage_rollups", "hour", KEYS, PERIOD_D2(DAYS, F, T), T)
+				  PERIOD_BELOW("hour", "least(" PERIOD_D1(DAYS, F) ", " T ")"))                     \
+	" UNION ALL " PERIOD_FROM(sel, "value", "1", "usage_rollups", "hour", KEYS, PERIOD_D2(DAYS, F, T),       \
+				  PERIOD_BELOW("hour", T))
 #define PERIOD_ROWS(sel, KEYS, F, T, AG) PERIOD_ROWS_IF("true", sel, KEYS, F, T, AG)
 #define PERIOD_AGG(AG)                                                                                      \
 	"CASE WHEN " AG " = 2 THEN max(value) "                                                                  \
@@ -117,11 +122,6 @@ void store_compact_key_clear(struct store_compact_key *k)
 	memset(k, 0, sizeof(*k));
 }
 
-static char *dup_or_null(const char *s)
-{
-	return s ? strdup(s) : NULL;
-}
-
 int store_rollups_compact(int64_t cutoff_ms, int limit, struct store_compact_key *key, int64_t *taken,
 			  int64_t *compacted, struct tg_error *err)
 {
@@ -135,9 +135,9 @@ int store_rollups_compact(int64_t cutoff_ms, int limit, struct store_compact_key
 		return rc;
 	*taken = store_int(row, "taken", 0);
 	*compacted = store_int(row, "compacted", 0);
-	if (store_str(row, "last_t")) {
-		char *t = dup_or_null(store_str(row, "last_t")), *s = dup_or_null(store_str(row, "last_s")),
-		     *m = dup_or_null(store_str(row, "last_m"));
+	if (store_str(row, "last_t")) { /* with last_s and last_m: a key of the open-rollups index */
+		char *t = tg_strdup(store_str(row, "last_t")), *s = tg_strdup(store_str(row, "last_s")),
+		     *m = tg_strdup(store_str(row, "last_m"));
 		store_compact_key_clear(key);
 		key->tenant = t;
 		key->subject = s;

@@ -388,7 +388,7 @@ int64_t duties_compact_rollups(void)
 	static struct store_compact_key key;
 	static int64_t last_ms, last_cutoff, found;
 	static bool sweeping, busy = true;
-	int64_t hour = INT64_C(3600000), now = tg_now_ms(), cutoff = (now / hour - 1) * hour, total = 0;
+	int64_t now = tg_now_ms(), cutoff = policy_period_start(PERIOD_HOUR, now) - INT64_C(3600000), total = 0;
 	int64_t started = tg_mono_us(), taken, n;
 	struct tg_error err;
 
