@@ -484,6 +484,44 @@ char *psql(const char *sql)
 	return out;
 }
 
+/* The number psql prints for a formatted query; when psql fails, the test fails (must) or -1. */
+static long long psql_vnum(bool must, const char *fmt, va_list ap)
+{
+	char *q = NULL, *out;
+	long long v = -1;
+
+	if (vasprintf(&q, fmt, ap) < 0)
+		q = NULL;
+	out = q ? psql(q) : NULL;
+	if (out)
+		v = atoll(out);
+	else if (must)
+		ck_abort_msg("psql failed: %s", q ? q : fmt);
+	else
+		fprintf(stderr, "psql failed: %s\n", q ? q : fmt);
+	free(out);
+	free(q);
+	return v;
+}
+
+long long psql_ll(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	long long v = psql_vnum(true, fmt, ap);
+	va_end(ap);
+	return v;
+}
+
+long long psql_num(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	long long v = psql_vnum(false, fmt, ap);
+	va_end(ap);
+	return v;
+}
+
 int run_suite(Suite *s)
 {
 	SRunner *sr = srunner_create(s);

@@ -103,6 +103,10 @@ long long srv_metric(const struct srv *s, const char *series);
 int redis_cmd(const char *cmd); /* e.g. "FLUSHALL"; returns 0 on success */
 /* Run SQL through psql and return its output (trimmed, malloc'd) or NULL. */
 char *psql(const char *sql);
+/* The number psql prints for a printf-formatted query. psql_ll fails the test when psql fails; psql_num
+ * returns -1 then (for run_parallel's threads, where an assertion cannot stop the test). */
+long long psql_ll(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+long long psql_num(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* POST that must succeed (200/201). */
 void must_post(const struct srv *s, const char *key, const char *path, const char *body);

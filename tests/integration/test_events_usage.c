@@ -1,6 +1,5 @@
 /* test_events_usage.c — POST/GET /v1/events and the usage reads (a customer's live limits, time series as JSON
  * and CSV) over real HTTP against real PostgreSQL and Redis. */
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,11 +38,34 @@ static void ck_rejected(json_t *root, size_t k, long long index, const char *cod
 			      "rejected %lld: param should be %s", index, param);
 }
 
+/* GET a usage series (path with its query): exactly these bucket values, in order. */
+static void ck_series_values(const char *key, const char *path, size_t n, const double *want)
+{
+	struct resp r = req(&S, "GET", path, key, NULL, NULL);
+	ck_status(r, 200);
+	ck_assert_msg(json_array_size(jpath(r.json, "data")) == n, "%zu buckets, want %zu: %s",
+		      json_array_size(jpath(r.json, "data")), n, r.body);
+	for (size_t i = 0; i < n; i++) {
+		char at[32];
+		snprintf(at, sizeof(at), "data.%zu.value", i);
+		ck_qty(r.json, at, want[i]);
+	}
+	resp_free(&r);
+}
+
+/* A dry-run check of amount 0 (dims: JSON object text): the live state of every limit that applies. */
+static struct resp dry_run(const char *key, const char *cust, const char *meter, const char *dims)
+{
+	struct resp r = CHECK(key, "{\"customer_id\":\"%s\",\"meter\":\"%s\",\"amount\":0,\"dry_run\":true,\"dimensions\":%s}",
+			      cust, meter, dims);
+	ck_assert_msg(r.status == 200 || r.status == 429, "%ld %s", r.status, r.body);
+	return r;
+}
+
 /* Quota state of one customer through a dry-run check of amount 0. */
 static void ck_used(const char *key, const char *cust, const char *lim, double used)
 {
-	struct resp r = CHECK(key, "{\"customer_id\":\"%s\",\"meter\":\"tokens\",\"amount\":0,\"dry_run\":true}", cust);
-	ck_assert_msg(r.status == 200 || r.status == 429, "%ld %s", r.status, r.body);
+	struct resp r = dry_run(key, cust, "tokens", "{}");
 	ck_qty(lim_must(r.json, lim, NULL), "used", used);
 	resp_free(&r);
 }
@@ -511,13 +533,7 @@ START_TEST(usage_series_json_and_csv)
 
 	/* hourly totals */
 	snprintf(path, sizeof(path), "/v1/usage?meter=tokens&customer_id=c1&granularity=hour&%s", range);
-	r = req(&S, "GET", path, t.key, NULL, NULL);
-	ck_status(r, 200);
-	ck_assert_int_eq(json_array_size(jpath(r.json, "data")), 3);
-	ck_qty(r.json, "data.0.value", 3.75);
-	ck_qty(r.json, "data.1.value", 0.000001);
-	ck_qty(r.json, "data.2.value", 10.3);
-	resp_free(&r);
+	ck_series_values(t.key, path, 3, (const double[]){3.75, 0.000001, 10.3});
 	/* the whole tenant */
 	snprintf(path, sizeof(path), "/v1/usage?meter=tokens&granularity=hour&%s", range);
 	r = req(&S, "GET", path, t.key, NULL, NULL);
@@ -665,31 +681,11 @@ END_TEST
 
 /* ---- days of usage (migration 0013): the worker compacts past hours into days; readers add them up ---- */
 
-/* A number psql prints for sql (printf-formatted); -1 when psql fails. */
-static long long sql_count(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static long long sql_count(const char *fmt, ...)
-{
-	char sql[2048];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(sql, sizeof(sql), fmt, ap);
-	va_end(ap);
-	char *out = psql(sql);
-	if (!out) { /* no assertion: it runs on run_parallel's threads too */
-		fprintf(stderr, "psql failed: %s\n", sql);
-		return -1;
-	}
-	long long n = atoll(out);
-	free(out);
-	return n;
-}
-
 /* The days of a tenant whose usage read as days plus open hours (as a whole-day period is read) differs from
  * the same day read from its hours alone: what every reader of the days relies on, at every commit. */
 static long long days_off(const char *tenant)
 {
-	return sql_count(
+	return psql_num(
 		"WITH m AS (SELECT id AS meter_id, CASE spec->>'aggregation' WHEN 'max' THEN 2 WHEN 'latest' THEN 3 ELSE 0 END "
 		"  AS agg FROM meters WHERE tenant_id = '%s'), "
 		"r AS (SELECT r.*, tg_day(hour) AS day, COALESCE(m.agg, 0) AS agg FROM usage_rollups r LEFT JOIN m USING (meter_id) "
@@ -716,14 +712,14 @@ static long long compacted_by(const char *tenant, long long before, bool now)
 	for (int i = 0; i < 250; i++) {
 		if (now)
 			free(psql("SELECT tg_compact_rollups(now() - interval '1 hour', 100000)"));
-		open = sql_count("SELECT count(*) FROM usage_rollups WHERE tenant_id = '%s' AND NOT compacted "
+		open = psql_num("SELECT count(*) FROM usage_rollups WHERE tenant_id = '%s' AND NOT compacted "
 				 "AND hour < to_timestamp(%lld)", tenant, before);
 		if (open == 0)
 			break;
 		nap_ms(100);
 	}
 	ck_assert_msg(open == 0, "%lld hourly rollups of tenant %s before %s still not compacted", open, tenant, iso(before));
-	return sql_count("SELECT count(*) FROM usage_rollups WHERE tenant_id = '%s' AND compacted", tenant);
+	return psql_num("SELECT count(*) FROM usage_rollups WHERE tenant_id = '%s' AND compacted", tenant);
 }
 
 #define await_compacted(tenant, before) compacted_by(tenant, before, false)
@@ -732,9 +728,7 @@ static long long compacted_by(const char *tenant, long long before, bool now)
 /* used of limit lim for a customer, by a dry run of meter with these dimensions (JSON object text) */
 static double used_by(const char *key, const char *cust, const char *meter, const char *dims, const char *lim)
 {
-	struct resp r = CHECK(key, "{\"customer_id\":\"%s\",\"meter\":\"%s\",\"amount\":0,\"dry_run\":true,\"dimensions\":%s}",
-			      cust, meter, dims);
-	ck_assert_msg(r.status == 200 || r.status == 429, "%ld %s", r.status, r.body);
+	struct resp r = dry_run(key, cust, meter, dims);
 	double u = jnum(lim_must(r.json, lim, NULL), "used");
 	resp_free(&r);
 	return u;
@@ -785,12 +779,12 @@ START_TEST(daily_rollups_add_up_to_their_hours)
 	ck_counts(&r, 5, 0, 0);
 	resp_free(&r);
 	ck_assert_int_gt(await_compacted(t.id, h - 3600), 0);
-	ck_assert_int_gt(sql_count("SELECT count(*) FROM usage_rollups_daily WHERE tenant_id = '%s'", t.id), 0);
-	ck_assert_int_eq(sql_count("SELECT count(*) FROM usage_rollups WHERE tenant_id = '%s' AND NOT compacted "
+	ck_assert_int_gt(psql_num("SELECT count(*) FROM usage_rollups_daily WHERE tenant_id = '%s'", t.id), 0);
+	ck_assert_int_eq(psql_num("SELECT count(*) FROM usage_rollups WHERE tenant_id = '%s' AND NOT compacted "
 				   "AND hour = to_timestamp(%lld)", t.id, h), 6); /* tokens, peak, last of c and of the platform */
 	ck_assert_int_eq(days_off(t.id), 0);
 	ck_totals(&t, 270, 180, 100, 20);
-	ck_assert_int_eq(sql_count("SELECT count(*) FROM webhook_events WHERE tenant_id = '%s' AND type = 'limit.threshold'", t.id), 0);
+	ck_assert_int_eq(psql_num("SELECT count(*) FROM webhook_events WHERE tenant_id = '%s' AND type = 'limit.threshold'", t.id), 0);
 
 	/* late events: two into hours compacted already (the writer reopens their rollups; readers add what their
 	 * days do not hold yet), one into a new hour of a compacted day (read as an hour until it is compacted) */
@@ -851,13 +845,7 @@ START_TEST(daily_rollups_add_up_to_their_hours)
 	/* hourly series still come from the hours */
 	char path[256];
 	snprintf(path, sizeof(path), "/v1/usage?meter=tokens&customer_id=c&granularity=hour&from=%s&to=%s", iso(d3), iso(d3 + 3 * 3600));
-	r = req(&S, "GET", path, t.key, NULL, NULL);
-	ck_status(r, 200);
-	ck_assert_int_eq(json_array_size(jpath(r.json, "data")), 3);
-	ck_qty(r.json, "data.0.value", 175);
-	ck_qty(r.json, "data.1.value", 70);
-	ck_qty(r.json, "data.2.value", 5);
-	resp_free(&r);
+	ck_series_values(t.key, path, 3, (const double[]){175, 70, 5});
 
 	/* latest, where a day holds it: an event of the same instant written later wins (as in its hour), an
 	 * older one does not */
@@ -941,7 +929,7 @@ START_TEST(daily_rollups_exact_under_concurrent_compaction)
 	compact_now(t.id, x.h - 3600);
 	ck_assert_int_eq(days_off(t.id), 0);
 	double want = 1200 + 60.0 * (1 + 2 + 3 + 4 + 5 + 6 + 7 + 8);
-	ck_assert_int_eq(sql_count("SELECT sum(value) FROM usage_rollups_daily WHERE tenant_id = '%s' AND subject = 'c'", t.id), (long long)want);
+	ck_assert_int_eq(psql_num("SELECT sum(value) FROM usage_rollups_daily WHERE tenant_id = '%s' AND subject = 'c'", t.id), (long long)want);
 	for (int pass = 0; pass < 2; pass++) {
 		double u = used_of(t.key, "tokens", "{}", "total");
 		ck_assert_msg(u == want, "%s: %g, want %g", pass ? "rebuilt" : "live", u, want);

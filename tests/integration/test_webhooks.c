@@ -108,25 +108,6 @@ static void ck_num(json_t *root, const char *path, double want)
 	free(t);
 }
 
-static long long sql_ll(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static long long sql_ll(const char *fmt, ...)
-{
-	char *q = NULL, *out;
-	long long v;
-	va_list ap;
-
-	va_start(ap, fmt);
-	if (vasprintf(&q, fmt, ap) < 0)
-		q = NULL;
-	va_end(ap);
-	out = psql(q);
-	ck_assert_msg(out != NULL, "psql failed: %s", q);
-	v = atoll(out);
-	free(out);
-	free(q);
-	return v;
-}
-
 /* ---- tenants, meters, limits, events ---- */
 
 #define TOKENS_METER "{\"id\":\"tokens\",\"event_type\":\"llm\",\"aggregation\":\"sum\",\"property\":\"tokens\"}"
@@ -648,7 +629,7 @@ START_TEST(kill9_between_attempts_still_delivers)
 	ck_assert_msg(before == 1, "%d attempts before the kill", before);
 	char q[256];
 	snprintf(q, sizeof(q), "SELECT count(*) FROM webhook_deliveries WHERE id = '%s' AND status = 'pending'", whd);
-	ck_assert_int_eq(sql_ll("%s", q), 1);
+	ck_assert_int_eq(psql_ll("%s", q), 1);
 
 	/* restarted: the delivery arrives, same event id, second attempt */
 	srv_start(&S, FAST_ENV);
@@ -917,7 +898,7 @@ START_TEST(reset_and_summary_on_test_clock)
 	ck_reset(rv, &e, "u1", hour, 42);
 	ck_reset(rv, &e, "u2", hour, 5);
 	/* the history table has the final usage */
-	ck_assert_int_eq(sql_ll("SELECT count(*) FROM period_history WHERE tenant_id = '%s' AND limit_id = 'hourly' "
+	ck_assert_int_eq(psql_ll("SELECT count(*) FROM period_history WHERE tenant_id = '%s' AND limit_id = 'hourly' "
 				"AND subject = 'u1' AND usage = 42 AND \\\"limit\\\" = 100",
 				t.id),
 			 1);
@@ -976,7 +957,7 @@ START_TEST(reset_when_clock_advanced_right_after_limit_created)
 	ck_assert_msg(hooks_wait(rv, "limit.reset", "v1", 1, 6000) == 1,
 		      "no limit.reset within 6 s for the hour that had usage (clock advanced right after the limit was "
 		      "created); duty_progress rows of the tenant: %lld",
-		      sql_ll("SELECT count(*) FROM duty_progress WHERE tenant_id = '%s'", t.id));
+		      psql_ll("SELECT count(*) FROM duty_progress WHERE tenant_id = '%s'", t.id));
 	ck_reset(rv, &e, "v1", now / 3600 * 3600, 7);
 	rcv_stop(rv);
 }
@@ -1423,26 +1404,26 @@ START_TEST(deleting_an_endpoint_takes_its_deliveries)
 	expect_status(&S, "POST", path, t.key, NULL, 201);
 	expect_status(&S, "POST", path, t.key, NULL, 201);
 	for (int i = 0; i < 100 && n < 1; i++, nap_ms(100))
-		n = sql_ll("SELECT count(*) FROM webhook_attempts a JOIN webhook_deliveries d ON d.id = a.delivery_id "
+		n = psql_ll("SELECT count(*) FROM webhook_attempts a JOIN webhook_deliveries d ON d.id = a.delivery_id "
 			      "WHERE d.tenant_id = '%s' AND d.endpoint_id = '%s'", t.id, e.id);
 	ck_assert_msg(n >= 1, "no attempt logged for the refused endpoint");
 	snprintf(path, sizeof(path), "/v1/webhook_endpoints/%s", e.id);
 	expect_status(&S, "DELETE", path, t.key, NULL, 200);
-	ck_assert_int_eq(sql_ll("SELECT count(*) FROM webhook_deliveries WHERE tenant_id = '%s'", t.id), 0);
-	ck_assert_int_eq(sql_ll("SELECT count(*) FROM webhook_attempts WHERE delivery_id IN "
+	ck_assert_int_eq(psql_ll("SELECT count(*) FROM webhook_deliveries WHERE tenant_id = '%s'", t.id), 0);
+	ck_assert_int_eq(psql_ll("SELECT count(*) FROM webhook_attempts WHERE delivery_id IN "
 				   "(SELECT d.id FROM webhook_deliveries d WHERE d.tenant_id = '%s')", t.id), 0);
 
 	/* the race, made by hand: a delivery whose endpoint no longer exists */
-	ck_assert_int_eq(sql_ll("WITH ev AS (INSERT INTO webhook_events (tenant_id, id, type, data) VALUES ('%s', "
+	ck_assert_int_eq(psql_ll("WITH ev AS (INSERT INTO webhook_events (tenant_id, id, type, data) VALUES ('%s', "
 				   "'evt_orphan', 'balance.low', '{}') RETURNING id), d AS (INSERT INTO webhook_deliveries "
 				   "(id, tenant_id, endpoint_id, event_id) SELECT 'whd_orphan_%s', '%s', '%s', id FROM ev "
 				   "RETURNING id) SELECT count(*) FROM d", t.id, t.id, t.id, e.id), 1);
 	n = 0;
 	for (int i = 0; i < 100 && n < 1; i++, nap_ms(100))
-		n = sql_ll("SELECT count(*) FROM webhook_deliveries WHERE id = 'whd_orphan_%s' AND status = 'failed' "
+		n = psql_ll("SELECT count(*) FROM webhook_deliveries WHERE id = 'whd_orphan_%s' AND status = 'failed' "
 			      "AND attempts = 1 AND last_error = 'its endpoint was deleted'", t.id);
 	ck_assert_msg(n == 1, "the orphan delivery was not failed at its first claim");
-	ck_assert_int_eq(sql_ll("SELECT count(*) FROM webhook_attempts WHERE delivery_id = 'whd_orphan_%s' "
+	ck_assert_int_eq(psql_ll("SELECT count(*) FROM webhook_attempts WHERE delivery_id = 'whd_orphan_%s' "
 				   "AND error = 'its endpoint was deleted'", t.id), 1);
 }
 END_TEST
