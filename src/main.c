@@ -156,6 +156,8 @@ int main(int argc, char **argv)
 		.authenticate = auth_authenticate,
 		.authenticate_slow = api_authenticate_slow,
 		.wrap = api_wrap,
+		.idem_begin = api_idem_begin,
+		.idem_end = api_idem_end,
 		.loop_init = loop_init,
 		.worker_exit = worker_exit,
 	};

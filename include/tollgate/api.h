@@ -14,6 +14,9 @@ extern const size_t api_nroutes;
 
 /* The tg_wrap_fn around every worker-pool handler: Idempotency-Key replay on POST. */
 int api_wrap(struct tg_req *req);
+/* The same for the inline routes (/v1/check, /v1/events), split around the handler: see tg_http_opts. */
+int api_idem_begin(struct tg_req *req);
+void api_idem_end(struct tg_req *req, bool keep);
 /* Run the route's handler inside a transaction with its audit entry, when the route changes configuration. */
 int api_audited(struct tg_req *req);
 /* The tg_http_opts.authenticate_slow: a key not cached here, looked up in PostgreSQL (blocking). */

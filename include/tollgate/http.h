@@ -114,6 +114,9 @@ void tg_req_add_header(struct tg_req *req, const char *name, const char *value);
 void tg_req_complete(struct tg_req *req);
 /* When the request arrived (monotonic µs). */
 int64_t tg_req_started_us(const struct tg_req *req);
+/* Visit the response headers added so far (tg_req_add_header), newest first. */
+void tg_req_resp_headers_each(const struct tg_req *req, void (*fn)(void *arg, const char *name, const char *value),
+			      void *arg);
 /* Continue a TG_ASYNC request on the worker pool (where blocking is fine): fn(req) runs there. */
 void tg_req_offload(struct tg_req *req, void (*fn)(struct tg_req *req));
 
@@ -141,6 +144,11 @@ struct tg_http_opts {
 	tg_authenticate_fn authenticate;      /* on the loop: from caches only */
 	tg_authenticate_fn authenticate_slow; /* on a worker, when authenticate says TG_AUTH_ASK_DATABASE */
 	tg_wrap_fn wrap;
+	/* Idempotency-Key on inline routes, both on a worker: idem_begin before the handler (0: run it; 1:
+	 * answered, a replay or a refusal; < 0: req->err), idem_end with its reply before it is sent (keep) or
+	 * to let the key go (!keep: the handler never ran). */
+	int (*idem_begin)(struct tg_req *req);
+	void (*idem_end)(struct tg_req *req, bool keep);
 	tg_loop_init_fn loop_init;
 	void (*worker_exit)(void); /* runs on each worker thread as it ends (close its connections) */
 };

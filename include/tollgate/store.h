@@ -121,8 +121,9 @@ int store_keys_load(const char *tenant_id, json_t **ret, struct tg_error *err);
 /* Idempotency keys (store/tenants.c). claim: 1 = ours to run, 0 = *ret is the stored row. */
 int store_idem_claim(const char *tenant_id, const char *key, const char *hash, int *claimed, json_t **ret,
 		     struct tg_error *err);
+/* headers: "Name: value" lines to replay with the body, or NULL */
 int store_idem_finish(const char *tenant_id, const char *key, int status, const char *content_type,
-		      const char *body, struct tg_error *err);
+		      const char *body, const char *headers, struct tg_error *err);
 int store_idem_forget(const char *tenant_id, const char *key, struct tg_error *err);
 int store_idem_sweep(int64_t *deleted, struct tg_error *err);
 

@@ -48,6 +48,10 @@ struct qarg {
 
 enum req_state { RS_READING, RS_WAITING, RS_READY };
 
+/* An inline route's Idempotency-Key (see idem_begin_job): claimed on a worker before the handler runs,
+ * its reply recorded on a worker before it is sent. */
+enum req_idem { IDEM_NONE, IDEM_CLAIMED, IDEM_RECORDING };
+
 struct http_loop;
 
 struct http_req {
@@ -62,6 +66,7 @@ struct http_req {
 	bool in_handler;    /* an inline handler is running: a completion now needs no resume */
 	bool authenticated; /* the credential was checked (possibly on a worker): dispatch goes on from there */
 	bool completed;     /* ... and it completed before returning TG_ASYNC */
+	enum req_idem idem;
 	int early_status;   /* routing error found on arrival: 404/405 */
 	unsigned allowed;
 	const char *method_name;
@@ -197,6 +202,13 @@ void tg_req_add_header(struct tg_req *req, const char *name, const char *value)
 	r->resp_headers = h;
 }
 
+void tg_req_resp_headers_each(const struct tg_req *req, void (*fn)(void *arg, const char *name, const char *value),
+			      void *arg)
+{
+	for (const struct hdr *h = HR(req)->resp_headers; h; h = h->next)
+		fn(arg, h->name, h->value);
+}
+
 int64_t tg_req_started_us(const struct tg_req *req)
 {
 	return HR(req)->start_us;
@@ -310,10 +322,17 @@ static void resume(struct http_req *r)
 }
 
 /* Runs on the owning loop's thread. */
+static void idem_late_job(void *arg);
+
 static void complete_on_loop(void *arg)
 {
 	struct http_req *r = arg;
 
+	if (r->timed_out && r->idem == IDEM_CLAIMED) {
+		r->idem = IDEM_RECORDING;
+		tg_pool_submit(r->hl->srv->pool, idem_late_job, r); /* keeps the pending operation's reference */
+		return;
+	}
 	if (!r->timed_out)
 		resume(r);
 	req_unref(r);
@@ -409,11 +428,13 @@ static enum MHD_Result queue_reply(struct http_req *r)
 	return ret;
 }
 
+static enum MHD_Result reply_ready(struct http_req *r);
+
 static enum MHD_Result reply_error_now(struct http_req *r, enum tg_err err, const char *code, const char *fmt)
 {
 	tg_fail(&r->pub.err, err, code, NULL, "%s", fmt);
 	tg_req_reply_error(&r->pub);
-	return queue_reply(r);
+	return reply_ready(r);
 }
 
 /* ---- dispatch ---- */
@@ -490,6 +511,83 @@ static void authenticate_slow(void *arg)
 	tg_req_complete(req);
 }
 
+/*
+ * Idempotency-Key on an inline route (POST /v1/check, /v1/events). The loop never blocks, so the key is
+ * claimed on a worker first (opts.idem_begin: a replay or a refusal answers there), the handler then runs
+ * on the loop as usual, and its reply is recorded on a worker (opts.idem_end) before it is sent: a retry
+ * arriving right after the reply finds it. Requests without the header never leave the loop for it.
+ */
+static void idem_end_job(void *arg)
+{
+	struct http_req *r = arg;
+
+	r->hl->srv->opts.idem_end(&r->pub, true);
+	tg_req_complete(&r->pub);
+}
+
+static void unref_on_loop(void *arg)
+{
+	req_unref(arg);
+}
+
+/* After a timeout (503 sent, or the client gone) the key stays claimed, so a retry is refused as still
+ * running rather than run twice; when the handler finishes after all, its reply is recorded (a retry gets
+ * what really happened), and a key claimed for a handler that never ran is let go. */
+static void idem_late_job(void *arg)
+{
+	struct http_req *r = arg;
+
+	r->hl->srv->opts.idem_end(&r->pub, true);
+	tg_loop_post(r->hl->loop, unref_on_loop, r);
+}
+
+static void idem_forget_job(void *arg)
+{
+	struct http_req *r = arg;
+
+	r->hl->srv->opts.idem_end(&r->pub, false);
+	tg_loop_post(r->hl->loop, unref_on_loop, r);
+}
+
+static void idem_claimed_on_loop(void *arg)
+{
+	struct http_req *r = arg;
+
+	if (r->timed_out) {
+		tg_pool_submit(r->hl->srv->pool, idem_forget_job, r); /* keeps the pending operation's reference */
+		return;
+	}
+	r->idem = IDEM_CLAIMED;
+	redispatch_on_loop(r);
+}
+
+static void idem_begin_job(void *arg)
+{
+	struct http_req *r = arg;
+	struct tg_req *req = &r->pub;
+	int rc = r->hl->srv->opts.idem_begin(req);
+
+	if (rc == 0) {
+		tg_loop_post(r->hl->loop, idem_claimed_on_loop, r);
+		return;
+	}
+	if (rc < 0)
+		tg_req_reply_error(req);
+	tg_req_complete(req);
+}
+
+/* A reply is ready: send it, or first record it for its Idempotency-Key. */
+static enum MHD_Result reply_ready(struct http_req *r)
+{
+	if (r->idem == IDEM_CLAIMED && !r->timed_out) {
+		r->idem = IDEM_RECORDING;
+		suspend(r);
+		tg_pool_submit(r->hl->srv->pool, idem_end_job, r);
+		return MHD_YES;
+	}
+	return queue_reply(r);
+}
+
 /* Decide what to do with a fully received request; returns true when a reply is ready now. */
 static bool dispatch(struct http_req *r)
 {
@@ -550,12 +648,19 @@ static bool dispatch(struct http_req *r)
 				"send the body as Content-Type: application/json");
 			goto fail;
 		}
-		req->json = tg_json_parse(r->body.buf, r->body.len, true, &req->err);
-		if (!req->json)
+		/* parsed already when this is a redispatch */
+		if (!req->json && !(req->json = tg_json_parse(r->body.buf, r->body.len, true, &req->err)))
 			goto fail;
 	}
 	req->body = r->body.buf ? r->body.buf : "";
 	req->body_len = r->body.len;
+
+	if ((rt->flags & RT_INLINE) && o->idem_begin && r->idem == IDEM_NONE && req->method == TG_POST &&
+	    tg_req_header(req, "Idempotency-Key")) {
+		suspend(r);
+		tg_pool_submit(r->hl->srv->pool, idem_begin_job, r);
+		return false;
+	}
 
 	if (!(rt->flags & RT_INLINE)) {
 		suspend(r);
@@ -726,9 +831,9 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
 		}
 		if (!dispatch(r))
 			return MHD_YES;
-		return queue_reply(r);
+		return reply_ready(r);
 	case RS_READY:
-		return queue_reply(r);
+		return reply_ready(r);
 	case RS_WAITING:
 	default:
 		return MHD_YES;

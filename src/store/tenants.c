@@ -182,13 +182,13 @@ int store_keys_load(const char *tenant_id, json_t **ret, struct tg_error *err)
 static struct store_stmt q_idem_insert = STORE_STMT(
 	"INSERT INTO idempotency_keys (tenant_id, key, request_hash) VALUES ($1, $2, $3) "
 	"ON CONFLICT (tenant_id, key) DO UPDATE SET request_hash = EXCLUDED.request_hash, status = 0, "
-	"response = NULL, content_type = NULL, created_at = now() "
+	"response = NULL, content_type = NULL, headers = NULL, created_at = now() "
 	/* take over a key whose first request is older than 24 h, or died mid-way more than a minute ago */
 	"WHERE idempotency_keys.created_at < now() - interval '24 hours' "
 	"OR (idempotency_keys.status = 0 AND idempotency_keys.created_at < now() - interval '1 minute') "
 	"RETURNING 1 AS claimed", 3);
 static struct store_stmt q_idem_get = STORE_STMT(
-	"SELECT request_hash, status, content_type, response FROM idempotency_keys WHERE tenant_id = $1 AND key = $2", 2);
+	"SELECT request_hash, status, content_type, response, headers FROM idempotency_keys WHERE tenant_id = $1 AND key = $2", 2);
 
 int store_idem_claim(const char *tenant_id, const char *key, const char *hash, int *claimed, json_t **ret,
 		     struct tg_error *err)
@@ -210,13 +210,14 @@ int store_idem_claim(const char *tenant_id, const char *key, const char *hash, i
 }
 
 static struct store_stmt q_idem_finish = STORE_STMT(
-	"UPDATE idempotency_keys SET status = $3, content_type = $4, response = $5 WHERE tenant_id = $1 AND key = $2", 5);
+	"UPDATE idempotency_keys SET status = $3, content_type = $4, response = $5, headers = $6 "
+	"WHERE tenant_id = $1 AND key = $2", 6);
 
 int store_idem_finish(const char *tenant_id, const char *key, int status, const char *content_type,
-		      const char *body, struct tg_error *err)
+		      const char *body, const char *headers, struct tg_error *err)
 {
 	char sbuf[STORE_I64_BUFSZ];
-	const char *p[] = {tenant_id, key, store_i64(status, sbuf), content_type, body};
+	const char *p[] = {tenant_id, key, store_i64(status, sbuf), content_type, body, headers};
 	return store_exec(&q_idem_finish, p, NULL, err);
 }
 

@@ -132,6 +132,147 @@ START_TEST(concurrent_duplicate_event_counts_once)
 }
 END_TEST
 
+/* ---- Idempotency-Key on the hot path ---- */
+
+static struct resp keyed(const struct tenant *t, const char *path, const char *key, const char *body)
+{
+	char h[320];
+	snprintf(h, sizeof(h), "Idempotency-Key: %s", key);
+	const char *hs[] = {h, NULL};
+	return req(&S, "POST", path, t->key, body, hs);
+}
+
+static long long events_of(const struct tenant *t, const char *customer)
+{
+	return psql_ll("SELECT count(*) FROM events WHERE tenant_id = '%s' AND customer_id = '%s'", t->id, customer);
+}
+
+/* A check or an event batch sent again with its Idempotency-Key is answered as the first time, headers
+ * included, and changes nothing; the key with another body is refused; a refused key changes nothing. */
+START_TEST(idempotency_key_on_checks_and_events)
+{
+	struct tenant t = metered("{\"id\":\"cap\",\"kind\":\"quota\",\"meter\":\"tokens\",\"period\":\"month\",\"limit\":10}");
+	const char *take4 = "{\"customer_id\":\"u_idem\",\"meter\":\"tokens\",\"amount\":4,\"consume\":true}";
+
+	struct resp a = keyed(&t, "/v1/check", "chk-1", take4);
+	ck_status(a, 200);
+	ck_assert_ptr_null(resp_header(&a, "Idempotent-Replayed"));
+	struct resp b = keyed(&t, "/v1/check", "chk-1", take4);
+	ck_status(b, 200);
+	ck_assert_str_eq(b.body, a.body);
+	ck_assert_str_eq(resp_header(&b, "Idempotent-Replayed"), "true");
+	ck_assert_str_eq(resp_header(&b, "RateLimit-Remaining"), "6");
+	ck_assert_str_eq(resp_header(&b, "RateLimit-Policy"), "\"cap\";q=10;w=2592000");
+	resp_free(&a);
+	resp_free(&b);
+	ck_assert(usage_of(&t, "u_idem", "cap") == 4);
+	ck_assert_int_eq(events_of(&t, "u_idem"), 1);
+
+	/* the same key with another amount, or on another route: refused, nothing consumed */
+	b = keyed(&t, "/v1/check", "chk-1", "{\"customer_id\":\"u_idem\",\"meter\":\"tokens\",\"amount\":5,\"consume\":true}");
+	ck_err(b, 409, "invalid_request", "idempotency_key_reused", "Idempotency-Key");
+	resp_free(&b);
+	b = keyed(&t, "/v1/events", "chk-1", "{\"customer_id\":\"u_idem\",\"type\":\"llm.completion\",\"properties\":{\"tokens\":1}}");
+	ck_err(b, 409, "invalid_request", "idempotency_key_reused", "Idempotency-Key");
+	resp_free(&b);
+	ck_assert(usage_of(&t, "u_idem", "cap") == 4);
+
+	/* a denial is replayed with its Retry-After, and a replay of it consumes nothing either */
+	expect_status(&S, "POST", "/v1/check", t.key, take4, 200);
+	a = keyed(&t, "/v1/check", "chk-2", take4);
+	ck_status(a, 429);
+	ck_assert_ptr_nonnull(resp_header(&a, "Retry-After"));
+	char retry[32];
+	snprintf(retry, sizeof(retry), "%s", resp_header(&a, "Retry-After"));
+	b = keyed(&t, "/v1/check", "chk-2", take4);
+	ck_status(b, 429);
+	ck_assert_str_eq(b.body, a.body);
+	ck_assert_str_eq(resp_header(&b, "Retry-After"), retry);
+	resp_free(&a);
+	resp_free(&b);
+	ck_assert(usage_of(&t, "u_idem", "cap") == 8);
+
+	/* events without ids: the key makes the retry count once */
+	const char *ev = "{\"events\":[{\"customer_id\":\"u_ev\",\"type\":\"llm.completion\",\"properties\":{\"tokens\":3}},"
+			 "{\"customer_id\":\"u_ev\",\"type\":\"llm.completion\",\"properties\":{\"tokens\":2}}]}";
+	a = keyed(&t, "/v1/events", "batch-1", ev);
+	ck_status(a, 200);
+	ck_assert_int_eq(jint(a.json, "accepted"), 2);
+	b = keyed(&t, "/v1/events", "batch-1", ev);
+	ck_status(b, 200);
+	ck_assert_str_eq(b.body, a.body);
+	ck_assert_str_eq(resp_header(&b, "Idempotent-Replayed"), "true");
+	resp_free(&a);
+	resp_free(&b);
+	ck_assert_int_eq(events_of(&t, "u_ev"), 2);
+	ck_assert(usage_of(&t, "u_ev", "cap") == 5);
+
+	/* a bad request is answered the same way again; a malformed key is refused before anything runs */
+	a = keyed(&t, "/v1/check", "bad-1", "{\"customer_id\":\"u_idem\",\"amount\":-1}");
+	ck_err(a, 400, "invalid_request", "invalid_parameter", "amount");
+	b = keyed(&t, "/v1/check", "bad-1", "{\"customer_id\":\"u_idem\",\"amount\":-1}");
+	ck_assert_str_eq(b.body, a.body);
+	ck_assert_str_eq(resp_header(&b, "Idempotent-Replayed"), "true");
+	resp_free(&a);
+	resp_free(&b);
+	char longkey[300];
+	memset(longkey, 'k', 260);
+	longkey[260] = '\0';
+	b = keyed(&t, "/v1/check", longkey, take4);
+	ck_err(b, 400, "invalid_request", "invalid_idempotency_key", "Idempotency-Key");
+	resp_free(&b);
+	ck_assert(usage_of(&t, "u_idem", "cap") == 8);
+	ck_assert_int_eq(events_of(&t, "u_idem"), 2);
+}
+END_TEST
+
+struct keyed_race {
+	const struct tenant *t;
+	long status[16];
+	char body[16][1024];
+};
+
+static void keyed_one(int i, void *arg)
+{
+	struct keyed_race *k = arg;
+	struct resp r = keyed(k->t, "/v1/check", "race-1",
+			      "{\"customer_id\":\"u_krace\",\"meter\":\"tokens\",\"amount\":1,\"consume\":true}");
+	k->status[i] = r.status;
+	snprintf(k->body[i], sizeof(k->body[i]), "%s", r.body ? r.body : "");
+	resp_free(&r);
+}
+
+/* 16 concurrent sends of one keyed consuming check: it runs once; the others replay it or are told it is
+ * still running. */
+START_TEST(idempotency_key_concurrent_checks_consume_once)
+{
+	struct tenant t = metered("{\"id\":\"cap\",\"kind\":\"quota\",\"meter\":\"tokens\",\"period\":\"month\",\"limit\":100}");
+	struct keyed_race k = {.t = &t};
+	const char *first = NULL;
+
+	run_parallel(16, keyed_one, &k);
+	for (int i = 0; i < 16; i++) {
+		ck_assert_msg(k.status[i] == 200 || k.status[i] == 409, "request %d: %ld %s", i, k.status[i], k.body[i]);
+		if (k.status[i] == 409)
+			ck_assert_ptr_nonnull(strstr(k.body[i], "idempotency_key_in_use"));
+		else if (!first)
+			first = k.body[i];
+		else
+			ck_assert_str_eq(k.body[i], first);
+	}
+	ck_assert_ptr_nonnull(first);
+	ck_assert(usage_of(&t, "u_krace", "cap") == 1);
+	ck_assert_int_eq(events_of(&t, "u_krace"), 1);
+	/* once it is done, every retry is a replay */
+	struct resp r = keyed(&t, "/v1/check", "race-1",
+			      "{\"customer_id\":\"u_krace\",\"meter\":\"tokens\",\"amount\":1,\"consume\":true}");
+	ck_status(r, 200);
+	ck_assert_str_eq(resp_header(&r, "Idempotent-Replayed"), "true");
+	resp_free(&r);
+	ck_assert(usage_of(&t, "u_krace", "cap") == 1);
+}
+END_TEST
+
 /* Many requests of two tenants land in shared writer batches; the live counters of a batch's
  * requests are moved together afterwards (one Redis call per tenant and batch). Every counter must
  * end exactly at the sum of what its requests recorded: the counters exist in Redis beforehand, so
@@ -473,6 +614,8 @@ int main(void)
 	tcase_set_timeout(tc, 240);
 	tcase_add_test(tc, concurrent_consume_respects_hard_limit);
 	tcase_add_test(tc, concurrent_duplicate_event_counts_once);
+	tcase_add_test(tc, idempotency_key_on_checks_and_events);
+	tcase_add_test(tc, idempotency_key_concurrent_checks_consume_once);
 	tcase_add_test(tc, concurrent_batches_move_live_counters_exactly);
 	tcase_add_test(tc, denied_check_consumes_nothing_elsewhere);
 	tcase_add_test(tc, decimal_usage_is_exact);
