@@ -114,9 +114,19 @@ fail:
 	return rc;
 }
 
+/* The tenant's webhook retries move with its clock (migration 0017): every pending delivery counts the
+ * advance toward giving up, and each one waiting for its next attempt comes that much closer. One being
+ * sent right now (claimed: its attempt is counted but not yet logged) keeps its lease, so it is not sent
+ * twice at once. */
 static struct store_stmt q_tenant_advance = STORE_STMT(
-	"UPDATE tenants SET clock_offset_ms = clock_offset_ms + $2, updated_at = now() WHERE id = $1 AND test_mode "
-	"RETURNING " TENANT_COLS, 2);
+	"WITH t AS (UPDATE tenants SET clock_offset_ms = clock_offset_ms + $2, updated_at = now() "
+	"  WHERE id = $1 AND test_mode RETURNING " TENANT_COLS "), "
+	"d AS (UPDATE webhook_deliveries d SET advanced_ms = d.advanced_ms + $2, "
+	"  next_attempt_at = CASE WHEN d.attempts = 0 OR EXISTS (SELECT 1 FROM webhook_attempts a "
+	"      WHERE a.delivery_id = d.id AND a.attempt = d.attempts) "
+	"    THEN greatest(now(), d.next_attempt_at - $2 * interval '1 millisecond') ELSE d.next_attempt_at END "
+	"  FROM t WHERE d.tenant_id = t.id AND d.status = 'pending') "
+	"SELECT * FROM t", 2);
 
 int store_tenant_advance_clock(const char *id, int64_t ms, json_t **ret, struct tg_error *err)
 {

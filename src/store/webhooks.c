@@ -219,7 +219,7 @@ static struct store_stmt q_claim = STORE_STMT_REPLAN(
 	"  ORDER BY d.next_attempt_at LIMIT $1 FOR UPDATE OF d SKIP LOCKED) "
 	"UPDATE webhook_deliveries d SET next_attempt_at = now() + ($2::bigint * interval '1 millisecond'), "
 	"  attempts = d.attempts + 1, updated_at = now() FROM c WHERE d.id = c.id "
-	"RETURNING d.id, d.tenant_id, d.attempts AS attempt, (extract(epoch FROM d.created_at) * 1000)::bigint AS created_ms, "
+	"RETURNING d.id, d.tenant_id, d.attempts AS attempt, (extract(epoch FROM d.created_at) * 1000)::bigint - d.advanced_ms AS created_ms, "
 	"  (SELECT url FROM webhook_endpoints e WHERE e.tenant_id = d.tenant_id AND e.id = d.endpoint_id) AS url, "
 	"  (SELECT secret FROM webhook_endpoints e WHERE e.tenant_id = d.tenant_id AND e.id = d.endpoint_id) AS secret, "
 	"  (SELECT CASE WHEN previous_expires_at > now() THEN previous_secret END FROM webhook_endpoints e "

@@ -818,6 +818,70 @@ static long long clock_advance(const char *key, long long seconds)
 	return t;
 }
 
+/* The delivery of evt once its attempt log holds n attempts (waits up to 5 s). */
+static json_t *delivery_after(const char *key, const char *ep, const char *evt, size_t n)
+{
+	for (int i = 0; i < 100; i++) {
+		json_t *d = delivery_of(&S, key, ep, evt);
+		if (d && json_array_size(jpath(d, "attempt_log")) >= n)
+			return d;
+		json_decref(d);
+		nap_ms(50);
+	}
+	ck_abort_msg("attempt %zu of %s was not recorded in 5 s", n, evt);
+	return NULL;
+}
+
+/* A test-mode tenant's retries run on its clock: advancing it past a retry's time sends the retry at
+ * once, and advancing it 3 days gives up a delivery that keeps failing, as 3 real days would. The
+ * suite's server is restarted with an hour's backoff, so only the clock can bring a retry within the
+ * test; other suites' servers (default 10 s backoff) cannot send one within the 4 s waited here. */
+START_TEST(retries_follow_the_test_clock)
+{
+	static const char *const hourly[] = {"TOLLGATE_WEBHOOK_BACKOFF_BASE_MS=3600000", NULL};
+	srv_stop(&S);
+	srv_start(&S, hourly);
+	struct tenant t = tenant_new(&S, true);
+	struct receiver *rv = rcv_start();
+	char path[128], evt[64];
+
+	rcv_set_default(rv, 500);
+	struct ep e = ep_create(&S, t.key, rcv_url(rv, "/clock"), "[\"*\"]");
+	snprintf(path, sizeof(path), "/v1/webhook_endpoints/%s/test", e.id);
+	struct resp r = req(&S, "POST", path, t.key, NULL, NULL);
+	ck_status(r, 201);
+	snprintf(evt, sizeof(evt), "%s", jstr(r.json, "event_id"));
+	resp_free(&r);
+	json_t *d = delivery_after(t.key, e.id, evt, 1);
+	ck_assert_str_eq(jstr(d, "status"), "pending");
+	long long next = time_parse(jstr(d, "next_attempt_at"));
+	json_decref(d);
+	ck_assert_int_eq(rcv_count(rv), 1);
+
+	/* two hours on the tenant's clock: the retry (due in about an hour) comes now */
+	long long now = clock_advance(t.key, 7200);
+	ck_assert_msg(now - 7200 < next, "the retry was due before the clock moved");
+	ck_assert_msg(rcv_wait(rv, 2, 4000) >= 2, "the retry did not come when the test clock passed its time");
+	d = delivery_after(t.key, e.id, evt, 2);
+	ck_assert_str_eq(jstr(d, "status"), "pending"); /* two hours are not three days */
+	ck_assert_int_eq(jint(d, "attempts"), 2);
+	json_decref(d);
+
+	/* three days later it is given up after one more attempt */
+	clock_advance(t.key, 3 * 86400);
+	ck_assert_msg(rcv_wait(rv, 3, 4000) >= 3, "the last retry did not come when the test clock passed its time");
+	d = delivery_after(t.key, e.id, evt, 3);
+	ck_assert_str_eq(jstr(d, "status"), "failed");
+	ck_assert_int_eq(jint(d, "attempts"), 3);
+	json_decref(d);
+	nap_ms(300);
+	ck_assert_int_eq(rcv_count(rv), 3);
+	rcv_stop(rv);
+	srv_stop(&S);
+	srv_start(&S, FAST_ENV);
+}
+END_TEST
+
 /* Move the clock to 10 minutes into an hour between 01:00 and 21:00 (so a day does not end by itself). */
 /* RFC 3339 UTC text of epoch seconds (a static buffer) */
 static const char *iso(long long t)
@@ -1953,6 +2017,7 @@ int main(void)
 	tcase_add_test(tc, throttled_once_per_minute);
 	tcase_add_test(tc, two_instances_every_event_delivered);
 	tcase_add_test(tc, kill9_between_attempts_still_delivers);
+	tcase_add_test(tc, retries_follow_the_test_clock);
 	tcase_add_test(tc, ssrf_rechecked_at_delivery);
 	tcase_add_test(tc, proxy_environment_ignored);
 	suite_add_tcase(s, tc);
