@@ -116,6 +116,11 @@ int hot_apply_usage(const char *tenant_id, const struct policy_counter *cs, int 
 		    const struct hot_balance_delta *bal, int nbal, const struct hot_release *rel, int nrel,
 		    struct tg_arena *a, struct tg_error *err);
 
+/* How many times this process has released a tenant's reservation holds (hot_apply_usage with releases; a
+ * count shared with the few tenants hashed alike): the loops' deny caches forget denials made before the
+ * latest release, which may have freed room. */
+uint64_t hot_holds_released(const char *tenant_id);
+
 /* Drop a live balance: the next use rebuilds it from the ledger (after a failed update, or a deleted wallet). */
 int hot_balance_forget(const char *tenant_id, const char *owner, struct tg_error *err);
 /* Put rebuilt values into Redis for the counters (has_init) and balance (has_init) still missing there. */

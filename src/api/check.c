@@ -36,16 +36,21 @@
  * amount of such a counter before T is denied from here, without Redis: a
  * customer hammering far past its limit is cheaper to refuse than to serve.
  * Rate limits refill deterministically, so T is exact; quota denials are
- * cached for at most a second (a released reservation or a limit raised on
+ * cached for at most a second (a reservation released or a limit raised on
  * another instance frees room). A new snapshot (any configuration change)
- * voids every entry of the tenant. Loop-local: no locks.
+ * voids every entry of the tenant, and so does a release of reservation holds
+ * by this process. Only the same amount is answered from here: its
+ * Retry-After is the one Redis gave (a larger amount may never fit, or fit
+ * later). Loop-local: no locks.
  */
 #define DENY_CACHE_MAX 65536
 #define DENY_QUOTA_MS 1000
 
 struct deny_entry {
 	int64_t until;
+	int64_t retry_at;             /* when the denied amount could pass (tenant clock), -1: never by waiting */
 	uint64_t generation;
+	uint64_t released;            /* the tenant's count of released holds (hot_holds_released) then */
 	tg_fixed amount;
 	struct policy_counter state;  /* the counter as denied (its limit lives in that generation) */
 	struct tg_metric *throttles;
@@ -84,6 +89,7 @@ struct check {
 		tg_fixed cost;
 	} first;                     /* the original evaluation, answered when no fallback passes */
 	int64_t now;
+	uint64_t released;           /* hot_holds_released before Redis was asked: a deny cached after a release is void */
 	int64_t rsv_ttl;
 	char rsv_id[TG_SID_BUFSZ];
 	bool degraded;
@@ -269,7 +275,9 @@ static void deny_cache_put(struct check *ck, const struct policy_counter *c)
 	if (e->generation != ck->t->generation || !e->throttles)
 		e->throttles = throttle_metric(ck->req->principal.tenant_id, c->limit);
 	e->until = until;
+	e->retry_at = ck->now + c->retry_ms;
 	e->generation = ck->t->generation;
+	e->released = ck->released;
 	e->amount = c->amount;
 	e->state = *c;
 	e->state.subject = NULL; /* the request's memory: never kept */
@@ -289,10 +297,10 @@ static struct deny_entry *deny_cache_hit(struct check *ck)
 			continue;
 		size_t n = deny_key(key, sizeof(key), ck->req->principal.tenant_id, c);
 		e = tg_map_getn(&deny_cache, key, n);
-		if (e && e->generation == ck->t->generation && e->until > ck->now && c->amount >= e->amount) {
+		if (e && e->generation == ck->t->generation && e->released == ck->released && e->until > ck->now &&
+		    c->amount == e->amount) {
 			e->state.subject = c->subject;
-			e->state.amount = c->amount;
-			e->state.retry_ms = e->until - ck->now;
+			e->state.retry_ms = e->retry_at - ck->now;
 			return e;
 		}
 	}
@@ -1009,6 +1017,7 @@ int api_check(struct tg_req *req)
 		return api_bad(req, "meter", "no meter '%s'", ck->chk.meter);
 	}
 	ck->n = policy_plan(ck->t, &ck->chk, &ck->subj, ck->now, &req->arena, &ck->cs);
+	ck->released = hot_holds_released(req->principal.tenant_id);
 	struct deny_entry *e = deny_cache_hit(ck);
 	if (e) {
 		/* answered from the deny cache: the counter that denied is all the state there is */

@@ -1,9 +1,11 @@
 /* usage.c — committed usage into the live counters, and reservation releases (usage.lua). */
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "internal.h"
 #include "tollgate/json.h"
+#include "tollgate/map.h"
 #include "tollgate/util.h"
 
 /* usage.lua's entry kinds by mark rule: as is, again if rebuilt (a), undone if not rebuilt (r) */
@@ -11,6 +13,20 @@ static const char *const quota_kind[] = {[MARK_NONE] = "q", [MARK_APPLY_IF_REBUI
 					 [MARK_UNDO_IF_NOT_REBUILT] = "qr"};
 static const char *const balance_kind[] = {[MARK_NONE] = "b", [MARK_APPLY_IF_REBUILT] = "ba",
 					   [MARK_UNDO_IF_NOT_REBUILT] = "br"};
+
+/* Releases of holds, counted per tenant in a few slots (tenants sharing a slot share a count). */
+#define RELEASE_SLOTS 1024
+static _Atomic uint64_t releases[RELEASE_SLOTS];
+
+static _Atomic uint64_t *release_slot(const char *tenant_id)
+{
+	return &releases[tg_map_hash(tenant_id, strlen(tenant_id)) % RELEASE_SLOTS];
+}
+
+uint64_t hot_holds_released(const char *tenant_id)
+{
+	return atomic_load_explicit(release_slot(tenant_id), memory_order_acquire);
+}
 
 int hot_apply_usage(const char *tenant_id, const struct policy_counter *cs, int n, int64_t now_ms,
 		    const struct hot_balance_delta *bal, int nbal, const struct hot_release *rel, int nrel,
@@ -89,6 +105,8 @@ int hot_apply_usage(const char *tenant_id, const struct policy_counter *cs, int 
 		return err->err;
 	}
 	freeReplyObject(r);
+	if (nrel > 0)
+		atomic_fetch_add_explicit(release_slot(tenant_id), 1, memory_order_release);
 	return 0;
 }
 

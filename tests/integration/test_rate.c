@@ -239,6 +239,80 @@ START_TEST(deny_cache_follows_config_changes)
 }
 END_TEST
 
+/* A denial answered again (by a loop's deny cache after the first on each loop): the same Retry-After
+ * as Redis's own answer, for the amount asked. */
+static void ck_denied_retry(const struct tenant *t, const char *body, long long lo, long long hi)
+{
+	for (int i = 0; i < 20; i++) {
+		struct resp r = req(&S, "POST", "/v1/check", t->key, body, NULL);
+		ck_status(r, 429);
+		const char *h = resp_header(&r, "Retry-After");
+		if (lo < 0) {
+			ck_assert_msg(h == NULL, "denial %d of %s: Retry-After %s where waiting cannot help", i, body, h);
+			ck_assert(json_is_null(jpath(r.json, "retry_after")));
+		} else {
+			ck_assert_msg(h != NULL, "denial %d of %s: no Retry-After", i, body);
+			long long v = atoll(h);
+			ck_assert_msg(v >= lo && v <= hi, "denial %d of %s: Retry-After %lld, want %lld..%lld", i, body, v,
+				      lo, hi);
+			ck_assert_int_eq(jint(r.json, "retry_after"), v);
+		}
+		resp_free(&r);
+	}
+}
+
+START_TEST(deny_cache_keeps_retry_after)
+{
+	struct tenant t = tenant_new(&S, false);
+	must_post(&S, t.key, "/v1/meters",
+		  "{\"id\":\"tokens\",\"event_type\":\"llm\",\"aggregation\":\"sum\",\"property\":\"tokens\"}");
+	must_post(&S, t.key, "/v1/limits",
+		  "{\"id\":\"day\",\"kind\":\"quota\",\"meter\":\"tokens\",\"period\":\"day\",\"limit\":10}");
+	must_post(&S, t.key, "/v1/limits",
+		  "{\"id\":\"tpm\",\"kind\":\"rate\",\"meter\":\"tokens\",\"limit\":100,\"window\":60,\"burst\":100}");
+	expect_status(&S, "POST", "/v1/check", t.key, "{\"customer_id\":\"q\",\"meter\":\"tokens\",\"amount\":8,\"consume\":true}",
+		      200);
+	/* the quota: until midnight UTC, every time; an amount above the limit itself: never */
+	long long tod = (long long)time(NULL) % 86400, to_midnight = 86400 - tod;
+	ck_denied_retry(&t, "{\"customer_id\":\"q\",\"meter\":\"tokens\",\"amount\":5}", to_midnight - 2, to_midnight + 1);
+	ck_denied_retry(&t, "{\"customer_id\":\"q\",\"meter\":\"tokens\",\"amount\":11}", -1, -1);
+
+	/* the bucket (100 a minute): 90 used, so 20 more fit in 6 s, 100 in 54 s, 200 never */
+	expect_status(&S, "PATCH", "/v1/limits/day", t.key, "{\"limit\":1000000}", 200);
+	expect_status(&S, "POST", "/v1/check", t.key, "{\"customer_id\":\"b\",\"meter\":\"tokens\",\"amount\":90,\"consume\":true}",
+		      200);
+	ck_denied_retry(&t, "{\"customer_id\":\"b\",\"meter\":\"tokens\",\"amount\":20}", 4, 6);
+	ck_denied_retry(&t, "{\"customer_id\":\"b\",\"meter\":\"tokens\",\"amount\":100}", 50, 54);
+	ck_denied_retry(&t, "{\"customer_id\":\"b\",\"meter\":\"tokens\",\"amount\":200}", -1, -1);
+}
+END_TEST
+
+/* A released reservation frees its room for the very next check, also where a denial was cached. */
+START_TEST(deny_cache_forgets_released_holds)
+{
+	struct tenant t = tenant_new(&S, false);
+	must_post(&S, t.key, "/v1/meters",
+		  "{\"id\":\"tokens\",\"event_type\":\"llm\",\"aggregation\":\"sum\",\"property\":\"tokens\"}");
+	must_post(&S, t.key, "/v1/limits",
+		  "{\"id\":\"cap\",\"kind\":\"quota\",\"meter\":\"tokens\",\"period\":\"month\",\"limit\":100}");
+	for (int round = 0; round < 5; round++) {
+		struct resp r = req(&S, "POST", "/v1/check", t.key,
+				    "{\"customer_id\":\"r\",\"meter\":\"tokens\",\"amount\":60,\"reserve\":true}", NULL);
+		ck_status(r, 200);
+		char path[128];
+		snprintf(path, sizeof(path), "/v1/reservations/%s/release", jstr(r.json, "reservation_id"));
+		resp_free(&r);
+		for (int i = 0; i < 10; i++) /* denied while held: cached on each loop */
+			expect_status(&S, "POST", "/v1/check", t.key, "{\"customer_id\":\"r\",\"meter\":\"tokens\",\"amount\":60}",
+				      429);
+		expect_status(&S, "POST", path, t.key, NULL, 200);
+		for (int i = 0; i < 10; i++)
+			expect_status(&S, "POST", "/v1/check", t.key, "{\"customer_id\":\"r\",\"meter\":\"tokens\",\"amount\":60}",
+				      200);
+	}
+}
+END_TEST
+
 START_TEST(rate_limit_on_a_token_meter)
 {
 	struct tenant t = tenant_new(&S, false);
@@ -279,6 +353,8 @@ int main(void)
 	tcase_add_test(tc, sliding_window_per_ip);
 	tcase_add_test(tc, overrides_and_platform_combine);
 	tcase_add_test(tc, deny_cache_follows_config_changes);
+	tcase_add_test(tc, deny_cache_keeps_retry_after);
+	tcase_add_test(tc, deny_cache_forgets_released_holds);
 	tcase_add_test(tc, rate_limit_on_a_token_meter);
 	tcase_add_test(tc, two_instances_share_one_platform_limit);
 	tcase_add_test(tc, accuracy_under_ten_times_the_limit);
