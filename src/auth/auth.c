@@ -30,7 +30,7 @@ static struct {
 	size_t count;
 	_Atomic uint64_t gen; /* bumped by every change of the keys: per-thread caches check it */
 	char *admin_token;
-	unsigned char jwt_key[64];
+	unsigned char *jwt_key; /* TOLLGATE_JWT_SECRET's bytes, as HS256's key (or 32 random bytes) */
 	size_t jwt_key_len;
 } A = {.lock = PTHREAD_RWLOCK_INITIALIZER, .by_tenant = TG_MAP_INIT};
 
@@ -46,11 +46,17 @@ int auth_init(const char *admin_token, const char *jwt_secret)
 {
 	free(A.admin_token);
 	A.admin_token = tg_strdup(admin_token ? admin_token : "");
+	free(A.jwt_key);
 	if (jwt_secret && jwt_secret[0]) {
-		/* any length of secret: the HMAC key is its SHA-256, so short ones are not padded weakly */
-		tg_sha256(jwt_secret, strlen(jwt_secret), A.jwt_key);
-		A.jwt_key_len = 32;
+		/* the secret itself is the key, so any HS256 library given TOLLGATE_JWT_SECRET verifies our tokens
+		 * (HMAC takes keys of any length; a short secret is a weak one, hence the warning) */
+		A.jwt_key_len = strlen(jwt_secret);
+		A.jwt_key = (unsigned char *)tg_strdup(jwt_secret);
+		if (A.jwt_key_len < 32)
+			log_warn("short TOLLGATE_JWT_SECRET", "a secret of %zu bytes is easy to guess: use 32 or more",
+				 A.jwt_key_len);
 	} else {
+		A.jwt_key = tg_malloc(32);
 		tg_random_bytes(A.jwt_key, 32);
 		A.jwt_key_len = 32;
 		log_warn("no TOLLGATE_JWT_SECRET", "tokens from POST /v1/auth/tokens will not survive a restart "

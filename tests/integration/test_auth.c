@@ -4,6 +4,9 @@
 #include <string.h>
 #include <time.h>
 
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
 #include "harness.h"
 
 static struct srv S;
@@ -661,6 +664,33 @@ START_TEST(jwt_tampered_and_forged)
 }
 END_TEST
 
+/* HS256 under TOLLGATE_JWT_SECRET itself (the harness sets it), so any JWT library given that secret
+ * verifies the tokens: recompute the signature with OpenSSL (the harness's default secret unless the
+ * environment sets one). */
+START_TEST(jwt_signed_with_the_configured_secret)
+{
+	struct tenant t = tenant_new(&S, false);
+	char *tok = token_new(t.key, "{\"scope\":\"read\",\"ttl\":600}");
+	const char *secret = getenv("TOLLGATE_JWT_SECRET") ? getenv("TOLLGATE_JWT_SECRET") : "integration-test-secret";
+	char *dot2 = strrchr(tok, '.');
+	unsigned char mac[32];
+	unsigned int maclen = 0;
+	char b64[64], want[64];
+	size_t n = 0;
+
+	ck_assert_ptr_nonnull(secret);
+	ck_assert_ptr_nonnull(HMAC(EVP_sha256(), secret, (int)strlen(secret), (const unsigned char *)tok,
+				   (size_t)(dot2 - tok), mac, &maclen));
+	ck_assert_uint_eq(maclen, 32);
+	EVP_EncodeBlock((unsigned char *)b64, mac, 32);
+	for (const char *c = b64; *c && *c != '='; c++) /* base64url, unpadded */
+		want[n++] = *c == '+' ? '-' : *c == '/' ? '_' : *c;
+	want[n] = '\0';
+	ck_assert_str_eq(dot2 + 1, want);
+	free(tok);
+}
+END_TEST
+
 START_TEST(jwt_from_revoked_key)
 {
 	struct tenant t = tenant_new(&S, false);
@@ -697,6 +727,7 @@ int main(void)
 	tcase_add_test(tc, jwt_customer_scoped);
 	tcase_add_test(tc, jwt_expired);
 	tcase_add_test(tc, jwt_tampered_and_forged);
+	tcase_add_test(tc, jwt_signed_with_the_configured_secret);
 	tcase_add_test(tc, jwt_from_revoked_key);
 	suite_add_tcase(s, tc);
 	return run_suite(s);

@@ -80,17 +80,16 @@ static void b64url(const void *in, size_t n, char *out)
 	out[o] = '\0';
 }
 
-/* An HS256 token over any header and claims, signed with the server's key (SHA-256 of the secret). */
+/* An HS256 token over any header and claims, signed with the server's key (the secret itself). */
 static char *forge(const char *header, const char *claims)
 {
-	unsigned char key[32], mac[32];
+	unsigned char mac[32];
 	char h[512], c[1024], sig[64], *out = malloc(2048);
 
-	tg_sha256(SECRET, strlen(SECRET), key);
 	b64url(header, strlen(header), h);
 	b64url(claims, strlen(claims), c);
 	snprintf(out, 2048, "%s.%s", h, c);
-	tg_hmac_sha256(key, sizeof(key), out, strlen(out), mac);
+	tg_hmac_sha256(SECRET, strlen(SECRET), out, strlen(out), mac);
 	b64url(mac, sizeof(mac), sig);
 	strcat(out, ".");
 	strcat(out, sig);
