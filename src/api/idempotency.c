@@ -1,4 +1,5 @@
 /* idempotency.c — Idempotency-Key on POST: the first response is stored and replayed for 24 h. */
+#include <stdlib.h>
 #include <string.h>
 
 #include "tollgate/api.h"
@@ -99,6 +100,31 @@ int api_idem_begin(struct tg_req *req)
 	return 1;
 }
 
+/* Secrets are shown once (API keys, tokens, webhook secrets): the stored reply, which a replay answers, has
+ * them as null. Returns a body to store in place of the reply's (malloc'd), or NULL to store it as is. */
+static char *without_secrets(const struct tg_req *req)
+{
+	static const char *const secret_fields[] = {"secret", "api_key", "token"};
+	struct tg_error e;
+	json_t *body;
+	bool found = false;
+
+	if (!req->resp.buf || req->status >= 300 || !strstr(req->resp.buf, "\":\""))
+		return NULL;
+	if (!(body = tg_json_parse(req->resp.buf, req->resp.len, false, &e)) || !json_is_object(body)) {
+		json_decref(body);
+		return NULL;
+	}
+	for (size_t i = 0; i < TG_ARRAY_SIZE(secret_fields); i++)
+		if (json_is_string(json_object_get(body, secret_fields[i]))) {
+			json_object_set_new(body, secret_fields[i], json_null());
+			found = true;
+		}
+	char *out = found ? tg_json_dumps(body) : NULL;
+	json_decref(body);
+	return out;
+}
+
 void api_idem_end(struct tg_req *req, bool keep)
 {
 	const char *key = tg_req_header(req, "Idempotency-Key"), *tenant = key_tenant(req);
@@ -115,10 +141,12 @@ void api_idem_end(struct tg_req *req, bool keep)
 		return;
 	}
 	struct tg_buf h = TG_BUF_INIT;
+	char *redacted = without_secrets(req);
 	tg_req_resp_headers_each(req, header_line, &h);
 	if (store_idem_finish(tenant, key, req->status, req->content_type ? req->content_type : "application/json",
-			      req->resp.buf ? req->resp.buf : "", h.len ? h.buf : NULL, &e) < 0)
+			      redacted ? redacted : req->resp.buf ? req->resp.buf : "", h.len ? h.buf : NULL, &e) < 0)
 		log_warn("idempotency response not stored", "%s", e.detail);
+	free(redacted);
 	tg_buf_release(&h);
 }
 
