@@ -565,6 +565,27 @@ END_TEST
 
 /* ---- Idempotency-Key ---- */
 
+/* POST twice with one Idempotency-Key: the replay is the same object (its `same` field) with `field` null,
+ * and no stored response holds the first answer's secret. */
+static void ck_secret_not_replayed(const char *path, const char *auth, const char *body, const char *key,
+				   const char *field, const char *same)
+{
+	char h[128];
+	snprintf(h, sizeof(h), "Idempotency-Key: %s", key);
+	const char *hs[] = {h, NULL};
+	struct resp a = req(&S, "POST", path, auth, body, hs);
+	ck_status(a, 201);
+	struct resp b = req(&S, "POST", path, auth, body, hs);
+	ck_status(b, 201);
+	ck_assert_str_eq(resp_header(&b, "Idempotent-Replayed"), "true");
+	ck_assert_str_eq(jstr(b.json, same), jstr(a.json, same));
+	ck_assert(json_is_null(jpath(b.json, field)));
+	ck_assert_int_eq(psql_ll("SELECT count(*) FROM idempotency_keys WHERE position('%s' IN response) > 0",
+				 jstr(a.json, field)), 0);
+	resp_free(&a);
+	resp_free(&b);
+}
+
 START_TEST(idempotency_key)
 {
 	struct tenant t = tenant_new(&S, false);
@@ -627,40 +648,11 @@ START_TEST(idempotency_key)
 
 	/* secrets are shown once: a replay answers the same object with its secret null, and the stored
 	 * response never holds it (API keys, tokens, a tenant's first key) */
-	const char *hk[] = {"Idempotency-Key: key-1", NULL};
-	a = req(&S, "POST", "/v1/api_keys", t.key, "{\"scopes\":[\"read\"]}", hk);
-	ck_status(a, 201);
-	b = req(&S, "POST", "/v1/api_keys", t.key, "{\"scopes\":[\"read\"]}", hk);
-	ck_status(b, 201);
-	ck_assert_str_eq(jstr(b.json, "id"), jstr(a.json, "id"));
-	ck_assert_str_eq(jstr(b.json, "prefix"), jstr(a.json, "prefix"));
-	ck_assert(json_is_null(jpath(b.json, "secret")));
-	ck_assert_int_eq(psql_ll("SELECT count(*) FROM idempotency_keys WHERE position('%s' IN response) > 0",
-				 jstr(a.json, "secret")), 0);
-	resp_free(&a);
-	resp_free(&b);
+	ck_secret_not_replayed("/v1/api_keys", t.key, "{\"scopes\":[\"read\"]}", "key-1", "secret", "id");
 	ck_assert_int_eq(list_len(t.key, "/v1/api_keys"), 2);
-	const char *hj[] = {"Idempotency-Key: token-1", NULL};
-	a = req(&S, "POST", "/v1/auth/tokens", t.key, "{\"scope\":\"read\",\"ttl\":600}", hj);
-	ck_status(a, 201);
-	b = req(&S, "POST", "/v1/auth/tokens", t.key, "{\"scope\":\"read\",\"ttl\":600}", hj);
-	ck_status(b, 201);
-	ck_assert(json_is_null(jpath(b.json, "token")));
-	ck_assert_str_eq(jstr(b.json, "expires_at"), jstr(a.json, "expires_at"));
-	ck_assert_int_eq(psql_ll("SELECT count(*) FROM idempotency_keys WHERE position('%s' IN response) > 0",
-				 jstr(a.json, "token")), 0);
-	resp_free(&a);
-	resp_free(&b);
-	a = req(&S, "POST", "/v1/tenants", S.admin, "{\"name\":\"replayed\"}", hj);
-	ck_status(a, 201);
-	b = req(&S, "POST", "/v1/tenants", S.admin, "{\"name\":\"replayed\"}", hj);
-	ck_status(b, 201);
-	ck_assert_str_eq(jstr(b.json, "id"), jstr(a.json, "id"));
-	ck_assert(json_is_null(jpath(b.json, "api_key")));
-	ck_assert_int_eq(psql_ll("SELECT count(*) FROM idempotency_keys WHERE position('%s' IN response) > 0",
-				 jstr(a.json, "api_key")), 0);
-	resp_free(&a);
-	resp_free(&b);
+	ck_secret_not_replayed("/v1/auth/tokens", t.key, "{\"scope\":\"read\",\"ttl\":600}", "token-1", "token",
+			       "expires_at");
+	ck_secret_not_replayed("/v1/tenants", S.admin, "{\"name\":\"replayed\"}", "tenant-1", "api_key", "id");
 
 	/* a malformed key */
 	char longkey[300] = "Idempotency-Key: ";
