@@ -96,6 +96,9 @@ const char *store_str(const json_t *row, const char *col);       /* NULL when NU
 int64_t store_int(const json_t *row, const char *col, int64_t def);
 bool store_is_true(const json_t *row, const char *col);
 tg_fixed store_get_fixed(const json_t *row, const char *col, tg_fixed def);
+/* A sum of usage (NULL: 0). Past the largest quantity (9e12) it reads as the largest: sums of many events
+ * may go that far, and then exceed every limit (which store_get_fixed would read as its default). */
+tg_fixed store_get_usage(const json_t *row, const char *col);
 
 /* ---- resources (rows are JSON objects shaped like the API's) ---- */
 

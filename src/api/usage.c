@@ -121,7 +121,7 @@ static void reply_csv(struct tg_req *req, json_t *rows, const char **group, int 
 			tg_buf_addc(&b, ',');
 			csv_field(&b, v ? v : "");
 		}
-		tg_fixed_format(store_get_fixed(row, "value", 0), num);
+		tg_fixed_format(store_get_usage(row, "value"), num);
 		tg_buf_addf(&b, ",%s\r\n", num);
 	}
 	tg_req_reply_raw(req, 200, "text/csv; charset=utf-8", b.buf, b.len);
@@ -195,6 +195,10 @@ int api_usage_series(struct tg_req *req)
 	store_array_release(&ga);
 	if (rc < 0)
 		return rc;
+	size_t i;
+	json_t *row;
+	json_array_foreach(rows, i, row) /* a bucket past the largest quantity: that quantity, as a number */
+		json_object_set_new(row, "value", tg_json_fixed(store_get_usage(row, "value")));
 	if (wants_csv(req))
 		reply_csv(req, rows, group, ngroup);
 	else

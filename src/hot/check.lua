@@ -267,7 +267,9 @@ local function one(gflags, n, pos)
           redis.call('HSET', key, 'u', D(s.A))
         else
           s.U = add(s.U, s.A)
-          redis.call('HINCRBY', key, 'u', D(s.A))
+          incr_usage(key, 'u', D(s.A))
+          -- (only past a soft limit can it go beyond the largest quantity, and then it is wide)
+          if Wd ~= nil and cmp(s.U, N(UMAXS)) > 0 then s.U = N(UMAXS) end
         end
       elseif reserve then
         s.R = add(s.R, s.A)

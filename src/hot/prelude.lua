@@ -108,6 +108,14 @@ local function O(a)
   if type(a) == 'number' then return a end
   return wd().str(a)
 end
+-- A quota's usage stops at the largest quantity, 9e12 units less a micro-unit (the server's TG_FIXED_MAX,
+-- what it reads a larger sum from PostgreSQL as): past 9.2e12 HINCRBY fails on int64 overflow, and a counter
+-- left below its real usage would let a quota through.
+local UMAXS = '8999999999999999999'
+local function incr_usage(key, field, amt)
+  local r = redis.pcall('HINCRBY', key, field, amt)
+  if type(r) ~= 'number' or r > 8.999999999999999e18 then redis.call('HSET', key, field, UMAXS) end
+end
 -- A token bucket's level (what is used), drained at rate per win ms up to now, with when it was last
 -- drained and until when the key is kept: its hash field s = pack(i8 level, i8 at ms, i8 kept until ms).
 local function tb_state(key, now, rate, win)

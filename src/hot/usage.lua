@@ -34,7 +34,7 @@ for i = 1, n do
       elseif agg == 'l' then
         redis.call('HSET', key, 'u', ARGV[b + 2])
       else
-        redis.call('HINCRBY', key, 'u', ARGV[b + 2])
+        incr_usage(key, 'u', ARGV[b + 2])
       end
     end
   elseif kind == 'b' or kind == 'ba' or kind == 'br' then

@@ -638,6 +638,20 @@ tg_fixed store_get_fixed(const json_t *row, const char *col, tg_fixed def)
 	return tg_json_get_fixed(json_object_get(row, col), &f) == TG_FIXED_OK ? f : def;
 }
 
+tg_fixed store_get_usage(const json_t *row, const char *col)
+{
+	const json_t *v = json_object_get(row, col);
+	const char *text = json_is_string(v) ? json_string_value(v) : NULL;
+	tg_fixed f;
+
+	if (tg_json_get_fixed(v, &f) == TG_FIXED_OK)
+		return f;
+	/* a numeric past the largest quantity comes as its text (see cell_to_json) */
+	if (text && tg_fixed_parse_cstr(text, &f) == TG_FIXED_ERANGE)
+		return text[0] == '-' ? -TG_FIXED_MAX : TG_FIXED_MAX;
+	return 0;
+}
+
 /* ---- migrations ---- */
 
 static struct store_stmt q_mig_applied = STORE_STMT("SELECT 1 FROM schema_migrations WHERE version = $1", 1);

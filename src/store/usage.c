@@ -73,7 +73,7 @@ int store_usage_value(const char *tenant_id, const char *subject, const char *me
 
 	if ((rc = store_exec1(&q_usage_value_real, p, &row, err)) < 0)
 		return rc;
-	*ret = store_get_fixed(row, "v", 0);
+	*ret = store_get_usage(row, "v");
 	json_decref(row);
 	return 0;
 }

@@ -405,7 +405,7 @@ static int fire_watches(const char *tenant, struct store_submission **subs, int 
 		if (k < 0 || k >= count)
 			continue;
 		const struct store_watch *x = list[k];
-		tg_fixed used = store_get_fixed(row, "value", 0);
+		tg_fixed used = store_get_usage(row, "value");
 		char ts1[TG_TIME_BUFSZ], ts2[TG_TIME_BUFSZ];
 		tg_time_format(x->from_ms, ts1);
 		tg_time_format(x->to_ms == INT64_MAX ? 0 : x->to_ms, ts2);

@@ -180,7 +180,7 @@ static int close_limit(const struct policy_tenant *t, const void *arg, int64_t s
 		bool written;
 		if (!applies(t, l, subject, info, &a))
 			continue;
-		tg_fixed usage = store_get_fixed(row, "value", 0);
+		tg_fixed usage = store_get_usage(row, "value");
 		if ((rc = store_period_close(t->id, l->id, subject, start, end, usage, l->limit, &written, err)) < 0)
 			goto out;
 		if (!written)
@@ -238,7 +238,7 @@ static int summarise_day(const struct policy_tenant *t, const void *arg, int64_t
 			current = subject;
 			usage = json_object();
 		}
-		json_object_set_new(usage, store_str(row, "meter_id"), tg_json_fixed(store_get_fixed(row, "value", 0)));
+		json_object_set_new(usage, store_str(row, "meter_id"), tg_json_fixed(store_get_usage(row, "value")));
 	}
 	json_decref(usage);
 	json_decref(rows);

@@ -374,6 +374,53 @@ START_TEST(denied_check_consumes_nothing_elsewhere)
 }
 END_TEST
 
+/* Usage past the largest quantity (9e12: each event below it, their sum not): the counter stops at the
+ * largest quantity, whether it was live in Redis or rebuilt from PostgreSQL, so a hard quota still denies
+ * (the sum once read as 0 and let everything through); the series report it as a number. */
+START_TEST(usage_past_the_largest_quantity_saturates)
+{
+	struct tenant t = tenant_new(&S, false);
+	must_post(&S, t.key, "/v1/meters", "{\"id\":\"bytes\",\"event_type\":\"egress\",\"aggregation\":\"sum\",\"property\":\"bytes\"}");
+	must_post(&S, t.key, "/v1/limits",
+		  "{\"id\":\"cap\",\"kind\":\"quota\",\"meter\":\"bytes\",\"period\":\"month\",\"limit\":8500000000000}");
+#define CHECK1 "{\"customer_id\":\"%s\",\"meter\":\"bytes\",\"amount\":1}"
+	/* "warm": its counter is live in Redis before the events; "cold": rebuilt from the rollups at the check */
+	const char *who[] = {"warm", "cold"};
+	for (int w = 0; w < 2; w++) {
+		if (w == 0) {
+			struct resp r = reqf(&S, "POST", "/v1/check", t.key,
+					     "{\"customer_id\":\"%s\",\"meter\":\"bytes\",\"amount\":1,\"consume\":true}", who[w]);
+			ck_status(r, 200);
+			resp_free(&r);
+		}
+		/* 1e12, then 8.9e12: below the limit after the first, past int64 micro-units (9.22e12) at the second */
+		for (int i = 0; i < 2; i++) {
+			struct resp r = reqf(&S, "POST", "/v1/events", t.key,
+					     "{\"customer_id\":\"%s\",\"type\":\"egress\",\"properties\":{\"bytes\":%s}}",
+					     who[w], i == 0 ? "1000000000000" : "8900000000000");
+			ck_status(r, 200);
+			ck_assert_int_eq(jint(r.json, "accepted"), 1);
+			resp_free(&r);
+		}
+		struct resp r = reqf(&S, "POST", "/v1/check", t.key, CHECK1, who[w]);
+		ck_status(r, 429);
+		ck_assert_str_eq(jstr(r.json, "code"), "quota_exceeded");
+		ck_assert_str_eq(jstr(r.json, "limits.0.id"), "cap");
+		ck_assert_msg(jnum(r.json, "limits.0.used") > 8.99e12, "%s: used %f", who[w], jnum(r.json, "limits.0.used"));
+		resp_free(&r);
+		ck_assert_msg(usage_of(&t, who[w], "cap") > 8.99e12, "%s: usage %f", who[w], usage_of(&t, who[w], "cap"));
+		char path[160];
+		snprintf(path, sizeof(path), "/v1/usage?meter=bytes&customer_id=%s&granularity=month", who[w]);
+		r = req(&S, "GET", path, t.key, NULL, NULL);
+		ck_status(r, 200);
+		ck_assert_msg(json_is_number(jpath(r.json, "data.0.value")), "%s", r.body);
+		ck_assert(jnum(r.json, "data.0.value") > 8.99e12);
+		resp_free(&r);
+	}
+#undef CHECK1
+}
+END_TEST
+
 START_TEST(decimal_usage_is_exact)
 {
 	struct tenant t = metered("{\"id\":\"dec\",\"kind\":\"quota\",\"meter\":\"tokens\",\"period\":\"month\",\"limit\":0.3}");
@@ -619,6 +666,7 @@ int main(void)
 	tcase_add_test(tc, concurrent_batches_move_live_counters_exactly);
 	tcase_add_test(tc, denied_check_consumes_nothing_elsewhere);
 	tcase_add_test(tc, decimal_usage_is_exact);
+	tcase_add_test(tc, usage_past_the_largest_quantity_saturates);
 	tcase_add_test(tc, kill9_loses_no_acknowledged_event);
 	tcase_add_test(tc, committed_ids_answer_duplicates_from_redis);
 	tcase_add_test(tc, refused_event_ids_are_not_remembered);
