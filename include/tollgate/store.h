@@ -396,9 +396,10 @@ struct store_reservation {
 /* Reservations (store/reservations.c). Insert one (inside the caller's transaction). */
 int store_reservation_insert(const char *tenant_id, const struct store_reservation *r, struct tg_error *err);
 /* Delete the active reservations among ids and return them with their holds (in the arena): the caller
- * lets the holds go in Redis. Ids not active (settled, released, expired, unknown) are not returned. */
-int store_reservations_take(const char *tenant_id, const char *const *ids, int n, struct store_reservation **ret,
-			    int *nret, struct tg_arena *a, struct tg_error *err);
+ * lets the holds go in Redis. Ids not active (settled, released, expired, unknown) are not returned, nor,
+ * when customers (one per id) is given, one made for another customer than its id's. */
+int store_reservations_take(const char *tenant_id, const char *const *ids, const char *const *customers, int n,
+			    struct store_reservation **ret, int *nret, struct tg_arena *a, struct tg_error *err);
 /* Up to max reservations past their expiry on their tenant's clock: rows {tenant_id, id}. */
 int store_reservations_due(int64_t real_now_ms, int max, json_t **ret, struct tg_error *err);
 /* The sum held by active reservations on one key: what a rebuilt counter has reserved. */

@@ -35,14 +35,17 @@ int store_reservation_insert(const char *tenant_id, const struct store_reservati
 }
 
 /* Both rows go in one statement: the holds are not a foreign key's cascade, so no row is deleted twice. */
+/* $3: each id's customer (an event settles only its own customer's reservation), or NULL for any */
 static struct store_stmt q_take = STORE_STMT(
-	"WITH r AS (DELETE FROM reservations WHERE tenant_id = $1 AND id = ANY($2::text[]) RETURNING id, customer_id), "
-	"h AS (DELETE FROM reservation_holds WHERE tenant_id = $1 AND reservation_id = ANY($2::text[]) "
+	"WITH r AS (DELETE FROM reservations WHERE tenant_id = $1 AND id = ANY($2::text[]) "
+	"      AND ($3::text[] IS NULL OR (id, customer_id) IN (SELECT * FROM unnest($2::text[], $3::text[]))) "
+	"      RETURNING id, customer_id), "
+	"h AS (DELETE FROM reservation_holds WHERE tenant_id = $1 AND reservation_id IN (SELECT id FROM r) "
 	"      RETURNING reservation_id, hold_key, amount) "
 	"SELECT r.id, r.customer_id, "
 	"       coalesce((SELECT json_agg(json_build_array(h.hold_key, h.amount::text)) FROM h "
 	"                 WHERE h.reservation_id = r.id), '[]') AS holds "
-	"FROM r", 2);
+	"FROM r", 3);
 
 /* Turn a taken row into a store_reservation in the arena. */
 static void from_row(const json_t *row, struct store_reservation *r, struct tg_arena *a)
@@ -63,21 +66,25 @@ static void from_row(const json_t *row, struct store_reservation *r, struct tg_a
 	}
 }
 
-int store_reservations_take(const char *tenant_id, const char *const *ids, int n, struct store_reservation **ret,
-			    int *nret, struct tg_arena *a, struct tg_error *err)
+int store_reservations_take(const char *tenant_id, const char *const *ids, const char *const *customers, int n,
+			    struct store_reservation **ret, int *nret, struct tg_arena *a, struct tg_error *err)
 {
-	struct store_array arr = {0};
+	struct store_array arr = {0}, cus = {0};
 	json_t *rows = NULL, *row;
 	size_t i;
 	int rc;
 
 	*ret = NULL;
 	*nret = 0;
-	for (int k = 0; k < n; k++)
+	for (int k = 0; k < n; k++) {
 		store_array_add(&arr, ids[k]);
-	const char *p[] = {tenant_id, store_array_text(&arr)};
+		if (customers)
+			store_array_add(&cus, customers[k]);
+	}
+	const char *p[] = {tenant_id, store_array_text(&arr), customers ? store_array_text(&cus) : NULL};
 	rc = store_exec(&q_take, p, &rows, err);
 	store_array_release(&arr);
+	store_array_release(&cus);
 	if (rc < 0)
 		return rc;
 	*ret = tg_arena_alloc(a, sizeof(**ret) * (json_array_size(rows) + 1));

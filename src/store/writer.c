@@ -490,7 +490,7 @@ static int settle_reservations(const char *tenant, struct store_submission **sub
 {
 	for (int s = 0; s < n; s++) {
 		struct store_submission *sub = subs[s];
-		const char **ids;
+		const char **ids, **customers;
 		struct store_reservation *got;
 		int nids = 0, ngot, rc;
 
@@ -501,18 +501,23 @@ static int settle_reservations(const char *tenant, struct store_submission **sub
 		if (nids == 0)
 			continue;
 		ids = tg_arena_alloc(sub->arena, sizeof(*ids) * (size_t)nids);
+		customers = tg_arena_alloc(sub->arena, sizeof(*customers) * (size_t)nids);
 		nids = 0;
 		for (int k = 0; k < sub->n; k++)
-			if (sub->events[k].result == STORE_EV_ACCEPTED && sub->events[k].reservation_id)
+			if (sub->events[k].result == STORE_EV_ACCEPTED && sub->events[k].reservation_id) {
+				customers[nids] = sub->events[k].customer_id;
 				ids[nids++] = sub->events[k].reservation_id;
-		if ((rc = store_reservations_take(tenant, ids, nids, &got, &ngot, sub->arena, err)) < 0)
+			}
+		/* an event settles only its own customer's reservation: one naming another's is usage, no more */
+		if ((rc = store_reservations_take(tenant, ids, customers, nids, &got, &ngot, sub->arena, err)) < 0)
 			return rc;
-		/* the first event naming a reservation settles it */
+		/* the first event naming a reservation (of its customer) settles it */
 		for (int g = 0; g < ngot; g++)
 			for (int k = 0; k < sub->n; k++) {
 				struct store_event *e = &sub->events[k];
 				if (e->result == STORE_EV_ACCEPTED && e->reservation_id && !e->settled &&
-				    strcmp(e->reservation_id, got[g].id) == 0) {
+				    strcmp(e->reservation_id, got[g].id) == 0 &&
+				    strcmp(e->customer_id, got[g].customer_id) == 0) {
 					e->settled = &got[g];
 					break;
 				}

@@ -34,7 +34,7 @@ static void let_go_on_writer(void *arg)
 	int nrel = 0;
 
 	tg_error_clear(&j->err);
-	j->rc = store_reservations_take(j->tenant_id, j->ids, j->n, &j->got, &j->ngot, j->a, &j->err);
+	j->rc = store_reservations_take(j->tenant_id, j->ids, NULL, j->n, &j->got, &j->ngot, j->a, &j->err);
 	if (j->rc < 0)
 		return;
 	for (int i = 0; i < j->ngot; i++)
