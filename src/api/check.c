@@ -58,6 +58,7 @@ struct deny_entry {
 
 static _Thread_local struct tg_map deny_cache;
 static _Thread_local struct tg_map throttle_notified; /* "tenant|customer|limit" → minute + 1 */
+static _Thread_local struct tg_map quota_denial_notified; /* once-keys of limit.exceeded sent from this loop */
 static _Thread_local struct tg_buf throttle_log;
 static _Thread_local bool throttle_hook;
 
@@ -219,6 +220,69 @@ static void notify_throttle(struct check *ck, const struct policy_counter *c)
 			   c->retry_ms >= 0 ? json_integer(c->retry_ms / 1000 + (c->retry_ms % 1000 ? 1 : 0)) : json_null(),
 			   "minute", tg_json_time(minute * 60000), NULL),
 	       key, "rate_limit.denied", ck->req->principal.key_id, "limit", c->limit->id);
+}
+
+/* limit.threshold or limit.exceeded of a quota on the built-in requests meter (same data and once-keys as
+ * the event writer's, src/store/writer.c fire_watches). */
+static void notify_quota(struct check *ck, const struct policy_counter *c, const char *type, const tg_fixed *threshold)
+{
+	const struct policy_limit *l = c->limit;
+	const char *subject = c->subject[0] ? c->subject : "*";
+	bool ends = c->period_end_ms != INT64_MAX;
+	char key[600], thr[TG_FIXED_BUFSZ] = "";
+	json_t *data = tg_json_obj("limit_id", json_string(l->id), "customer_id",
+				   c->subject[0] ? json_string(c->subject) : json_null(), "usage", tg_json_fixed(c->used),
+				   "limit", tg_json_fixed(l->limit), "period_start", tg_json_time(c->period_start_ms),
+				   "period_end", ends ? tg_json_time(c->period_end_ms) : json_null(), NULL);
+
+	if (threshold) {
+		tg_fixed_format(*threshold, thr);
+		json_object_set_new(data, "threshold", tg_json_fixed(*threshold));
+		snprintf(key, sizeof(key), "threshold|%s|%s|%lld|%s", l->id, subject, (long long)c->period_start_ms, thr);
+	} else {
+		json_object_set_new(data, "enforcement", json_string(policy_enforcement_names[l->enforcement]));
+		snprintf(key, sizeof(key), "exceeded|%s|%s|%lld", l->id, subject, (long long)c->period_start_ms);
+	}
+	notice(ck->req->principal.tenant_id, type, data, key, NULL, NULL, NULL, NULL);
+}
+
+/*
+ * Quotas on the built-in requests meter live in Redis alone, so no event batch watches them: the check that
+ * moves one across a threshold fires limit.threshold, and the one that takes it past its limit (a soft or
+ * shadow one) or is the first refused by it (a hard one, which never goes past) fires limit.exceeded. Redis
+ * runs the checks one at a time, so exactly one check sees each crossing; the writer's once-keys make it once
+ * per period across instances, and a loop remembers the refusals it reported so that a customer hammering a
+ * hard limit does not send one per denial to the writer.
+ */
+static void notify_request_quotas(struct check *ck, const struct policy_decision *d)
+{
+	if (ck->chk.dry_run || ck->degraded)
+		return;
+	for (int i = 0; i < ck->n; i++) {
+		const struct policy_counter *c = &ck->cs[i];
+		const struct policy_limit *l = c->limit;
+		if (!c->subject || l->kind != POLICY_QUOTA || l->meter != &ck->t->requests)
+			continue;
+		if (d->allowed) {
+			tg_fixed after = c->used, before = after - c->amount, need;
+			for (int t = 0; t < l->nthresholds; t++)
+				if (l->limit > 0 && tg_fixed_mul(l->limit, l->thresholds[t], &need) == TG_FIXED_OK &&
+				    before < need && need <= after)
+					notify_quota(ck, c, "limit.threshold", &l->thresholds[t]);
+			if (before <= l->limit && after > l->limit)
+				notify_quota(ck, c, "limit.exceeded", NULL);
+		} else if (!c->allowed && l->enforcement == ENF_HARD) {
+			char key[600];
+			snprintf(key, sizeof(key), "%s|%s|%s|%lld", ck->req->principal.tenant_id, l->id, c->subject,
+				 (long long)c->period_start_ms);
+			if (tg_map_get(&quota_denial_notified, key))
+				continue;
+			if (quota_denial_notified.len > DENY_CACHE_MAX)
+				tg_map_release(&quota_denial_notified, NULL);
+			tg_map_put(&quota_denial_notified, key, (void *)1);
+			notify_quota(ck, c, "limit.exceeded", NULL);
+		}
+	}
 }
 
 /* Count and log one denial (a line per throttle, written with the loop's next pass). */
@@ -559,6 +623,7 @@ static void answer(struct check *ck)
 		tg_req_add_header(req, "Retry-After", buf);
 	}
 	tg_metric_add(decisions_metric(d.allowed ? (d.decision == DECISION_WARN ? "warn" : NULL) : d.code), 1);
+	notify_request_quotas(ck, &d);
 	if (!d.allowed && !ck->from_cache) {
 		for (int i = 0; i < ck->n; i++) {
 			const struct policy_counter *c = &ck->cs[i];

@@ -488,6 +488,68 @@ START_TEST(threshold_and_exceeded_by_consuming_checks)
 }
 END_TEST
 
+/* Quotas on the built-in requests meter (counted in Redis alone, by checks) fire thresholds too; a soft one
+ * fires limit.exceeded when a check takes it past its limit, a hard one at its first refusal. */
+START_TEST(requests_quotas_fire_thresholds_and_exceeded)
+{
+	struct tenant t = tenant_new(&S, false);
+	struct receiver *rv = rcv_start();
+	struct hook h;
+
+	expectf(&S, t.key, "POST", "/v1/customers", 201, "{\"id\":\"rs\"}");
+	expectf(&S, t.key, "POST", "/v1/customers", 201, "{\"id\":\"rh\"}");
+	expectf(&S, t.key, "POST", "/v1/limits", 201,
+		"{\"id\":\"soft-req\",\"meter\":\"requests\",\"kind\":\"quota\",\"period\":\"day\",\"limit\":4,"
+		"\"enforcement\":\"soft\",\"thresholds\":[0.5,1.0],\"scope\":\"customer\",\"customer_id\":\"rs\"}");
+	expectf(&S, t.key, "POST", "/v1/limits", 201,
+		"{\"id\":\"hard-req\",\"meter\":\"requests\",\"kind\":\"quota\",\"period\":\"day\",\"limit\":2,"
+		"\"thresholds\":[1.0],\"scope\":\"customer\",\"customer_id\":\"rh\"}");
+	struct ep e = ep_create(&S, t.key, rcv_url(rv, "/rq"), "[\"limit.threshold\",\"limit.exceeded\"]");
+	for (int i = 1; i <= 6; i++) {
+		struct resp r = callf(&S, t.key, "POST", "/v1/check", "{\"customer_id\":\"rs\"}");
+		ck_status(r, 200);
+		ck_assert_str_eq(jstr(r.json, "decision"), i <= 4 ? "allow" : "warn");
+		resp_free(&r);
+		expectf(&S, t.key, "POST", "/v1/check", i <= 2 ? 200 : 429, "{\"customer_id\":\"rh\"}");
+	}
+	/* a dry run past the limit fires nothing */
+	expectf(&S, t.key, "POST", "/v1/check", 200, "{\"customer_id\":\"rs\",\"dry_run\":true}");
+	ck_assert_int_eq(hooks_wait(rv, "limit.threshold", "rs", 2, 10000), 2);
+	ck_assert_int_eq(hooks_wait(rv, "limit.exceeded", "rs", 1, 10000), 1);
+	ck_assert_int_eq(hooks_wait(rv, "limit.threshold", "rh", 1, 10000), 1);
+	ck_assert_int_eq(hooks_wait(rv, "limit.exceeded", "rh", 1, 10000), 1);
+	nap_ms(1000);
+	ck_assert_int_eq(hooks_count(rv, "limit.threshold", NULL, false), 3);
+	ck_assert_int_eq(hooks_count(rv, "limit.exceeded", NULL, false), 2);
+	hook_find(rv, "limit.threshold", "rs", 0, &h);
+	ck_hook(&h, e.secret);
+	ck_assert_str_eq(jstr(h.p, "data.limit_id"), "soft-req");
+	ck_num(h.p, "data.threshold", 0.5);
+	ck_num(h.p, "data.usage", 2);
+	ck_num(h.p, "data.limit", 4);
+	time_parse(jstr(h.p, "data.period_start"));
+	time_parse(jstr(h.p, "data.period_end"));
+	hook_free(&h);
+	hook_find(rv, "limit.threshold", "rs", 1, &h);
+	ck_num(h.p, "data.threshold", 1);
+	ck_num(h.p, "data.usage", 4);
+	hook_free(&h);
+	hook_find(rv, "limit.exceeded", "rs", 0, &h);
+	ck_num(h.p, "data.usage", 5);
+	ck_assert_str_eq(jstr(h.p, "data.enforcement"), "soft");
+	hook_free(&h);
+	hook_find(rv, "limit.threshold", "rh", 0, &h);
+	ck_assert_str_eq(jstr(h.p, "data.limit_id"), "hard-req");
+	ck_num(h.p, "data.usage", 2);
+	hook_free(&h);
+	hook_find(rv, "limit.exceeded", "rh", 0, &h);
+	ck_num(h.p, "data.usage", 2);
+	ck_assert_str_eq(jstr(h.p, "data.enforcement"), "hard");
+	hook_free(&h);
+	rcv_stop(rv);
+}
+END_TEST
+
 /* ======== 2. retries ======== */
 
 START_TEST(retry_fails_twice_then_succeeds)
@@ -2000,6 +2062,7 @@ int main(void)
 	tcase_add_test(tc, endpoint_bad_input);
 	tcase_add_test(tc, threshold_once_signed_then_exceeded_once);
 	tcase_add_test(tc, threshold_and_exceeded_by_consuming_checks);
+	tcase_add_test(tc, requests_quotas_fire_thresholds_and_exceeded);
 	tcase_add_test(tc, retry_fails_twice_then_succeeds);
 	tcase_add_test(tc, balance_low_depleted_replenished);
 	tcase_add_test(tc, reset_and_summary_on_test_clock);
