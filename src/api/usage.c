@@ -188,6 +188,11 @@ int api_usage_series(struct tg_req *req)
 		return rc;
 	if (from >= to)
 		return api_bad(req, "from", "'from' must be before 'to'");
+	/* whole buckets: from the start of the one holding `from` to the end of the one holding the instant
+	 * before `to` (an event at 18:00:59 is in the 18:00 hour whatever minute `from` names) */
+	enum policy_period bucket = grain[0] == 'h' ? PERIOD_HOUR : grain[0] == 'd' ? PERIOD_DAY : PERIOD_MONTH;
+	from = policy_period_start(bucket, from);
+	to = policy_period_end(bucket, policy_period_start(bucket, to - 1));
 	for (int g = 0; g < ngroup; g++)
 		store_array_add(&ga, group[g]);
 	rc = store_usage_series(req->principal.tenant_id, customer ? customer : "*", meter, grain, from, to,

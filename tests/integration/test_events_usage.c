@@ -272,6 +272,55 @@ START_TEST(events_count_in_their_period)
 }
 END_TEST
 
+/* GET /v1/usage answers whole buckets: `from` inside an hour or a day starts the series with that whole
+ * bucket, `to` inside one ends it with that whole bucket (an event at 18:00:59 is in the 18:00 hour even
+ * when `from` says 18:00:01). */
+START_TEST(usage_series_buckets_are_whole)
+{
+	struct tenant t = tokens_tenant(false);
+	long long h = real_now() / 3600 * 3600 - 2 * 3600; /* two hours ago, on the hour */
+	struct resp r = EVENTS(t.key,
+			       "{\"events\":[{\"customer_id\":\"c\",\"type\":\"llm\",\"timestamp\":\"%s\",\"properties\":{\"tokens\":1}},"
+			       "{\"customer_id\":\"c\",\"type\":\"llm\",\"timestamp\":\"%s\",\"properties\":{\"tokens\":2}},"
+			       "{\"customer_id\":\"c\",\"type\":\"llm\",\"timestamp\":\"%s\",\"properties\":{\"tokens\":4}}]}",
+			       iso(h), iso(h + 59), iso(h + 3600 + 1800));
+	ck_counts(&r, 3, 0, 0);
+	resp_free(&r);
+	char path[256];
+	/* hours: from one second into the first hour, to half a minute into it */
+	snprintf(path, sizeof(path), "/v1/usage?meter=tokens&customer_id=c&granularity=hour&from=%s", iso(h + 1));
+	char to[64];
+	snprintf(to, sizeof(to), "%s", iso(h + 30));
+	strcat(path, "&to=");
+	strcat(path, to);
+	r = req(&S, "GET", path, t.key, NULL, NULL);
+	ck_status(r, 200);
+	ck_assert_int_eq(json_array_size(jpath(r.json, "data")), 1);
+	ck_assert_int_eq(time_parse(jstr(r.json, "data.0.start")), h);
+	ck_assert_int_eq(time_parse(jstr(r.json, "data.0.end")), h + 3600);
+	ck_qty(r.json, "data.0.value", 3);
+	resp_free(&r);
+	/* `to` on a boundary ends before it */
+	snprintf(path, sizeof(path), "/v1/usage?meter=tokens&customer_id=c&granularity=hour&from=%s", iso(h + 1));
+	strcat(path, "&to=");
+	strcat(path, iso(h + 3600));
+	r = req(&S, "GET", path, t.key, NULL, NULL);
+	ck_status(r, 200);
+	ck_assert_int_eq(json_array_size(jpath(r.json, "data")), 1);
+	ck_qty(r.json, "data.0.value", 3);
+	resp_free(&r);
+	/* a day: from the middle of the second hour, the whole day */
+	snprintf(path, sizeof(path), "/v1/usage?meter=tokens&customer_id=c&granularity=day&from=%s", iso(h + 3600 + 1800));
+	r = req(&S, "GET", path, t.key, NULL, NULL);
+	ck_status(r, 200);
+	long long day2 = (h + 3600) / 86400 * 86400; /* the second hour's day: also the first's, unless it begins */
+	ck_assert_msg(json_array_size(jpath(r.json, "data")) >= 1, "%s", r.body);
+	ck_assert_int_eq(time_parse(jstr(r.json, "data.0.start")), day2);
+	ck_qty(r.json, "data.0.value", h / 86400 * 86400 == day2 ? 7 : 4);
+	resp_free(&r);
+}
+END_TEST
+
 START_TEST(events_list_filters_and_pages)
 {
 	struct tenant t = tokens_tenant(false);
@@ -948,6 +997,7 @@ int main(void)
 	tcase_add_test(tc, events_single_batch_and_rejections);
 	tcase_add_test(tc, events_batch_limits);
 	tcase_add_test(tc, events_count_in_their_period);
+	tcase_add_test(tc, usage_series_buckets_are_whole);
 	tcase_add_test(tc, events_list_filters_and_pages);
 	tcase_add_test(tc, events_unknown_customer_auto_create_off);
 	tcase_add_test(tc, customer_usage_lists_applicable_limits);
