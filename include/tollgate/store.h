@@ -116,6 +116,8 @@ int store_key_create(const char *tenant_id, const char *id, const char *name, co
 int store_keys_list(const char *tenant_id, const char *starting_after, int64_t limit, json_t **ret,
 		    struct tg_error *err);
 int store_key_revoke(const char *tenant_id, const char *id, json_t **ret, struct tg_error *err);
+/* One key as listed (no secret), or NULL. */
+int store_key_get(const char *tenant_id, const char *id, json_t **ret, struct tg_error *err);
 /* The active key with this SHA-256, or NULL (row as store_keys_load). */
 int store_key_by_hash(const char *hash, json_t **ret, struct tg_error *err);
 /* Active keys for the auth cache: one tenant, or all when tenant_id is NULL. */

@@ -23,7 +23,7 @@ static const struct audited {
 	const char *action;   /* NULL: <type>.created/updated/deleted by method */
 	getter_fn get;        /* for "before" */
 } audited[] = {
-	{"/v1/api_keys", "api_key", NULL, NULL},
+	{"/v1/api_keys", "api_key", NULL, store_key_get},
 	{"/v1/auth/tokens", "token", "token.created", NULL},
 	{"/v1/tenant", "tenant", NULL, get_tenant},
 	{"/v1/test_clock/advance", "test_clock", "test_clock.advanced", NULL},
@@ -90,7 +90,8 @@ int api_audited(struct tg_req *req)
 		return req->route->handler(req);
 	if ((rc = store_begin(&req->err)) < 0)
 		return rc;
-	if (a->get && (req->method == TG_PATCH || req->method == TG_DELETE || a->action) && id &&
+	/* "before" of a resource named by the path, or of the tenant's own settings (no id in /v1/tenant) */
+	if (a->get && (req->method == TG_PATCH || req->method == TG_DELETE || a->action) && (id || a->get == get_tenant) &&
 	    (rc = a->get(req->principal.tenant_id, id, &before, &req->err)) < 0) {
 		store_rollback();
 		return rc;
@@ -102,8 +103,13 @@ int api_audited(struct tg_req *req)
 		json_decref(before);
 		return rc;
 	}
-	if (req->method != TG_DELETE && req->resp.len)
+	if (req->resp.len)
 		after = tg_json_parse(req->resp.buf, req->resp.len, false, &e);
+	/* a deleted resource has no "after"; a revoked API key stays, revoked: its reply is its after */
+	if (req->method == TG_DELETE && after && json_is_true(json_object_get(after, "deleted"))) {
+		json_decref(after);
+		after = NULL;
+	}
 	if (after)
 		scrub(after);
 	if (before)

@@ -158,6 +158,14 @@ int store_keys_list(const char *tenant_id, const char *starting_after, int64_t l
 	return rc < 0 ? rc : store_exec(&q_keys_list, p, ret, err);
 }
 
+static struct store_stmt q_key_get = STORE_STMT("SELECT " KEY_COLS " FROM api_keys WHERE tenant_id = $1 AND id = $2", 2);
+
+int store_key_get(const char *tenant_id, const char *id, json_t **ret, struct tg_error *err)
+{
+	const char *p[] = {tenant_id, id};
+	return store_exec1(&q_key_get, p, ret, err);
+}
+
 static struct store_stmt q_key_revoke = STORE_STMT(
 	"UPDATE api_keys SET revoked_at = COALESCE(revoked_at, now()) WHERE tenant_id = $1 AND id = $2 "
 	"RETURNING " KEY_COLS, 2);

@@ -955,6 +955,39 @@ START_TEST(audit_limit_update_before_after)
 }
 END_TEST
 
+/* The tenant's own settings and an API key's revocation have their before (and the revoked key its after). */
+START_TEST(audit_tenant_settings_and_key_revocation)
+{
+	struct tenant t = tenant_new(&S, false);
+	expectf(&S, t.key, "PATCH", "/v1/tenant", 200, "{\"auto_create_customers\":false}");
+	struct resp r = audit(t.key, "?action=tenant.updated");
+	ck_status(r, 200);
+	ck_assert_msg(json_array_size(jpath(r.json, "data")) == 1, "tenant.updated: %s", r.body);
+	ck_assert(json_is_true(jpath(r.json, "data.0.before.auto_create_customers")));
+	ck_assert(json_is_false(jpath(r.json, "data.0.after.auto_create_customers")));
+	ck_assert_str_eq(jstr(r.json, "data.0.resource_id"), t.id);
+	resp_free(&r);
+
+	r = callf(&S, t.key, "POST", "/v1/api_keys", "{\"name\":\"temp\",\"scopes\":[\"read\"]}");
+	ck_status(r, 201);
+	char kid[64], path[128];
+	snprintf(kid, sizeof(kid), "%s", jstr(r.json, "id"));
+	resp_free(&r);
+	snprintf(path, sizeof(path), "/v1/api_keys/%s", kid);
+	expectf(&S, t.key, "DELETE", path, 200, NULL);
+	r = audit(t.key, "?action=api_key.deleted");
+	ck_status(r, 200);
+	ck_assert_msg(json_array_size(jpath(r.json, "data")) == 1, "api_key.deleted: %s", r.body);
+	ck_assert_str_eq(jstr(r.json, "data.0.resource_id"), kid);
+	ck_assert_str_eq(jstr(r.json, "data.0.before.name"), "temp");
+	ck_assert(json_is_null(jpath(r.json, "data.0.before.revoked_at")));
+	time_parse(jstr(r.json, "data.0.after.revoked_at"));
+	ck_assert_ptr_null(jpath(r.json, "data.0.before.secret"));
+	ck_assert_ptr_null(strstr(r.body, "\"secret\""));
+	resp_free(&r);
+}
+END_TEST
+
 START_TEST(audit_pagination)
 {
 	struct tenant t = tenant_new(&S, false);
@@ -1226,6 +1259,7 @@ int main(void)
 	tcase_add_test(tc, dry_run_changes_no_counter);
 	tcase_add_test(tc, dry_run_denial_has_no_side_effects);
 	tcase_add_test(tc, audit_limit_update_before_after);
+	tcase_add_test(tc, audit_tenant_settings_and_key_revocation);
 	tcase_add_test(tc, audit_pagination);
 	tcase_add_test(tc, audit_tenant_isolation);
 	tcase_add_test(tc, audit_never_shows_secrets);
