@@ -26,6 +26,8 @@
  * when top_object is true; a number PostgreSQL could not store, such as
  * 1e-20000, is a 400 invalid_parameter naming its path, e.g. "metadata.x"). */
 json_t *tg_json_parse(const char *text, size_t len, bool top_object, struct tg_error *err);
+/* Characters (code points) in n bytes of UTF-8: what a string field's maxLength counts. */
+size_t tg_utf8_chars(const char *s, size_t n);
 
 bool tg_json_is_number(const json_t *v);
 /* The lexeme of a number value (or NULL); *len set. */

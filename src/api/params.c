@@ -73,8 +73,8 @@ int api_str(struct tg_req *req, const json_t *obj, const char *name, bool requir
 	}
 	if (!is_plain_string(v))
 		return api_bad(req, name, "'%s' must be a string", name);
-	if (json_string_length(v) > maxlen)
-		return api_bad(req, name, "'%s' is longer than %zu bytes", name, maxlen);
+	if (tg_utf8_chars(json_string_value(v), json_string_length(v)) > maxlen)
+		return api_bad(req, name, "'%s' is longer than %zu characters", name, maxlen);
 	for (const char *s = json_string_value(v); *s; s++)
 		if ((unsigned char)*s < 0x20 && *s != '\t')
 			return api_bad(req, name, "'%s' must not contain control characters", name);

@@ -81,8 +81,8 @@ int tg_jf_str(const json_t *obj, const char *prefix, const char *name, bool requ
 	}
 	if (!is_plain_string(v))
 		return tg_jf_bad(err, prefix, name, "'%s' must be a string", name);
-	if (json_string_length(v) > maxlen)
-		return tg_jf_bad(err, prefix, name, "'%s' is longer than %zu bytes", name, maxlen);
+	if (tg_utf8_chars(json_string_value(v), json_string_length(v)) > maxlen)
+		return tg_jf_bad(err, prefix, name, "'%s' is longer than %zu characters", name, maxlen);
 	for (const char *s = json_string_value(v); *s; s++)
 		if ((unsigned char)*s < 0x20 && *s != '\t')
 			return tg_jf_bad(err, prefix, name, "'%s' must not contain control characters", name);

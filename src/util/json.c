@@ -789,3 +789,12 @@ void tg_jw_json(struct tg_jw *w, const json_t *v)
 	jw_value(w);
 	tg_json_dump(v, w->b);
 }
+
+size_t tg_utf8_chars(const char *s, size_t n)
+{
+	size_t chars = 0;
+
+	for (size_t i = 0; i < n; i++)
+		chars += ((unsigned char)s[i] & 0xC0) != 0x80; /* every byte but a continuation starts one */
+	return chars;
+}

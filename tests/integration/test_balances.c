@@ -798,6 +798,18 @@ START_TEST(bad_input_changes_nothing)
 		bad_movement(&t, ops[o], "{\"amount\":1,\"idempotency_key\":7}", "invalid_parameter", "idempotency_key");
 		bad_movement(&t, ops[o], "{\"amount\":1,\"description\":false}", "invalid_parameter", "description");
 	}
+	/* lengths count characters, as the API's maxLength does: 500 "ü" (1,000 bytes) fit, 501 do not */
+	char body[2200] = "{\"amount\":1,\"description\":\"";
+	for (int i = 0; i < 500; i++)
+		strcat(body, "\xc3\xbc");
+	strcat(body, "\"}");
+	customer(&t, "u8", NULL); /* b's balance stays as the rest of this test expects */
+	r = req(&S, "POST", "/v1/customers/u8/balance/credit", t.key, body, NULL);
+	ck_assert_msg(r.status == 200 || r.status == 201, "500 characters: %ld %s", r.status, r.body);
+	resp_free(&r);
+	body[strlen(body) - 2] = '\0';
+	strcat(body, "\xc3\xbc\"}");
+	bad_movement(&t, "credit", body, "invalid_parameter", "description");
 	/* unknown customer: 404 on every balance route */
 	static const char *const unknown[][3] = {
 		{"POST", "/v1/customers/nobody/balance/credit", "{\"amount\":1}"},
