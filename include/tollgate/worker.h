@@ -61,7 +61,8 @@ void duties_close_periods(void);
 int webhooks_start(int threads);
 void webhooks_stop(void);
 /* Is this http(s) URL allowed as a webhook target? Resolves the host (refusing loopback, private,
- * link-local, multicast and unspecified addresses unless allow_private). 0 or -err naming "url". */
+ * link-local, multicast, unspecified and other special-purpose addresses, IPv4 ones also inside
+ * IPv6, unless allow_private). 0 or -err naming "url". */
 int webhook_url_check(const char *url, bool allow_private, struct tg_error *err);
 /* Standard Webhooks signature header value for one secret ("whsec_..."): "v1,<base64>". */
 int webhook_sign(const char *secret, const char *id, int64_t ts, const char *body, size_t len, char *out,

@@ -26,18 +26,63 @@
 
 /* ---- SSRF rules ---- */
 
+/* A block of addresses: its first 32 bits (all of an IPv4 address) and its prefix length, 1 to 32. */
+struct block {
+	uint32_t net;
+	int bits;
+};
+
+/* The IANA special-purpose registries (RFC 6890 and later): every block whose addresses are not
+ * globally reachable, plus the documentation, benchmarking and deprecated ones no webhook receiver
+ * can be on. A block with a few anycast addresses inside (192.0.0.0/24, 2001::/23) is refused whole. */
+static const struct block v4_special[] = {
+	{0x00000000, 8},  /* 0.0.0.0/8, "this network" */
+	{0x0a000000, 8},  /* 10.0.0.0/8, private */
+	{0x64400000, 10}, /* 100.64.0.0/10, shared address space (carrier-grade NAT) */
+	{0x7f000000, 8},  /* 127.0.0.0/8, loopback */
+	{0xa9fe0000, 16}, /* 169.254.0.0/16, link-local (cloud metadata services) */
+	{0xac100000, 12}, /* 172.16.0.0/12, private */
+	{0xc0000000, 24}, /* 192.0.0.0/24, IETF protocol assignments */
+	{0xc0000200, 24}, /* 192.0.2.0/24, documentation (TEST-NET-1) */
+	{0xc0586300, 24}, /* 192.88.99.0/24, deprecated 6to4 relay anycast */
+	{0xc0a80000, 16}, /* 192.168.0.0/16, private */
+	{0xc6120000, 15}, /* 198.18.0.0/15, benchmarking */
+	{0xc6336400, 24}, /* 198.51.100.0/24, documentation (TEST-NET-2) */
+	{0xcb007100, 24}, /* 203.0.113.0/24, documentation (TEST-NET-3) */
+	{0xe0000000, 4},  /* 224.0.0.0/4, multicast */
+	{0xf0000000, 4},  /* 240.0.0.0/4, reserved, and 255.255.255.255, broadcast */
+};
+
+/* Special-purpose blocks inside 2000::/3, the only IPv6 space that is global unicast: everything
+ * outside it (::1, fc00::/7, fe80::/10, fec0::/10, ff00::/8, 100::/64, 5f00::/16, 64:ff9b:1::/48 and
+ * the unassigned rest) is refused before this table is read. All are at most 32 bits long. */
+static const struct block v6_special[] = {
+	{0x20010000, 23}, /* 2001::/23, IETF protocol assignments (Teredo 2001::/32 among them) */
+	{0x20010db8, 32}, /* 2001:db8::/32, documentation */
+	{0x3fff0000, 20}, /* 3fff::/20, documentation */
+};
+
+static bool in_blocks(uint32_t a, const struct block *t, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (a >> (32 - t[i].bits) == t[i].net >> (32 - t[i].bits))
+			return true;
+	return false;
+}
+
 static bool v4_forbidden(uint32_t a)
 {
-	return (a >> 24) == 127 || (a >> 24) == 10 || (a >> 24) == 0 || (a >> 20) == (172u << 4 | 1) ||
-	       (a >> 16) == (192u << 8 | 168) || (a >> 16) == (169u << 8 | 254) || (a >> 22) == (100u << 2 | 1) ||
-	       (a >> 28) >= 14 || a == 0xffffffffu ||
-	       (a >> 8) == (192u << 16 | 0 << 8 | 0) ||     /* 192.0.0.0/24, IETF protocol assignments */
-	       (a >> 17) == (198u << 7 | 18 >> 1);           /* 198.18.0.0/15, benchmarking */
+	return in_blocks(a, v4_special, sizeof(v4_special) / sizeof(*v4_special));
 }
 
 static uint32_t v4_at(const unsigned char *b)
 {
 	return (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
+}
+
+static bool v6_forbidden(const unsigned char *b)
+{
+	return (b[0] & 0xe0) != 0x20 || in_blocks(v4_at(b), v6_special, sizeof(v6_special) / sizeof(*v6_special));
 }
 
 static bool addr_forbidden(const struct sockaddr *sa)
@@ -47,19 +92,16 @@ static bool addr_forbidden(const struct sockaddr *sa)
 	if (sa->sa_family == AF_INET6) {
 		const unsigned char *b = ((const struct sockaddr_in6 *)sa)->sin6_addr.s6_addr;
 		static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-		static const unsigned char zero[12];
+		static const unsigned char translated[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0};
 		static const unsigned char nat64[12] = {0, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0};
-		/* an IPv4 address inside an IPv6 one: mapped (::ffff:a.b.c.d), compatible (::a.b.c.d), NAT64
-		 * (64:ff9b::a.b.c.d, which a NAT64 gateway connects to) and 6to4 (2002:a.b.c.d::) */
-		if (!memcmp(b, mapped, 12) || !memcmp(b, nat64, 12))
+		/* an IPv4 address inside an IPv6 one: mapped (::ffff:a.b.c.d), translated (::ffff:0:a.b.c.d),
+		 * NAT64 (64:ff9b::a.b.c.d, which a NAT64 gateway connects to) and 6to4 (2002:a.b.c.d::) are
+		 * judged by the IPv4 rules; compatible (::a.b.c.d, deprecated) is refused, being outside 2000::/3 */
+		if (!memcmp(b, mapped, 12) || !memcmp(b, translated, 12) || !memcmp(b, nat64, 12))
 			return v4_forbidden(v4_at(b + 12));
 		if (b[0] == 0x20 && b[1] == 0x02)
 			return v4_forbidden(v4_at(b + 2));
-		if (!memcmp(b, zero, 12))
-			return true;                              /* ::, ::1 and ::a.b.c.d (deprecated) */
-		return b[0] == 0xff ||                            /* multicast */
-		       (b[0] == 0xfe && (b[1] & 0xc0) == 0x80) || /* link-local */
-		       (b[0] & 0xfe) == 0xfc;                     /* unique local */
+		return v6_forbidden(b);
 	}
 	return true;
 }
@@ -101,7 +143,7 @@ int webhook_url_check(const char *url, bool allow_private, struct tg_error *err)
 	for (struct addrinfo *p = ai; p; p = p->ai_next)
 		if (addr_forbidden(p->ai_addr)) {
 			rc = tg_fail(err, TG_EINVAL, "url_not_allowed", "url",
-				     "'url' resolves to a loopback, private, link-local or multicast address");
+				     "'url' resolves to a loopback, private, link-local, multicast or other special-purpose address");
 			break;
 		}
 out:

@@ -1242,6 +1242,28 @@ START_TEST(ssrf_guard_refuses_private_targets)
 		/* special-purpose IPv4: benchmarking, protocol assignments */
 		"http://198.18.0.1/", "http://198.19.255.254/", "http://192.0.0.8/",
 	};
+	/* the rest of the special-purpose registries, each refused as url_not_allowed */
+	static const char *const special[] = {
+		/* IPv4 documentation (TEST-NET-1, -2, -3) and the deprecated 6to4 relay anycast */
+		"http://192.0.2.1/", "http://198.51.100.255/", "http://203.0.113.7/", "http://192.88.99.1/",
+		/* IPv6 documentation, discard-only, IETF protocol assignments (Teredo, the /23's last address) */
+		"http://[2001:db8::1]/", "http://[3fff::1]/", "http://[3fff:fff:ffff::1]/", "http://[100::1]/",
+		"http://[2001::1]/", "http://[2001:1ff:ffff:ffff:ffff:ffff:ffff:ffff]/",
+		/* SRv6 SIDs, deprecated site-local, local-use NAT64 (whatever it carries) */
+		"http://[5f00::1]/", "http://[fec0::1]/", "http://[64:ff9b:1::1]/", "http://[64:ff9b:1::808:808]/",
+		/* IPv4-translated (::ffff:0:a.b.c.d) of loopback, private and documentation addresses */
+		"http://[::ffff:0:127.0.0.1]/", "http://[::ffff:0:a00:1]/", "http://[::ffff:0:192.0.2.1]/",
+		/* the new IPv4 blocks inside IPv6 too: mapped, NAT64, 6to4 */
+		"http://[::ffff:198.51.100.1]/", "http://[64:ff9b::cb00:7101]/", "http://[2002:c058:6301::1]/",
+	};
+	/* public addresses next to them stay allowed (literals need no DNS) */
+	static const char *const allowed[] = {
+		"http://8.8.8.8/hooks", "http://192.0.3.1/hooks", "http://198.51.101.1/hooks", "http://203.0.114.1/hooks",
+		"http://192.88.100.1/hooks", "http://[2001:4860:4860::8888]/hooks", "http://[2606:4700::1111]/hooks",
+		"http://[2001:200::1]/hooks", "http://[2001:db9::1]/hooks", "http://[3fff:1000::1]/hooks",
+		/* IPv4-translated and IPv4-mapped forms of a public IPv4 address */
+		"http://[::ffff:0:808:808]/hooks", "http://[::ffff:8.8.8.8]/hooks",
+	};
 	struct srv P = {0};
 	srv_start(&P, strict);
 	struct tenant t = tenant_new(&P, false);
@@ -1254,12 +1276,25 @@ START_TEST(ssrf_guard_refuses_private_targets)
 		ck_assert_str_eq(jstr(r.json, "error.type"), "invalid_request");
 		resp_free(&r);
 	}
-	/* public addresses are fine (literals need no DNS) */
+	for (size_t i = 0; i < sizeof(special) / sizeof(*special); i++) {
+		struct resp r = callf(&P, t.key, "POST", "/v1/webhook_endpoints", "{\"url\":\"%s\",\"events\":[\"*\"]}", special[i]);
+		ck_assert_msg(r.status == 400 && json_is_string(jpath(r.json, "error.code")) &&
+				      !strcmp(jstr(r.json, "error.code"), "url_not_allowed") &&
+				      !strcmp(jstr(r.json, "error.param"), "url"),
+			      "%s: expected 400 url_not_allowed, got %ld %s", special[i], r.status, r.body);
+		resp_free(&r);
+	}
 	struct ep pub = ep_create(&P, t.key, "http://1.1.1.1/hooks", "[\"workflow.terminated\"]");
 	ep_create(&P, t.key, "https://[2606:4700:4700::1111]:8443/hooks", "[\"workflow.terminated\"]");
 	/* and IPv6 forms of public IPv4 ones (NAT64 and 6to4 of 1.1.1.1) */
 	ep_create(&P, t.key, "http://[64:ff9b::101:101]/hooks", "[\"workflow.terminated\"]");
 	ep_create(&P, t.key, "http://[2002:101:101::1]/hooks", "[\"workflow.terminated\"]");
+	for (size_t i = 0; i < sizeof(allowed) / sizeof(*allowed); i++) {
+		struct resp r = callf(&P, t.key, "POST", "/v1/webhook_endpoints",
+				      "{\"url\":\"%s\",\"events\":[\"workflow.terminated\"]}", allowed[i]);
+		ck_assert_msg(r.status == 201, "%s: expected 201, got %ld %s", allowed[i], r.status, r.body);
+		resp_free(&r);
+	}
 	/* a PATCH is checked the same way, and changes nothing when refused */
 	char path[128];
 	snprintf(path, sizeof(path), "/v1/webhook_endpoints/%s", pub.id);
@@ -1281,8 +1316,8 @@ START_TEST(ssrf_guard_refuses_private_targets)
 	/* nothing refused was stored */
 	r = req(&P, "GET", "/v1/webhook_endpoints?limit=100", t.key, NULL, NULL);
 	ck_status(r, 200);
-	size_t n = json_array_size(jpath(r.json, "data"));
-	ck_assert_msg(n == 4 || n == 5, "%zu endpoints stored: %s", n, r.body);
+	size_t n = json_array_size(jpath(r.json, "data")), want = 4 + sizeof(allowed) / sizeof(*allowed);
+	ck_assert_msg(n == want || n == want + 1, "%zu endpoints stored: %s", n, r.body);
 	resp_free(&r);
 	srv_stop(&P);
 
