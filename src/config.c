@@ -53,7 +53,7 @@ static const struct opt opts[] = {
 	{"TOLLGATE_ACCESS_LOG", OPT_BOOL, "1", 0, 1, false, OFF(access_log),
 	 "write one JSON access-log line per request (1/0)"},
 	{"TOLLGATE_WEBHOOK_ALLOW_PRIVATE", OPT_BOOL, "0", 0, 1, false, OFF(webhook_allow_private),
-	 "allow webhook URLs on loopback/private/link-local addresses (local use only)"},
+	 "allow webhook URLs on loopback, private, link-local and other special-purpose addresses (local use only)"},
 	{"TOLLGATE_WEBHOOK_BACKOFF_BASE_MS", OPT_INT, "10000", 1, 86400000, false, OFF(webhook_backoff_base_ms),
 	 "first webhook retry delay; doubles per attempt with jitter, for up to 3 days"},
 	{"TOLLGATE_WEBHOOK_WORKERS", OPT_INT, "1", 0, 64, false, OFF(webhook_workers),
