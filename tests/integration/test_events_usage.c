@@ -373,6 +373,22 @@ START_TEST(events_list_filters_and_pages)
 }
 END_TEST
 
+/* The default range of GET /v1/events follows the tenant's clock, not real time. */
+START_TEST(events_list_default_range_on_the_tenant_clock)
+{
+	struct tenant t = tokens_tenant(true);
+	clock_advance(&S, t.key, 400LL * 86400); /* past the year the default range reached beyond real time */
+	struct resp r = EVENTS(t.key, "{\"id\":\"late\",\"customer_id\":\"c\",\"type\":\"llm\",\"properties\":{\"tokens\":1}}");
+	ck_counts(&r, 1, 0, 0);
+	resp_free(&r);
+	r = req(&S, "GET", "/v1/events", t.key, NULL, NULL);
+	ck_status(r, 200);
+	ck_assert_msg(json_array_size(jpath(r.json, "data")) == 1, "the event at the tenant's now is listed: %s", r.body);
+	ck_assert_str_eq(jstr(r.json, "data.0.id"), "late");
+	resp_free(&r);
+}
+END_TEST
+
 START_TEST(events_unknown_customer_auto_create_off)
 {
 	struct tenant t = tokens_tenant(false);
@@ -949,6 +965,7 @@ int main(void)
 	tcase_add_test(tc, events_batch_limits);
 	tcase_add_test(tc, events_count_in_their_period);
 	tcase_add_test(tc, events_list_filters_and_pages);
+	tcase_add_test(tc, events_list_default_range_on_the_tenant_clock);
 	tcase_add_test(tc, events_unknown_customer_auto_create_off);
 	tcase_add_test(tc, customer_usage_lists_applicable_limits);
 	tcase_add_test(tc, usage_series_json_and_csv);
