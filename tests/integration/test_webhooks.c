@@ -1409,6 +1409,8 @@ START_TEST(endpoint_crud)
 		{"{\"url\":\"ftp://x\"}", "url"},
 		{"{\"events\":[]}", "events"},
 		{"{\"events\":[\"limit.thresholds\"]}", "events"},
+		{"{\"events\":[\"*\",\"balance.low\"]}", "events"},
+		{"{\"events\":[\"limit.reset\",\"limit.reset\"]}", "events"},
 		{"{\"disabled\":\"yes\"}", "disabled"},
 		{"{\"secret\":\"whsec_AAAA\"}", "secret"},
 		{"{\"id\":\"whe_other\"}", "id"},
@@ -1514,6 +1516,13 @@ START_TEST(endpoint_bad_input)
 		{"{\"url\":\"http://127.0.0.1:9/\",\"events\":[1]}", "invalid_parameter", "events"},
 		{"{\"url\":\"http://127.0.0.1:9/\",\"events\":null}", "invalid_parameter", "events"},
 		{"{\"url\":\"http://127.0.0.1:9/\",\"events\":[\"ping\"]}", "invalid_parameter", "events"},
+		/* "*" is every type, alone; a type is listed once; every item is a type's name */
+		{"{\"url\":\"http://127.0.0.1:9/\",\"events\":[\"*\",\"limit.threshold\"]}", "invalid_parameter", "events"},
+		{"{\"url\":\"http://127.0.0.1:9/\",\"events\":[\"limit.threshold\",\"*\"]}", "invalid_parameter", "events"},
+		{"{\"url\":\"http://127.0.0.1:9/\",\"events\":[\"*\",\"*\"]}", "invalid_parameter", "events"},
+		{"{\"url\":\"http://127.0.0.1:9/\",\"events\":[\"balance.low\",\"limit.reset\",\"balance.low\"]}", "invalid_parameter", "events"},
+		{"{\"url\":\"http://127.0.0.1:9/\",\"events\":[\"limit.threshold\",null]}", "invalid_parameter", "events"},
+		{"{\"url\":\"http://127.0.0.1:9/\",\"events\":[[\"limit.threshold\"]]}", "invalid_parameter", "events"},
 		{"{\"events\":[\"*\"]}", "missing_parameter", "url"},
 		{"{\"url\":42,\"events\":[\"*\"]}", "invalid_parameter", "url"},
 		{"{\"url\":\"\",\"events\":[\"*\"]}", NULL, "url"},
@@ -1533,7 +1542,12 @@ START_TEST(endpoint_bad_input)
 			      r.status, r.body);
 		resp_free(&r);
 	}
-	struct resp r = callf(&S, t.key, "POST", "/v1/webhook_endpoints", "{\"url\":\"%s\",\"events\":[\"*\"]}", long_url);
+	/* an item that is not a string says so (it was "'?' is not an event type") */
+	struct resp r = req(&S, "POST", "/v1/webhook_endpoints", t.key, "{\"url\":\"http://127.0.0.1:9/\",\"events\":[5]}", NULL);
+	ck_err(r, 400, "invalid_request", "invalid_parameter", "events");
+	ck_assert_str_eq(jstr(r.json, "error.message"), "'events' must be an array of event type strings");
+	resp_free(&r);
+	r = callf(&S, t.key, "POST", "/v1/webhook_endpoints", "{\"url\":\"%s\",\"events\":[\"*\"]}", long_url);
 	ck_err(r, 400, "invalid_request", "invalid_parameter", "url");
 	resp_free(&r);
 	r = callf(&S, t.key, "POST", "/v1/webhook_endpoints",
