@@ -30,7 +30,8 @@ void api_set_http(struct tg_http *h);
 int api_only(struct tg_req *req, const json_t *obj, const char *const *allowed);
 /* A body is required (POST with fields): 400 when absent. Returns the object or NULL. */
 json_t *api_body(struct tg_req *req);
-/* Strings: absent → *ret untouched and 0 (unless required); null → *ret = NULL when nullable. */
+/* Strings: absent → *ret untouched and 0 (unless required); null → *ret = NULL when nullable, and
+ * missing_parameter when required as well (null is no value). */
 int api_str(struct tg_req *req, const json_t *obj, const char *field, bool required, bool nullable,
 	    size_t maxlen, const char **ret);
 /* A tenant-chosen id (1–128 of [A-Za-z0-9._:@+-]). */

@@ -85,7 +85,8 @@ void tg_jw_raw(struct tg_jw *w, const char *json, size_t n); /* a value already 
  * configuration): each returns 0, or a negative tg_err with err naming the
  * field (prefix + name, e.g. "on_exceed.dimensions"). Absent fields leave
  * *ret untouched and return 0 unless required; JSON null is accepted only
- * where nullable (then *ret = NULL).
+ * where nullable (then *ret = NULL), and counts as absent: a required field
+ * sent as null is missing_parameter.
  */
 int tg_jf_only(const json_t *obj, const char *prefix, const char *const *allowed, struct tg_error *err);
 int tg_jf_str(const json_t *obj, const char *prefix, const char *name, bool required, bool nullable, size_t maxlen,

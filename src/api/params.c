@@ -57,50 +57,17 @@ static bool is_plain_string(const json_t *v)
 	return json_is_string(v) && !tg_json_is_number(v);
 }
 
+/* Strings and ids are checked by the shared tg_jf_* (src/util/jfield.c), so a request body and a stored
+ * limit agree on what a field sent as null means. */
 int api_str(struct tg_req *req, const json_t *obj, const char *name, bool required, bool nullable, size_t maxlen,
 	    const char **ret)
 {
-	int rc;
-	json_t *v = field(obj, name, required, req, &rc);
-
-	if (rc < 0 || !v)
-		return rc;
-	if (json_is_null(v)) {
-		if (!nullable)
-			return api_bad(req, name, "'%s' must be a string, not null", name);
-		*ret = NULL;
-		return 0;
-	}
-	if (!is_plain_string(v))
-		return api_bad(req, name, "'%s' must be a string", name);
-	if (tg_utf8_chars(json_string_value(v), json_string_length(v)) > maxlen)
-		return api_bad(req, name, "'%s' is longer than %zu characters", name, maxlen);
-	for (const char *s = json_string_value(v); *s; s++)
-		if ((unsigned char)*s < 0x20 && *s != '\t')
-			return api_bad(req, name, "'%s' must not contain control characters", name);
-	*ret = json_string_value(v);
-	return 0;
+	return tg_jf_str(obj, NULL, name, required, nullable, maxlen, ret, &req->err);
 }
 
 int api_id(struct tg_req *req, const json_t *obj, const char *name, bool required, bool nullable, const char **ret)
 {
-	int rc;
-	json_t *v = field(obj, name, required, req, &rc);
-
-	if (rc < 0 || !v)
-		return rc;
-	if (json_is_null(v)) {
-		if (!nullable)
-			return api_bad(req, name, "'%s' must be an id, not null", name);
-		*ret = NULL;
-		return 0;
-	}
-	if (!is_plain_string(v))
-		return api_bad(req, name, "'%s' must be a string id", name);
-	if (!tg_id_valid(json_string_value(v), json_string_length(v)))
-		return api_bad(req, name, "'%s' must be 1 to 128 characters from A-Z a-z 0-9 . _ : @ + -", name);
-	*ret = json_string_value(v);
-	return 0;
+	return tg_jf_id(obj, NULL, name, required, nullable, ret, &req->err);
 }
 
 int api_bool(struct tg_req *req, const json_t *obj, const char *name, bool required, bool *ret, bool *present)

@@ -1,6 +1,7 @@
 /* usage.c — usage reads (a customer's live limits, time series, CSV) and reservation release. */
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "handlers.h"
 #include "tollgate/api.h"
@@ -74,6 +75,101 @@ out:
 	return rc;
 }
 
+/* ---- Accept (RFC 9110 §12.5.1) ---- */
+
+/* How much an Accept header wants one media type: the q-value of the most specific range that matches it
+ * and where in the list that range stands. */
+struct accept_match {
+	int q;    /* thousandths, 0 to 1000; 0: not acceptable (or no range matched) */
+	int rank; /* 0: no range matched; 1: the wildcard for every type; 2: its type's wildcard; 3: type/subtype */
+	int pos;  /* the matching range's place in the list */
+};
+
+static void trim(const char **s, const char **e)
+{
+	while (*s < *e && (**s == ' ' || **s == '\t'))
+		(*s)++;
+	while (*e > *s && ((*e)[-1] == ' ' || (*e)[-1] == '\t'))
+		(*e)--;
+}
+
+/* Media types and ranges compare case-insensitively. */
+static bool span_is(const char *s, const char *e, const char *word)
+{
+	size_t n = strlen(word);
+
+	return (size_t)(e - s) == n && strncasecmp(s, word, n) == 0;
+}
+
+/* A qvalue ("0", "0.5", "1.000"): 0 to 1000 thousandths, or -1 when malformed. */
+static int qvalue(const char *s, const char *e)
+{
+	int q, scale = 100;
+
+	if (s == e || (*s != '0' && *s != '1'))
+		return -1;
+	q = (*s - '0') * 1000;
+	if (++s == e)
+		return q;
+	if (*s++ != '.' || e - s > 3)
+		return -1;
+	for (; s < e; s++, scale /= 10) {
+		if (*s < '0' || *s > '9')
+			return -1;
+		q += (*s - '0') * scale;
+	}
+	return q <= 1000 ? q : -1;
+}
+
+/* The q parameter among a range's parameters (";q=0.5;..." up to e): 1000 when absent, -1 when malformed. */
+static int range_q(const char *params, const char *e)
+{
+	int q = 1000;
+
+	while (params && params < e) {
+		const char *s = params + 1, *pe = memchr(s, ';', (size_t)(e - s));
+		const char *ve = pe ? pe : e;
+		trim(&s, &ve);
+		if (ve - s >= 2 && (*s == 'q' || *s == 'Q') && s[1] == '=')
+			q = qvalue(s + 2, ve);
+		params = pe;
+	}
+	return q;
+}
+
+/* How specifically the range s..e names type/sub: 3 for itself ("text/csv"), 2 for its type's wildcard, 1 for
+ * the wildcard of every type; 0 when it does not name it. */
+static int range_rank(const char *s, const char *e, const char *type, const char *sub)
+{
+	const char *slash = memchr(s, '/', (size_t)(e - s));
+
+	if (!slash)
+		return 0;
+	if (span_is(s, slash, "*"))
+		return span_is(slash + 1, e, "*") ? 1 : 0;
+	if (!span_is(s, slash, type))
+		return 0;
+	return span_is(slash + 1, e, "*") ? 2 : span_is(slash + 1, e, sub) ? 3 : 0;
+}
+
+static struct accept_match accept_match(const char *accept, const char *type, const char *sub)
+{
+	struct accept_match best = {0, 0, 0};
+
+	for (int pos = 0; *accept; pos++) {
+		const char *s = accept, *end = accept + strcspn(accept, ",");
+		const char *params = memchr(s, ';', (size_t)(end - s)), *e = params ? params : end;
+		accept = *end ? end + 1 : end;
+		trim(&s, &e);
+		int rank = range_rank(s, e, type, sub), q = range_q(params, end);
+		if (rank > best.rank && q >= 0) /* the most specific range decides; a malformed one counts for nothing */
+			best = (struct accept_match){q, rank, pos};
+	}
+	return best;
+}
+
+/* CSV when asked by format=csv, else when Accept prefers text/csv to application/json: a higher q, or the
+ * same q listed first. Without an Accept header, with the wildcard alone or with neither type acceptable: JSON. */
 static bool wants_csv(struct tg_req *req)
 {
 	const char *format = tg_req_query(req, "format");
@@ -81,7 +177,10 @@ static bool wants_csv(struct tg_req *req)
 
 	if (format)
 		return strcmp(format, "csv") == 0;
-	return accept && strstr(accept, "text/csv") != NULL;
+	if (!accept)
+		return false;
+	struct accept_match csv = accept_match(accept, "text", "csv"), json = accept_match(accept, "application", "json");
+	return csv.q > 0 && (csv.q > json.q || (csv.q == json.q && csv.pos < json.pos));
 }
 
 static void csv_field(struct tg_buf *b, const char *s)

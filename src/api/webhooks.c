@@ -23,12 +23,41 @@ static void new_secret(char *out)
 	tg_base64_encode(key, sizeof(key), out + 6);
 }
 
+/* One item of "events": a known type, or "*" alone (every type: listing others beside it would say they are
+ * narrower than they are); listed once. */
+static int event_type_item(struct tg_req *req, const json_t *arr, size_t i, const char **ret)
+{
+	const json_t *v = json_array_get(arr, i);
+	const char *t = json_is_string(v) && !tg_json_is_number(v) ? json_string_value(v) : NULL;
+	bool known = false;
+
+	if (!t)
+		return api_bad(req, "events", "'events' must be an array of event type strings");
+	if (!strcmp(t, "*")) {
+		if (json_array_size(arr) > 1)
+			return api_bad(req, "events", "'*' subscribes to every event type: it must be alone in 'events'");
+		known = true;
+	}
+	for (int k = 0; !known && event_types[k]; k++)
+		known = !strcmp(t, event_types[k]);
+	if (!known)
+		return api_bad(req, "events", "'%s' is not an event type (limit.threshold, limit.exceeded, limit.reset, "
+					      "balance.low, balance.depleted, balance.replenished, usage.summary, "
+					      "workflow.terminated, rate_limit.throttled, or *)",
+			       t);
+	for (size_t k = 0; k < i; k++)
+		if (!strcmp(t, json_string_value(json_array_get(arr, k))))
+			return api_bad(req, "events", "'%s' is listed twice in 'events'", t);
+	*ret = t;
+	return 0;
+}
+
 /* "events": a non-empty list of known types, or ["*"]; returns a text[] literal in the arena. */
 static int events_field(struct tg_req *req, const json_t *body, bool required, const char **literal)
 {
-	json_t *arr = json_object_get(body, "events"), *v;
+	json_t *arr = json_object_get(body, "events");
 	struct tg_buf b = TG_BUF_INIT;
-	size_t i;
+	int rc;
 
 	if (!arr) {
 		if (required)
@@ -39,17 +68,11 @@ static int events_field(struct tg_req *req, const json_t *body, bool required, c
 	if (!json_is_array(arr) || json_array_size(arr) == 0 || json_array_size(arr) > 32)
 		return api_bad(req, "events", "'events' must be a non-empty list of event types, or [\"*\"]");
 	tg_buf_addc(&b, '{');
-	json_array_foreach(arr, i, v) {
-		const char *t = json_is_string(v) && !tg_json_is_number(v) ? json_string_value(v) : NULL;
-		bool ok = t && !strcmp(t, "*");
-		for (int k = 0; t && !ok && event_types[k]; k++)
-			ok = !strcmp(t, event_types[k]);
-		if (!ok) {
+	for (size_t i = 0; i < json_array_size(arr); i++) {
+		const char *t = NULL;
+		if ((rc = event_type_item(req, arr, i, &t)) < 0) {
 			tg_buf_release(&b);
-			return api_bad(req, "events", "'%s' is not an event type (limit.threshold, limit.exceeded, limit.reset, "
-						      "balance.low, balance.depleted, balance.replenished, usage.summary, "
-						      "workflow.terminated, rate_limit.throttled, or *)",
-				       t ? t : "?");
+			return rc;
 		}
 		tg_buf_addf(&b, "%s%s", i ? "," : "", t);
 	}

@@ -46,18 +46,34 @@ int tg_jf_only(const json_t *obj, const char *prefix, const char *const *allowed
 	return 0;
 }
 
+static int missing(struct tg_error *err, const char *prefix, const char *name)
+{
+	char param[128];
+
+	param_name(param, sizeof(param), prefix, name);
+	return tg_fail(err, TG_EINVAL, "missing_parameter", param, "'%s' is required", param);
+}
+
 static json_t *field(const json_t *obj, const char *prefix, const char *name, bool required, int *rc,
 		     struct tg_error *err)
 {
 	json_t *v = obj ? json_object_get(obj, name) : NULL;
-	char param[128];
 
-	*rc = 0;
-	if (!v && required) {
-		param_name(param, sizeof(param), prefix, name);
-		*rc = tg_fail(err, TG_EINVAL, "missing_parameter", param, "'%s' is required", param);
-	}
+	*rc = !v && required ? missing(err, prefix, name) : 0;
 	return v;
+}
+
+/* A field sent as null: refused where not nullable; where nullable it means "no value", so it cannot
+ * stand in for a required field ({"scope": "tier", "tier": null} would store a tier limit with no
+ * tier) and is as missing as a field left out. */
+static int null_field(const char *prefix, const char *name, bool required, bool nullable, const char *what,
+		      struct tg_error *err)
+{
+	if (!nullable)
+		return tg_jf_bad(err, prefix, name, "'%s' must be %s, not null", name, what);
+	if (required)
+		return missing(err, prefix, name);
+	return 0;
 }
 
 static bool is_plain_string(const json_t *v)
@@ -74,10 +90,9 @@ int tg_jf_str(const json_t *obj, const char *prefix, const char *name, bool requ
 	if (rc < 0 || !v)
 		return rc;
 	if (json_is_null(v)) {
-		if (!nullable)
-			return tg_jf_bad(err, prefix, name, "'%s' must be a string, not null", name);
-		*ret = NULL;
-		return 0;
+		if ((rc = null_field(prefix, name, required, nullable, "a string", err)) == 0)
+			*ret = NULL;
+		return rc;
 	}
 	if (!is_plain_string(v))
 		return tg_jf_bad(err, prefix, name, "'%s' must be a string", name);
@@ -99,10 +114,9 @@ int tg_jf_id(const json_t *obj, const char *prefix, const char *name, bool requi
 	if (rc < 0 || !v)
 		return rc;
 	if (json_is_null(v)) {
-		if (!nullable)
-			return tg_jf_bad(err, prefix, name, "'%s' must be an id, not null", name);
-		*ret = NULL;
-		return 0;
+		if ((rc = null_field(prefix, name, required, nullable, "an id", err)) == 0)
+			*ret = NULL;
+		return rc;
 	}
 	if (!is_plain_string(v))
 		return tg_jf_bad(err, prefix, name, "'%s' must be a string id", name);

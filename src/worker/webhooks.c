@@ -106,6 +106,15 @@ static bool addr_forbidden(const struct sockaddr *sa)
 	return true;
 }
 
+/* libcurl mends "http:/x" and "http:///x" into host "x", but to RFC 3986 neither has an authority: the
+ * host must follow "scheme://" in the URL as written (curl itself refuses an empty one, "http://:80/"). */
+static bool host_follows_slashes(const char *url)
+{
+	const char *colon = strchr(url, ':');
+
+	return colon && colon[1] == '/' && colon[2] == '/' && colon[3] != '/' && colon[3] != '\\';
+}
+
 int webhook_url_check(const char *url, bool allow_private, struct tg_error *err)
 {
 	CURLU *u = curl_url();
@@ -121,6 +130,10 @@ int webhook_url_check(const char *url, bool allow_private, struct tg_error *err)
 	}
 	if (strcmp(scheme, "http") != 0 && strcmp(scheme, "https") != 0) {
 		rc = tg_fail(err, TG_EINVAL, "invalid_url", "url", "'url' must use http or https");
+		goto out;
+	}
+	if (!host_follows_slashes(url)) { /* in both modes: which host such a URL means is curl's guess */
+		rc = tg_fail(err, TG_EINVAL, "invalid_url", "url", "'url' must name its host after '//' (http://host/path)");
 		goto out;
 	}
 	if (allow_private)

@@ -422,6 +422,22 @@ START_TEST(events_list_filters_and_pages)
 }
 END_TEST
 
+/* The default range of GET /v1/events follows the tenant's clock, not real time. */
+START_TEST(events_list_default_range_on_the_tenant_clock)
+{
+	struct tenant t = tokens_tenant(true);
+	clock_advance(&S, t.key, 400LL * 86400); /* past the year the default range reached beyond real time */
+	struct resp r = EVENTS(t.key, "{\"id\":\"late\",\"customer_id\":\"c\",\"type\":\"llm\",\"properties\":{\"tokens\":1}}");
+	ck_counts(&r, 1, 0, 0);
+	resp_free(&r);
+	r = req(&S, "GET", "/v1/events", t.key, NULL, NULL);
+	ck_status(r, 200);
+	ck_assert_msg(json_array_size(jpath(r.json, "data")) == 1, "the event at the tenant's now is listed: %s", r.body);
+	ck_assert_str_eq(jstr(r.json, "data.0.id"), "late");
+	resp_free(&r);
+}
+END_TEST
+
 START_TEST(events_unknown_customer_auto_create_off)
 {
 	struct tenant t = tokens_tenant(false);
@@ -626,6 +642,42 @@ START_TEST(usage_series_json_and_csv)
 	ck_assert_ptr_nonnull(strstr(resp_header(&r, "Content-Type"), "text/csv"));
 	ck_assert_str_eq(r.body, want);
 	resp_free(&r);
+	/* Accept is negotiated: media types in any case, q-values honoured (0: not acceptable), CSV only when
+	 * preferred to JSON (a tie goes to the one listed first); format= wins over it */
+	static const struct {
+		const char *accept, *format;
+		bool csv;
+	} neg[] = {
+		{"Accept: Text/CSV", NULL, true},
+		{"Accept: text/csv; charset=utf-8", NULL, true},
+		{"Accept: application/json, text/csv;q=0.1", NULL, false},
+		{"Accept: application/json;q=0.5, text/csv", NULL, true},
+		{"Accept: text/csv;q=0.8, application/json;Q=0.9", NULL, false},
+		{"Accept: text/csv, application/json", NULL, true},
+		{"Accept: application/json, text/csv", NULL, false},
+		{"Accept: text/csv;q=0", NULL, false},
+		{"Accept: text/csv;q=0, */*", NULL, false},
+		{"Accept: text/csv;q=1.5", NULL, false},
+		{"Accept: text/*", NULL, true},
+		{"Accept: */*", NULL, false},
+		{"Accept: */*, text/csv", NULL, false},
+		{"Accept: text/csv, */*;q=0.9", NULL, true},
+		{"Accept: application/xml", NULL, false},
+		{"Accept: text/csvx, text/plain", NULL, false},
+		{"Accept: text/csv", "json", false},
+		{"Accept: application/json", "csv", true},
+	};
+	for (size_t k = 0; k < sizeof(neg) / sizeof(neg[0]); k++) {
+		const char *hdr[] = {neg[k].accept, NULL};
+		snprintf(path, sizeof(path), "/v1/usage?meter=tokens&customer_id=c1&granularity=hour&group_by=model&%s%s%s",
+			 range, neg[k].format ? "&format=" : "", neg[k].format ? neg[k].format : "");
+		r = req(&S, "GET", path, t.key, NULL, hdr);
+		ck_status(r, 200);
+		ck_assert_msg(strstr(resp_header(&r, "Content-Type"), neg[k].csv ? "text/csv" : "application/json") != NULL,
+			      "%s (format %s): got %s", neg[k].accept, neg[k].format ? neg[k].format : "-",
+			      resp_header(&r, "Content-Type"));
+		resp_free(&r);
+	}
 	snprintf(path, sizeof(path), "/v1/usage?meter=tokens&customer_id=c1&granularity=day&format=csv&%s", range);
 	r = req(&S, "GET", path, t.key, NULL, NULL);
 	ck_status(r, 200);
@@ -999,6 +1051,7 @@ int main(void)
 	tcase_add_test(tc, events_count_in_their_period);
 	tcase_add_test(tc, usage_series_buckets_are_whole);
 	tcase_add_test(tc, events_list_filters_and_pages);
+	tcase_add_test(tc, events_list_default_range_on_the_tenant_clock);
 	tcase_add_test(tc, events_unknown_customer_auto_create_off);
 	tcase_add_test(tc, customer_usage_lists_applicable_limits);
 	tcase_add_test(tc, usage_series_json_and_csv);

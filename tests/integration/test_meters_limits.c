@@ -381,6 +381,10 @@ START_TEST(limit_validation)
 		{"{" Q ",\"scope\":\"galaxy\"}", "invalid_parameter", "scope"},
 		{"{" Q ",\"scope\":\"tier\"}", "missing_parameter", "tier"},
 		{"{" Q ",\"scope\":\"customer\"}", "missing_parameter", "customer_id"},
+		/* null is no value: it does not stand in for a required tier or customer (such a limit was
+		 * stored, then skipped at every snapshot load and never enforced) */
+		{"{" Q ",\"scope\":\"tier\",\"tier\":null}", "missing_parameter", "tier"},
+		{"{" Q ",\"scope\":\"customer\",\"customer_id\":null}", "missing_parameter", "customer_id"},
 		{"{" Q ",\"scope\":\"default\",\"tier\":\"pro\"}", NULL, "tier"},
 		{"{" Q ",\"scope\":\"tier\",\"tier\":\"pro\",\"customer_id\":\"c1\"}", NULL, "customer_id"},
 		{"{" Q ",\"scope\":\"tier\",\"tier\":\"ghost\"}", "tier_not_found", "tier"},
@@ -478,9 +482,11 @@ START_TEST(limit_validation)
 	expectf(&S, t.key, "POST", "/v1/limits", 201, "{" Q ",\"filter\":{\"model\":\"gpt-4\"}}");
 	expectf(&S, t.key, "POST", "/v1/limits", 201, "{\"meter\":\"tokens\",\"kind\":\"quota\",\"period\":\"day\",\"limit\":0}");
 	expectf(&S, t.key, "POST", "/v1/limits", 201, "{" Q ",\"scope\":\"customer\",\"customer_id\":\"c1\"}");
+	/* where a tier or customer is not needed, null is the same as leaving it out */
+	expectf(&S, t.key, "POST", "/v1/limits", 201, "{" Q ",\"scope\":\"default\",\"tier\":null,\"customer_id\":null}");
 	/* a rate limit's filter may name any dimension (rate counters are not rebuilt from rollups) */
 	expectf(&S, t.key, "POST", "/v1/limits", 201, "{" RT ",\"filter\":{\"model\":\"gpt-4\"}}");
-	ck_assert_int_eq(list_len(t.key, "/v1/limits"), 8);
+	ck_assert_int_eq(list_len(t.key, "/v1/limits"), 9);
 #undef Q
 #undef RT
 }

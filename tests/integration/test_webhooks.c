@@ -1235,7 +1235,7 @@ START_TEST(ssrf_guard_refuses_private_targets)
 		"http://172.31.255.1/", "http://224.0.0.1/", "http://[fe80::1]/", "http://[fd00::1]/",
 		"http://[::ffff:127.0.0.1]/", "http://[::]/", "http://169.254.169.254/latest/meta-data/",
 		"https://10.1.2.3:8443/", "gopher://127.0.0.1/", "file:///etc/passwd", "javascript:alert(1)",
-		"http://nonexistent.invalid/", "//127.0.0.1/", "127.0.0.1",
+		"http://nonexistent.invalid/", "//127.0.0.1/", "127.0.0.1", "http:///x", "http:///1.1.1.1/",
 		/* IPv4 inside IPv6: NAT64 (10.0.0.1, 127.0.0.1), 6to4 (10.1.2.3, 192.168.0.1), compatible */
 		"http://[64:ff9b::a00:1]/", "http://[64:ff9b::127.0.0.1]/", "http://[2002:a01:203::1]/",
 		"http://[2002:c0a8:1::]/", "http://[::10.0.0.1]/",
@@ -1326,6 +1326,16 @@ START_TEST(ssrf_guard_refuses_private_targets)
 	ep_create(&S, u.key, "http://127.0.0.1:9/x", "[\"*\"]");
 	r = callf(&S, u.key, "POST", "/v1/webhook_endpoints", "{\"url\":\"ftp://127.0.0.1/\",\"events\":[\"*\"]}");
 	ck_assert_msg(r.status == 400 && !strcmp(jstr(r.json, "error.param"), "url"), "ftp allowed: %ld %s", r.status, r.body);
+	resp_free(&r);
+	/* and a host must follow "//": a PATCH to one without is refused and changes nothing */
+	struct ep loop = ep_create(&S, u.key, "http://127.0.0.1:9/y", "[\"*\"]");
+	snprintf(path, sizeof(path), "/v1/webhook_endpoints/%s", loop.id);
+	r = callf(&S, u.key, "PATCH", path, "{\"url\":\"http:///x\"}");
+	ck_err(r, 400, "invalid_request", "invalid_url", "url");
+	resp_free(&r);
+	r = req(&S, "GET", path, u.key, NULL, NULL);
+	ck_status(r, 200);
+	ck_assert_str_eq(jstr(r.json, "url"), "http://127.0.0.1:9/y");
 	resp_free(&r);
 }
 END_TEST
@@ -1506,6 +1516,8 @@ START_TEST(endpoint_crud)
 		{"{\"url\":\"ftp://x\"}", "url"},
 		{"{\"events\":[]}", "events"},
 		{"{\"events\":[\"limit.thresholds\"]}", "events"},
+		{"{\"events\":[\"*\",\"balance.low\"]}", "events"},
+		{"{\"events\":[\"limit.reset\",\"limit.reset\"]}", "events"},
 		{"{\"disabled\":\"yes\"}", "disabled"},
 		{"{\"secret\":\"whsec_AAAA\"}", "secret"},
 		{"{\"id\":\"whe_other\"}", "id"},
@@ -1611,11 +1623,23 @@ START_TEST(endpoint_bad_input)
 		{"{\"url\":\"http://127.0.0.1:9/\",\"events\":[1]}", "invalid_parameter", "events"},
 		{"{\"url\":\"http://127.0.0.1:9/\",\"events\":null}", "invalid_parameter", "events"},
 		{"{\"url\":\"http://127.0.0.1:9/\",\"events\":[\"ping\"]}", "invalid_parameter", "events"},
+		/* "*" is every type, alone; a type is listed once; every item is a type's name */
+		{"{\"url\":\"http://127.0.0.1:9/\",\"events\":[\"*\",\"limit.threshold\"]}", "invalid_parameter", "events"},
+		{"{\"url\":\"http://127.0.0.1:9/\",\"events\":[\"limit.threshold\",\"*\"]}", "invalid_parameter", "events"},
+		{"{\"url\":\"http://127.0.0.1:9/\",\"events\":[\"*\",\"*\"]}", "invalid_parameter", "events"},
+		{"{\"url\":\"http://127.0.0.1:9/\",\"events\":[\"balance.low\",\"limit.reset\",\"balance.low\"]}", "invalid_parameter", "events"},
+		{"{\"url\":\"http://127.0.0.1:9/\",\"events\":[\"limit.threshold\",null]}", "invalid_parameter", "events"},
+		{"{\"url\":\"http://127.0.0.1:9/\",\"events\":[[\"limit.threshold\"]]}", "invalid_parameter", "events"},
 		{"{\"events\":[\"*\"]}", "missing_parameter", "url"},
 		{"{\"url\":42,\"events\":[\"*\"]}", "invalid_parameter", "url"},
 		{"{\"url\":\"\",\"events\":[\"*\"]}", NULL, "url"},
 		{"{\"url\":\"not a url\",\"events\":[\"*\"]}", NULL, "url"},
 		{"{\"url\":\"ftp://127.0.0.1/\",\"events\":[\"*\"]}", NULL, "url"},
+		/* no host after "//" (libcurl reads "x" as the host): refused although private targets are allowed here */
+		{"{\"url\":\"http:///x\",\"events\":[\"*\"]}", "invalid_url", "url"},
+		{"{\"url\":\"https:///127.0.0.1:9/\",\"events\":[\"*\"]}", "invalid_url", "url"},
+		{"{\"url\":\"http:/127.0.0.1:9/\",\"events\":[\"*\"]}", "invalid_url", "url"},
+		{"{\"url\":\"http://\",\"events\":[\"*\"]}", "invalid_url", "url"},
 		{"{\"url\":\"http://127.0.0.1:9/\",\"events\":[\"*\"],\"secret\":\"whsec_AAAA\"}", "unknown_parameter", "secret"},
 		{"{\"url\":\"http://127.0.0.1:9/\",\"events\":[\"*\"],\"enabled\":true}", "unknown_parameter", "enabled"},
 		{"{\"url\":\"http://127.0.0.1:9/\",\"events\":[\"*\"],\"description\":5}", "invalid_parameter", "description"},
@@ -1630,7 +1654,12 @@ START_TEST(endpoint_bad_input)
 			      r.status, r.body);
 		resp_free(&r);
 	}
-	struct resp r = callf(&S, t.key, "POST", "/v1/webhook_endpoints", "{\"url\":\"%s\",\"events\":[\"*\"]}", long_url);
+	/* an item that is not a string says so (it was "'?' is not an event type") */
+	struct resp r = req(&S, "POST", "/v1/webhook_endpoints", t.key, "{\"url\":\"http://127.0.0.1:9/\",\"events\":[5]}", NULL);
+	ck_err(r, 400, "invalid_request", "invalid_parameter", "events");
+	ck_assert_str_eq(jstr(r.json, "error.message"), "'events' must be an array of event type strings");
+	resp_free(&r);
+	r = callf(&S, t.key, "POST", "/v1/webhook_endpoints", "{\"url\":\"%s\",\"events\":[\"*\"]}", long_url);
 	ck_err(r, 400, "invalid_request", "invalid_parameter", "url");
 	resp_free(&r);
 	r = callf(&S, t.key, "POST", "/v1/webhook_endpoints",
