@@ -2,8 +2,10 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -450,11 +452,25 @@ void hot_thread_end(void)
 	SC = NULL;
 }
 
+/*
+ * The blocking connection was closed by the server while it sat idle (a restart, CLIENT KILL, a
+ * failover): Redis never speaks unasked to a client like this one, so anything to read (the end of the
+ * stream) means the connection is gone. Found with one poll(2) that does not wait, before a command is
+ * sent, so the command goes on a fresh connection instead of failing: nothing was sent, nothing can
+ * have run twice.
+ */
+static bool closed_while_idle(const redisContext *c)
+{
+	struct pollfd pfd = {.fd = c->fd, .events = POLLIN};
+
+	return poll(&pfd, 1, 0) > 0;
+}
+
 redisContext *hot_sync(struct tg_error *err)
 {
 	struct timeval tv = {2, 0};
 
-	if (SC && SC->err) {
+	if (SC && (SC->err || closed_while_idle(SC))) {
 		redisFree(SC);
 		SC = NULL;
 	}
@@ -478,19 +494,46 @@ redisContext *hot_sync(struct tg_error *err)
 	return SC;
 }
 
+/*
+ * DESIGN: when the connection breaks under a command (after it was sent, before its reply), the command
+ * may or may not have run. It is sent once more, on a fresh connection, only when running it twice is
+ * the same as running it once: a read (PING, MGET) or DEL. A script (EVALSHA/EVAL) counts usage or
+ * moves a balance, so it is never sent again: its caller gets the failure (a check answers per
+ * fail_mode). Neither is a command that timed out (the server is slow, not gone: waiting twice as long
+ * helps no one). A connection closed while idle is replaced before anything is sent (hot_sync).
+ */
+static bool repeatable(const char *cmd)
+{
+	return strcasecmp(cmd, "PING") == 0 || strcasecmp(cmd, "MGET") == 0 || strcasecmp(cmd, "DEL") == 0;
+}
+
+/* The server closed the connection (rather than not answering in time). */
+static bool closed_by_server(const redisContext *c, int errnum)
+{
+	return c->err == REDIS_ERR_EOF || (c->err == REDIS_ERR_IO && (errnum == ECONNRESET || errnum == EPIPE));
+}
+
 redisReply *hot_sync_argv(int argc, const char **argv, const size_t *lens, struct tg_error *err)
 {
-	redisContext *c = hot_sync(err);
-	redisReply *r;
+	redisReply *r = NULL;
 
-	if (!c)
-		return NULL;
-	r = redisCommandArgv(c, argc, argv, lens);
-	if (!r) {
+	for (int attempt = 0; attempt < 2; attempt++) {
+		redisContext *c = hot_sync(err);
+		if (!c)
+			return NULL;
+		errno = 0;
+		r = redisCommandArgv(c, argc, argv, lens);
+		if (r)
+			break;
+		int errnum = errno;
 		tg_fail(err, TG_EUNAVAIL, "redis_unavailable", NULL, "Redis is unavailable; retry shortly");
 		tg_error_detail(err, "redis: %s", c->errstr);
+		bool again = closed_by_server(c, errnum) && repeatable(argv[0]);
 		redisFree(SC);
 		SC = NULL;
+		if (!again)
+			break;
+		log_warn("redis connection lost under a command; sending it again", "%s", argv[0]);
 	}
 	return r;
 }

@@ -143,6 +143,38 @@ static PGconn *connect_db(struct tg_error *err)
 	return pg;
 }
 
+/*
+ * A connection the server closed while it sat idle here: a restart, a failover, an idle-session timeout.
+ * The server's goodbye (a FATAL error, then the end of the stream) waits on the socket, so one poll(2)
+ * that does not wait finds it before a statement is sent, and the statement goes on a fresh connection
+ * instead of failing.
+ * DESIGN: a statement is never sent twice. One that fails after it went out may have committed before
+ * the connection broke (an autocommit UPDATE sent again would count twice), and a transaction cannot be
+ * replayed: those still fail with 503. So this is looked at only between transactions, before anything
+ * is sent, where changing connections loses nothing: not for the COMMIT of one (store_commit sends it at
+ * depth 0), which on a fresh connection would "succeed" with nothing to commit.
+ */
+static bool closed_while_idle(const struct conn_state *cs)
+{
+	PGconn *pg = cs->pg;
+	struct pollfd pfd = {.fd = PQsocket(pg), .events = POLLIN};
+
+	if (cs->depth > 0 || cs->ndefer > 0 || PQtransactionStatus(pg) != PQTRANS_IDLE)
+		return false;
+
+	/* the goodbye is a message and then the end of the stream: a read for each */
+	for (int i = 0; i < 3; i++) {
+		if (pfd.fd < 0)
+			return true;
+		if (poll(&pfd, 1, 0) <= 0)
+			return false; /* nothing waiting (the common case), or no telling: let the statement find out */
+		if (!PQconsumeInput(pg) || PQstatus(pg) != CONNECTION_OK)
+			return true;
+		PQisBusy(pg); /* parses what came: while idle, an error is taken as a notice */
+	}
+	return false;
+}
+
 static struct conn_state *conn_get(struct tg_error *err)
 {
 	if (!tls)
@@ -151,7 +183,7 @@ static struct conn_state *conn_get(struct tg_error *err)
 		*err = tls->failed_err; /* not on a new connection: outside the transaction */
 		return NULL;
 	}
-	if (tls->pg && PQstatus(tls->pg) != CONNECTION_OK) {
+	if (tls->pg && (PQstatus(tls->pg) != CONNECTION_OK || closed_while_idle(tls))) {
 		conn_close(tls);
 		if (tls->depth > 0) {
 			/* the transaction went with the connection */
