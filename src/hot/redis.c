@@ -12,6 +12,7 @@
 #include "internal.h"
 #include "tollgate/log.h"
 #include "tollgate/loop.h"
+#include "tollgate/metrics.h"
 #include "tollgate/util.h"
 
 static struct {
@@ -19,6 +20,34 @@ static struct {
 	int port;
 	int db;
 } R;
+
+/* Failures for /metrics, on the loops' connections and the workers' alike. NOSCRIPT is not one: the
+ * script is loaded again and the command resent. */
+#define REDIS_ERRORS_HELP \
+	"Redis failures: connections that failed or were lost, commands that timed out (kind=connection), " \
+	"error replies to a command or to one check of a batch (kind=command)."
+static struct tg_metric *m_conn_errors, *m_cmd_errors;
+
+static void count_error(struct tg_metric *m)
+{
+	if (m) /* NULL before hot_init */
+		tg_metric_add(m, 1);
+}
+
+static bool is_noscript(const redisReply *r)
+{
+	return r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0;
+}
+
+/* A reply's errors: the reply itself, or the elements of a script's table (one per check of a batch). */
+static void count_reply_errors(const redisReply *r)
+{
+	if (r->type == REDIS_REPLY_ERROR && !is_noscript(r))
+		count_error(m_cmd_errors);
+	for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++)
+		if (r->element[i]->type == REDIS_REPLY_ERROR)
+			count_error(m_cmd_errors);
+}
 
 int hot_init(const char *url, struct tg_error *err)
 {
@@ -59,6 +88,8 @@ int hot_init(const char *url, struct tg_error *err)
 		R.db = (int)v;
 	}
 	hot_scripts_init();
+	m_conn_errors = tg_counter("tollgate_redis_errors_total", REDIS_ERRORS_HELP, "kind=\"connection\"");
+	m_cmd_errors = tg_counter("tollgate_redis_errors_total", REDIS_ERRORS_HELP, "kind=\"command\"");
 	return 0;
 }
 
@@ -142,8 +173,10 @@ static void nothing(void *arg, redisReply *r)
 
 static void on_fd(void *arg, uint32_t events);
 
+/* Every call is a failure: a connect that failed, or a connection lost. */
 static void drop(struct async_conn *ac, const char *why)
 {
+	count_error(m_conn_errors);
 	if (ac->c) {
 		log_warn("redis connection lost", "loop %d: %s", ac->index, why);
 		if (ac->registered)
@@ -268,11 +301,12 @@ static void read_replies(struct async_conn *ac)
 		}
 		struct pending p = q_pop(ac);
 		redisReply *r = reply;
-		if (p.script && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0) {
+		if (p.script && is_noscript(r)) {
 			freeReplyObject(reply);
 			resend_after_noscript(ac, p);
 			continue;
 		}
+		count_reply_errors(r);
 		p.cb(p.arg, r);
 		freeReplyObject(reply);
 		free(p.cmd);
@@ -471,6 +505,8 @@ redisContext *hot_sync(struct tg_error *err)
 	struct timeval tv = {2, 0};
 
 	if (SC && (SC->err || closed_while_idle(SC))) {
+		if (!SC->err)
+			count_error(m_conn_errors); /* lost while idle: not counted yet */
 		redisFree(SC);
 		SC = NULL;
 	}
@@ -478,6 +514,7 @@ redisContext *hot_sync(struct tg_error *err)
 		return SC;
 	SC = redisConnectWithTimeout(R.host, R.port, tv);
 	if (!SC || SC->err) {
+		count_error(m_conn_errors);
 		tg_fail(err, TG_EUNAVAIL, "redis_unavailable", NULL, "Redis is unavailable; retry shortly");
 		tg_error_detail(err, "redis connect %s:%d: %s", R.host, R.port, SC ? SC->errstr : "out of memory");
 		if (SC)
@@ -523,9 +560,12 @@ redisReply *hot_sync_argv(int argc, const char **argv, const size_t *lens, struc
 			return NULL;
 		errno = 0;
 		r = redisCommandArgv(c, argc, argv, lens);
-		if (r)
+		if (r) {
+			count_reply_errors(r);
 			break;
+		}
 		int errnum = errno;
+		count_error(m_conn_errors);
 		tg_fail(err, TG_EUNAVAIL, "redis_unavailable", NULL, "Redis is unavailable; retry shortly");
 		tg_error_detail(err, "redis: %s", c->errstr);
 		bool again = closed_by_server(c, errnum) && repeatable(argv[0]);
@@ -553,6 +593,7 @@ int hot_sync_pipeline(int n, int argc, const char **argv, const size_t *lens, st
 		redisReply *r;
 		if (redisGetReply(c, (void **)&r) != REDIS_OK || !r)
 			goto lost;
+		count_reply_errors(r);
 		if (r->type == REDIS_REPLY_ERROR && rc == 0) {
 			rc = tg_fail(err, TG_EUNAVAIL, "redis_error", NULL, "Redis refused a command");
 			tg_error_detail(err, "%s", r->str);
@@ -562,6 +603,7 @@ int hot_sync_pipeline(int n, int argc, const char **argv, const size_t *lens, st
 	return rc;
 lost:
 	/* replies may still be owed: the connection cannot be used again */
+	count_error(m_conn_errors);
 	tg_fail(err, TG_EUNAVAIL, "redis_unavailable", NULL, "Redis is unavailable; retry shortly");
 	tg_error_detail(err, "redis: %s", c->errstr[0] ? c->errstr : "pipeline broken");
 	redisFree(SC);
@@ -589,7 +631,7 @@ redisReply *hot_sync_script(const struct hot_script *s, int nkeys, const char **
 	for (int i = 0; i < argc; i++)
 		lens[i] = i >= 3 + nkeys && arglens ? arglens[i - 3 - nkeys] : strlen(argv[i]);
 	r = hot_sync_argv(argc, argv, lens, err);
-	if (r && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0) {
+	if (r && is_noscript(r)) {
 		freeReplyObject(r);
 		argv[0] = "EVAL";
 		argv[1] = s->source;

@@ -1,5 +1,5 @@
 /* test_restarts.c — PostgreSQL and Redis restart under a running server: while one is down the requests
- * that need it answer 503; once it is back, the first requests of every
+ * that need it answer 503 and /metrics counts the failures; once it is back, the first requests of every
  * thread succeed (none is lost on a connection the server closed meanwhile).
  * Stopping a service takes it from every suite: meson runs this suite alone (is_parallel: false). */
 #include <stdatomic.h>
@@ -22,6 +22,9 @@ static void teardown(void)
 	service_ctl("start", "redis");
 	srv_stop(&S);
 }
+
+#define PG_CONN_ERRORS "tollgate_postgres_errors_total{kind=\"connection\"} "
+#define REDIS_CONN_ERRORS "tollgate_redis_errors_total{kind=\"connection\"} "
 
 /* Requests from 8 clients at once, so that every worker and loop of the server serves some. */
 struct burst {
@@ -89,14 +92,25 @@ START_TEST(postgres_restart)
 	b.key = t.key;
 	b.config = true;
 	burst(&b, "before the restart"); /* every thread has its connection */
+	long long errors = srv_metric(&S, PG_CONN_ERRORS);
 
 	stop_service("postgresql", "PostgreSQL");
 	struct resp r = req(&S, "GET", "/v1/customers", t.key, NULL, NULL);
 	ck_status(r, 503);
 	resp_free(&r);
+	long long down = srv_metric(&S, PG_CONN_ERRORS);
+	ck_assert_msg(down > errors, "PostgreSQL down: %s went from %lld to %lld", PG_CONN_ERRORS, errors, down);
+	/* once every thread has lost its connection, each attempt to connect again counts */
+	b.config = false;
+	run_parallel(8, burst_worker, &b);
+	b.config = true;
+	down = srv_metric(&S, PG_CONN_ERRORS);
+	expect_status(&S, "GET", "/readyz", NULL, NULL, 503);
+	ck_assert_int_gt(srv_metric(&S, PG_CONN_ERRORS), down);
 
 	service_ctl("start", "postgresql");
 	burst(&b, "after the restart");
+	ck_assert_int_ge(srv_metric(&S, PG_CONN_ERRORS), down);
 }
 END_TEST
 
@@ -106,8 +120,11 @@ START_TEST(redis_restart)
 
 	b.config = false;
 	burst(&b, "before the restart");
+	long long errors = srv_metric(&S, REDIS_CONN_ERRORS);
 
 	stop_service("redis", "Redis");
+	long long down = srv_metric(&S, REDIS_CONN_ERRORS);
+	ck_assert_msg(down > errors, "Redis down: %s went from %lld to %lld", REDIS_CONN_ERRORS, errors, down);
 
 	service_ctl("start", "redis");
 	burst(&b, "after the restart");
