@@ -119,10 +119,10 @@ struct policy_tenant {
 	_Atomic int refs;
 };
 
-/* The tenant's clock: real time, plus the test clock's offset for test-mode tenants. */
+/* The tenant's clock: real time, plus the test clock's offset for test-mode tenants (see tg_clock_ms). */
 static inline int64_t policy_now(const struct policy_tenant *t, int64_t real_ms)
 {
-	return real_ms + t->clock_offset_ms;
+	return tg_clock_ms(real_ms, t->clock_offset_ms);
 }
 
 /* Validate a meter definition (API fields) into m; strings are copied. 0 or -err naming the field. */

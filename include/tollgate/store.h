@@ -110,7 +110,10 @@ int store_tenants_list(const char *starting_after, int64_t limit, json_t **ret, 
 /* default_tier: set when set_tier (NULL clears); auto_create: when set_auto. */
 int store_tenant_update(const char *id, bool set_tier, const char *default_tier, bool set_auto, bool auto_create,
 			json_t **ret, struct tg_error *err);
-int store_tenant_advance_clock(const char *id, int64_t ms, json_t **ret, struct tg_error *err);
+/* Moves a test-mode tenant's clock ms forward unless its offset would pass max_offset_ms; *ret NULL when
+ * nothing moved (a live tenant, or the limit). */
+int store_tenant_advance_clock(const char *id, int64_t ms, int64_t max_offset_ms, json_t **ret,
+			       struct tg_error *err);
 int store_key_create(const char *tenant_id, const char *id, const char *name, const char *prefix,
 		     const char *secret_hash, const char *scopes_literal, json_t **ret, struct tg_error *err);
 int store_keys_list(const char *tenant_id, const char *starting_after, int64_t limit, json_t **ret,

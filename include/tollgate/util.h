@@ -83,6 +83,14 @@ int64_t tg_now_ms(void);          /* CLOCK_REALTIME */
 int64_t tg_mono_us(void);         /* CLOCK_MONOTONIC, for durations */
 void tg_wait_ms(int64_t ms);       /* sleep, restarting after signals */
 #define TG_TIME_BUFSZ 32
+/* 9999-12-31T23:59:59Z, the last second RFC 3339 writes with four digits: where a test clock stops. */
+#define TG_TIME_MAX_MS INT64_C(253402300799000)
+/* A test clock's time: real time plus its offset, stopped at TG_TIME_MAX_MS (advances are refused past
+ * it, but real time goes on after the last one). */
+static inline int64_t tg_clock_ms(int64_t real_ms, int64_t offset_ms)
+{
+	return offset_ms < TG_TIME_MAX_MS - real_ms ? real_ms + offset_ms : TG_TIME_MAX_MS;
+}
 #define TG_I64_BUFSZ 21
 /* The decimal digits of v (no sign for v >= 0), NUL-terminated; returns the length. No printf: hot path. */
 size_t tg_fmt_i64(int64_t v, char *buf);

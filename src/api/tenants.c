@@ -16,7 +16,7 @@ static json_t *render(json_t *row)
 
 	json_object_del(row, "clock_offset_ms");
 	if (json_is_true(json_object_get(row, "test_mode")))
-		json_object_set_new(row, "test_clock", tg_json_time(tg_now_ms() + offset));
+		json_object_set_new(row, "test_clock", tg_json_time(tg_clock_ms(tg_now_ms(), offset)));
 	return row;
 }
 
@@ -112,10 +112,23 @@ static int clock_reply(struct tg_req *req, json_t *row)
 		return tg_fail(&req->err, TG_EINVAL, "not_test_mode", NULL,
 			       "test clocks exist only for tenants created with \"test_mode\": true");
 	}
-	int64_t now = tg_now_ms() + store_int(row, "clock_offset_ms", 0);
+	int64_t now = tg_clock_ms(tg_now_ms(), store_int(row, "clock_offset_ms", 0));
 	json_decref(row);
 	tg_req_reply(req, 200, tg_json_obj("now", tg_json_time(now), NULL));
 	return 0;
+}
+
+/* An advance past the end of the clock: refused, with what is left. */
+static int clock_end(struct tg_req *req, json_t *row)
+{
+	int64_t now = tg_clock_ms(tg_now_ms(), store_int(row, "clock_offset_ms", 0));
+	char at[TG_TIME_BUFSZ];
+
+	json_decref(row);
+	tg_time_format(now, at);
+	return api_bad(req, "seconds",
+		       "the test clock cannot pass 9999-12-31T23:59:59Z; it is at %s, %lld seconds at most are left", at,
+		       (long long)((TG_TIME_MAX_MS - now) / 1000));
 }
 
 int api_test_clock_get(struct tg_req *req)
@@ -142,14 +155,19 @@ int api_test_clock_advance(struct tg_req *req)
 	if ((rc = api_only(req, body, fields)) < 0 ||
 	    (rc = api_int(req, body, "seconds", true, 1, 10LL * 366 * 86400, &seconds, NULL)) < 0)
 		return rc;
-	if ((rc = store_tenant_advance_clock(req->principal.tenant_id, seconds * 1000, &row, &req->err)) < 0)
+	/* the clock may reach TG_TIME_MAX_MS, not pass it: checked in the UPDATE, so advances at once cannot
+	 * pass it together */
+	if ((rc = store_tenant_advance_clock(req->principal.tenant_id, seconds * 1000, TG_TIME_MAX_MS - tg_now_ms(),
+					     &row, &req->err)) < 0)
 		return rc;
 	if (!row) {
-		/* no row updated: the tenant is live (or gone) */
+		/* no row updated: the tenant is live (or gone), or the clock would pass the end */
 		if ((rc = store_tenant_get(req->principal.tenant_id, &row, &req->err)) < 0)
 			return rc;
 		if (!row)
 			return api_not_found(req, "tenant", req->principal.tenant_id);
+		if (json_is_true(json_object_get(row, "test_mode")))
+			return clock_end(req, row);
 		return clock_reply(req, row);
 	}
 	reload_tenant(req->principal.tenant_id, &req->err);

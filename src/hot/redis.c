@@ -2,14 +2,17 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "internal.h"
 #include "tollgate/log.h"
 #include "tollgate/loop.h"
+#include "tollgate/metrics.h"
 #include "tollgate/util.h"
 
 static struct {
@@ -17,6 +20,34 @@ static struct {
 	int port;
 	int db;
 } R;
+
+/* Failures for /metrics, on the loops' connections and the workers' alike. NOSCRIPT is not one: the
+ * script is loaded again and the command resent. */
+#define REDIS_ERRORS_HELP \
+	"Redis failures: connections that failed or were lost, commands that timed out (kind=connection), " \
+	"error replies to a command or to one check of a batch (kind=command)."
+static struct tg_metric *m_conn_errors, *m_cmd_errors;
+
+static void count_error(struct tg_metric *m)
+{
+	if (m) /* NULL before hot_init */
+		tg_metric_add(m, 1);
+}
+
+static bool is_noscript(const redisReply *r)
+{
+	return r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0;
+}
+
+/* A reply's errors: the reply itself, or the elements of a script's table (one per check of a batch). */
+static void count_reply_errors(const redisReply *r)
+{
+	if (r->type == REDIS_REPLY_ERROR && !is_noscript(r))
+		count_error(m_cmd_errors);
+	for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++)
+		if (r->element[i]->type == REDIS_REPLY_ERROR)
+			count_error(m_cmd_errors);
+}
 
 int hot_init(const char *url, struct tg_error *err)
 {
@@ -57,6 +88,8 @@ int hot_init(const char *url, struct tg_error *err)
 		R.db = (int)v;
 	}
 	hot_scripts_init();
+	m_conn_errors = tg_counter("tollgate_redis_errors_total", REDIS_ERRORS_HELP, "kind=\"connection\"");
+	m_cmd_errors = tg_counter("tollgate_redis_errors_total", REDIS_ERRORS_HELP, "kind=\"command\"");
 	return 0;
 }
 
@@ -140,8 +173,10 @@ static void nothing(void *arg, redisReply *r)
 
 static void on_fd(void *arg, uint32_t events);
 
+/* Every call is a failure: a connect that failed, or a connection lost. */
 static void drop(struct async_conn *ac, const char *why)
 {
+	count_error(m_conn_errors);
 	if (ac->c) {
 		log_warn("redis connection lost", "loop %d: %s", ac->index, why);
 		if (ac->registered)
@@ -266,11 +301,12 @@ static void read_replies(struct async_conn *ac)
 		}
 		struct pending p = q_pop(ac);
 		redisReply *r = reply;
-		if (p.script && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0) {
+		if (p.script && is_noscript(r)) {
 			freeReplyObject(reply);
 			resend_after_noscript(ac, p);
 			continue;
 		}
+		count_reply_errors(r);
 		p.cb(p.arg, r);
 		freeReplyObject(reply);
 		free(p.cmd);
@@ -450,11 +486,27 @@ void hot_thread_end(void)
 	SC = NULL;
 }
 
+/*
+ * The blocking connection was closed by the server while it sat idle (a restart, CLIENT KILL, a
+ * failover): Redis never speaks unasked to a client like this one, so anything to read (the end of the
+ * stream) means the connection is gone. Found with one poll(2) that does not wait, before a command is
+ * sent, so the command goes on a fresh connection instead of failing: nothing was sent, nothing can
+ * have run twice.
+ */
+static bool closed_while_idle(const redisContext *c)
+{
+	struct pollfd pfd = {.fd = c->fd, .events = POLLIN};
+
+	return poll(&pfd, 1, 0) > 0;
+}
+
 redisContext *hot_sync(struct tg_error *err)
 {
 	struct timeval tv = {2, 0};
 
-	if (SC && SC->err) {
+	if (SC && (SC->err || closed_while_idle(SC))) {
+		if (!SC->err)
+			count_error(m_conn_errors); /* lost while idle: not counted yet */
 		redisFree(SC);
 		SC = NULL;
 	}
@@ -462,6 +514,7 @@ redisContext *hot_sync(struct tg_error *err)
 		return SC;
 	SC = redisConnectWithTimeout(R.host, R.port, tv);
 	if (!SC || SC->err) {
+		count_error(m_conn_errors);
 		tg_fail(err, TG_EUNAVAIL, "redis_unavailable", NULL, "Redis is unavailable; retry shortly");
 		tg_error_detail(err, "redis connect %s:%d: %s", R.host, R.port, SC ? SC->errstr : "out of memory");
 		if (SC)
@@ -478,19 +531,49 @@ redisContext *hot_sync(struct tg_error *err)
 	return SC;
 }
 
+/*
+ * DESIGN: when the connection breaks under a command (after it was sent, before its reply), the command
+ * may or may not have run. It is sent once more, on a fresh connection, only when running it twice is
+ * the same as running it once: a read (PING, MGET) or DEL. A script (EVALSHA/EVAL) counts usage or
+ * moves a balance, so it is never sent again: its caller gets the failure (a check answers per
+ * fail_mode). Neither is a command that timed out (the server is slow, not gone: waiting twice as long
+ * helps no one). A connection closed while idle is replaced before anything is sent (hot_sync).
+ */
+static bool repeatable(const char *cmd)
+{
+	return strcasecmp(cmd, "PING") == 0 || strcasecmp(cmd, "MGET") == 0 || strcasecmp(cmd, "DEL") == 0;
+}
+
+/* The server closed the connection (rather than not answering in time). */
+static bool closed_by_server(const redisContext *c, int errnum)
+{
+	return c->err == REDIS_ERR_EOF || (c->err == REDIS_ERR_IO && (errnum == ECONNRESET || errnum == EPIPE));
+}
+
 redisReply *hot_sync_argv(int argc, const char **argv, const size_t *lens, struct tg_error *err)
 {
-	redisContext *c = hot_sync(err);
-	redisReply *r;
+	redisReply *r = NULL;
 
-	if (!c)
-		return NULL;
-	r = redisCommandArgv(c, argc, argv, lens);
-	if (!r) {
+	for (int attempt = 0; attempt < 2; attempt++) {
+		redisContext *c = hot_sync(err);
+		if (!c)
+			return NULL;
+		errno = 0;
+		r = redisCommandArgv(c, argc, argv, lens);
+		if (r) {
+			count_reply_errors(r);
+			break;
+		}
+		int errnum = errno;
+		count_error(m_conn_errors);
 		tg_fail(err, TG_EUNAVAIL, "redis_unavailable", NULL, "Redis is unavailable; retry shortly");
 		tg_error_detail(err, "redis: %s", c->errstr);
+		bool again = closed_by_server(c, errnum) && repeatable(argv[0]);
 		redisFree(SC);
 		SC = NULL;
+		if (!again)
+			break;
+		log_warn("redis connection lost under a command; sending it again", "%s", argv[0]);
 	}
 	return r;
 }
@@ -510,6 +593,7 @@ int hot_sync_pipeline(int n, int argc, const char **argv, const size_t *lens, st
 		redisReply *r;
 		if (redisGetReply(c, (void **)&r) != REDIS_OK || !r)
 			goto lost;
+		count_reply_errors(r);
 		if (r->type == REDIS_REPLY_ERROR && rc == 0) {
 			rc = tg_fail(err, TG_EUNAVAIL, "redis_error", NULL, "Redis refused a command");
 			tg_error_detail(err, "%s", r->str);
@@ -519,6 +603,7 @@ int hot_sync_pipeline(int n, int argc, const char **argv, const size_t *lens, st
 	return rc;
 lost:
 	/* replies may still be owed: the connection cannot be used again */
+	count_error(m_conn_errors);
 	tg_fail(err, TG_EUNAVAIL, "redis_unavailable", NULL, "Redis is unavailable; retry shortly");
 	tg_error_detail(err, "redis: %s", c->errstr[0] ? c->errstr : "pipeline broken");
 	redisFree(SC);
@@ -546,7 +631,7 @@ redisReply *hot_sync_script(const struct hot_script *s, int nkeys, const char **
 	for (int i = 0; i < argc; i++)
 		lens[i] = i >= 3 + nkeys && arglens ? arglens[i - 3 - nkeys] : strlen(argv[i]);
 	r = hot_sync_argv(argc, argv, lens, err);
-	if (r && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0) {
+	if (r && is_noscript(r)) {
 		freeReplyObject(r);
 		argv[0] = "EVAL";
 		argv[1] = s->source;

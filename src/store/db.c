@@ -8,6 +8,7 @@
 
 #include "tollgate/json.h"
 #include "tollgate/log.h"
+#include "tollgate/metrics.h"
 #include "tollgate/store.h"
 #include "tollgate/util.h"
 
@@ -41,6 +42,13 @@ static char *conninfo;
 static _Atomic int next_stmt_id;
 static _Thread_local struct conn_state *tls;
 
+/* Failures for /metrics: connections that could not be made or were lost, and statements PostgreSQL
+ * refused for another reason than a unique or foreign-key violation (those are answers: 409). */
+#define PG_ERRORS_HELP \
+	"PostgreSQL failures: connections that failed or were lost (kind=connection), statements refused " \
+	"other than unique and foreign-key violations, which answer 409 (kind=statement)."
+static struct tg_metric *m_conn_errors, *m_stmt_errors;
+
 static void pgresult_clearp(PGresult **r)
 {
 	if (*r)
@@ -52,6 +60,14 @@ void store_init(const char *url)
 {
 	free(conninfo);
 	conninfo = tg_strdup(url);
+	m_conn_errors = tg_counter("tollgate_postgres_errors_total", PG_ERRORS_HELP, "kind=\"connection\"");
+	m_stmt_errors = tg_counter("tollgate_postgres_errors_total", PG_ERRORS_HELP, "kind=\"statement\"");
+}
+
+static void count_error(struct tg_metric *m)
+{
+	if (m) /* NULL before store_init */
+		tg_metric_add(m, 1);
 }
 
 static void notice_quiet(void *arg, const PGresult *res)
@@ -134,6 +150,7 @@ static PGconn *connect_db(struct tg_error *err)
 	PGconn *pg = PQconnectdb(conninfo ? conninfo : "");
 
 	if (PQstatus(pg) != CONNECTION_OK) {
+		count_error(m_conn_errors);
 		tg_fail(err, TG_EUNAVAIL, "database_unavailable", NULL, "the database is unavailable; retry shortly");
 		tg_error_detail(err, "connect: %s", PQerrorMessage(pg));
 		PQfinish(pg);
@@ -141,6 +158,38 @@ static PGconn *connect_db(struct tg_error *err)
 	}
 	PQsetNoticeReceiver(pg, notice_quiet, NULL);
 	return pg;
+}
+
+/*
+ * A connection the server closed while it sat idle here: a restart, a failover, an idle-session timeout.
+ * The server's goodbye (a FATAL error, then the end of the stream) waits on the socket, so one poll(2)
+ * that does not wait finds it before a statement is sent, and the statement goes on a fresh connection
+ * instead of failing.
+ * DESIGN: a statement is never sent twice. One that fails after it went out may have committed before
+ * the connection broke (an autocommit UPDATE sent again would count twice), and a transaction cannot be
+ * replayed: those still fail with 503. So this is looked at only between transactions, before anything
+ * is sent, where changing connections loses nothing: not for the COMMIT of one (store_commit sends it at
+ * depth 0), which on a fresh connection would "succeed" with nothing to commit.
+ */
+static bool closed_while_idle(const struct conn_state *cs)
+{
+	PGconn *pg = cs->pg;
+	struct pollfd pfd = {.fd = PQsocket(pg), .events = POLLIN};
+
+	if (cs->depth > 0 || cs->ndefer > 0 || PQtransactionStatus(pg) != PQTRANS_IDLE)
+		return false;
+
+	/* the goodbye is a message and then the end of the stream: a read for each */
+	for (int i = 0; i < 3; i++) {
+		if (pfd.fd < 0)
+			return true;
+		if (poll(&pfd, 1, 0) <= 0)
+			return false; /* nothing waiting (the common case), or no telling: let the statement find out */
+		if (!PQconsumeInput(pg) || PQstatus(pg) != CONNECTION_OK)
+			return true;
+		PQisBusy(pg); /* parses what came: while idle, an error is taken as a notice */
+	}
+	return false;
 }
 
 static struct conn_state *conn_get(struct tg_error *err)
@@ -151,7 +200,8 @@ static struct conn_state *conn_get(struct tg_error *err)
 		*err = tls->failed_err; /* not on a new connection: outside the transaction */
 		return NULL;
 	}
-	if (tls->pg && PQstatus(tls->pg) != CONNECTION_OK) {
+	if (tls->pg && (PQstatus(tls->pg) != CONNECTION_OK || closed_while_idle(tls))) {
+		count_error(m_conn_errors);
 		conn_close(tls);
 		if (tls->depth > 0) {
 			/* the transaction went with the connection */
@@ -194,6 +244,7 @@ static int result_error_(struct conn_state *cs, PGresult *res, struct tg_error *
 	snprintf(cs->sqlstate, sizeof(cs->sqlstate), "%s", state ? state : "");
 	if (PQstatus(cs->pg) != CONNECTION_OK || !state || strncmp(state, "08", 2) == 0 ||
 	    strncmp(state, "57P", 3) == 0) {
+		count_error(m_conn_errors);
 		conn_close(cs);
 		tg_fail(err, TG_EUNAVAIL, "database_unavailable", NULL, "the database is unavailable; retry shortly");
 		tg_error_detail(err, "%s", msg);
@@ -211,6 +262,9 @@ static int result_error_(struct conn_state *cs, PGresult *res, struct tg_error *
 	} else {
 		tg_fail(err, TG_EINTERNAL, NULL, NULL, "internal error");
 	}
+	/* a duplicate or a missing reference is an answer (409), not a failure of PostgreSQL */
+	if (err->err != TG_ECONFLICT)
+		count_error(m_stmt_errors);
 	tg_error_detail(err, "sqlstate %s: %s", state, msg);
 	return err->err;
 }
@@ -725,6 +779,7 @@ struct store_listener *store_listen(const char *const *channels, struct tg_error
 		if (res)
 			PQclear(res);
 		if (!ok) {
+			count_error(m_conn_errors);
 			tg_fail(err, TG_EUNAVAIL, "database_unavailable", NULL, "LISTEN failed");
 			tg_error_detail(err, "%s", PQerrorMessage(pg));
 			PQfinish(pg);
@@ -743,16 +798,20 @@ int store_listen_wait(struct store_listener *l, int timeout_ms,
 	PGnotify *n;
 
 	if (pfd.fd < 0 || PQstatus(l->pg) != CONNECTION_OK)
-		return -1;
+		goto lost;
 	if (poll(&pfd, 1, timeout_ms) < 0 && errno != EINTR)
-		return -1;
+		goto lost;
 	if (!PQconsumeInput(l->pg))
-		return -1;
+		goto lost;
 	while ((n = PQnotifies(l->pg))) {
 		fn(arg, n->relname, n->extra);
 		PQfreemem(n);
 	}
-	return PQstatus(l->pg) == CONNECTION_OK ? 0 : -1;
+	if (PQstatus(l->pg) == CONNECTION_OK)
+		return 0;
+lost:
+	count_error(m_conn_errors);
+	return -1;
 }
 
 void store_listener_free(struct store_listener *l)

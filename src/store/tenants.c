@@ -120,18 +120,19 @@ fail:
  * twice at once. */
 static struct store_stmt q_tenant_advance = STORE_STMT(
 	"WITH t AS (UPDATE tenants SET clock_offset_ms = clock_offset_ms + $2, updated_at = now() "
-	"  WHERE id = $1 AND test_mode RETURNING " TENANT_COLS "), "
+	"  WHERE id = $1 AND test_mode AND clock_offset_ms + $2 <= $3::bigint RETURNING " TENANT_COLS "), "
 	"d AS (UPDATE webhook_deliveries d SET advanced_ms = d.advanced_ms + $2, "
 	"  next_attempt_at = CASE WHEN d.attempts = 0 OR EXISTS (SELECT 1 FROM webhook_attempts a "
 	"      WHERE a.delivery_id = d.id AND a.attempt = d.attempts) "
 	"    THEN greatest(now(), d.next_attempt_at - $2 * interval '1 millisecond') ELSE d.next_attempt_at END "
 	"  FROM t WHERE d.tenant_id = t.id AND d.status = 'pending') "
-	"SELECT * FROM t", 2);
+	"SELECT * FROM t", 3);
 
-int store_tenant_advance_clock(const char *id, int64_t ms, json_t **ret, struct tg_error *err)
+int store_tenant_advance_clock(const char *id, int64_t ms, int64_t max_offset_ms, json_t **ret,
+			       struct tg_error *err)
 {
-	char buf[STORE_I64_BUFSZ];
-	const char *p[] = {id, store_i64(ms, buf)};
+	char buf[STORE_I64_BUFSZ], max[STORE_I64_BUFSZ];
+	const char *p[] = {id, store_i64(ms, buf), store_i64(max_offset_ms, max)};
 	return store_exec1(&q_tenant_advance, p, ret, err);
 }
 

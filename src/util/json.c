@@ -462,10 +462,29 @@ int tg_json_get_fixed(const json_t *v, tg_fixed *ret)
 	return TG_FIXED_ESYNTAX;
 }
 
+/* -?[0-9]+ and nothing else: an integer's text. */
+static bool integer_text(const char *s, size_t len)
+{
+	size_t i = len > 0 && s[0] == '-';
+
+	if (i == len)
+		return false;
+	for (; i < len; i++)
+		if (s[i] < '0' || s[i] > '9')
+			return false;
+	return true;
+}
+
 bool tg_json_get_i64(const json_t *v, int64_t min, int64_t max, int64_t *ret)
 {
 	tg_fixed f;
+	size_t len;
+	const char *text = tg_json_number_text(v, &len);
 
+	/* exactly, not through fixed point: that stops at a quantity's 9e12, and a test clock's offset in ms
+	 * (or a time on that clock) goes past it */
+	if (text && integer_text(text, len))
+		return tg_parse_i64(text, min, max, ret);
 	if (json_is_integer(v)) {
 		json_int_t i = json_integer_value(v);
 		if (i < min || i > max)

@@ -471,6 +471,27 @@ int redis_cmd(const char *cmd)
 	return system(c) == 0 ? 0 : -1;
 }
 
+/* The port of a service URL (scheme://[user@]host:port/...). */
+static int url_port(const char *env)
+{
+	const char *url = getenv(env), *p = url ? strrchr(url, ':') : NULL;
+
+	ck_assert_msg(p && atoi(p + 1) > 0, "%s has no port: '%s'", env, url ? url : "(unset)");
+	return atoi(p + 1);
+}
+
+void service_ctl(const char *action, const char *name)
+{
+	const char *script = getenv("TOLLGATE_SERVICES"), *dir = getenv("TOLLGATE_TEST_SERVICES_DIR");
+	char cmd[2048];
+
+	ck_assert_msg(script && dir, "TOLLGATE_SERVICES and TOLLGATE_TEST_SERVICES_DIR must be set (run scripts/test)");
+	/* a stopped service starts on the port given, not on the one it had: give the ones in use */
+	snprintf(cmd, sizeof(cmd), "TG_SERVICES_DIR='%s' TG_PG_PORT=%d TG_REDIS_PORT=%d '%s' %s %s >/dev/null 2>&1", dir,
+		 url_port("TOLLGATE_DATABASE_URL"), url_port("TOLLGATE_REDIS_URL"), script, action, name);
+	ck_assert_msg(system(cmd) == 0, "scripts/services %s %s failed", action, name);
+}
+
 char *psql(const char *sql)
 {
 	char *cmd = NULL;

@@ -101,6 +101,10 @@ void run_parallel(int n, void (*fn)(int i, void *arg), void *arg);
 /* A series of s's GET /metrics: the value after the text given (e.g. 'name{labels} '); 0 when absent. */
 long long srv_metric(const struct srv *s, const char *series);
 int redis_cmd(const char *cmd); /* e.g. "FLUSHALL"; returns 0 on success */
+/* Stop or start ("stop"/"start") one of the test services ("postgresql", "redis") with scripts/services,
+ * on the port it had; fails the test when that fails. Needs TOLLGATE_TEST_SERVICES_DIR (scripts/test) and
+ * TOLLGATE_SERVICES (meson): a suite that stops a service must run alone (is_parallel: false). */
+void service_ctl(const char *action, const char *name);
 /* Run SQL through psql and return its output (trimmed, malloc'd) or NULL. */
 char *psql(const char *sql);
 /* The number psql prints for a printf-formatted query. psql_ll fails the test when psql fails; psql_num

@@ -126,10 +126,14 @@ START_TEST(readyz_without_redis)
 
 	snprintf(redis_env, sizeof(redis_env), "TOLLGATE_REDIS_URL=redis://127.0.0.1:%d/0", free_port());
 	srv_start_wait(&down, env, "/healthz");
+	long long errors = srv_metric(&down, "tollgate_redis_errors_total{kind=\"connection\"} ");
 	struct resp r = req(&down, "GET", "/readyz", NULL, NULL, NULL);
 	ck_err(r, 503, "unavailable", "not_ready", NULL);
 	ck_assert_ptr_nonnull(strstr(jstr(r.json, "error.message"), "Redis"));
 	resp_free(&r);
+	/* and /metrics counts the failures: the loops' connections and the probe's */
+	ck_assert_int_gt(errors, 0);
+	ck_assert_int_gt(srv_metric(&down, "tollgate_redis_errors_total{kind=\"connection\"} "), errors);
 	expect_status(&down, "GET", "/healthz", NULL, NULL, 200);
 	/* configuration requests need only PostgreSQL */
 	r = reqf(&down, "POST", "/v1/tenants", down.admin, "{\"name\":\"no redis\"}");
@@ -142,9 +146,13 @@ END_TEST
 START_TEST(metrics_by_route_and_status)
 {
 	struct tenant t = tenant_new(&S, false);
+	const char *pg_stmt = "tollgate_postgres_errors_total{kind=\"statement\"} ";
+	long long stmt_errors = srv_metric(&S, pg_stmt);
 	expect_status(&S, "POST", "/v1/customers", t.key, "{\"id\":\"metric-1\"}", 201);
 	expect_status(&S, "POST", "/v1/customers", t.key, "{\"id\":\"metric-1\"}", 409);
 	expect_status(&S, "GET", "/no/such/route", NULL, NULL, 404);
+	/* a duplicate is an answer, not a PostgreSQL failure */
+	ck_assert_int_eq(srv_metric(&S, pg_stmt), stmt_errors);
 
 	struct resp r = req(&S, "GET", "/metrics", NULL, NULL, NULL);
 	ck_status(r, 200);
@@ -157,6 +165,13 @@ START_TEST(metrics_by_route_and_status)
 	ck_assert_ptr_nonnull(
 		strstr(r.body, "tollgate_http_requests_total{method=\"\",route=\"unmatched\",status=\"404\"} "));
 	ck_assert_ptr_nonnull(strstr(r.body, "# TYPE tollgate_http_request_duration_seconds histogram"));
+	/* Redis and PostgreSQL failures, counted from the start */
+	ck_assert_ptr_nonnull(strstr(r.body, "# TYPE tollgate_redis_errors_total counter"));
+	ck_assert_ptr_nonnull(strstr(r.body, "\ntollgate_redis_errors_total{kind=\"connection\"} "));
+	ck_assert_ptr_nonnull(strstr(r.body, "\ntollgate_redis_errors_total{kind=\"command\"} "));
+	ck_assert_ptr_nonnull(strstr(r.body, "# TYPE tollgate_postgres_errors_total counter"));
+	ck_assert_ptr_nonnull(strstr(r.body, "\ntollgate_postgres_errors_total{kind=\"connection\"} "));
+	ck_assert_ptr_nonnull(strstr(r.body, "\ntollgate_postgres_errors_total{kind=\"statement\"} "));
 	ck_assert_ptr_nonnull(strstr(r.body, "tollgate_http_request_duration_seconds_bucket{method=\"POST\","
 					     "route=\"/v1/customers\",le=\"+Inf\"} "));
 	/* every sample line is "name{labels} value" with a numeric value */

@@ -2,11 +2,17 @@
  * check's usage is in Redis before its event commits, so after the commit it is added again only when a
  * rebuild replaced the counter meanwhile (its mark changed), and a failed commit takes it back only
  * when none did. Keys live under a tenant id of this process. */
+#include <arpa/inet.h>
 #include <check.h>
 #include <hiredis/hiredis.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -267,6 +273,151 @@ START_TEST(one_batch_answers_each_check_alone)
 }
 END_TEST
 
+/* ---- a connection lost under a command ---- */
+
+/* A stand-in Redis on a free port: it answers every command +PONG, except the one numbered close_on
+ * (counting over all connections, from 1), whose connection it closes instead of answering: a restart
+ * between a command and its reply; or it closes the connection once it answered the one numbered
+ * close_after: a restart while the connection is idle. It notes the name of each command it got. */
+struct fake_redis {
+	int fd, port, close_on, close_after;
+	_Atomic int conns, cmds;
+	_Atomic bool stop;
+	char names[8][16];
+	pthread_t th;
+};
+
+static void fake_serve(struct fake_redis *f, int c)
+{
+	redisReader *rd = redisReaderCreate();
+	char buf[4096];
+	ssize_t n;
+	void *cmd;
+
+	while ((n = read(c, buf, sizeof(buf))) > 0) {
+		redisReaderFeed(rd, buf, (size_t)n);
+		while (redisReaderGetReply(rd, &cmd) == REDIS_OK && cmd) {
+			redisReply *r = cmd;
+			int k = atomic_fetch_add(&f->cmds, 1) + 1;
+			if (k <= 8 && r->type == REDIS_REPLY_ARRAY && r->elements > 0)
+				snprintf(f->names[k - 1], sizeof(f->names[0]), "%s", r->element[0]->str);
+			freeReplyObject(r);
+			if (k == f->close_on)
+				goto out;
+			if (write(c, "+PONG\r\n", 7) != 7 || k == f->close_after)
+				goto out;
+		}
+	}
+out:
+	redisReaderFree(rd);
+	close(c);
+}
+
+static void *fake_main(void *arg)
+{
+	struct fake_redis *f = arg;
+
+	while (!atomic_load(&f->stop)) {
+		struct pollfd p = {.fd = f->fd, .events = POLLIN};
+		if (poll(&p, 1, 50) <= 0)
+			continue;
+		int c = accept(f->fd, NULL, NULL);
+		if (c < 0)
+			continue;
+		atomic_fetch_add(&f->conns, 1);
+		fake_serve(f, c); /* one client at a time: the test's thread */
+	}
+	return NULL;
+}
+
+static void fake_start(struct fake_redis *f, int close_on, int close_after)
+{
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t len = sizeof(a);
+	char url[64];
+	struct tg_error err;
+
+	memset(f, 0, sizeof(*f));
+	f->close_on = close_on;
+	f->close_after = close_after;
+	f->fd = socket(AF_INET, SOCK_STREAM, 0);
+	ck_assert(f->fd >= 0 && bind(f->fd, (struct sockaddr *)&a, sizeof(a)) == 0 && listen(f->fd, 8) == 0);
+	ck_assert(getsockname(f->fd, (struct sockaddr *)&a, &len) == 0);
+	f->port = ntohs(a.sin_port);
+	ck_assert(pthread_create(&f->th, NULL, fake_main, f) == 0);
+	hot_thread_end();
+	snprintf(url, sizeof(url), "redis://127.0.0.1:%d/0", f->port);
+	ck_assert_int_eq(hot_init(url, &err), 0);
+}
+
+static void fake_stop(struct fake_redis *f)
+{
+	struct tg_error err;
+
+	hot_thread_end();
+	atomic_store(&f->stop, true);
+	pthread_join(f->th, NULL);
+	close(f->fd);
+	ck_assert_int_eq(hot_init(getenv("TOLLGATE_REDIS_URL"), &err), 0);
+}
+
+/* A rebuild of one counter: sends the usage script. */
+static int send_usage_script(struct tg_error *err)
+{
+	struct policy_counter c = counter(TG_FIXED_SCALE);
+
+	c.has_init = true;
+	return hot_init_counters(tenant, &c, 1, 1795305600000LL, NULL, &A, err);
+}
+
+/* A read (PING) is sent again on a fresh connection: running it twice is running it once. */
+START_TEST(read_sent_again_after_lost_connection)
+{
+	static struct fake_redis f;
+	struct tg_error err;
+
+	fake_start(&f, 2, 0);
+	ck_assert(hot_ping(&err)); /* the connection is made */
+	ck_assert_msg(hot_ping(&err), "PING after the connection broke under it: %s", err.detail);
+	ck_assert_int_eq(atomic_load(&f.conns), 2);
+	ck_assert_int_eq(atomic_load(&f.cmds), 3);
+	fake_stop(&f);
+}
+END_TEST
+
+/* A script (it counts usage) is not: it may have run before the connection broke. */
+START_TEST(script_not_sent_again_after_lost_connection)
+{
+	static struct fake_redis f;
+	struct tg_error err;
+
+	fake_start(&f, 2, 0);
+	ck_assert(hot_ping(&err));
+	ck_assert_int_lt(send_usage_script(&err), 0);
+	ck_assert_str_eq(f.names[1], "EVALSHA");
+	ck_assert_int_eq(atomic_load(&f.cmds), 2);
+	ck_assert_int_eq(atomic_load(&f.conns), 1);
+	fake_stop(&f);
+}
+END_TEST
+
+/* A connection the server closed while idle is replaced before a command goes out: even a script,
+ * which is never sent twice, is sent once, on the new connection, and succeeds. */
+START_TEST(closed_while_idle_is_replaced_before_sending)
+{
+	static struct fake_redis f;
+	struct tg_error err;
+
+	fake_start(&f, 0, 1);
+	ck_assert(hot_ping(&err));
+	usleep(50 * 1000); /* the close (right after the reply) reaches this side */
+	ck_assert_msg(send_usage_script(&err) == 0, "%s", err.detail);
+	ck_assert_int_eq(atomic_load(&f.conns), 2);
+	ck_assert_str_eq(f.names[1], "EVALSHA");
+	fake_stop(&f);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("hot");
@@ -281,6 +432,12 @@ int main(void)
 	tc = tcase_create("batch");
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, one_batch_answers_each_check_alone);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("lost");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, read_sent_again_after_lost_connection);
+	tcase_add_test(tc, script_not_sent_again_after_lost_connection);
+	tcase_add_test(tc, closed_while_idle_is_replaced_before_sending);
 	suite_add_tcase(s, tc);
 	return run_suite(s);
 }

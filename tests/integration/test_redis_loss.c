@@ -137,6 +137,8 @@ START_TEST(unrebuildable_counters_are_unavailable_not_exceeded)
 	struct tenant open = metered("{\"id\":\"o\",\"kind\":\"quota\",\"meter\":\"tokens\",\"period\":\"month\","
 				     "\"limit\":1000,\"fail_mode\":\"open\"}");
 	const char *body = "{\"customer_id\":\"fresh\",\"meter\":\"tokens\",\"amount\":1}";
+	const char *refused = "tollgate_redis_errors_total{kind=\"command\"} ";
+	long long errors = srv_metric(&S, refused);
 
 	ck_assert_int_eq(redis_cmd("CONFIG SET maxmemory-policy noeviction"), 0);
 	ck_assert_int_eq(redis_cmd("CONFIG SET maxmemory 1"), 0);
@@ -148,6 +150,8 @@ START_TEST(unrebuildable_counters_are_unavailable_not_exceeded)
 	ck_assert_msg(r.status == 200, "fail_mode open: expected 200, got %ld: %s", r.status, r.body);
 	ck_assert(json_is_true(jpath(r.json, "degraded")));
 	resp_free(&r);
+	/* the refused writes are counted in /metrics */
+	ck_assert_int_gt(srv_metric(&S, refused), errors);
 	ck_assert_int_eq(redis_cmd("CONFIG SET maxmemory 0"), 0);
 	/* Redis takes writes again: the counters are rebuilt and decide */
 	r = req(&S, "POST", "/v1/check", closed.key, body, NULL);

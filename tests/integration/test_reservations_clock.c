@@ -1,8 +1,10 @@
 /* test_reservations_clock.c — reservations (reserve, replace by an event, release, TTL expiry by the worker)
  * and test clocks (every quota period, rate windows, live tenants) over real HTTP. */
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "harness.h"
 #define MTEST_ONE_SERVER
@@ -397,6 +399,107 @@ START_TEST(test_clock_live_tenant_refused)
 }
 END_TEST
 
+/* The most one advance may move (10 years), and where the clock ends: 9999-12-31T23:59:59Z. */
+#define ADVANCE_MAX (10LL * 366 * 86400)
+#define CLOCK_END 253402300799LL
+
+/* Past 285 years of advances the offset (ms) is beyond a quantity's 9e12: it was read through fixed
+ * point, refused, and the checks fell back to real time while GET /v1/test_clock went on. */
+START_TEST(test_clock_centuries_ahead)
+{
+	struct tenant t = tokens_tenant(true);
+	expectf(&S, t.key, "POST", "/v1/limits", 201,
+		"{\"id\":\"d\",\"meter\":\"tokens\",\"kind\":\"quota\",\"period\":\"day\",\"limit\":10}");
+	for (int i = 0; i < 30; i++) /* 30 x 10 years: an offset of 9.49e12 ms */
+		clock_advance(&S, t.key, ADVANCE_MAX);
+	long long now = clock_now(&S, t.key);
+	ck_assert_msg(now > real_now() + 9000000000LL, "clock %s", iso(now));
+	struct resp r = CHECK(t.key, "{\"customer_id\":\"c\",\"meter\":\"tokens\",\"amount\":4,\"consume\":true}");
+	ck_status(r, 200);
+	long long resets = time_parse(jstr(lim_must(r.json, "d", NULL), "resets_at"));
+	ck_assert_msg(resets > now && resets <= now + 86400 + 5, "the day of %s resets at %s", iso(now), iso(resets));
+	resp_free(&r);
+	/* and the next day of that clock starts afresh */
+	clock_advance(&S, t.key, resets - clock_now(&S, t.key) + 1);
+	r = CHECK(t.key, "{\"customer_id\":\"c\",\"meter\":\"tokens\",\"amount\":10,\"consume\":true}");
+	ck_status(r, 200);
+	ck_state(r.json, "d", NULL, 10, 0, 0);
+	resp_free(&r);
+}
+END_TEST
+
+struct race {
+	const char *key;
+	_Atomic int ok, refused;
+};
+
+static void advance_once(int i, void *arg)
+{
+	struct race *x = arg;
+	struct resp r = callf(&S, x->key, "POST", "/v1/test_clock/advance", "{\"seconds\":%lld}", ADVANCE_MAX);
+
+	(void)i;
+	if (r.status == 200)
+		atomic_fetch_add(&x->ok, 1);
+	else if (r.status == 400 && !strcmp(jstr(r.json, "error.param"), "seconds"))
+		atomic_fetch_add(&x->refused, 1);
+	else
+		fprintf(stderr, "advance: %ld %s\n", r.status, r.body);
+	resp_free(&r);
+}
+
+static long long offset_ms(const struct tenant *t)
+{
+	return psql_ll("SELECT clock_offset_ms FROM tenants WHERE id = '%s'", t->id);
+}
+
+/* The clock stops at 9999-12-31T23:59:59Z: an advance past it is refused (400 naming seconds) and
+ * changes nothing, advances at once cannot pass it together, and real time does not carry it on. */
+START_TEST(test_clock_ends_in_9999)
+{
+	struct tenant t = tokens_tenant(true);
+	static struct race x;
+	struct resp r;
+
+	/* 25 years before the end (set directly: 800 advances of 10 years would take a while) */
+	ck_assert_int_eq(psql_ll("UPDATE tenants SET clock_offset_ms = %lld - (extract(epoch FROM now()) * 1000)::bigint "
+				 "WHERE id = '%s' RETURNING 1",
+				 (CLOCK_END - 25LL * 365 * 86400) * 1000, t.id),
+			 1);
+	x.key = t.key;
+	run_parallel(8, advance_once, &x);
+	ck_assert_int_eq(atomic_load(&x.ok), 2);
+	ck_assert_int_eq(atomic_load(&x.refused), 6);
+	long long now = clock_now(&S, t.key);
+	ck_assert_msg(now <= CLOCK_END && now > CLOCK_END - 6LL * 366 * 86400, "clock %s", iso(now));
+
+	long long before = offset_ms(&t);
+	r = callf(&S, t.key, "POST", "/v1/test_clock/advance", "{\"seconds\":%lld}", CLOCK_END - now + 10);
+	ck_bad(r, 400, "invalid_parameter", "seconds");
+	ck_assert_ptr_nonnull(strstr(jstr(r.json, "error.message"), "9999-12-31T23:59:59Z"));
+	resp_free(&r);
+	ck_assert_int_eq(offset_ms(&t), before);
+	/* up to two seconds before the end, then wait: the clock stops at the end */
+	now = clock_advance(&S, t.key, CLOCK_END - clock_now(&S, t.key) - 2);
+	ck_assert_msg(now >= CLOCK_END - 4 && now <= CLOCK_END, "clock %s", iso(now));
+	r = callf(&S, t.key, "POST", "/v1/test_clock/advance", "{\"seconds\":10}");
+	ck_bad(r, 400, "invalid_parameter", "seconds");
+	resp_free(&r);
+	sleep(4);
+	ck_assert_int_eq(clock_now(&S, t.key), CLOCK_END);
+	r = req(&S, "GET", "/v1/tenant", t.key, NULL, NULL);
+	ck_status(r, 200);
+	ck_assert_str_eq(jstr(r.json, "test_clock"), "9999-12-31T23:59:59Z");
+	resp_free(&r);
+	/* checks still decide at the end of time */
+	expectf(&S, t.key, "POST", "/v1/limits", 201,
+		"{\"id\":\"h\",\"meter\":\"tokens\",\"kind\":\"quota\",\"period\":\"all_time\",\"limit\":10}");
+	r = CHECK(t.key, "{\"customer_id\":\"c\",\"meter\":\"tokens\",\"amount\":11}");
+	ck_status(r, 429);
+	resp_free(&r);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("reservations_clock");
@@ -412,6 +515,8 @@ int main(void)
 	tcase_add_test(tc, test_clock_month_quota_used_up);
 	tcase_add_test(tc, test_clock_rate_windows);
 	tcase_add_test(tc, test_clock_live_tenant_refused);
+	tcase_add_test(tc, test_clock_centuries_ahead);
+	tcase_add_test(tc, test_clock_ends_in_9999);
 	suite_add_tcase(s, tc);
 	return run_suite(s);
 }

@@ -233,16 +233,14 @@ static void *kill_backend(void *arg)
 	return NULL;
 }
 
-/* The connection dies under an open transaction (a restart, a failover): the rest of the transaction
- * fails instead of running on a new connection in autocommit; the next transaction reconnects. */
-START_TEST(lost_connection_fails_the_transaction)
+/* This thread's backend is terminated (a restart, a failover), and the end reaches this side. */
+static void kill_my_backend(void)
 {
 	static struct store_stmt q_pid = STORE_STMT("SELECT pg_backend_pid() AS pid", 0);
 	struct tg_error err;
 	struct killer k = {0};
 	pthread_t th;
 	json_t *row;
-	long long n, sum;
 
 	ck_assert_int_eq(store_exec1(&q_pid, NULL, &row, &err), 0);
 	k.pid = store_int(row, "pid", 0);
@@ -251,9 +249,20 @@ START_TEST(lost_connection_fails_the_transaction)
 	pthread_join(th, NULL);
 	ck_assert_int_eq(k.rc, 0);
 	usleep(100 * 1000);
+}
 
-	ck_assert_int_eq(store_begin(&err), 0); /* nothing sent yet: the connection looks fine */
+/* The connection dies under an open transaction: the rest of the transaction fails instead of running
+ * on a new connection in autocommit; the next transaction reconnects. */
+START_TEST(lost_connection_fails_the_transaction)
+{
+	struct tg_error err;
+	json_t *row;
+	long long n, sum;
+
+	ck_assert_int_eq(store_begin(&err), 0);
 	defer_insert(17);
+	kill_my_backend(); /* its statement takes BEGIN and the insert along: the transaction is open */
+
 	ck_assert_int_lt(store_exec1(&q_count, NULL, &row, &err), 0);
 	char b[STORE_I64_BUFSZ];
 	const char *p[] = {store_i64(18, b)};
@@ -267,6 +276,42 @@ START_TEST(lost_connection_fails_the_transaction)
 	counted(&n, &sum);
 	ck_assert_int_eq(n, 1);
 	ck_assert_int_eq(sum, 19);
+}
+END_TEST
+
+/* The connection dies just before the COMMIT of a transaction: the COMMIT fails. On a new connection it
+ * would "succeed" with nothing to commit, and the caller would take the lost changes for committed. */
+START_TEST(lost_connection_fails_the_commit)
+{
+	struct tg_error err;
+	long long n, sum;
+
+	ck_assert_int_eq(store_begin(&err), 0);
+	defer_insert(20);
+	kill_my_backend(); /* nothing is deferred now: the COMMIT goes out on its own */
+	ck_assert_int_lt(store_commit(&err), 0);
+	ck_assert(!store_in_transaction());
+	counted(&n, &sum);
+	ck_assert_int_eq(n, 0);
+}
+END_TEST
+
+/* The connection died while idle (between transactions): found before anything is sent, so the next
+ * transaction and the next single statement run on a fresh connection instead of failing. */
+START_TEST(connection_closed_while_idle_is_replaced)
+{
+	struct tg_error err;
+	long long n, sum;
+
+	kill_my_backend();
+	ck_assert_int_eq(store_begin(&err), 0);
+	defer_insert(21);
+	ck_assert_msg(store_commit(&err) == 0, "the first transaction after the kill: %s", err.detail);
+	counted(&n, &sum);
+	ck_assert_int_eq(n, 1);
+	ck_assert_int_eq(sum, 21);
+	kill_my_backend();
+	ck_assert_msg(store_ping(&err), "the first statement after the kill: %s", err.detail);
 }
 END_TEST
 
@@ -568,6 +613,8 @@ int main(void)
 	tcase_add_test(tc, nested_transactions_keep_one_begin);
 	tcase_add_test(tc, failed_transaction_refuses_the_rest);
 	tcase_add_test(tc, lost_connection_fails_the_transaction);
+	tcase_add_test(tc, lost_connection_fails_the_commit);
+	tcase_add_test(tc, connection_closed_while_idle_is_replaced);
 	tcase_add_test(tc, writer_probes_each_customer_without_statistics);
 	tcase_add_test(tc, tg_ms_and_tg_us_are_exact);
 	tcase_add_test(tc, period_reads_add_days_and_open_hours);

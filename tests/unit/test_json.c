@@ -405,6 +405,22 @@ START_TEST(test_get_i64)
 	ck_assert_int_eq(n, INT64_MAX);
 	ck_assert(!tg_json_get_i64(i, 0, 100, &n));
 	json_decref(i);
+	/* whole numbers past a quantity's 9e12 (a test clock's offset in ms) are read exactly */
+	v = parse("[9000000000001, 253402300799000, 9223372036854775807, -9223372036854775808, 9223372036854775808, "
+		  "-0]");
+	ck_assert(tg_json_get_i64(json_array_get(v, 0), 0, INT64_MAX / 2, &n));
+	ck_assert_int_eq(n, 9000000000001);
+	ck_assert(tg_json_get_i64(json_array_get(v, 1), 0, INT64_MAX / 2, &n));
+	ck_assert_int_eq(n, 253402300799000);
+	ck_assert(tg_json_get_i64(json_array_get(v, 2), INT64_MIN, INT64_MAX, &n));
+	ck_assert_int_eq(n, INT64_MAX);
+	ck_assert(!tg_json_get_i64(json_array_get(v, 2), 0, INT64_MAX / 2, &n));
+	ck_assert(tg_json_get_i64(json_array_get(v, 3), INT64_MIN, INT64_MAX, &n));
+	ck_assert_int_eq(n, INT64_MIN);
+	ck_assert(!tg_json_get_i64(json_array_get(v, 4), INT64_MIN, INT64_MAX, &n));
+	ck_assert(tg_json_get_i64(json_array_get(v, 5), -1, 1, &n));
+	ck_assert_int_eq(n, 0);
+	json_decref(v);
 }
 END_TEST
 
