@@ -67,6 +67,10 @@ struct http_req {
 	bool authenticated; /* the credential was checked (possibly on a worker): dispatch goes on from there */
 	bool completed;     /* ... and it completed before returning TG_ASYNC */
 	enum req_idem idem;
+	bool ran;           /* its inline handler was called */
+	/* set when the loop answered 503 in the handler's place (timeout, shutdown): that reply is made from
+	 * these alone, since pub's reply, error and headers may still be written by whoever runs the handler */
+	const char *cutoff_code, *cutoff_message;
 	int early_status;   /* routing error found on arrival: 404/405 */
 	unsigned allowed;
 	const char *method_name;
@@ -367,7 +371,7 @@ static int status_index(int status)
 	return NSTATUS - 1;
 }
 
-static void record(struct http_req *r)
+static void record(struct http_req *r, int status)
 {
 	struct http_loop *hl = r->hl;
 	int64_t dur = tg_mono_us() - r->start_us;
@@ -377,7 +381,7 @@ static void record(struct http_req *r)
 
 #define BUMP(x, n) atomic_store_explicit(&(x), atomic_load_explicit(&(x), memory_order_relaxed) + (n), \
 					 memory_order_relaxed)
-	BUMP(m->status[status_index(r->pub.status)], 1);
+	BUMP(m->status[status_index(status)], 1);
 	while (b < NBUCKETS - 1 && (double)dur > latency_bounds_us[b])
 		b++;
 	BUMP(m->buckets[b], 1);
@@ -393,8 +397,33 @@ static void record(struct http_req *r)
 			    r->method_name);
 		const char *route = r->pub.route ? r->pub.route->pattern : "unmatched";
 		tg_buf_add_json_str(l, route, strlen(route));
-		tg_buf_addf(l, "\",\"status\":%d,\"dur_us\":%lld}\n", r->pub.status, (long long)dur);
+		tg_buf_addf(l, "\",\"status\":%d,\"dur_us\":%lld}\n", status, (long long)dur);
 	}
+}
+
+/* The loop's own 503 for a request whose handler may still be running (see cutoff_code). */
+static enum MHD_Result queue_cutoff_reply(struct http_req *r)
+{
+	struct tg_buf b = TG_BUF_INIT;
+	struct MHD_Response *resp;
+	enum MHD_Result ret;
+	size_t len;
+	char *body;
+
+	tg_buf_addf(&b, "{\"error\":{\"type\":\"%s\",\"code\":\"%s\",\"message\":\"%s\"}}", tg_err_type(TG_EUNAVAIL),
+		    r->cutoff_code, r->cutoff_message);
+	body = tg_buf_detach(&b, &len);
+	resp = MHD_create_response_from_buffer_with_free_callback(len, body, free_buffer);
+	if (!resp) {
+		free(body);
+		return MHD_NO;
+	}
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+	MHD_add_response_header(resp, "X-Request-Id", r->pub.request_id);
+	ret = MHD_queue_response(r->conn, MHD_HTTP_SERVICE_UNAVAILABLE, resp);
+	MHD_destroy_response(resp);
+	record(r, MHD_HTTP_SERVICE_UNAVAILABLE);
+	return ret;
 }
 
 static enum MHD_Result queue_reply(struct http_req *r)
@@ -405,6 +434,8 @@ static enum MHD_Result queue_reply(struct http_req *r)
 	char *body;
 	enum MHD_Result ret;
 
+	if (r->cutoff_code)
+		return queue_cutoff_reply(r);
 	if (req->status == 0) {
 		tg_fail(&req->err, TG_EINTERNAL, NULL, NULL, "internal error");
 		tg_error_detail(&req->err, "handler returned without a reply");
@@ -424,7 +455,7 @@ static enum MHD_Result queue_reply(struct http_req *r)
 		MHD_add_response_header(resp, h->name, h->value);
 	ret = MHD_queue_response(r->conn, (unsigned)req->status, resp);
 	MHD_destroy_response(resp);
-	record(r);
+	record(r, req->status);
 	return ret;
 }
 
@@ -668,6 +699,7 @@ static bool dispatch(struct http_req *r)
 		return false;
 	}
 	r->in_handler = true;
+	r->ran = true;
 	rc = rt->handler(req);
 	r->in_handler = false;
 	if (rc == TG_ASYNC) {
@@ -826,7 +858,9 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
 	}
 	switch (r->state) {
 	case RS_READING:
-		if (hl->srv->opts.max_inflight > 0 && hl->inflight >= hl->srv->opts.max_inflight) {
+		/* (not a request back from a worker: it is counted already, and paid for its trip) */
+		if (hl->srv->opts.max_inflight > 0 && hl->inflight >= hl->srv->opts.max_inflight && !r->authenticated &&
+		    r->idem == IDEM_NONE) {
 			return reply_error_now(r, TG_EUNAVAIL, "overloaded", "too many requests in flight; retry shortly");
 		}
 		if (!dispatch(r))
@@ -856,6 +890,11 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
 		r->hl->inflight--;
 		r->suspended = false;
 		r->timed_out = true;
+	} else if (r->idem == IDEM_CLAIMED && !r->ran) {
+		/* the client left between the claim of its Idempotency-Key and its handler: nothing ran */
+		r->idem = IDEM_RECORDING;
+		r->refs++; /* the job's */
+		tg_pool_submit(r->hl->srv->pool, idem_forget_job, r);
 	}
 	req_unref(r);
 }
@@ -936,20 +975,21 @@ static void on_listen(void *arg, uint32_t events)
 	}
 }
 
+/* Answer 503 in the handler's place, now; its late completion finds timed_out (see complete_on_loop). */
+static void cut_off(struct http_req *r, const char *code, const char *message)
+{
+	r->cutoff_code = code;
+	r->cutoff_message = message;
+	r->timed_out = true;
+	resume(r);
+}
+
 static void expire_suspended(struct http_loop *hl)
 {
 	int64_t now = tg_mono_us();
 
-	while (hl->susp_head && hl->susp_head->deadline_us <= now) {
-		struct http_req *r = hl->susp_head;
-		/* answer 503 now; the late completion finds timed_out and only drops its reference */
-		tg_fail(&r->pub.err, TG_EUNAVAIL, "timeout", NULL, "the request took too long; retry");
-		tg_buf_release(&r->pub.resp); /* the handler may still be writing its own reply: start clean */
-		r->pub.resp = (struct tg_buf)TG_BUF_INIT;
-		r->timed_out = true;
-		resume(r);
-		tg_req_reply_error(&r->pub);
-	}
+	while (hl->susp_head && hl->susp_head->deadline_us <= now)
+		cut_off(hl->susp_head, "timeout", "the request took too long; retry");
 }
 
 static void on_pass_end(void *arg)
@@ -1032,14 +1072,8 @@ static void *loop_main(void *arg)
 
 	/* shutting down: answer whatever still waits, then stop the daemon */
 	if (hl->d) {
-		while (hl->susp_head) {
-			struct http_req *r = hl->susp_head;
-			tg_fail(&r->pub.err, TG_EUNAVAIL, "shutting_down", NULL, "the server is shutting down");
-			r->pub.resp = (struct tg_buf)TG_BUF_INIT;
-			r->timed_out = true;
-			resume(r);
-			tg_req_reply_error(&r->pub);
-		}
+		while (hl->susp_head)
+			cut_off(hl->susp_head, "shutting_down", "the server is shutting down");
 		MHD_run(hl->d);
 		if (hl->access_log.len)
 			tg_log_raw(hl->access_log.buf, hl->access_log.len);

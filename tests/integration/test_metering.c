@@ -273,6 +273,49 @@ START_TEST(idempotency_key_concurrent_checks_consume_once)
 }
 END_TEST
 
+static void *hold_rollup(void *arg)
+{
+	free(psql(arg)); /* holds the customer's rollup row for 2 s: the event writer waits on it */
+	return NULL;
+}
+
+/* A keyed consuming check that times out (503) while its commit waits still commits; its key then holds the
+ * real outcome, so the retry replays it instead of consuming again. */
+START_TEST(idempotency_key_timed_out_check_is_not_run_twice)
+{
+	static const char *const quick[] = {"TOLLGATE_REQUEST_TIMEOUT_MS=100", NULL};
+	struct srv s2 = {0};
+	srv_start(&s2, quick);
+	struct tenant t = tenant_new(&s2, false);
+	must_post(&s2, t.key, "/v1/meters", "{\"id\":\"tokens\",\"event_type\":\"llm\",\"aggregation\":\"sum\",\"property\":\"tokens\"}");
+	must_post(&s2, t.key, "/v1/limits", "{\"id\":\"cap\",\"kind\":\"quota\",\"meter\":\"tokens\",\"period\":\"month\",\"limit\":100}");
+	const char *body = "{\"customer_id\":\"slow\",\"meter\":\"tokens\",\"amount\":5,\"consume\":true}";
+	expect_status(&s2, "POST", "/v1/check", t.key, "{\"customer_id\":\"slow\",\"meter\":\"tokens\",\"amount\":1,\"consume\":true}", 200);
+
+	char sql[512];
+	snprintf(sql, sizeof(sql),
+		 "BEGIN; SELECT 1 FROM usage_rollups WHERE tenant_id = '%s' AND subject = 'slow' FOR UPDATE; "
+		 "SELECT pg_sleep(2); COMMIT;", t.id);
+	pthread_t th;
+	pthread_create(&th, NULL, hold_rollup, sql);
+	usleep(500 * 1000);
+	const char *h[] = {"Idempotency-Key: slow-1", NULL};
+	struct resp r = req(&s2, "POST", "/v1/check", t.key, body, h);
+	ck_err(r, 503, "unavailable", "timeout", NULL);
+	resp_free(&r);
+	pthread_join(th, NULL);
+	for (int i = 0; i < 50 && psql_ll("SELECT count(*) FROM idempotency_keys WHERE tenant_id = '%s' AND status = 200",
+					   t.id) == 0; i++)
+		usleep(100 * 1000);
+	r = req(&s2, "POST", "/v1/check", t.key, body, h);
+	ck_status(r, 200);
+	ck_assert_str_eq(resp_header(&r, "Idempotent-Replayed"), "true");
+	resp_free(&r);
+	ck_assert(limit_used(&s2, t.key, "slow", "cap") == 6);
+	srv_stop(&s2);
+}
+END_TEST
+
 /* Many requests of two tenants land in shared writer batches; the live counters of a batch's
  * requests are moved together afterwards (one Redis call per tenant and batch). Every counter must
  * end exactly at the sum of what its requests recorded: the counters exist in Redis beforehand, so
@@ -663,6 +706,7 @@ int main(void)
 	tcase_add_test(tc, concurrent_duplicate_event_counts_once);
 	tcase_add_test(tc, idempotency_key_on_checks_and_events);
 	tcase_add_test(tc, idempotency_key_concurrent_checks_consume_once);
+	tcase_add_test(tc, idempotency_key_timed_out_check_is_not_run_twice);
 	tcase_add_test(tc, concurrent_batches_move_live_counters_exactly);
 	tcase_add_test(tc, denied_check_consumes_nothing_elsewhere);
 	tcase_add_test(tc, decimal_usage_is_exact);
