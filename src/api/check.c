@@ -58,7 +58,7 @@ struct deny_entry {
 
 static _Thread_local struct tg_map deny_cache;
 static _Thread_local struct tg_map throttle_notified; /* "tenant|customer|limit" → minute + 1 */
-static _Thread_local struct tg_map quota_denial_notified; /* once-keys of limit.exceeded sent from this loop */
+static _Thread_local struct tg_map quota_notified; /* requests quotas' notices sent from this loop (first_notice) */
 static _Thread_local struct tg_buf throttle_log;
 static _Thread_local bool throttle_hook;
 
@@ -246,13 +246,28 @@ static void notify_quota(struct check *ck, const struct policy_counter *c, const
 	notice(ck->req->principal.tenant_id, type, data, key, NULL, NULL, NULL, NULL);
 }
 
+/* Has this loop (or worker) reported this one of a counter's notices yet? Remembers it if not. */
+static bool first_notice(struct check *ck, const struct policy_counter *c, const char *what)
+{
+	char key[700];
+
+	snprintf(key, sizeof(key), "%s|%s|%s|%lld|%s", ck->req->principal.tenant_id, c->limit->id, c->subject,
+		 (long long)c->period_start_ms, what);
+	if (tg_map_get(&quota_notified, key))
+		return false;
+	if (quota_notified.len > DENY_CACHE_MAX)
+		tg_map_release(&quota_notified, NULL);
+	tg_map_put(&quota_notified, key, (void *)1);
+	return true;
+}
+
 /*
- * Quotas on the built-in requests meter live in Redis alone, so no event batch watches them: the check that
- * moves one across a threshold fires limit.threshold, and the one that takes it past its limit (a soft or
- * shadow one) or is the first refused by it (a hard one, which never goes past) fires limit.exceeded. Redis
- * runs the checks one at a time, so exactly one check sees each crossing; the writer's once-keys make it once
- * per period across instances, and a loop remembers the refusals it reported so that a customer hammering a
- * hard limit does not send one per denial to the writer.
+ * Quotas on the built-in requests meter live in Redis alone, so no event batch watches them: the checks do,
+ * by level like the event writer (a threshold added, or a limit lowered, below the usage fires too). An
+ * allowed check at or past a threshold fires limit.threshold, one that leaves a soft or shadow quota past its
+ * limit fires limit.exceeded, and so does one a hard quota refuses (usage never goes past a hard one). The
+ * writer's once-keys make each once per limit, subject and period across loops and instances; each loop
+ * remembers what it reported, so a customer past a threshold does not send the writer a notice per check.
  */
 static void notify_request_quotas(struct check *ck, const struct policy_decision *d)
 {
@@ -264,22 +279,16 @@ static void notify_request_quotas(struct check *ck, const struct policy_decision
 		if (!c->subject || l->kind != POLICY_QUOTA || l->meter != &ck->t->requests)
 			continue;
 		if (d->allowed) {
-			tg_fixed after = c->used, before = after - c->amount, need;
-			for (int t = 0; t < l->nthresholds; t++)
+			tg_fixed need;
+			for (int t = 0; t < l->nthresholds; t++) {
+				char thr[TG_FIXED_BUFSZ];
 				if (l->limit > 0 && tg_fixed_mul(l->limit, l->thresholds[t], &need) == TG_FIXED_OK &&
-				    before < need && need <= after)
+				    c->used >= need && (tg_fixed_format(l->thresholds[t], thr), first_notice(ck, c, thr)))
 					notify_quota(ck, c, "limit.threshold", &l->thresholds[t]);
-			if (before <= l->limit && after > l->limit)
+			}
+			if (c->used > l->limit && first_notice(ck, c, "exceeded"))
 				notify_quota(ck, c, "limit.exceeded", NULL);
-		} else if (!c->allowed && l->enforcement == ENF_HARD) {
-			char key[600];
-			snprintf(key, sizeof(key), "%s|%s|%s|%lld", ck->req->principal.tenant_id, l->id, c->subject,
-				 (long long)c->period_start_ms);
-			if (tg_map_get(&quota_denial_notified, key))
-				continue;
-			if (quota_denial_notified.len > DENY_CACHE_MAX)
-				tg_map_release(&quota_denial_notified, NULL);
-			tg_map_put(&quota_denial_notified, key, (void *)1);
+		} else if (!c->allowed && l->enforcement == ENF_HARD && first_notice(ck, c, "exceeded")) {
 			notify_quota(ck, c, "limit.exceeded", NULL);
 		}
 	}

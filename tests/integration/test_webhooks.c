@@ -546,6 +546,17 @@ START_TEST(requests_quotas_fire_thresholds_and_exceeded)
 	ck_num(h.p, "data.usage", 2);
 	ck_assert_str_eq(jstr(h.p, "data.enforcement"), "hard");
 	hook_free(&h);
+	/* a threshold added below the usage fires at the next check, as for event meters */
+	expectf(&S, t.key, "PATCH", "/v1/limits/soft-req", 200, "{\"thresholds\":[0.25,0.5,1.0]}");
+	expectf(&S, t.key, "POST", "/v1/check", 200, "{\"customer_id\":\"rs\"}");
+	ck_assert_int_eq(hooks_wait(rv, "limit.threshold", "rs", 3, 10000), 3);
+	hook_find(rv, "limit.threshold", "rs", 2, &h);
+	ck_num(h.p, "data.threshold", 0.25);
+	ck_num(h.p, "data.usage", 7);
+	hook_free(&h);
+	nap_ms(500);
+	ck_assert_int_eq(hooks_count(rv, "limit.threshold", NULL, false), 4);
+	ck_assert_int_eq(hooks_count(rv, "limit.exceeded", NULL, false), 2);
 	rcv_stop(rv);
 }
 END_TEST
