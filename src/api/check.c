@@ -125,10 +125,30 @@ static void flush_throttle_log(void *arg)
 	}
 }
 
+/* "a|b|c..." into buf (cut to size), without printf: these keys are made for every denial. Returns the length. */
+static size_t join_key(char *buf, size_t size, const char *const *parts, int n)
+{
+	size_t len = 0;
+
+	for (int i = 0; i < n; i++) {
+		size_t k = strlen(parts[i]);
+		if (i > 0 && len + 1 < size)
+			buf[len++] = '|';
+		if (k > size - 1 - len)
+			k = size - 1 - len;
+		memcpy(buf + len, parts[i], k);
+		len += k;
+	}
+	buf[len] = '\0';
+	return len;
+}
+
 static size_t deny_key(char *buf, size_t size, const char *tenant, const struct policy_counter *c)
 {
-	int n = snprintf(buf, size, "%s|%s|%d|%s", tenant, c->limit->id, (int)c->subject_kind, c->subject);
-	return n < 0 ? 0 : (size_t)n < size ? (size_t)n : size - 1;
+	const char kind[2] = {(char)('0' + c->subject_kind), '\0'};
+	const char *parts[] = {tenant, c->limit->id, kind, c->subject};
+
+	return join_key(buf, size, parts, 4);
 }
 
 static struct tg_metric *throttle_metric(const char *tenant, const struct policy_limit *l)
@@ -205,7 +225,8 @@ static void notify_throttle(struct check *ck, const struct policy_counter *c)
 
 	if (c->limit->kind != POLICY_RATE)
 		return;
-	snprintf(key, sizeof(key), "%s|%s|%s", ck->req->principal.tenant_id, ck->customer_id, c->limit->id);
+	const char *parts[] = {ck->req->principal.tenant_id, ck->customer_id, c->limit->id};
+	join_key(key, sizeof(key), parts, 3);
 	seen = (uintptr_t)tg_map_get(&throttle_notified, key);
 	if (seen == (uintptr_t)(minute + 1))
 		return;
@@ -314,8 +335,13 @@ static void throttled(struct check *ck, const struct policy_counter *c, struct t
 		throttle_hook = true;
 	}
 	tg_time_format(tg_now_ms(), ts);
-	tg_buf_addf(b, "{\"ts\":\"%s\",\"level\":\"info\",\"msg\":\"throttled\",\"req_id\":\"%s\",\"tenant\":\"%s\","
-		       "\"customer\":\"", ts, ck->req->request_id, ck->req->principal.tenant_id);
+	tg_buf_adds(b, "{\"ts\":\"");
+	tg_buf_adds(b, ts);
+	tg_buf_adds(b, "\",\"level\":\"info\",\"msg\":\"throttled\",\"req_id\":\"");
+	tg_buf_adds(b, ck->req->request_id);
+	tg_buf_adds(b, "\",\"tenant\":\"");
+	tg_buf_adds(b, ck->req->principal.tenant_id);
+	tg_buf_adds(b, "\",\"customer\":\"");
 	tg_buf_add_json_str(b, ck->customer_id, strlen(ck->customer_id));
 	tg_buf_adds(b, "\",\"ip\":\"");
 	if (ck->chk.ip)
@@ -323,7 +349,11 @@ static void throttled(struct check *ck, const struct policy_counter *c, struct t
 	tg_buf_adds(b, "\",\"key\":\"");
 	if (ck->chk.key)
 		tg_buf_add_json_str(b, ck->chk.key, strlen(ck->chk.key));
-	tg_buf_addf(b, "\",\"limit\":\"%s\",\"kind\":\"%s\"}\n", c->limit->id, policy_kind_names[c->limit->kind]);
+	tg_buf_adds(b, "\",\"limit\":\"");
+	tg_buf_adds(b, c->limit->id);
+	tg_buf_adds(b, "\",\"kind\":\"");
+	tg_buf_adds(b, policy_kind_names[c->limit->kind]);
+	tg_buf_adds(b, "\"}\n");
 }
 
 static void deny_cache_put(struct check *ck, const struct policy_counter *c)
