@@ -191,7 +191,10 @@ static void drop(struct async_conn *ac, const char *why)
 		free(p.cmd);
 		p.cb(p.arg, NULL);
 	}
-	ac->backoff_us = ac->backoff_us ? (ac->backoff_us * 2 > 2000000 ? 2000000 : ac->backoff_us * 2) : 50000;
+	/* 50 ms doubling to 250 ms: a refused connect costs microseconds, while every check that arrives after
+	 * Redis is back but before the next attempt is answered by its fail_mode (503 or degraded); with 2 s
+	 * that window lasted up to 2 s after /readyz already said ready */
+	ac->backoff_us = ac->backoff_us ? (ac->backoff_us * 2 > 250000 ? 250000 : ac->backoff_us * 2) : 50000;
 	ac->retry_at_us = tg_mono_us() + ac->backoff_us;
 }
 
@@ -417,9 +420,9 @@ static void on_pass_end(void *arg)
 {
 	struct async_conn *ac = arg;
 
-	batch_send(ac);
 	if (!ac->c && tg_mono_us() >= ac->retry_at_us)
-		dial(ac);
+		dial(ac); /* first, so that this pass's checks ride the new connection */
+	batch_send(ac);
 	flush(ac);
 }
 

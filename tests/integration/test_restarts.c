@@ -5,6 +5,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "harness.h"
 
@@ -114,10 +115,24 @@ START_TEST(postgres_restart)
 }
 END_TEST
 
+static long check_status(const char *key)
+{
+	struct resp r = req(&S, "POST", "/v1/check", key, "{\"customer_id\":\"c\"}", NULL);
+	long st = r.status;
+	resp_free(&r);
+	return st;
+}
+
 START_TEST(redis_restart)
 {
 	static struct burst b;
+	struct tenant t = tenant_new(&S, false);
 
+	/* a check needs Redis for this limit, and refuses without it */
+	expect_status(&S, "POST", "/v1/limits", t.key,
+		      "{\"id\":\"q\",\"kind\":\"quota\",\"meter\":\"requests\",\"period\":\"month\",\"limit\":1000000,"
+		      "\"fail_mode\":\"closed\"}", 201);
+	ck_assert_int_eq(check_status(t.key), 200);
 	b.config = false;
 	burst(&b, "before the restart");
 	long long errors = srv_metric(&S, REDIS_CONN_ERRORS);
@@ -125,9 +140,23 @@ START_TEST(redis_restart)
 	stop_service("redis", "Redis");
 	long long down = srv_metric(&S, REDIS_CONN_ERRORS);
 	ck_assert_msg(down > errors, "Redis down: %s went from %lld to %lld", REDIS_CONN_ERRORS, errors, down);
+	/* 3 s down, checking: the loops' reconnection backoff reaches its longest */
+	for (int i = 0; i < 30; i++) {
+		ck_assert_int_eq(check_status(t.key), 503);
+		usleep(100 * 1000);
+	}
 
 	service_ctl("start", "redis");
 	burst(&b, "after the restart");
+	/* checks pass again within a backoff step (250 ms) of /readyz saying ready, not 2 s later */
+	int refused = 0;
+	for (int i = 0; i < 40; i++) {
+		if (check_status(t.key) != 200)
+			refused++;
+		usleep(25 * 1000);
+	}
+	ck_assert_msg(refused <= 16, "%d of 40 checks in the second after Redis came back were refused", refused);
+	ck_assert_int_eq(check_status(t.key), 200);
 }
 END_TEST
 
