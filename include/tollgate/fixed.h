@@ -13,6 +13,8 @@
  * headroom so that a sum of two in-range values never overflows int64 before the range check.
  */
 typedef int64_t tg_fixed;
+/* For products of two quantities (or a quantity and a duration) before they are divided back. */
+__extension__ typedef __int128 tg_i128;
 
 #define TG_FIXED_SCALE  INT64_C(1000000)
 #define TG_FIXED_MAX    (INT64_C(9000000000000) * TG_FIXED_SCALE - 1)  /* largest magnitude accepted */

@@ -356,6 +356,11 @@ static void throttled(struct check *ck, const struct policy_counter *c, struct t
 	tg_buf_adds(b, "\"}\n");
 }
 
+static bool is_bucket(const struct policy_limit *l)
+{
+	return l->kind == POLICY_RATE && l->algorithm == ALG_TOKEN_BUCKET;
+}
+
 static void deny_cache_put(struct check *ck, const struct policy_counter *c)
 {
 	char key[512];
@@ -365,7 +370,9 @@ static void deny_cache_put(struct check *ck, const struct policy_counter *c)
 	if (!tg_loop_current() || c->retry_ms < 0 || ck->chk.dry_run)
 		return;
 	until = ck->now + c->retry_ms;
-	if (c->limit->kind == POLICY_QUOTA && until > ck->now + DENY_QUOTA_MS)
+	/* a token bucket's state at any later instant follows from this one (see deny_cache_hit); a quota's or a
+	 * sliding window's does not (usage may be released, the window slides): kept a second */
+	if (!is_bucket(c->limit) && until > ck->now + DENY_QUOTA_MS)
 		until = ck->now + DENY_QUOTA_MS;
 	deny_key(key, sizeof(key), ck->req->principal.tenant_id, c);
 	e = tg_map_get(&deny_cache, key);
@@ -404,6 +411,14 @@ static struct deny_entry *deny_cache_hit(struct check *ck)
 		    c->amount == e->amount) {
 			e->state.subject = c->subject;
 			e->state.retry_ms = e->retry_at - ck->now;
+			if (is_bucket(c->limit)) {
+				/* the level now: it drains at limit per window until reset_ms, when it is empty */
+				const struct policy_limit *l = c->limit;
+				int64_t left_ms = e->state.reset_ms > ck->now ? e->state.reset_ms - ck->now : 0;
+				tg_i128 level = (tg_i128)left_ms * l->limit / (l->window_s * 1000);
+				e->state.remaining = level < l->burst ? l->burst - (int64_t)level : 0;
+				e->state.used = l->burst - e->state.remaining;
+			}
 			return e;
 		}
 	}

@@ -280,14 +280,13 @@ static int64_t get_i64(const unsigned char *p)
 
 #define REPLY_PER_COUNTER (1 + 3 * 8)
 
-__extension__ typedef __int128 i128;
 
 /* How long a token bucket takes to drain this much at rate per window (ms, rounded up), exactly. */
-static int64_t drain_ms(i128 amount, int64_t window_ms, int64_t rate)
+static int64_t drain_ms(tg_i128 amount, int64_t window_ms, int64_t rate)
 {
 	if (amount <= 0 || rate <= 0)
 		return 0;
-	i128 ms = ((i128)amount * window_ms + rate - 1) / rate;
+	tg_i128 ms = ((tg_i128)amount * window_ms + rate - 1) / rate;
 	return ms > INT64_MAX / 2 ? INT64_MAX / 2 : (int64_t)ms; /* far beyond any window, and now + it fits */
 }
 
@@ -389,7 +388,7 @@ static void parse(struct hot_check *hc, const redisReply *r)
 			c->reset_ms = hc->now_ms + drain_ms(level, win_ms, l->limit);
 			c->retry_ms = c->allowed || c->amount > l->burst
 					      ? -1
-					      : drain_ms((i128)level + c->amount - l->burst, win_ms, l->limit);
+					      : drain_ms((tg_i128)level + c->amount - l->burst, win_ms, l->limit);
 		} else {
 			c->used = a;
 			c->reserved = 0;

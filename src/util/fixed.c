@@ -4,7 +4,6 @@
 #include <string.h>
 
 /* GCC/Clang extension; __extension__ keeps -Wpedantic quiet about it in this one place. */
-__extension__ typedef __int128 i128;
 
 /*
  * Exponents and digit positions are tracked as int64 but clamped to this magnitude, so their sum
@@ -50,9 +49,9 @@ static int64_t clamp_count(size_t n)
     return n > (size_t)POS_LIMIT ? POS_LIMIT : (int64_t)n;
 }
 
-static bool in_range(i128 v)
+static bool in_range(tg_i128 v)
 {
-    return v >= -(i128)TG_FIXED_MAX && v <= (i128)TG_FIXED_MAX;
+    return v >= -(tg_i128)TG_FIXED_MAX && v <= (tg_i128)TG_FIXED_MAX;
 }
 
 int tg_fixed_parse(const char *s, size_t len, tg_fixed *ret)
@@ -230,7 +229,7 @@ size_t tg_fixed_format(tg_fixed v, char *buf)
 int tg_fixed_add(tg_fixed a, tg_fixed b, tg_fixed *ret)
 {
     /* 128-bit so that out-of-range inputs cannot overflow before the check. */
-    i128 r = (i128)a + b;
+    tg_i128 r = (tg_i128)a + b;
     if (!in_range(r))
         return TG_FIXED_ERANGE;
     *ret = (tg_fixed)r;
@@ -239,7 +238,7 @@ int tg_fixed_add(tg_fixed a, tg_fixed b, tg_fixed *ret)
 
 int tg_fixed_sub(tg_fixed a, tg_fixed b, tg_fixed *ret)
 {
-    i128 r = (i128)a - b;
+    tg_i128 r = (tg_i128)a - b;
     if (!in_range(r))
         return TG_FIXED_ERANGE;
     *ret = (tg_fixed)r;
@@ -249,9 +248,9 @@ int tg_fixed_sub(tg_fixed a, tg_fixed b, tg_fixed *ret)
 int tg_fixed_mul(tg_fixed a, tg_fixed b, tg_fixed *ret)
 {
     /* |a*b| <= 2^126: the exact 12-fractional-digit product always fits in 128 bits. */
-    i128 p = (i128)a * b;
-    i128 q = p / TG_FIXED_SCALE;
-    i128 r = p % TG_FIXED_SCALE; /* same sign as p: C truncates towards zero */
+    tg_i128 p = (tg_i128)a * b;
+    tg_i128 q = p / TG_FIXED_SCALE;
+    tg_i128 r = p % TG_FIXED_SCALE; /* same sign as p: C truncates towards zero */
     /* Half away from zero, so the rounding is symmetric in sign. */
     if (r >= TG_FIXED_SCALE / 2)
         q++;
@@ -283,9 +282,9 @@ static int div_rounded(tg_fixed a, tg_fixed b, bool ceil, tg_fixed *ret)
     if (b <= 0)
         return TG_FIXED_ERANGE;
     /* |a| * 1e6 <= 2^83: no overflow in 128 bits. */
-    i128 n = (i128)a * TG_FIXED_SCALE;
-    i128 q = n / b; /* truncates towards zero */
-    i128 r = n % b;
+    tg_i128 n = (tg_i128)a * TG_FIXED_SCALE;
+    tg_i128 q = n / b; /* truncates towards zero */
+    tg_i128 r = n % b;
     if (r > 0 && ceil)
         q++;
     else if (r < 0 && !ceil)

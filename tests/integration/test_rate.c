@@ -287,6 +287,35 @@ START_TEST(deny_cache_keeps_retry_after)
 }
 END_TEST
 
+/* A token bucket's denial answered from the cache shows the bucket as it is now (it refills while cached). */
+START_TEST(deny_cache_shows_the_bucket_refilling)
+{
+	struct tenant t = tenant_new(&S, false);
+	must_post(&S, t.key, "/v1/meters",
+		  "{\"id\":\"tokens\",\"event_type\":\"llm\",\"aggregation\":\"sum\",\"property\":\"tokens\"}");
+	must_post(&S, t.key, "/v1/limits",
+		  "{\"id\":\"slow\",\"kind\":\"rate\",\"meter\":\"tokens\",\"limit\":100,\"window\":100}"); /* 1 a second */
+	expect_status(&S, "POST", "/v1/check", t.key,
+		      "{\"customer_id\":\"d\",\"meter\":\"tokens\",\"amount\":100,\"consume\":true}", 200);
+	const char *body = "{\"customer_id\":\"d\",\"meter\":\"tokens\",\"amount\":50}";
+	for (int i = 0; i < 10; i++) /* denied, and cached on each loop */
+		expect_status(&S, "POST", "/v1/check", t.key, body, 429);
+	usleep(2500 * 1000);
+	for (int i = 0; i < 10; i++) {
+		struct resp r = req(&S, "POST", "/v1/check", t.key, body, NULL);
+		ck_status(r, 429);
+		double rem = jnum(r.json, "limits.0.remaining");
+		ck_assert_msg(rem >= 2 && rem < 4, "denial %d: remaining %f, 2.5 s after the bucket was emptied", i, rem);
+		ck_assert_msg(!strcmp(resp_header(&r, "RateLimit-Remaining"), "2") ||
+				      !strcmp(resp_header(&r, "RateLimit-Remaining"), "3"),
+			      "denial %d: RateLimit-Remaining %s", i, resp_header(&r, "RateLimit-Remaining"));
+		long long retry = atoll(resp_header(&r, "Retry-After"));
+		ck_assert_msg(retry >= 46 && retry <= 48, "denial %d: Retry-After %lld", i, retry);
+		resp_free(&r);
+	}
+}
+END_TEST
+
 /* A released reservation frees its room for the very next check, also where a denial was cached. */
 START_TEST(deny_cache_forgets_released_holds)
 {
@@ -355,6 +384,7 @@ int main(void)
 	tcase_add_test(tc, deny_cache_follows_config_changes);
 	tcase_add_test(tc, deny_cache_keeps_retry_after);
 	tcase_add_test(tc, deny_cache_forgets_released_holds);
+	tcase_add_test(tc, deny_cache_shows_the_bucket_refilling);
 	tcase_add_test(tc, rate_limit_on_a_token_meter);
 	tcase_add_test(tc, two_instances_share_one_platform_limit);
 	tcase_add_test(tc, accuracy_under_ten_times_the_limit);
