@@ -83,8 +83,10 @@ int64_t tg_now_ms(void);          /* CLOCK_REALTIME */
 int64_t tg_mono_us(void);         /* CLOCK_MONOTONIC, for durations */
 void tg_wait_ms(int64_t ms);       /* sleep, restarting after signals */
 #define TG_TIME_BUFSZ 32
-/* 9999-12-31T23:59:59Z, the last second RFC 3339 writes with four digits: where a test clock stops. */
-#define TG_TIME_MAX_MS INT64_C(253402300799000)
+/* 9999-11-30T23:59:59Z: where a test clock stops. Every period it can be in (a week, a month) ends by
+ * 9999-12-07, so every time shown (resets_at, period_end, series ends) keeps RFC 3339's four-digit year,
+ * and a month quota's reset stays reachable. */
+#define TG_TIME_MAX_MS INT64_C(253399622399000)
 /* A test clock's time: real time plus its offset, stopped at TG_TIME_MAX_MS (advances are refused past
  * it, but real time goes on after the last one). */
 static inline int64_t tg_clock_ms(int64_t real_ms, int64_t offset_ms)

@@ -127,7 +127,7 @@ static int clock_end(struct tg_req *req, json_t *row)
 	json_decref(row);
 	tg_time_format(now, at);
 	return api_bad(req, "seconds",
-		       "the test clock cannot pass 9999-12-31T23:59:59Z; it is at %s, %lld seconds at most are left", at,
+		       "the test clock cannot pass 9999-11-30T23:59:59Z; it is at %s, %lld seconds at most are left", at,
 		       (long long)((TG_TIME_MAX_MS - now) / 1000));
 }
 

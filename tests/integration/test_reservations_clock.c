@@ -401,7 +401,7 @@ END_TEST
 
 /* The most one advance may move (10 years), and where the clock ends: 9999-12-31T23:59:59Z. */
 #define ADVANCE_MAX (10LL * 366 * 86400)
-#define CLOCK_END 253402300799LL
+#define CLOCK_END 253399622399LL /* 9999-11-30T23:59:59Z */
 
 /* Past 285 years of advances the offset (ms) is beyond a quantity's 9e12: it was read through fixed
  * point, refused, and the checks fell back to real time while GET /v1/test_clock went on. */
@@ -453,7 +453,7 @@ static long long offset_ms(const struct tenant *t)
 	return psql_ll("SELECT clock_offset_ms FROM tenants WHERE id = '%s'", t->id);
 }
 
-/* The clock stops at 9999-12-31T23:59:59Z: an advance past it is refused (400 naming seconds) and
+/* The clock stops at 9999-11-30T23:59:59Z: an advance past it is refused (400 naming seconds) and
  * changes nothing, advances at once cannot pass it together, and real time does not carry it on. */
 START_TEST(test_clock_ends_in_9999)
 {
@@ -476,7 +476,7 @@ START_TEST(test_clock_ends_in_9999)
 	long long before = offset_ms(&t);
 	r = callf(&S, t.key, "POST", "/v1/test_clock/advance", "{\"seconds\":%lld}", CLOCK_END - now + 10);
 	ck_bad(r, 400, "invalid_parameter", "seconds");
-	ck_assert_ptr_nonnull(strstr(jstr(r.json, "error.message"), "9999-12-31T23:59:59Z"));
+	ck_assert_ptr_nonnull(strstr(jstr(r.json, "error.message"), "9999-11-30T23:59:59Z"));
 	resp_free(&r);
 	ck_assert_int_eq(offset_ms(&t), before);
 	/* up to two seconds before the end, then wait: the clock stops at the end */
@@ -489,13 +489,20 @@ START_TEST(test_clock_ends_in_9999)
 	ck_assert_int_eq(clock_now(&S, t.key), CLOCK_END);
 	r = req(&S, "GET", "/v1/tenant", t.key, NULL, NULL);
 	ck_status(r, 200);
-	ck_assert_str_eq(jstr(r.json, "test_clock"), "9999-12-31T23:59:59Z");
+	ck_assert_str_eq(jstr(r.json, "test_clock"), "9999-11-30T23:59:59Z");
 	resp_free(&r);
 	/* checks still decide at the end of time */
 	expectf(&S, t.key, "POST", "/v1/limits", 201,
 		"{\"id\":\"h\",\"meter\":\"tokens\",\"kind\":\"quota\",\"period\":\"all_time\",\"limit\":10}");
 	r = CHECK(t.key, "{\"customer_id\":\"c\",\"meter\":\"tokens\",\"amount\":11}");
 	ck_status(r, 429);
+	resp_free(&r);
+	/* and every time they show keeps a four-digit year: the month ends on 9999-12-01 */
+	expectf(&S, t.key, "POST", "/v1/limits", 201,
+		"{\"id\":\"m\",\"meter\":\"tokens\",\"kind\":\"quota\",\"period\":\"month\",\"limit\":10}");
+	r = CHECK(t.key, "{\"customer_id\":\"c\",\"meter\":\"tokens\",\"amount\":1}");
+	ck_status(r, 200);
+	ck_assert_str_eq(jstr(lim_must(r.json, "m", NULL), "resets_at"), "9999-12-01T00:00:00Z");
 	resp_free(&r);
 }
 END_TEST
