@@ -75,6 +75,11 @@ extern const size_t store_migrations_count;
 /* Apply the migrations not yet recorded in schema_migrations, under an advisory lock,
  * each in its own transaction: instances starting together apply each exactly once. */
 int store_migrate(struct tg_error *err);
+/* A session-level advisory lock, held until store_unlock_session. Meanwhile this thread stays on its
+ * connection: if that is lost, every statement fails (503) instead of going on, without the lock, on a
+ * fresh one (which another instance could then take the lock beside). */
+int store_lock_session(int64_t key, struct tg_error *err);
+void store_unlock_session(int64_t key);
 
 /* LISTEN/NOTIFY on a dedicated connection (owned by the caller's thread). */
 struct store_listener;

@@ -544,7 +544,9 @@ redisContext *hot_sync(struct tg_error *err)
  */
 static bool repeatable(const char *cmd)
 {
-	return strcasecmp(cmd, "PING") == 0 || strcasecmp(cmd, "MGET") == 0 || strcasecmp(cmd, "DEL") == 0;
+	/* reads only: a DEL sent again could delete what was rebuilt in between (a live balance, with a debit
+	 * in it that PostgreSQL may not hold yet) */
+	return strcasecmp(cmd, "PING") == 0 || strcasecmp(cmd, "MGET") == 0;
 }
 
 /* The server closed the connection (rather than not answering in time). */

@@ -30,6 +30,7 @@ struct conn_state {
 	char sqlstate[8];
 	struct deferred *defer;
 	int ndefer, capdefer;
+	bool pinned;  /* the session holds a lock: never swapped for a fresh connection (store_migrate) */
 	/* A statement of the open transaction failed (or its connection was lost): like PostgreSQL's
 	 * "current transaction is aborted", every later statement fails with that error until the
 	 * outermost commit or rollback. Its BEGIN may never have been sent (it is deferred), so without
@@ -176,7 +177,8 @@ static bool closed_while_idle(const struct conn_state *cs)
 	PGconn *pg = cs->pg;
 	struct pollfd pfd = {.fd = PQsocket(pg), .events = POLLIN};
 
-	if (cs->depth > 0 || cs->ndefer > 0 || PQtransactionStatus(pg) != PQTRANS_IDLE)
+	/* (nor while the session holds what a fresh one would not: the migrations' advisory lock) */
+	if (cs->depth > 0 || cs->ndefer > 0 || cs->pinned || PQtransactionStatus(pg) != PQTRANS_IDLE)
 		return false;
 
 	/* the goodbye is a message and then the end of the stream: a read for each */
@@ -213,6 +215,11 @@ static struct conn_state *conn_get(struct tg_error *err)
 		}
 	}
 	if (!tls->pg) {
+		if (tls->pinned) {
+			/* the session's lock went with its connection: a fresh one would carry on without it */
+			tg_fail(err, TG_EUNAVAIL, "database_unavailable", NULL, "the database connection was lost; retry shortly");
+			return NULL;
+		}
 		tls->pg = connect_db(err);
 		if (!tls->pg)
 			return NULL;
@@ -711,12 +718,39 @@ tg_fixed store_get_usage(const json_t *row, const char *col)
 static struct store_stmt q_mig_applied = STORE_STMT("SELECT 1 FROM schema_migrations WHERE version = $1", 1);
 static struct store_stmt q_mig_record = STORE_STMT("INSERT INTO schema_migrations (version) VALUES ($1)", 1);
 
+static struct store_stmt q_lock_session = STORE_STMT("SELECT pg_advisory_lock($1::bigint)", 1);
+static struct store_stmt q_unlock_session = STORE_STMT("SELECT pg_advisory_unlock($1::bigint)", 1);
+
+int store_lock_session(int64_t key, struct tg_error *err)
+{
+	char b[STORE_I64_BUFSZ];
+	const char *p[] = {store_i64(key, b)};
+	int rc = store_exec(&q_lock_session, p, NULL, err);
+
+	if (rc == 0)
+		tls->pinned = true;
+	return rc;
+}
+
+void store_unlock_session(int64_t key)
+{
+	char b[STORE_I64_BUFSZ];
+	const char *p[] = {store_i64(key, b)};
+	struct tg_error e;
+
+	if (!tls || !tls->pinned)
+		return;
+	if (tls->pg)
+		store_exec(&q_unlock_session, p, NULL, &e); /* a lost connection took the lock along already */
+	tls->pinned = false;
+}
+
 int store_migrate(struct tg_error *err)
 {
 	int rc;
 
 	/* one instance migrates at a time; the others wait here, then find nothing to do */
-	rc = store_exec_raw("SELECT pg_advisory_lock(7428700101)", err);
+	rc = store_lock_session(7428700101, err);
 	if (rc == 0)
 		rc = store_exec_raw("CREATE TABLE IF NOT EXISTS schema_migrations (version text PRIMARY KEY, "
 				    "applied_at timestamptz NOT NULL DEFAULT now())",
@@ -751,10 +785,7 @@ int store_migrate(struct tg_error *err)
 		}
 		log_info("migration applied", "%s", m->name);
 	}
-	if (rc != 0 && err->err == TG_EUNAVAIL)
-		return rc; /* the connection is gone, and the lock with it */
-	struct tg_error e;
-	store_exec_raw("SELECT pg_advisory_unlock(7428700101)", &e);
+	store_unlock_session(7428700101);
 	return rc;
 }
 

@@ -315,6 +315,24 @@ START_TEST(connection_closed_while_idle_is_replaced)
 }
 END_TEST
 
+/* Under a session lock the connection is never swapped: its loss fails the statements (a fresh connection
+ * would not hold the lock, and another instance could take it meanwhile); once unlocked, a fresh one. */
+START_TEST(connection_lost_under_a_session_lock_fails)
+{
+	struct tg_error err;
+
+	ck_assert_int_eq(store_lock_session(4242, &err), 0);
+	kill_my_backend();
+	ck_assert_msg(!store_ping(&err), "a statement ran on a fresh connection without the lock");
+	ck_assert_int_eq(err.err, TG_EUNAVAIL);
+	ck_assert(!store_ping(&err)); /* and goes on failing */
+	store_unlock_session(4242);
+	ck_assert_msg(store_ping(&err), "after the unlock: %s", err.detail);
+	/* the lock went with the connection: another session takes it at once */
+	ck_assert_int_eq(psql_ll("SELECT pg_try_advisory_lock(4242)::int"), 1);
+}
+END_TEST
+
 /* The event writer reads a batch's customers with one primary-key probe each, even for a tenant whose
  * 10,000 customers were just created and never analysed: planned from guesses, the earlier form of the
  * statement scanned every customer of the tenant for each batch. The schema is the test's own, its
@@ -615,6 +633,7 @@ int main(void)
 	tcase_add_test(tc, lost_connection_fails_the_transaction);
 	tcase_add_test(tc, lost_connection_fails_the_commit);
 	tcase_add_test(tc, connection_closed_while_idle_is_replaced);
+	tcase_add_test(tc, connection_lost_under_a_session_lock_fails);
 	tcase_add_test(tc, writer_probes_each_customer_without_statistics);
 	tcase_add_test(tc, tg_ms_and_tg_us_are_exact);
 	tcase_add_test(tc, period_reads_add_days_and_open_hours);
