@@ -24,7 +24,8 @@ static struct {
 /* Failures for /metrics, on the loops' connections and the workers' alike. NOSCRIPT is not one: the
  * script is loaded again and the command resent. */
 #define REDIS_ERRORS_HELP \
-	"Redis failures: connections that failed or were lost, commands that timed out (kind=connection), " \
+	"Redis failures: connections that failed or were lost (also ones the server closed while idle, e.g. by " \
+	"its timeout setting), commands that timed out (kind=connection), " \
 	"error replies to a command or to one check of a batch (kind=command)."
 static struct tg_metric *m_conn_errors, *m_cmd_errors;
 

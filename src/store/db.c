@@ -46,7 +46,8 @@ static _Thread_local struct conn_state *tls;
 /* Failures for /metrics: connections that could not be made or were lost, and statements PostgreSQL
  * refused for another reason than a unique or foreign-key violation (those are answers: 409). */
 #define PG_ERRORS_HELP \
-	"PostgreSQL failures: connections that failed or were lost (kind=connection), statements refused " \
+	"PostgreSQL failures: connections that failed or were lost (also ones the server closed while idle, e.g. " \
+	"by idle_session_timeout) (kind=connection), statements refused " \
 	"other than unique and foreign-key violations, which answer 409 (kind=statement)."
 static struct tg_metric *m_conn_errors, *m_stmt_errors;
 
