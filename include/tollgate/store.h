@@ -274,6 +274,13 @@ int store_balances_which(const char *tenant_id, const char *ids_array, json_t **
 int store_outbox_add(const char *tenant_id, const char *type, const json_t *data, const char *once_key,
 		     bool *written, struct tg_error *err);
 
+/* The data and once-key of a quota counter's limit.threshold (threshold set) or limit.exceeded: one form for
+ * the event writer's watches and the checks of quotas on requests, whose once-keys must agree. subject "*"
+ * is the platform's counter (customer_id null); to_ms INT64_MAX: all time (period_end null). */
+json_t *store_quota_notice(const char *limit_id, const char *subject, tg_fixed usage, tg_fixed limit,
+			   const char *enforcement, int64_t from_ms, int64_t to_ms, const tg_fixed *threshold,
+			   char *once_key, size_t size);
+
 int store_endpoint_create(const char *tenant_id, const char *id, const char *url, const char *description,
 			  const char *events_literal, const char *secret, json_t **ret, struct tg_error *err);
 int store_endpoint_get(const char *tenant_id, const char *id, json_t **ret, struct tg_error *err);

@@ -243,37 +243,26 @@ static void notify_throttle(struct check *ck, const struct policy_counter *c)
 	       key, "rate_limit.denied", ck->req->principal.key_id, "limit", c->limit->id);
 }
 
-/* limit.threshold or limit.exceeded of a quota on the built-in requests meter (same data and once-keys as
- * the event writer's, src/store/writer.c fire_watches). */
+/* limit.threshold or limit.exceeded of a quota on the built-in requests meter (the event writer's form). */
 static void notify_quota(struct check *ck, const struct policy_counter *c, const char *type, const tg_fixed *threshold)
 {
 	const struct policy_limit *l = c->limit;
-	const char *subject = c->subject[0] ? c->subject : "*";
-	bool ends = c->period_end_ms != INT64_MAX;
-	char key[600], thr[TG_FIXED_BUFSZ] = "";
-	json_t *data = tg_json_obj("limit_id", json_string(l->id), "customer_id",
-				   c->subject[0] ? json_string(c->subject) : json_null(), "usage", tg_json_fixed(c->used),
-				   "limit", tg_json_fixed(l->limit), "period_start", tg_json_time(c->period_start_ms),
-				   "period_end", ends ? tg_json_time(c->period_end_ms) : json_null(), NULL);
+	char key[600];
+	json_t *data = store_quota_notice(l->id, c->subject[0] ? c->subject : "*", c->used, l->limit,
+					  policy_enforcement_names[l->enforcement], c->period_start_ms, c->period_end_ms,
+					  threshold, key, sizeof(key));
 
-	if (threshold) {
-		tg_fixed_format(*threshold, thr);
-		json_object_set_new(data, "threshold", tg_json_fixed(*threshold));
-		snprintf(key, sizeof(key), "threshold|%s|%s|%lld|%s", l->id, subject, (long long)c->period_start_ms, thr);
-	} else {
-		json_object_set_new(data, "enforcement", json_string(policy_enforcement_names[l->enforcement]));
-		snprintf(key, sizeof(key), "exceeded|%s|%s|%lld", l->id, subject, (long long)c->period_start_ms);
-	}
 	notice(ck->req->principal.tenant_id, type, data, key, NULL, NULL, NULL, NULL);
 }
 
 /* Has this loop (or worker) reported this one of a counter's notices yet? Remembers it if not. */
 static bool first_notice(struct check *ck, const struct policy_counter *c, const char *what)
 {
-	char key[700];
+	char key[700], period[TG_I64_BUFSZ];
+	const char *parts[] = {ck->req->principal.tenant_id, c->limit->id, c->subject, period, what};
 
-	snprintf(key, sizeof(key), "%s|%s|%s|%lld|%s", ck->req->principal.tenant_id, c->limit->id, c->subject,
-		 (long long)c->period_start_ms, what);
+	tg_fmt_i64(c->period_start_ms, period);
+	join_key(key, sizeof(key), parts, 5);
 	if (tg_map_get(&quota_notified, key))
 		return false;
 	if (quota_notified.len > DENY_CACHE_MAX)

@@ -280,7 +280,6 @@ static int64_t get_i64(const unsigned char *p)
 
 #define REPLY_PER_COUNTER (1 + 3 * 8)
 
-
 /* How long a token bucket takes to drain this much at rate per window (ms, rounded up), exactly. */
 static int64_t drain_ms(tg_i128 amount, int64_t window_ms, int64_t rate)
 {

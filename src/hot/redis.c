@@ -538,7 +538,7 @@ redisContext *hot_sync(struct tg_error *err)
 /*
  * DESIGN: when the connection breaks under a command (after it was sent, before its reply), the command
  * may or may not have run. It is sent once more, on a fresh connection, only when running it twice is
- * the same as running it once: a read (PING, MGET) or DEL. A script (EVALSHA/EVAL) counts usage or
+ * the same as running it once: a read (PING, MGET). A script (EVALSHA/EVAL) counts usage or
  * moves a balance, so it is never sent again: its caller gets the failure (a check answers per
  * fail_mode). Neither is a command that timed out (the server is slow, not gone: waiting twice as long
  * helps no one). A connection closed while idle is replaced before anything is sent (hot_sync).

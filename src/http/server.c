@@ -326,7 +326,7 @@ static void resume(struct http_req *r)
 }
 
 /* Runs on the owning loop's thread. */
-static void idem_late_job(void *arg);
+static void idem_settle_job(void *arg);
 
 static void complete_on_loop(void *arg)
 {
@@ -334,7 +334,7 @@ static void complete_on_loop(void *arg)
 
 	if (r->timed_out && r->idem == IDEM_CLAIMED) {
 		r->idem = IDEM_RECORDING;
-		tg_pool_submit(r->hl->srv->pool, idem_late_job, r); /* keeps the pending operation's reference */
+		tg_pool_submit(r->hl->srv->pool, idem_settle_job, r); /* keeps the pending operation's reference */
 		return;
 	}
 	if (!r->timed_out)
@@ -401,62 +401,48 @@ static void record(struct http_req *r, int status)
 	}
 }
 
-/* The loop's own 503 for a request whose handler may still be running (see cutoff_code). */
-static enum MHD_Result queue_cutoff_reply(struct http_req *r)
+/* Queue a reply: its status, body (taken from the buffer), content type and headers (NULL: none). */
+static enum MHD_Result queue(struct http_req *r, int status, struct tg_buf *b, const char *content_type,
+			     const struct hdr *headers)
 {
-	struct tg_buf b = TG_BUF_INIT;
 	struct MHD_Response *resp;
 	enum MHD_Result ret;
 	size_t len;
-	char *body;
+	char *body = tg_buf_detach(b, &len);
 
-	tg_buf_addf(&b, "{\"error\":{\"type\":\"%s\",\"code\":\"%s\",\"message\":\"%s\"}}", tg_err_type(TG_EUNAVAIL),
-		    r->cutoff_code, r->cutoff_message);
-	body = tg_buf_detach(&b, &len);
 	resp = MHD_create_response_from_buffer_with_free_callback(len, body, free_buffer);
 	if (!resp) {
 		free(body);
 		return MHD_NO;
 	}
-	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+	if (len > 0 || content_type)
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type ? content_type : "application/json");
 	MHD_add_response_header(resp, "X-Request-Id", r->pub.request_id);
-	ret = MHD_queue_response(r->conn, MHD_HTTP_SERVICE_UNAVAILABLE, resp);
+	for (const struct hdr *h = headers; h; h = h->next)
+		MHD_add_response_header(resp, h->name, h->value);
+	ret = MHD_queue_response(r->conn, (unsigned)status, resp);
 	MHD_destroy_response(resp);
-	record(r, MHD_HTTP_SERVICE_UNAVAILABLE);
+	record(r, status);
 	return ret;
 }
 
 static enum MHD_Result queue_reply(struct http_req *r)
 {
 	struct tg_req *req = &r->pub;
-	struct MHD_Response *resp;
-	size_t len;
-	char *body;
-	enum MHD_Result ret;
 
-	if (r->cutoff_code)
-		return queue_cutoff_reply(r);
+	if (r->cutoff_code) {
+		/* the loop's own 503, made from these alone: the handler may still be writing pub's reply */
+		struct tg_buf b = TG_BUF_INIT;
+		tg_buf_addf(&b, "{\"error\":{\"type\":\"%s\",\"code\":\"%s\",\"message\":\"%s\"}}",
+			    tg_err_type(TG_EUNAVAIL), r->cutoff_code, r->cutoff_message);
+		return queue(r, MHD_HTTP_SERVICE_UNAVAILABLE, &b, "application/json", NULL);
+	}
 	if (req->status == 0) {
 		tg_fail(&req->err, TG_EINTERNAL, NULL, NULL, "internal error");
 		tg_error_detail(&req->err, "handler returned without a reply");
 		tg_req_reply_error(req);
 	}
-	body = tg_buf_detach(&req->resp, &len);
-	resp = MHD_create_response_from_buffer_with_free_callback(len, body, free_buffer);
-	if (!resp) {
-		free(body);
-		return MHD_NO;
-	}
-	if (len > 0 || req->content_type)
-		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
-					req->content_type ? req->content_type : "application/json");
-	MHD_add_response_header(resp, "X-Request-Id", req->request_id);
-	for (struct hdr *h = r->resp_headers; h; h = h->next)
-		MHD_add_response_header(resp, h->name, h->value);
-	ret = MHD_queue_response(r->conn, (unsigned)req->status, resp);
-	MHD_destroy_response(resp);
-	record(r, req->status);
-	return ret;
+	return queue(r, req->status, &req->resp, req->content_type, r->resp_headers);
 }
 
 static enum MHD_Result reply_ready(struct http_req *r);
@@ -564,19 +550,11 @@ static void unref_on_loop(void *arg)
 /* After a timeout (503 sent, or the client gone) the key stays claimed, so a retry is refused as still
  * running rather than run twice; when the handler finishes after all, its reply is recorded (a retry gets
  * what really happened), and a key claimed for a handler that never ran is let go. */
-static void idem_late_job(void *arg)
+static void idem_settle_job(void *arg)
 {
 	struct http_req *r = arg;
 
-	r->hl->srv->opts.idem_end(&r->pub, true);
-	tg_loop_post(r->hl->loop, unref_on_loop, r);
-}
-
-static void idem_forget_job(void *arg)
-{
-	struct http_req *r = arg;
-
-	r->hl->srv->opts.idem_end(&r->pub, false);
+	r->hl->srv->opts.idem_end(&r->pub, r->ran);
 	tg_loop_post(r->hl->loop, unref_on_loop, r);
 }
 
@@ -585,7 +563,7 @@ static void idem_claimed_on_loop(void *arg)
 	struct http_req *r = arg;
 
 	if (r->timed_out) {
-		tg_pool_submit(r->hl->srv->pool, idem_forget_job, r); /* keeps the pending operation's reference */
+		tg_pool_submit(r->hl->srv->pool, idem_settle_job, r); /* keeps the pending operation's reference */
 		return;
 	}
 	r->idem = IDEM_CLAIMED;
@@ -894,7 +872,7 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
 		/* the client left between the claim of its Idempotency-Key and its handler: nothing ran */
 		r->idem = IDEM_RECORDING;
 		r->refs++; /* the job's */
-		tg_pool_submit(r->hl->srv->pool, idem_forget_job, r);
+		tg_pool_submit(r->hl->srv->pool, idem_settle_job, r);
 	}
 	req_unref(r);
 }

@@ -39,6 +39,31 @@ int store_outbox_add(const char *tenant_id, const char *type, const json_t *data
 	return 0;
 }
 
+json_t *store_quota_notice(const char *limit_id, const char *subject, tg_fixed usage, tg_fixed limit,
+			   const char *enforcement, int64_t from_ms, int64_t to_ms, const tg_fixed *threshold,
+			   char *once_key, size_t size)
+{
+	bool platform = strcmp(subject, "*") == 0;
+	json_t *data = tg_json_obj("limit_id", json_string(limit_id), "customer_id",
+				   platform ? json_null() : json_string(subject), NULL);
+
+	if (threshold) {
+		char thr[TG_FIXED_BUFSZ];
+		tg_fixed_format(*threshold, thr);
+		json_object_set_new(data, "threshold", tg_json_fixed(*threshold));
+		snprintf(once_key, size, "threshold|%s|%s|%lld|%s", limit_id, subject, (long long)from_ms, thr);
+	} else {
+		snprintf(once_key, size, "exceeded|%s|%s|%lld", limit_id, subject, (long long)from_ms);
+	}
+	json_object_set_new(data, "usage", tg_json_fixed(usage));
+	json_object_set_new(data, "limit", tg_json_fixed(limit));
+	if (!threshold)
+		json_object_set_new(data, "enforcement", json_string(enforcement));
+	json_object_set_new(data, "period_start", tg_json_time(from_ms));
+	json_object_set_new(data, "period_end", to_ms == INT64_MAX ? json_null() : tg_json_time(to_ms));
+	return data;
+}
+
 /* ---- endpoints ---- */
 
 #define ENDPOINT_COLS                                                                                 \

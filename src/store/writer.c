@@ -406,37 +406,21 @@ static int fire_watches(const char *tenant, struct store_submission **subs, int 
 			continue;
 		const struct store_watch *x = list[k];
 		tg_fixed used = store_get_usage(row, "value");
-		char ts1[TG_TIME_BUFSZ], ts2[TG_TIME_BUFSZ];
-		tg_time_format(x->from_ms, ts1);
-		tg_time_format(x->to_ms == INT64_MAX ? 0 : x->to_ms, ts2);
+		char key[600];
 		for (int t = 0; t < x->nthresholds && rc == 0; t++) {
 			tg_fixed need;
 			/* reached when used ≥ limit × threshold (exact: both are fixed point) */
 			if (tg_fixed_mul(x->limit, x->thresholds[t], &need) < 0 || used < need || x->limit == 0)
 				continue;
-			char thr[TG_FIXED_BUFSZ];
-			tg_fixed_format(x->thresholds[t], thr);
-			json_t *data = tg_json_obj("limit_id", json_string(x->limit_id), "customer_id",
-						   strcmp(x->subject, "*") ? json_string(x->subject) : json_null(),
-						   "threshold", tg_json_fixed(x->thresholds[t]), "usage", tg_json_fixed(used),
-						   "limit", tg_json_fixed(x->limit), "period_start", json_string(ts1),
-						   "period_end", x->to_ms == INT64_MAX ? json_null() : json_string(ts2), NULL);
-			rc = store_outbox_add(tenant, "limit.threshold", data,
-					      tg_arena_printf(a, "threshold|%s|%s|%lld|%s", x->limit_id, x->subject,
-							      (long long)x->from_ms, thr),
-					      NULL, err);
+			json_t *data = store_quota_notice(x->limit_id, x->subject, used, x->limit, x->enforcement, x->from_ms,
+							  x->to_ms, &x->thresholds[t], key, sizeof(key));
+			rc = store_outbox_add(tenant, "limit.threshold", data, key, NULL, err);
 			json_decref(data);
 		}
 		if (rc == 0 && used > x->limit) {
-			json_t *data = tg_json_obj("limit_id", json_string(x->limit_id), "customer_id",
-						   strcmp(x->subject, "*") ? json_string(x->subject) : json_null(),
-						   "usage", tg_json_fixed(used), "limit", tg_json_fixed(x->limit), "enforcement",
-						   json_string(x->enforcement), "period_start", json_string(ts1),
-						   "period_end", x->to_ms == INT64_MAX ? json_null() : json_string(ts2), NULL);
-			rc = store_outbox_add(tenant, "limit.exceeded", data,
-					      tg_arena_printf(a, "exceeded|%s|%s|%lld", x->limit_id, x->subject,
-							      (long long)x->from_ms),
-					      NULL, err);
+			json_t *data = store_quota_notice(x->limit_id, x->subject, used, x->limit, x->enforcement, x->from_ms,
+							  x->to_ms, NULL, key, sizeof(key));
+			rc = store_outbox_add(tenant, "limit.exceeded", data, key, NULL, err);
 			json_decref(data);
 		}
 		if (rc < 0)

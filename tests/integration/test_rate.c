@@ -44,6 +44,15 @@ static long check(const struct srv *s, const char *key, const char *body, char *
 	return st;
 }
 
+/* A tenant with meter tokens (sum of the events' "tokens"). */
+static struct tenant tokens_tenant(void)
+{
+	struct tenant t = tenant_new(&S, false);
+	must_post(&S, t.key, "/v1/meters",
+		  "{\"id\":\"tokens\",\"event_type\":\"llm\",\"aggregation\":\"sum\",\"property\":\"tokens\"}");
+	return t;
+}
+
 START_TEST(token_bucket_burst_then_refill)
 {
 	struct tenant t = tenant_new(&S, false);
@@ -263,9 +272,7 @@ static void ck_denied_retry(const struct tenant *t, const char *body, long long 
 
 START_TEST(deny_cache_keeps_retry_after)
 {
-	struct tenant t = tenant_new(&S, false);
-	must_post(&S, t.key, "/v1/meters",
-		  "{\"id\":\"tokens\",\"event_type\":\"llm\",\"aggregation\":\"sum\",\"property\":\"tokens\"}");
+	struct tenant t = tokens_tenant();
 	must_post(&S, t.key, "/v1/limits",
 		  "{\"id\":\"day\",\"kind\":\"quota\",\"meter\":\"tokens\",\"period\":\"day\",\"limit\":10}");
 	must_post(&S, t.key, "/v1/limits",
@@ -290,9 +297,7 @@ END_TEST
 /* A token bucket's denial answered from the cache shows the bucket as it is now (it refills while cached). */
 START_TEST(deny_cache_shows_the_bucket_refilling)
 {
-	struct tenant t = tenant_new(&S, false);
-	must_post(&S, t.key, "/v1/meters",
-		  "{\"id\":\"tokens\",\"event_type\":\"llm\",\"aggregation\":\"sum\",\"property\":\"tokens\"}");
+	struct tenant t = tokens_tenant();
 	must_post(&S, t.key, "/v1/limits",
 		  "{\"id\":\"slow\",\"kind\":\"rate\",\"meter\":\"tokens\",\"limit\":100,\"window\":100}"); /* 1 a second */
 	expect_status(&S, "POST", "/v1/check", t.key,
@@ -319,9 +324,7 @@ END_TEST
 /* A released reservation frees its room for the very next check, also where a denial was cached. */
 START_TEST(deny_cache_forgets_released_holds)
 {
-	struct tenant t = tenant_new(&S, false);
-	must_post(&S, t.key, "/v1/meters",
-		  "{\"id\":\"tokens\",\"event_type\":\"llm\",\"aggregation\":\"sum\",\"property\":\"tokens\"}");
+	struct tenant t = tokens_tenant();
 	must_post(&S, t.key, "/v1/limits",
 		  "{\"id\":\"cap\",\"kind\":\"quota\",\"meter\":\"tokens\",\"period\":\"month\",\"limit\":100}");
 	for (int round = 0; round < 5; round++) {
@@ -344,10 +347,8 @@ END_TEST
 
 START_TEST(rate_limit_on_a_token_meter)
 {
-	struct tenant t = tenant_new(&S, false);
+	struct tenant t = tokens_tenant();
 
-	must_post(&S, t.key, "/v1/meters",
-		  "{\"id\":\"tokens\",\"event_type\":\"llm\",\"aggregation\":\"sum\",\"property\":\"tokens\"}");
 	must_post(&S, t.key, "/v1/limits",
 		  "{\"id\":\"tpm\",\"kind\":\"rate\",\"meter\":\"tokens\",\"limit\":1000,\"window\":60,"
 		  "\"algorithm\":\"sliding_window\"}");
