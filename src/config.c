@@ -64,6 +64,8 @@ static const struct opt opts[] = {
 	 "seconds a committed event id is remembered in Redis, so its duplicates skip PostgreSQL (0: off)"},
 	{"TOLLGATE_MAX_INFLIGHT", OPT_INT, "4096", 16, 1000000, false, OFF(max_inflight),
 	 "checks waiting on Redis per event loop before new ones get 503"},
+	{"TOLLGATE_INSTANCE_TTL_MS", OPT_INT, "10000", 200, 600000, false, OFF(instance_ttl_ms),
+	 "an instance whose heartbeat in Redis is this old is taken for dead: the live counters it was moving are rebuilt"},
 	{"TOLLGATE_WORKER", OPT_BOOL, "1", 0, 1, false, OFF(worker_enabled),
 	 "run background duties here: period close, reservation expiry, summaries (1/0)"},
 };

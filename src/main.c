@@ -134,7 +134,12 @@ int main(int argc, char **argv)
 	auth_init(tg_cfg.admin_token, tg_cfg.jwt_secret);
 	if (start_store() < 0)
 		return 1;
-	if (reload_start() < 0 || store_writer_start(tg_cfg.event_batch_max, api_seen_ids, api_watch, api_after_commit) < 0 ||
+	if (hot_journal_start(tg_cfg.instance_ttl_ms, &err) < 0) {
+		log_error("cannot start the journal thread", "%s", err.message);
+		return 1;
+	}
+	if (reload_start() < 0 ||
+	    store_writer_start(tg_cfg.event_batch_max, api_seen_ids, api_watch, api_before_commit, api_after_commit) < 0 ||
 	    (tg_cfg.worker_enabled && duties_start() < 0) ||
 	    (tg_cfg.webhook_workers > 0 && webhooks_start(tg_cfg.webhook_workers) < 0)) {
 		log_error("cannot start the background threads", NULL);
@@ -169,6 +174,7 @@ int main(int argc, char **argv)
 		webhooks_stop();
 		duties_stop();
 		reload_stop();
+		hot_journal_stop();
 		return 1;
 	}
 	api_set_http(http);
@@ -183,6 +189,7 @@ int main(int argc, char **argv)
 	webhooks_stop();
 	duties_stop();
 	reload_stop();
+	hot_journal_stop(); /* every commit and its update done: nothing to recover */
 	store_thread_end();
 	hot_thread_end();
 	auth_release();

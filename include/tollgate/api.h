@@ -81,6 +81,8 @@ struct store_submission;
 void api_watch(struct store_submission *sub);
 /* The writer's seen hook: mark the events whose ids Redis knows committed (hot_event_ids_seen). */
 void api_seen_ids(struct store_submission **subs, int n);
+/* The writer's before-commit hook: the live counters the batch will move noted in the journal (hot_journal_note). */
+void api_before_commit(struct store_submission **subs, int n);
 /* The writer's after-commit hook: committed usage into the Redis counters, reservations released,
  * committed event ids remembered. */
 void api_after_commit(struct store_submission **subs, int n);

@@ -24,6 +24,7 @@ struct tg_config {
 	int64_t webhook_backoff_base_ms;
 	int webhook_workers;
 	int event_batch_max;     /* events per group commit */
+	int instance_ttl_ms;     /* the heartbeat's life: older, an instance's journal is recovered (hot/journal.c) */
 	int event_id_ttl_s;      /* committed event ids remembered in Redis this long (0: not at all) */
 	int max_inflight;        /* checks in flight per loop before 503 */
 	bool worker_enabled;     /* background duties (delivery, period close, expiry) */

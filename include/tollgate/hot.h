@@ -34,6 +34,25 @@ bool hot_ping(struct tg_error *err);
 /* Close this thread's blocking connection. */
 void hot_thread_end(void);
 
+/* ---- the journal: live counters left out of step by an instance that dies (hot/journal.c) ---- */
+
+/* Register this instance (a heartbeat that lasts ttl_ms; later if Redis is down now) and start the thread
+ * that keeps it, trims the journal and recovers the journals of instances whose heartbeat is gone. Fails only
+ * when the thread cannot start. */
+int hot_journal_start(int ttl_ms, struct tg_error *err);
+/* After every commit and update is done: unregister, leaving nothing to recover. */
+void hot_journal_stop(void);
+/* This instance's journal key (NULL when not started): the last key of a check that notes its counters. */
+const char *hot_journal_key(void);
+/* Note these counter keys before a commit that will move them (blocking connection of this thread). */
+int hot_journal_note(const char *const *keys, int n, struct tg_error *err);
+/* These keys' update failed after its commit: drop them once Redis answers (they rebuild). */
+void hot_journal_suspect(const char *const *keys, int n);
+/* This thread noted key in the journal at ms (wall clock) / did so less than a minute before now: then it
+ * need not again (entries stay two minutes). */
+void hot_journal_noted(const char *key, int64_t ms);
+bool hot_journal_fresh(const char *key, int64_t now_ms);
+
 /* ---- checks ---- */
 
 enum hot_status {
@@ -83,6 +102,7 @@ struct hot_check {
 	struct hot_workflow *wf;     /* NULL: no workflow guard */
 	/* results */
 	int sent;                    /* counters sent to the script (those with a subject, workflow, balance) */
+	int64_t journal_ms;          /* set by the build: when the script notes its keys in the journal (0: not) */
 	enum hot_status status;
 	bool allowed;                /* every enforced counter fit (and, unless dry run, all were consumed) */
 };
@@ -145,6 +165,9 @@ int hot_balance(const char *tenant_id, const char *owner, enum hot_balance_op op
 		const struct hot_balance *init, struct hot_balance *ret, struct tg_error *err);
 /* The Redis key of a quota counter and of a live balance: what a reservation's holds name. */
 const char *hot_counter_key(struct tg_arena *a, const char *tenant, const struct policy_counter *c);
+/* A counter PostgreSQL can rebuild (a quota on an event meter; the requests meter's usage, token buckets,
+ * windows and workflows live in Redis alone): the only kind, with live balances, the journal lists. */
+bool hot_durable(const struct policy_counter *c);
 const char *hot_balance_key(struct tg_arena *a, const char *tenant, const char *owner);
 
 #endif

@@ -447,6 +447,8 @@ struct store_submission {
 	const char *tenant_id;
 	struct store_watch *watches;
 	int nwatches;
+	const char **journal; /* the live counter keys its events move after the COMMIT (set with watches) */
+	int njournal;
 	struct store_notice *notices;
 	int nnotices;
 	bool auto_create;
@@ -470,9 +472,11 @@ struct store_submission {
 /* seen runs on the writer thread before each batch's transaction: it marks the events whose ids are known
  * to be committed already (event.seen), which then count as duplicates without a statement. watch runs
  * inside the transaction once customers are resolved and ids claimed: it fills the submission's watches.
+ * before_commit runs inside the transaction just before its COMMIT (every statement but the last sent).
  * after_commit runs on the writer thread with every committed submission, before their done(). */
 int store_writer_start(int batch_max, void (*seen)(struct store_submission **subs, int n),
 		       void (*watch)(struct store_submission *sub),
+		       void (*before_commit)(struct store_submission **subs, int n),
 		       void (*after_commit)(struct store_submission **subs, int n));
 void store_writer_submit(struct store_submission *s);
 /* Run fn(arg) on the writer thread between two batches, and wait for it: no commit of this instance

@@ -202,6 +202,8 @@ void api_watch(struct store_submission *sub)
 
 	sub->watches = NULL;
 	sub->nwatches = 0;
+	sub->journal = NULL;
+	sub->njournal = 0;
 	if (!t)
 		return;
 	for (int i = 0; i < sub->n; i++) {
@@ -212,6 +214,17 @@ void api_watch(struct store_submission *sub)
 		if (e->result != STORE_EV_ACCEPTED)
 			continue;
 		n = event_counters(t, e, a, cs, 64);
+		/* the live counters it moves after the COMMIT, for api_before_commit (a consuming check's were
+		 * noted when it moved them) */
+		if (!sub->counters_applied && n > 0) {
+			const char **j = tg_arena_alloc(a, sizeof(*j) * (size_t)(sub->njournal + n));
+			if (sub->njournal)
+				memcpy(j, sub->journal, sizeof(*j) * (size_t)sub->njournal);
+			sub->journal = j;
+			for (int k = 0; k < n; k++)
+				if (hot_durable(&cs[k]))
+					j[sub->njournal++] = hot_counter_key(a, sub->tenant_id, &cs[k]);
+		}
 		for (int k = 0; k < n; k++) {
 			const struct policy_limit *l = cs[k].limit;
 			if (sub->nwatches == cap) {
@@ -242,6 +255,49 @@ void api_watch(struct store_submission *sub)
 		}
 	}
 	policy_tenant_unref(t);
+}
+
+/* The writer's before-commit hook: every live counter the batch will move once committed goes in this
+ * instance's journal first (hot_journal_note), so that if the process dies between the COMMIT and that
+ * update, a survivor rebuilds them from PostgreSQL, committed usage included: the quota counters api_watch
+ * listed, the live balances of priced events, and the counters of the reservations they settle. */
+void api_before_commit(struct store_submission **subs, int n)
+{
+	struct tg_arena a;
+	struct tg_error err;
+	const char **keys = NULL;
+	int nk = 0, cap = 0;
+
+	if (!hot_journal_key())
+		return;
+	tg_arena_init(&a);
+	for (int s = 0; s < n; s++) {
+		const struct store_submission *sub = subs[s];
+		int want = nk + sub->njournal + 2 * sub->n;
+		for (int i = 0; i < sub->n; i++)
+			want += sub->events[i].settled ? sub->events[i].settled->nholds : 0;
+		if (want > cap) {
+			cap = want * 2;
+			const char **k = tg_arena_alloc(&a, sizeof(*k) * (size_t)cap);
+			if (nk)
+				memcpy(k, keys, sizeof(*k) * (size_t)nk);
+			keys = k;
+		}
+		for (int i = 0; i < sub->njournal; i++)
+			keys[nk++] = sub->journal[i];
+		for (int i = 0; i < sub->n; i++) {
+			const struct store_event *e = &sub->events[i];
+			if (e->result != STORE_EV_ACCEPTED)
+				continue;
+			if (e->balance_owner && !sub->counters_applied)
+				keys[nk++] = hot_balance_key(&a, sub->tenant_id, e->balance_owner);
+			for (int h = 0; e->settled && h < e->settled->nholds; h++)
+				keys[nk++] = e->settled->holds[h].key;
+		}
+	}
+	if (nk > 0 && hot_journal_note(keys, nk, &err) < 0)
+		log_warn("live counters not journaled before a commit", "%s", err.detail);
+	tg_arena_release(&a);
 }
 
 /* ---- seen event ids ---- */

@@ -112,6 +112,7 @@ enum {
 	FLAG_MAX = 8,
 	FLAG_LATEST = 16,
 	FLAG_COST = 32,
+	FLAG_JOURNAL = 64,
 };
 /* Counter kinds in check.lua. */
 enum { KIND_QUOTA = 1, KIND_TOKEN_BUCKET, KIND_SLIDING_LOG, KIND_SLIDING_WINDOW, KIND_WORKFLOW, KIND_BALANCE };
@@ -152,21 +153,48 @@ static void put_str(struct tg_buf *b, const char *s)
 
 static _Thread_local struct tg_buf pack_buf;
 
+bool hot_durable(const struct policy_counter *c)
+{
+	return c->subject && c->limit->kind == POLICY_QUOTA && strcmp(c->limit->meter->id, POLICY_REQUESTS) != 0;
+}
+
+/* A counter whose change by this check PostgreSQL records only afterwards (consumed or reserved): check.lua
+ * notes its key in this instance's journal when it moves it (see hot/journal.c). */
+static bool journaled(const struct policy_counter *c)
+{
+	return (c->consume || c->reserve) && hot_durable(c);
+}
+
 /* Build KEYS and this check's part of check.lua's argument (in a buffer of this thread, valid until the next
  * build); counters without a subject (listed without state) are skipped. Returns how many counters were sent. */
 static int build(struct hot_check *hc, struct tg_arena *a, struct hot_argv *keys, const char **arg, size_t *arglen)
 {
 	struct tg_buf *b = &pack_buf;
+	const char *journal = hc->flags & HOT_DRY_RUN ? NULL : hot_journal_key();
+	const char *bal_key = hc->bal ? hot_balance_key(a, hc->tenant_id, hc->bal->owner) : NULL;
+	int64_t wall = tg_now_ms(); /* the journal's clock: real time, whatever the tenant's */
+	bool journaling = journal && bal_key && (hc->bal->consume || hc->bal->reserve) && !hot_journal_fresh(bal_key, wall);
 	size_t n_at;
 	int n = 0;
 
+	/* the counters' keys first: the check notes them in the journal unless this thread did within the
+	 * last minute (then they are all noted again, which keeps them there) */
 	keys->a = a;
+	for (int i = 0; i < hc->n; i++) {
+		if (!hc->cs[i].subject)
+			continue;
+		hot_argv_push(keys, hot_counter_key(a, hc->tenant_id, &hc->cs[i]));
+		journaling |= journal && journaled(&hc->cs[i]) && !hot_journal_fresh(keys->v[keys->n - 1], wall);
+	}
+	hc->journal_ms = journaling ? wall : 0;
 	tg_buf_reset(b);
 	tg_buf_add(b, "\0\0\0\0", 4); /* the length of the rest, set below */
 	put_i64(b, hc->now_ms);
-	put_u8(b, (hc->flags & HOT_DRY_RUN ? 1 : 0) | (hc->flags & HOT_RESERVE ? 2 : 0));
+	put_u8(b, (hc->flags & HOT_DRY_RUN ? 1 : 0) | (hc->flags & HOT_RESERVE ? 2 : 0) | (journaling ? 4 : 0));
 	n_at = b->len;
 	put_u8(b, 0); /* n, set below */
+	if (journaling)
+		put_i64(b, wall);
 	for (int i = 0; i < hc->n; i++) {
 		struct policy_counter *c = &hc->cs[i];
 		const struct policy_limit *l = c->limit;
@@ -180,11 +208,12 @@ static int build(struct hot_check *hc, struct tg_arena *a, struct hot_argv *keys
 			f |= FLAG_RESERVE;
 		if (l->enforcement == ENF_HARD)
 			f |= FLAG_ENFORCED;
+		if (journaling && journaled(c))
+			f |= FLAG_JOURNAL;
 		if (l->kind == POLICY_QUOTA && l->meter->agg == AGG_MAX)
 			f |= FLAG_MAX;
 		else if (l->kind == POLICY_QUOTA && l->meter->agg == AGG_LATEST)
 			f |= FLAG_LATEST;
-		hot_argv_push(keys, hot_counter_key(a, hc->tenant_id, c));
 		if (l->kind == POLICY_QUOTA) {
 			int64_t ttl = c->period_end_ms == INT64_MAX ? 0 : c->period_end_ms - hc->now_ms + DAY_MS;
 			put_u8(b, KIND_QUOTA);
@@ -232,9 +261,10 @@ static int build(struct hot_check *hc, struct tg_arena *a, struct hot_argv *keys
 	}
 	if (hc->bal) {
 		struct hot_balance *hb = hc->bal;
-		hot_argv_push(keys, hot_balance_key(a, hc->tenant_id, hb->owner));
+		hot_argv_push(keys, bal_key);
 		put_u8(b, KIND_BALANCE);
-		put_u8(b, FLAG_ENFORCED | (hb->consume ? FLAG_CONSUME : 0) | (hb->reserve ? FLAG_RESERVE : 0));
+		put_u8(b, FLAG_ENFORCED | (hb->consume ? FLAG_CONSUME : 0) | (hb->reserve ? FLAG_RESERVE : 0) |
+			      (journaling && (hb->consume || hb->reserve) ? FLAG_JOURNAL : 0));
 		put_exact(b, hb->cost);
 		put_u8(b, hb->has_init);
 		if (hb->has_init) {
@@ -244,6 +274,8 @@ static int build(struct hot_check *hc, struct tg_arena *a, struct hot_argv *keys
 		}
 		n++;
 	}
+	if (journaling)
+		hot_argv_push(keys, journal); /* the check's last key */
 	b->buf[n_at] = (char)n; /* at most a few dozen counters (limits per check are bounded) */
 	uint32_t rest = (uint32_t)(b->len - 4);
 	for (int i = 0; i < 4; i++)
@@ -417,8 +449,48 @@ static void parse(struct hot_check *hc, const redisReply *r)
 	hc->status = HOT_DONE;
 }
 
+/* The keys of what the check journals (keys: what build() sent, in its order). */
+static int durable_keys(const struct hot_check *hc, const struct hot_argv *keys, const char **out)
+{
+	int k = 0, n = 0;
+
+	for (int i = 0; i < hc->n; i++) {
+		if (!hc->cs[i].subject)
+			continue;
+		if (journaled(&hc->cs[i]))
+			out[n++] = keys->v[k];
+		k++;
+	}
+	if (hc->wf)
+		k++;
+	if (hc->bal && (hc->bal->consume || hc->bal->reserve))
+		out[n++] = keys->v[k];
+	return n;
+}
+
+/* After the script: an allowed check noted its keys in the journal (this thread skips them for a minute).
+ * One that failed or whose reply was lost may still have moved them (the script may have run, and its
+ * writes stand even if it fails afterwards): they are dropped once Redis answers, and rebuilt from
+ * PostgreSQL (hot/journal.c). */
+static void after_script(const struct hot_check *hc, const struct hot_argv *keys)
+{
+	const char **durable;
+	int n;
+
+	if (!hc->journal_ms || (hc->status != HOT_ERROR && !(hc->status == HOT_DONE && hc->allowed)))
+		return;
+	durable = tg_arena_alloc(keys->a, sizeof(*durable) * (size_t)keys->n);
+	n = durable_keys(hc, keys, durable);
+	if (hc->status == HOT_ERROR)
+		hot_journal_suspect(durable, n);
+	else
+		for (int i = 0; i < n; i++)
+			hot_journal_noted(durable[i], hc->journal_ms);
+}
+
 struct pending_check {
 	struct hot_check *hc;
+	struct hot_argv keys;
 	void (*done)(void *);
 	void *arg;
 };
@@ -431,6 +503,7 @@ static void on_reply(void *arg, redisReply *r)
 		p->hc->status = HOT_ERROR;
 	else
 		parse(p->hc, r);
+	after_script(p->hc, &p->keys);
 	p->done(p->arg);
 }
 
@@ -443,6 +516,7 @@ int hot_check_async(struct hot_check *hc, struct tg_arena *arena, void (*done)(v
 
 	hc->sent = build(hc, arena, &keys, &blob, &len);
 	p->hc = hc;
+	p->keys = keys;
 	p->done = done;
 	p->arg = arg;
 	return hot_async_batch(&hot_script_check, keys.n, keys.v, keys.len, blob, len, on_reply, p);
@@ -459,6 +533,7 @@ int hot_check_sync(struct hot_check *hc, struct tg_arena *arena, struct tg_error
 	r = hot_sync_script(&hot_script_check, keys.n, keys.v, 1, &blob, &len, err);
 	/* a batch of one: its reply is the first element */
 	parse(hc, r && r->type == REDIS_REPLY_ARRAY && r->elements == 1 ? r->element[0] : r);
+	after_script(hc, &keys);
 	if (r)
 		freeReplyObject(r);
 	return hc->status;

@@ -8,8 +8,9 @@
 -- KEYS: every check's counter keys, one after the other. A reservation's holds are the amounts added to
 -- the "r" (reserved) of its quota counters and live balance; PostgreSQL keeps the reservation itself (see
 -- 0006_reservations.sql).
--- ARGV[1]: per check, i4 the length of what follows, then i8 now_ms, B flags (1 dry run, 2 reserve), B n
--- (its number of counters, one key each); then per counter B kind, B flags, and by kind:
+-- ARGV[1]: per check, i4 the length of what follows, then i8 now_ms, B flags (1 dry run, 2 reserve, 4 journal),
+-- B n (its number of counters, one key each), [i8 wall-clock ms, with flag 4]; then per counter B kind, B flags,
+-- and by kind:
 --   1 quota          i8 i8 limit, i8 i8 amount, i8 ttl ms (0: none), B rebuilt?, [i8 i8 rebuilt value,
 --                    i8 i8 rebuilt reserved]
 --   2 token bucket   i8 capacity, i8 amount, i8 refill amount per window, i8 window ms. The state is the
@@ -27,7 +28,10 @@
 --                    (balance - reserved) is above the minimum and stays at or above it after the cost
 -- "i8 i8" is an exact value hi * 1e9 + lo (0 <= lo < 1e9): quotas and balances are compared exactly.
 -- Counter flags, a sum of: 1 consume when allowed, 2 reserve when allowed, 4 enforced (hard); 8 / 16: the
--- quota's meter keeps the maximum / the latest value (usage is that value, not a sum); 32 (wf) record cost.
+-- quota's meter keeps the maximum / the latest value (usage is that value, not a sum); 32 (wf) record cost;
+-- 64 journal: PostgreSQL records this counter's change after the check, so until then the key is noted in
+-- this instance's journal (a sorted set, the check's last key, scored by the wall clock: see hot/journal.c).
+-- If the instance dies before its commit, a survivor drops the key and it is rebuilt without the change.
 -- Amounts are integers in micro-units. Returns a table with one reply per check: its decision (see the end
 -- of one()), status 1 allowed (and applied) or 0 denied (nothing applied), then per counter fits and three
 -- values (a token bucket: its level after this check, 0, 0; the server derives the rest from the limit it
@@ -36,6 +40,8 @@ local U, byte = struct.unpack, string.byte
 local blob = ARGV[1]
 -- the check being run: its clock, and the index of its first key in KEYS minus one
 local now, kb
+-- the check's journal key and wall clock, when it has counters flagged 64 (nil otherwise)
+local J, wall
 local SUB = 100
 
 local function P(hi, lo)
@@ -159,7 +165,7 @@ local function one(gflags, n, pos)
       end
       local fits
       if u then
-        if f < 8 and Wd == nil then
+        if f % 64 < 8 and Wd == nil then
           -- a sum, every value a number below SAFE (4e15): u + r is exact; the last sum may round only far
           -- above L (< SAFE), and rounding keeps order, so the comparison is exact
           fits = u + r + A <= L
@@ -275,6 +281,7 @@ local function one(gflags, n, pos)
         s.R = add(s.R, s.A)
         redis.call('HINCRBY', key, 'r', D(s.A))
       end
+      if (consume or reserve) and s.f >= 64 then redis.call('ZADD', J, wall, key) end
     elseif kind == 2 then
       if consume then
         s.l = s.l + s.amt
@@ -317,6 +324,7 @@ local function one(gflags, n, pos)
         s.R = add(s.R, s.A)
         redis.call('HINCRBY', key, 'r', D(s.A))
       end
+      if (consume or reserve) and s.f >= 64 then redis.call('ZADD', J, wall, key) end
     elseif kind == 3 then
       if consume then
         -- unique member: within one ms the entry count only grows (older entries left already)
@@ -376,10 +384,13 @@ local replies, pos, len, gflags, n = {}, 1
 kb = 0
 while pos <= #blob do
   len, now, gflags, n = U('<i4i8BB', blob, pos)
-  local ok, r = pcall(one, gflags, n, pos + 14)
+  local at = pos + 14
+  J = nil
+  if gflags >= 4 then J, wall, at = KEYS[kb + n + 1], U('<i8', blob, at) end
+  local ok, r = pcall(one, gflags, n, at)
   if not ok then r = {err = type(r) == 'table' and r.err or tostring(r)} end
   replies[#replies + 1] = r
   pos = pos + 4 + len
-  kb = kb + n
+  kb = kb + n + (J and 1 or 0)
 end
 return replies

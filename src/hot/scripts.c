@@ -11,8 +11,10 @@ extern const size_t hot_lua_count;
 struct hot_script hot_script_check = {.name = "check.lua"};
 struct hot_script hot_script_usage = {.name = "usage.lua"};
 struct hot_script hot_script_balance = {.name = "balance.lua"};
+struct hot_script hot_script_recover = {.name = "recover.lua"};
 
-struct hot_script *const hot_scripts[] = {&hot_script_check, &hot_script_usage, &hot_script_balance};
+struct hot_script *const hot_scripts[] = {&hot_script_check, &hot_script_usage, &hot_script_balance,
+					 &hot_script_recover};
 const int hot_nscripts = (int)(sizeof(hot_scripts) / sizeof(hot_scripts[0]));
 
 static const char *lua(const char *name)

@@ -33,6 +33,8 @@ int hot_apply_usage(const char *tenant_id, const struct policy_counter *cs, int 
 		    struct tg_arena *a, struct tg_error *err)
 {
 	struct hot_argv keys = {.a = a}, args = {.a = a};
+	/* the keys PostgreSQL can rebuild, to drop if this update fails (see hot/journal.c) */
+	struct hot_argv durable = {.a = a};
 	int sent = 0;
 	redisReply *r;
 
@@ -44,6 +46,8 @@ int hot_apply_usage(const char *tenant_id, const struct policy_counter *cs, int 
 		if (!c->subject || c->amount == 0)
 			continue;
 		hot_argv_push(&keys, hot_counter_key(a, tenant_id, c));
+		if (hot_durable(c))
+			hot_argv_push(&durable, keys.v[keys.n - 1]);
 		if (l->kind == POLICY_QUOTA) {
 			hot_argv_push(&args, quota_kind[c->mark_rule]);
 			hot_argv_push(&args, hot_i64(a, c->amount));
@@ -79,6 +83,7 @@ int hot_apply_usage(const char *tenant_id, const struct policy_counter *cs, int 
 			continue;
 		}
 		hot_argv_push(&keys, hot_balance_key(a, tenant_id, bal[i].owner));
+		hot_argv_push(&durable, keys.v[keys.n - 1]);
 		hot_argv_push(&args, balance_kind[bal[i].mark_rule]);
 		hot_argv_push(&args, hot_i64(a, bal[i].amount));
 		hot_argv_push(&args, bal[i].mark_rule != MARK_NONE ? hot_i64(a, bal[i].mark) : "");
@@ -91,17 +96,22 @@ int hot_apply_usage(const char *tenant_id, const struct policy_counter *cs, int 
 	hot_argv_push(&args, hot_i64(a, nrel));
 	for (int j = 0; j < nrel; j++) {
 		hot_argv_push(&keys, rel[j].key);
+		hot_argv_push(&durable, rel[j].key);
 		hot_argv_push(&args, hot_i64(a, rel[j].amount));
 	}
 	if (sent == 0 && nrel == 0)
 		return 0;
 	r = hot_sync_script(&hot_script_usage, keys.n, keys.v, args.n, args.v, NULL, err);
-	if (!r)
-		return err->err;
-	if (r->type == REDIS_REPLY_ERROR) {
+	if (r && r->type == REDIS_REPLY_ERROR) {
 		tg_fail(err, TG_EUNAVAIL, "redis_error", NULL, "Redis refused the usage update");
 		tg_error_detail(err, "%s", r->str);
 		freeReplyObject(r);
+		r = NULL;
+	}
+	if (!r) {
+		/* whether it ran or not, these counters may now disagree with PostgreSQL: they are dropped
+		 * and rebuilt once Redis answers */
+		hot_journal_suspect(durable.v, durable.n);
 		return err->err;
 	}
 	freeReplyObject(r);

@@ -18,6 +18,7 @@ static struct {
 	bool stopping, running;
 	pthread_t thread;
 	int batch_max;
+	void (*before_commit)(struct store_submission **subs, int n);
 	void (*after_commit)(struct store_submission **subs, int n);
 	void (*seen)(struct store_submission **subs, int n);
 	void (*watch)(struct store_submission *sub);
@@ -665,6 +666,8 @@ static int write_batch(struct store_submission **subs, int n, struct tg_error *e
 		if (!seen)
 			rc = write_tenant(subs[s]->tenant_id, subs, n, &a, err);
 	}
+	if (rc == 0 && W.before_commit)
+		W.before_commit(subs, n);
 	if (rc == 0)
 		rc = store_commit(err);
 	if (rc < 0)
@@ -784,11 +787,13 @@ static void *writer_main(void *arg)
 
 int store_writer_start(int batch_max, void (*seen)(struct store_submission **subs, int n),
 		       void (*watch)(struct store_submission *sub),
+		       void (*before_commit)(struct store_submission **subs, int n),
 		       void (*after_commit)(struct store_submission **subs, int n))
 {
 	W.batch_max = batch_max;
 	W.seen = seen;
 	W.watch = watch;
+	W.before_commit = before_commit;
 	W.after_commit = after_commit;
 	W.tail = &W.head;
 	W.stopping = false;

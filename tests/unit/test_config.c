@@ -30,6 +30,7 @@ static const char *const all_vars[] = {
 	"TOLLGATE_EVENT_BATCH_MAX",
 	"TOLLGATE_EVENT_ID_TTL",
 	"TOLLGATE_MAX_INFLIGHT",
+	"TOLLGATE_INSTANCE_TTL_MS",
 	"TOLLGATE_WORKER",
 };
 #define NVARS (sizeof(all_vars) / sizeof(all_vars[0]))
