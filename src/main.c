@@ -134,7 +134,7 @@ int main(int argc, char **argv)
 	auth_init(tg_cfg.admin_token, tg_cfg.jwt_secret);
 	if (start_store() < 0)
 		return 1;
-	if (hot_journal_start(tg_cfg.instance_ttl_ms, &err) < 0) {
+	if (hot_journal_start(tg_cfg.instance_ttl_ms, store_writer_oldest_ms, &err) < 0) {
 		log_error("cannot start the journal thread", "%s", err.message);
 		return 1;
 	}

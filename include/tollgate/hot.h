@@ -37,20 +37,23 @@ void hot_thread_end(void);
 /* ---- the journal: live counters left out of step by an instance that dies (hot/journal.c) ---- */
 
 /* Register this instance (a heartbeat that lasts ttl_ms; later if Redis is down now) and start the thread
- * that keeps it, trims the journal and recovers the journals of instances whose heartbeat is gone. Fails only
- * when the thread cannot start. */
-int hot_journal_start(int ttl_ms, struct tg_error *err);
+ * that keeps it, trims the journal (never past what oldest_ms, the event writer's oldest pending submission,
+ * may need) and recovers the journals of instances whose heartbeat is gone. Fails only when the thread
+ * cannot start. */
+int hot_journal_start(int ttl_ms, int64_t (*oldest_ms)(void), struct tg_error *err);
 /* After every commit and update is done: unregister, leaving nothing to recover. */
 void hot_journal_stop(void);
-/* This instance's journal key (NULL when not started): the last key of a check that notes its counters. */
+/* This instance's journal key (NULL when not registered): the last key of a check that notes its counters. */
 const char *hot_journal_key(void);
-/* Note these counter keys before a commit that will move them (blocking connection of this thread). */
+/* Note these counter keys before a commit that will move them (blocking connection of this thread); keys
+ * that cannot be noted are dropped once Redis answers instead (hot_journal_suspect). */
 int hot_journal_note(const char *const *keys, int n, struct tg_error *err);
-/* These keys' update failed after its commit: drop them once Redis answers (they rebuild). */
+/* These keys' update failed or may not have happened: drop them once Redis answers (they rebuild). */
 void hot_journal_suspect(const char *const *keys, int n);
-/* This thread noted key in the journal at ms (wall clock) / did so less than a minute before now: then it
- * need not again (entries stay two minutes). */
-void hot_journal_noted(const char *key, int64_t ms);
+/* This thread noted key in the journal at ms (wall clock), in epoch (hot_journal_epoch() when the note was
+ * made) / did so recently enough that it need not again. */
+uint64_t hot_journal_epoch(void);
+void hot_journal_noted(const char *key, int64_t ms, uint64_t epoch);
 bool hot_journal_fresh(const char *key, int64_t now_ms);
 
 /* ---- checks ---- */
@@ -103,6 +106,8 @@ struct hot_check {
 	/* results */
 	int sent;                    /* counters sent to the script (those with a subject, workflow, balance) */
 	int64_t journal_ms;          /* set by the build: when the script notes its keys in the journal (0: not) */
+	uint64_t journal_epoch;      /* hot_journal_epoch() then */
+	bool journals;               /* it moves counters the journal covers (noted now or lately) */
 	enum hot_status status;
 	bool allowed;                /* every enforced counter fit (and, unless dry run, all were consumed) */
 };

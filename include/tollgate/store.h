@@ -448,6 +448,7 @@ struct store_submission {
 	struct store_watch *watches;
 	int nwatches;
 	const char **journal; /* the live counter keys its events move after the COMMIT (set with watches) */
+	int64_t queued_ms;    /* wall clock when it was submitted */
 	int njournal;
 	struct store_notice *notices;
 	int nnotices;
@@ -479,6 +480,8 @@ int store_writer_start(int batch_max, void (*seen)(struct store_submission **sub
 		       void (*before_commit)(struct store_submission **subs, int n),
 		       void (*after_commit)(struct store_submission **subs, int n));
 void store_writer_submit(struct store_submission *s);
+/* When the oldest submission queued or being written was submitted (wall ms), INT64_MAX when none. */
+int64_t store_writer_oldest_ms(void);
 /* Run fn(arg) on the writer thread between two batches, and wait for it: no commit of this instance
  * interleaves with it (how lost Redis counters are rebuilt exactly). Blocking; not on an event loop. */
 void store_writer_run(void (*fn)(void *arg), void *arg);

@@ -60,6 +60,17 @@ static int live(struct tg_req *req, const char *owner, enum hot_balance_op op, t
 	return rc;
 }
 
+/* The wallet's live balance moves on one side of a ledger commit: noted in the journal first, so that it is
+ * rebuilt if this process dies in between (hot/journal.c). */
+static void journal_wallet(struct tg_req *req, const char *id)
+{
+	const char *key = hot_balance_key(&req->arena, req->principal.tenant_id, id);
+	struct tg_error e;
+
+	if (hot_journal_note(&key, 1, &e) < 0)
+		log_warn("live balance not journaled; it is rebuilt once Redis answers", "%s", e.detail);
+}
+
 /* A customer's balance for other readers (usage), or json null. */
 json_t *api_balance_json(struct tg_req *req, const char *customer)
 {
@@ -120,6 +131,7 @@ int api_balance_update(struct tg_req *req)
 		return rc;
 	if ((rc = customer_exists(req, id)) < 0)
 		return rc;
+	journal_wallet(req, id);
 	if ((rc = store_balance_settings(req->principal.tenant_id, id, set_min, minimum, set_low,
 					 low_v && !json_is_null(low_v) ? &low : NULL, &row, &req->err)) < 0)
 		return rc;
@@ -281,6 +293,7 @@ static int credit(struct tg_req *req, const char *id, struct movement *mv)
 
 	if ((rc = replay(req, id, &m, "credit")) != 0)
 		return rc < 0 ? rc : 0;
+	journal_wallet(req, id);
 	if ((rc = write_ledger(req, id, &m, "credit", &row, &txn)) < 0) {
 		/* the same key raced in: answer as a replay */
 		if (req->err.err == TG_ECONFLICT && m.key && replay(req, id, &m, "credit") == 1)
@@ -320,6 +333,7 @@ static int debit(struct tg_req *req, const char *id, struct movement *mv)
 		return tg_fail(&req->err, TG_EBALANCE, "insufficient_balance", "amount",
 			       "customer '%s' has no balance to debit", id);
 	json_decref(row);
+	journal_wallet(req, id);
 	/* decided in Redis, atomically against checks and other debits */
 	if ((rc = live(req, id, HOT_DEBIT, m.amount, &st)) < 0)
 		return rc;

@@ -173,18 +173,24 @@ static int build(struct hot_check *hc, struct tg_arena *a, struct hot_argv *keys
 	const char *journal = hc->flags & HOT_DRY_RUN ? NULL : hot_journal_key();
 	const char *bal_key = hc->bal ? hot_balance_key(a, hc->tenant_id, hc->bal->owner) : NULL;
 	int64_t wall = tg_now_ms(); /* the journal's clock: real time, whatever the tenant's */
-	bool journaling = journal && bal_key && (hc->bal->consume || hc->bal->reserve) && !hot_journal_fresh(bal_key, wall);
+	bool wallet = journal && bal_key && (hc->bal->consume || hc->bal->reserve);
+	bool journaling = wallet && !hot_journal_fresh(bal_key, wall);
 	size_t n_at;
 	int n = 0;
 
-	/* the counters' keys first: the check notes them in the journal unless this thread did within the
-	 * last minute (then they are all noted again, which keeps them there) */
+	/* the counters' keys first: the check notes them in the journal unless this thread did lately (then
+	 * they are all noted again, which keeps them there) */
 	keys->a = a;
+	hc->journals = wallet;
+	hc->journal_epoch = hot_journal_epoch();
 	for (int i = 0; i < hc->n; i++) {
 		if (!hc->cs[i].subject)
 			continue;
 		hot_argv_push(keys, hot_counter_key(a, hc->tenant_id, &hc->cs[i]));
-		journaling |= journal && journaled(&hc->cs[i]) && !hot_journal_fresh(keys->v[keys->n - 1], wall);
+		if (journal && journaled(&hc->cs[i])) {
+			hc->journals = true;
+			journaling |= !hot_journal_fresh(keys->v[keys->n - 1], wall);
+		}
 	}
 	hc->journal_ms = journaling ? wall : 0;
 	tg_buf_reset(b);
@@ -477,7 +483,7 @@ static void after_script(const struct hot_check *hc, const struct hot_argv *keys
 	const char **durable;
 	int n;
 
-	if (!hc->journal_ms || (hc->status != HOT_ERROR && !(hc->status == HOT_DONE && hc->allowed)))
+	if (!hc->journals || (hc->status != HOT_ERROR && !(hc->journal_ms && hc->status == HOT_DONE && hc->allowed)))
 		return;
 	durable = tg_arena_alloc(keys->a, sizeof(*durable) * (size_t)keys->n);
 	n = durable_keys(hc, keys, durable);
@@ -485,7 +491,7 @@ static void after_script(const struct hot_check *hc, const struct hot_argv *keys
 		hot_journal_suspect(durable, n);
 	else
 		for (int i = 0; i < n; i++)
-			hot_journal_noted(durable[i], hc->journal_ms);
+			hot_journal_noted(durable[i], hc->journal_ms, hc->journal_epoch);
 }
 
 struct pending_check {

@@ -15,7 +15,8 @@ struct hot_script {
 	const char *source; /* the prelude and the script (set by hot_scripts_init) */
 	char sha[41];
 };
-extern struct hot_script hot_script_check, hot_script_usage, hot_script_balance, hot_script_recover;
+extern struct hot_script hot_script_check, hot_script_usage, hot_script_balance, hot_script_recover,
+	hot_script_heartbeat;
 extern struct hot_script *const hot_scripts[];
 extern const int hot_nscripts;
 void hot_scripts_init(void);

@@ -12,9 +12,10 @@ struct hot_script hot_script_check = {.name = "check.lua"};
 struct hot_script hot_script_usage = {.name = "usage.lua"};
 struct hot_script hot_script_balance = {.name = "balance.lua"};
 struct hot_script hot_script_recover = {.name = "recover.lua"};
+struct hot_script hot_script_heartbeat = {.name = "heartbeat.lua"};
 
 struct hot_script *const hot_scripts[] = {&hot_script_check, &hot_script_usage, &hot_script_balance,
-					 &hot_script_recover};
+					 &hot_script_recover, &hot_script_heartbeat};
 const int hot_nscripts = (int)(sizeof(hot_scripts) / sizeof(hot_scripts[0]));
 
 static const char *lua(const char *name)

@@ -15,6 +15,7 @@ static struct {
 	pthread_cond_t cond;
 	struct store_submission *head, **tail;
 	int queued_events;
+	int64_t batch_oldest_ms; /* when the oldest submission of the batch being written was queued */
 	bool stopping, running;
 	pthread_t thread;
 	int batch_max;
@@ -24,7 +25,7 @@ static struct {
 	void (*watch)(struct store_submission *sub);
 	struct tg_map months; /* partitions known to exist */
 	struct tg_metric *m_batches, *m_events, *m_failures, *m_duplicates, *m_seen;
-} W = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+} W = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER, .batch_oldest_ms = INT64_MAX};
 
 static struct store_stmt q_partition = STORE_STMT("SELECT tg_ensure_events_partition(tg_ms($1::bigint))", 1);
 /* One primary-key probe per wanted id, whatever the statistics say. Written as "c.id = ANY($2)" (or as a
@@ -764,6 +765,8 @@ static void *writer_main(void *arg)
 		}
 		while (W.head && !W.head->run && (n == 0 || events + W.head->n <= W.batch_max)) {
 			struct store_submission *s = W.head;
+			if (n == 0)
+				W.batch_oldest_ms = s->queued_ms;
 			W.head = s->next;
 			if (n == cap) {
 				cap = cap ? cap * 2 : 64;
@@ -779,6 +782,9 @@ static void *writer_main(void *arg)
 		if (W.seen)
 			W.seen(batch, n);
 		process(batch, n);
+		pthread_mutex_lock(&W.lock);
+		W.batch_oldest_ms = INT64_MAX;
+		pthread_mutex_unlock(&W.lock);
 	}
 	free(batch);
 	store_thread_end();
@@ -809,10 +815,28 @@ int store_writer_start(int batch_max, void (*seen)(struct store_submission **sub
 	return 0;
 }
 
+int64_t store_writer_oldest_ms(void)
+{
+	int64_t oldest;
+
+	pthread_mutex_lock(&W.lock);
+	oldest = W.batch_oldest_ms;
+	/* the queue is in order: its head waited longest (a call queued meanwhile moves no counter) */
+	for (const struct store_submission *s = W.head; s; s = s->next)
+		if (!s->run) {
+			if (s->queued_ms < oldest)
+				oldest = s->queued_ms;
+			break;
+		}
+	pthread_mutex_unlock(&W.lock);
+	return oldest;
+}
+
 void store_writer_submit(struct store_submission *s)
 {
 	s->next = NULL;
 	s->rc = 0;
+	s->queued_ms = tg_now_ms();
 	pthread_mutex_lock(&W.lock);
 	*W.tail = s;
 	W.tail = &s->next;
