@@ -458,6 +458,25 @@ long long srv_metric(const struct srv *s, const char *series)
 	return v;
 }
 
+static void *hold_main(void *arg)
+{
+	free(psql(((struct psql_hold *)arg)->sql));
+	return NULL;
+}
+
+void psql_hold(struct psql_hold *h, const char *table, const char *where, int seconds)
+{
+	snprintf(h->sql, sizeof(h->sql), "BEGIN; SELECT 1 FROM %s WHERE %s FOR UPDATE; SELECT pg_sleep(%d); COMMIT;", table,
+		 where, seconds);
+	pthread_create(&h->th, NULL, hold_main, h);
+	usleep(300 * 1000);
+}
+
+void psql_hold_end(struct psql_hold *h)
+{
+	pthread_join(h->th, NULL);
+}
+
 int redis_cmd(const char *cmd)
 {
 	const char *url = getenv("TOLLGATE_REDIS_URL");

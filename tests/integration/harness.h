@@ -3,6 +3,7 @@
 #define TOLLGATE_TEST_HARNESS_H
 
 #include <check.h>
+#include <pthread.h>
 #include <jansson.h>
 #include <stdbool.h>
 #include <sys/types.h>
@@ -111,6 +112,15 @@ char *psql(const char *sql);
  * returns -1 then (for run_parallel's threads, where an assertion cannot stop the test). */
 long long psql_ll(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 long long psql_num(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Rows of a table locked FOR UPDATE from psql for some seconds, in a thread of its own (statements that
+ * write them wait meanwhile): psql_hold returns once the lock is taken (300 ms), psql_hold_end waits for
+ * its release. */
+struct psql_hold {
+	pthread_t th;
+	char sql[1024];
+};
+void psql_hold(struct psql_hold *h, const char *table, const char *where, int seconds);
+void psql_hold_end(struct psql_hold *h);
 
 /* POST that must succeed (200/201). */
 void must_post(const struct srv *s, const char *key, const char *path, const char *body);

@@ -273,12 +273,6 @@ START_TEST(idempotency_key_concurrent_checks_consume_once)
 }
 END_TEST
 
-static void *hold_rollup(void *arg)
-{
-	free(psql(arg)); /* holds the customer's rollup row for 2 s: the event writer waits on it */
-	return NULL;
-}
-
 /* A keyed consuming check that times out (503) while its commit waits still commits; its key then holds the
  * real outcome, so the retry replays it instead of consuming again. */
 START_TEST(idempotency_key_timed_out_check_is_not_run_twice)
@@ -292,18 +286,17 @@ START_TEST(idempotency_key_timed_out_check_is_not_run_twice)
 	const char *body = "{\"customer_id\":\"slow\",\"meter\":\"tokens\",\"amount\":5,\"consume\":true}";
 	expect_status(&s2, "POST", "/v1/check", t.key, "{\"customer_id\":\"slow\",\"meter\":\"tokens\",\"amount\":1,\"consume\":true}", 200);
 
-	char sql[512];
-	snprintf(sql, sizeof(sql),
-		 "BEGIN; SELECT 1 FROM usage_rollups WHERE tenant_id = '%s' AND subject = 'slow' FOR UPDATE; "
-		 "SELECT pg_sleep(2); COMMIT;", t.id);
-	pthread_t th;
-	pthread_create(&th, NULL, hold_rollup, sql);
-	usleep(500 * 1000);
+	/* the customer's rollup row held for 2 s: the event writer waits on it */
+	char where[256];
+	struct psql_hold hold;
+	snprintf(where, sizeof(where), "tenant_id = '%s' AND subject = 'slow'", t.id);
+	psql_hold(&hold, "usage_rollups", where, 2);
+	usleep(200 * 1000);
 	const char *h[] = {"Idempotency-Key: slow-1", NULL};
 	struct resp r = req(&s2, "POST", "/v1/check", t.key, body, h);
 	ck_err(r, 503, "unavailable", "timeout", NULL);
 	resp_free(&r);
-	pthread_join(th, NULL);
+	psql_hold_end(&hold);
 	for (int i = 0; i < 50 && psql_ll("SELECT count(*) FROM idempotency_keys WHERE tenant_id = '%s' AND status = 200",
 					   t.id) == 0; i++)
 		usleep(100 * 1000);

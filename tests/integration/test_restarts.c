@@ -222,23 +222,14 @@ static void send_inflight(struct inflight *f, const struct srv *s, const char *k
 	pthread_create(&f->th, NULL, inflight_main, f);
 }
 
-static void *hold_rows(void *arg)
+/* Hold a tenant's rows of table whose column is value for this many seconds (statements writing them
+ * wait, such as the event writer's COMMIT on rollups). */
+static void hold(struct psql_hold *h, const char *table, const char *tenant, const char *column, const char *value,
+		 int seconds)
 {
-	free(psql(arg));
-	return NULL;
-}
-
-/* Hold the tenant's rollup rows of a customer for this many seconds from psql (the event writer's COMMIT
- * waits on them); returns the thread to join. */
-static pthread_t hold_rollups(const char *tenant, const char *cust, int seconds, char *sql, size_t size)
-{
-	pthread_t th;
-	snprintf(sql, size,
-		 "BEGIN; SELECT 1 FROM usage_rollups WHERE tenant_id = '%s' AND subject = '%s' FOR UPDATE; "
-		 "SELECT pg_sleep(%d); COMMIT;", tenant, cust, seconds);
-	pthread_create(&th, NULL, hold_rows, sql);
-	usleep(300 * 1000);
-	return th;
+	char where[256];
+	snprintf(where, sizeof(where), "tenant_id = '%s' AND %s = '%s'", tenant, column, value);
+	psql_hold(h, table, where, seconds);
 }
 
 /* A tenant of s with a monthly quota of 100 tokens. */
@@ -259,12 +250,12 @@ START_TEST(kill9_mid_check_leaves_no_phantom_usage_or_hold)
 {
 	struct srv s2 = {0};
 	struct inflight a, b, c;
-	char sql[512];
+	struct psql_hold rows;
 
 	srv_start(&s2, short_heartbeat);
 	struct tenant t = quota_tenant(&s2);
 	expect_status(&s2, "POST", "/v1/check", t.key, "{\"customer_id\":\"ph\",\"meter\":\"tokens\",\"amount\":1,\"consume\":true}", 200);
-	pthread_t hold = hold_rollups(t.id, "ph", 3, sql, sizeof(sql));
+	hold(&rows, "usage_rollups", t.id, "subject", "ph", 3);
 	/* a's commit waits on the rows; b and c wait behind it in the writer's queue, never sent */
 	send_inflight(&a, &s2, t.key, "/v1/check", "{\"customer_id\":\"ph\",\"meter\":\"tokens\",\"amount\":2,\"consume\":true}");
 	usleep(200 * 1000);
@@ -273,7 +264,7 @@ START_TEST(kill9_mid_check_leaves_no_phantom_usage_or_hold)
 	wait_state(&S, t.key, "ph", "cap", 8, 7, 2000, "all three checks moved Redis");
 	long long recovered = srv_metric(&S, "tollgate_instances_recovered_total ");
 	srv_kill9(&s2);
-	pthread_join(hold, NULL);
+	psql_hold_end(&rows);
 	pthread_join(a.th, NULL);
 	pthread_join(b.th, NULL);
 	pthread_join(c.th, NULL);
@@ -296,19 +287,19 @@ START_TEST(kill9_after_commit_leaves_no_usage_out)
 {
 	struct srv s2 = {0};
 	struct inflight e;
-	char sql[512];
+	struct psql_hold rows;
 
 	srv_start(&s2, short_heartbeat);
 	struct tenant t = quota_tenant(&s2);
 	expect_status(&s2, "POST", "/v1/events", t.key,
 		      "{\"id\":\"ev-1\",\"customer_id\":\"late\",\"type\":\"llm\",\"properties\":{\"tokens\":1}}", 200);
 	wait_state(&S, t.key, "late", "cap", 1, 0, 1000, "the first event");
-	pthread_t hold = hold_rollups(t.id, "late", 2, sql, sizeof(sql));
+	hold(&rows, "usage_rollups", t.id, "subject", "late", 2);
 	send_inflight(&e, &s2, t.key, "/v1/events",
 		      "{\"id\":\"ev-2\",\"customer_id\":\"late\",\"type\":\"llm\",\"properties\":{\"tokens\":5}}");
 	usleep(500 * 1000); /* journaled, its COMMIT waiting on the rows */
 	ck_assert_int_eq(redis_cmd("CLIENT PAUSE 6000 WRITE"), 0);
-	pthread_join(hold, NULL);
+	psql_hold_end(&rows);
 	/* committed; its live update waits on Redis */
 	for (int i = 0; i < 50 && psql_ll("SELECT count(*) FROM events WHERE tenant_id = '%s'", t.id) < 2; i++)
 		usleep(100 * 1000);
@@ -339,7 +330,7 @@ START_TEST(kill9_mid_credit_leaves_no_balance_out)
 {
 	struct srv s2 = {0};
 	struct inflight c;
-	char sql[512];
+	struct psql_hold rows;
 	double seen = -1;
 
 	srv_start(&s2, short_heartbeat);
@@ -349,16 +340,11 @@ START_TEST(kill9_mid_credit_leaves_no_balance_out)
 	must_post(&s2, t.key, "/v1/customers", "{\"id\":\"w\"}");
 	must_post(&s2, t.key, "/v1/customers/w/balance/credit", "{\"amount\":10}");
 	ck_assert(live_available(&S, t.key, "w") == 10);
-	snprintf(sql, sizeof(sql),
-		 "BEGIN; SELECT 1 FROM balances WHERE tenant_id = '%s' AND customer_id = 'w' FOR UPDATE; "
-		 "SELECT pg_sleep(2); COMMIT;", t.id);
-	pthread_t hold;
-	pthread_create(&hold, NULL, hold_rows, sql);
-	usleep(300 * 1000);
+	hold(&rows, "balances", t.id, "customer_id", "w", 2);
 	send_inflight(&c, &s2, t.key, "/v1/customers/w/balance/credit", "{\"amount\":5}");
 	usleep(500 * 1000); /* noted, its ledger row waiting on the balance row */
 	ck_assert_int_eq(redis_cmd("CLIENT PAUSE 6000 WRITE"), 0);
-	pthread_join(hold, NULL);
+	psql_hold_end(&rows);
 	for (int i = 0; i < 50 && psql_ll("SELECT balance::bigint FROM balances WHERE tenant_id = '%s' AND customer_id = 'w'",
 					   t.id) != 15; i++)
 		usleep(100 * 1000);
