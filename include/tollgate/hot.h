@@ -45,9 +45,10 @@ int hot_journal_start(int ttl_ms, int64_t (*oldest_ms)(void), struct tg_error *e
 void hot_journal_stop(void);
 /* This instance's journal key (NULL when not registered): the last key of a check that notes its counters. */
 const char *hot_journal_key(void);
-/* Note these counter keys before a commit that will move them (blocking connection of this thread); keys
+/* Note these counter keys before a commit that will move them (blocking connection of this thread), unless
+ * this thread did lately and always is false (only the event writer's waits are bounded by the trim); keys
  * that cannot be noted are dropped once Redis answers instead (hot_journal_suspect). */
-int hot_journal_note(const char *const *keys, int n, struct tg_error *err);
+int hot_journal_note(const char *const *keys, int n, bool always, struct tg_error *err);
 /* These keys' update failed or may not have happened: drop them once Redis answers (they rebuild). */
 void hot_journal_suspect(const char *const *keys, int n);
 /* This thread noted key in the journal at ms (wall clock), in epoch (hot_journal_epoch() when the note was

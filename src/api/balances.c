@@ -46,6 +46,25 @@ static json_t *render(const json_t *row, tg_fixed reserved)
 			   json_incref(json_object_get(row, "low_balance_threshold")), NULL);
 }
 
+/* The wallet's live balance moves on one side of a ledger commit: noted in the journal first (every time: a
+ * ledger row may wait on a lock for long), so that it is rebuilt if this process dies in between; or, when
+ * a move in Redis failed or may have happened unanswered, dropped once Redis answers (hot/journal.c). */
+static void journal_wallet(struct tg_req *req, const char *id)
+{
+	const char *key = hot_balance_key(&req->arena, req->principal.tenant_id, id);
+	struct tg_error e;
+
+	if (hot_journal_note(&key, 1, true, &e) < 0)
+		log_warn("live balance not journaled; it is rebuilt once Redis answers", "%s", e.detail);
+}
+
+static void suspect_wallet(struct tg_req *req, const char *id)
+{
+	const char *key = hot_balance_key(&req->arena, req->principal.tenant_id, id);
+
+	hot_journal_suspect(&key, 1);
+}
+
 /* Run a balance operation in Redis, rebuilding the live balance from the ledger when it is missing. */
 static int live(struct tg_req *req, const char *owner, enum hot_balance_op op, tg_fixed amount, struct hot_balance *st)
 {
@@ -57,18 +76,9 @@ static int live(struct tg_req *req, const char *owner, enum hot_balance_op op, t
 			return rc;
 		rc = hot_balance(req->principal.tenant_id, owner, op, amount, &b, st, &req->err);
 	}
+	if (rc < 0)
+		suspect_wallet(req, owner); /* it may have run, unanswered */
 	return rc;
-}
-
-/* The wallet's live balance moves on one side of a ledger commit: noted in the journal first, so that it is
- * rebuilt if this process dies in between (hot/journal.c). */
-static void journal_wallet(struct tg_req *req, const char *id)
-{
-	const char *key = hot_balance_key(&req->arena, req->principal.tenant_id, id);
-	struct tg_error e;
-
-	if (hot_journal_note(&key, 1, &e) < 0)
-		log_warn("live balance not journaled; it is rebuilt once Redis answers", "%s", e.detail);
 }
 
 /* A customer's balance for other readers (usage), or json null. */
@@ -308,7 +318,8 @@ static int credit(struct tg_req *req, const char *id, struct movement *mv)
 		struct tg_error e;
 		/* dropped so that the next use rebuilds it from the ledger, credit included */
 		log_warn("live balance not credited; it is rebuilt from the ledger", "%s", req->err.detail);
-		hot_balance_forget(req->principal.tenant_id, id, &e);
+		if (hot_balance_forget(req->principal.tenant_id, id, &e) < 0)
+			suspect_wallet(req, id);
 		st.reserved = 0;
 	}
 	reload_forget_customer(req->principal.tenant_id, id, false);
@@ -346,7 +357,8 @@ static int debit(struct tg_req *req, const char *id, struct movement *mv)
 		/* not recorded: give it back */
 		if (hot_balance(req->principal.tenant_id, id, HOT_CREDIT, m.amount, NULL, &back, &e) < 0) {
 			log_warn("debit not given back in Redis; it is rebuilt from the ledger", "%s", e.detail);
-			hot_balance_forget(req->principal.tenant_id, id, &e);
+			if (hot_balance_forget(req->principal.tenant_id, id, &e) < 0)
+				suspect_wallet(req, id);
 		}
 		if (req->err.err == TG_ECONFLICT && m.key && replay(req, id, &m, "debit") == 1)
 			return 0;

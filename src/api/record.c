@@ -295,7 +295,7 @@ void api_before_commit(struct store_submission **subs, int n)
 				keys[nk++] = e->settled->holds[h].key;
 		}
 	}
-	if (nk > 0 && hot_journal_note(keys, nk, &err) < 0)
+	if (nk > 0 && hot_journal_note(keys, nk, false, &err) < 0)
 		log_warn("live counters not journaled before a commit", "%s", err.detail);
 	tg_arena_release(&a);
 }

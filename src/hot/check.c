@@ -170,26 +170,26 @@ static bool journaled(const struct policy_counter *c)
 static int build(struct hot_check *hc, struct tg_arena *a, struct hot_argv *keys, const char **arg, size_t *arglen)
 {
 	struct tg_buf *b = &pack_buf;
-	const char *journal = hc->flags & HOT_DRY_RUN ? NULL : hot_journal_key();
+	bool moves = !(hc->flags & HOT_DRY_RUN); /* a dry run moves nothing */
+	const char *journal = moves ? hot_journal_key() : NULL;
 	const char *bal_key = hc->bal ? hot_balance_key(a, hc->tenant_id, hc->bal->owner) : NULL;
 	int64_t wall = tg_now_ms(); /* the journal's clock: real time, whatever the tenant's */
-	bool wallet = journal && bal_key && (hc->bal->consume || hc->bal->reserve);
-	bool journaling = wallet && !hot_journal_fresh(bal_key, wall);
 	size_t n_at;
 	int n = 0;
 
-	/* the counters' keys first: the check notes them in the journal unless this thread did lately (then
-	 * they are all noted again, which keeps them there) */
+	/* the check moves counters the journal covers (hc->journals: if its reply is lost they are dropped);
+	 * it notes them unless this thread did lately (then they are all noted again, which keeps them) */
+	hc->journal_epoch = hot_journal_epoch(); /* before the fresh tests */
+	hc->journals = moves && bal_key && (hc->bal->consume || hc->bal->reserve);
+	bool journaling = journal && hc->journals && !hot_journal_fresh(bal_key, wall);
 	keys->a = a;
-	hc->journals = wallet;
-	hc->journal_epoch = hot_journal_epoch();
 	for (int i = 0; i < hc->n; i++) {
 		if (!hc->cs[i].subject)
 			continue;
 		hot_argv_push(keys, hot_counter_key(a, hc->tenant_id, &hc->cs[i]));
-		if (journal && journaled(&hc->cs[i])) {
+		if (moves && journaled(&hc->cs[i])) {
 			hc->journals = true;
-			journaling |= !hot_journal_fresh(keys->v[keys->n - 1], wall);
+			journaling |= journal && !hot_journal_fresh(keys->v[keys->n - 1], wall);
 		}
 	}
 	hc->journal_ms = journaling ? wall : 0;

@@ -58,7 +58,7 @@ static struct {
 	_Atomic bool stopping;
 	bool running;
 	_Atomic bool registered;   /* a heartbeat was written: only then is anything noted */
-	_Atomic int64_t beat_ms;   /* wall clock of the last heartbeat written */
+	_Atomic int64_t beat_ms;   /* monotonic clock (ms) of the last heartbeat written, 0 before the first */
 	_Atomic uint64_t epoch;    /* moves when what threads remember having noted may be gone */
 	/* keys of failed updates, to drop once Redis answers (a set: the key is the map's) */
 	pthread_mutex_t lock;
@@ -108,7 +108,8 @@ bool hot_journal_fresh(const char *key, int64_t now_ms)
 	uint64_t h;
 	const struct fresh *f = fresh_slot(key, &h);
 
-	if (now_ms - atomic_load(&J.beat_ms) > J.ttl_ms / 2)
+	int64_t beat = atomic_load(&J.beat_ms);
+	if (beat == 0 || tg_mono_us() / 1000 - beat > J.ttl_ms / 2)
 		return false; /* heartbeats late: this instance may be taken for dead soon, or already */
 	return f->hash == h && f->epoch == hot_journal_epoch() && now_ms >= f->ms && now_ms - f->ms < JOURNAL_FRESH_MS;
 }
@@ -118,7 +119,7 @@ static int heartbeat(struct tg_error *err)
 	char ttl[24];
 	const char *keys[] = {J.alive, INSTANCES};
 	const char *args[] = {J.id, ttl};
-	int64_t now = tg_now_ms();
+	int64_t now = tg_mono_us() / 1000, last = atomic_load(&J.beat_ms);
 	redisReply *r;
 
 	snprintf(ttl, sizeof(ttl), "%d", J.ttl_ms);
@@ -130,8 +131,10 @@ static int heartbeat(struct tg_error *err)
 		freeReplyObject(r);
 		return err->err;
 	}
-	if (r->integer == 1 && atomic_load(&J.registered)) {
-		log_warn("this instance's heartbeat had lapsed: it notes every key again", NULL);
+	/* lapsed, or maybe (the last confirmed one is old: a reply that said so may have been lost) */
+	if (atomic_load(&J.registered) && (r->integer == 1 || now - last > J.ttl_ms / 2)) {
+		if (r->integer == 1)
+			log_warn("this instance's heartbeat had lapsed: it notes every key again", NULL);
 		atomic_fetch_add_explicit(&J.epoch, 1, memory_order_release);
 	}
 	freeReplyObject(r);
@@ -151,7 +154,7 @@ void hot_journal_suspect(const char *const *keys, int n)
 	atomic_store(&J.suspects, true);
 }
 
-int hot_journal_note(const char *const *keys, int n, struct tg_error *err)
+int hot_journal_note(const char *const *keys, int n, bool always, struct tg_error *err)
 {
 	if (!hot_journal_key() || n == 0)
 		return 0;
@@ -166,7 +169,7 @@ int hot_journal_note(const char *const *keys, int n, struct tg_error *err)
 	argv[0] = "ZADD";
 	argv[1] = J.journal;
 	for (int i = 0; i < n; i++) {
-		if (hot_journal_fresh(keys[i], now))
+		if (!always && hot_journal_fresh(keys[i], now))
 			continue;
 		argv[2 + 2 * m] = wall;
 		argv[3 + 2 * m++] = keys[i];
@@ -406,6 +409,7 @@ void hot_journal_stop(void)
 		log_warn("live counters of failed updates not dropped: Redis is failing; they stay listed in the "
 			 "journal for another instance to recover", NULL);
 	} else {
+		atomic_store(&J.registered, false); /* nothing is noted any more */
 		const char *argv[] = {"DEL", J.journal, J.alive};
 		redisReply *r = hot_sync_argv(3, argv, NULL, &err);
 		if (r)

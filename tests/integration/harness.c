@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -466,10 +467,20 @@ static void *hold_main(void *arg)
 
 void psql_hold(struct psql_hold *h, const char *table, const char *where, int seconds)
 {
-	snprintf(h->sql, sizeof(h->sql), "BEGIN; SELECT 1 FROM %s WHERE %s FOR UPDATE; SELECT pg_sleep(%d); COMMIT;", table,
-		 where, seconds);
+	static _Atomic int seq;
+	int mark = atomic_fetch_add(&seq, 1);
+
+	/* the marker finds this session; once it sleeps, its lock is taken */
+	snprintf(h->sql, sizeof(h->sql), "/* hold-%d-%d */ BEGIN; SELECT 1 FROM %s WHERE %s FOR UPDATE; SELECT pg_sleep(%d); COMMIT;",
+		 (int)getpid(), mark, table, where, seconds);
 	pthread_create(&h->th, NULL, hold_main, h);
-	usleep(300 * 1000);
+	for (int i = 0; i < 100; i++) {
+		if (psql_num("SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep' AND query LIKE '/* hold-%d-%d */%%'",
+			     (int)getpid(), mark) == 1)
+			return;
+		usleep(50 * 1000);
+	}
+	ck_abort_msg("psql did not take its lock on %s within 5 s", table);
 }
 
 void psql_hold_end(struct psql_hold *h)
