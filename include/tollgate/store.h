@@ -27,6 +27,7 @@ struct store_stmt {
 	int nparams;
 	int id; /* assigned on first use */
 	bool replan;
+	bool probe;
 };
 #define STORE_STMT(text, n) {.sql = (text), .nparams = (n), .id = 0}
 /* A statement planned at each execution instead of prepared once: for queries on tables that go from
@@ -34,6 +35,14 @@ struct store_stmt {
  * table was a page or two is a sequential scan, and it stays cached until autovacuum next analyzes
  * the table (up to a minute later), by which time each execution reads thousands of rows. */
 #define STORE_STMT_REPLAN(text, n) {.sql = (text), .nparams = (n), .id = 0, .replan = true}
+/* A prepared statement that PostgreSQL always plans with sequential and bitmap heap scans off: for index
+ * probes (by primary key) into a table that can grow from a page to thousands of rows at once, such as a
+ * tenant's customers created in bulk. The same trap as above, without planning at each execution (which
+ * costs the event writer's customers lookup ~530,000 instructions of PostgreSQL a batch): the settings
+ * are transaction-local, set by a statement riding in the same pipeline before it and put back by one
+ * after it (~80,000 instructions for the pair), so every plan PostgreSQL makes of it, custom or generic,
+ * first or after an invalidation, is made with them off, and nothing else sees them. */
+#define STORE_STMT_PROBE(text, n) {.sql = (text), .nparams = (n), .id = 0, .probe = true}
 
 /* Set the connection string used by every thread (before any query). */
 void store_init(const char *url);

@@ -503,6 +503,21 @@ static int pipeline_cmd(struct conn_state *cs, const char *sql, struct tg_error 
 	return rc;
 }
 
+/*
+ * Around a STORE_STMT_PROBE statement, in its pipeline: PostgreSQL plans a prepared statement at its Bind,
+ * after the statements before it in the pipeline have run, so this one turns the scans off for that plan,
+ * and the second puts back what they were (saved by the first: the subquery runs before the settings
+ * change). Both transaction-local: outside a transaction the pipeline is one implicit transaction, which
+ * ends at its sync point, and the second is not needed.
+ */
+static struct store_stmt q_scans_off = STORE_STMT(
+	"SELECT set_config('enable_seqscan', 'off', true), set_config('enable_bitmapscan', 'off', true) "
+	"FROM (SELECT set_config('tollgate.enable_seqscan', current_setting('enable_seqscan'), true), "
+	"  set_config('tollgate.enable_bitmapscan', current_setting('enable_bitmapscan'), true) OFFSET 0) saved", 0);
+static struct store_stmt q_scans_back = STORE_STMT(
+	"SELECT set_config('enable_seqscan', current_setting('tollgate.enable_seqscan'), true), "
+	"set_config('enable_bitmapscan', current_setting('tollgate.enable_bitmapscan'), true)", 0);
+
 int store_exec(struct store_stmt *st, const char *const *params, json_t **rows, struct tg_error *err)
 {
 	struct conn_state *cs = conn_get(err);
@@ -515,6 +530,8 @@ int store_exec(struct store_stmt *st, const char *const *params, json_t **rows, 
 		*rows = NULL;
 	if (!cs)
 		return err->err;
+	if (st->probe)
+		defer_push(cs, &q_scans_off, NULL, NULL);
 	if (cs->ndefer > 0) {
 		if ((rc = run_pipeline(cs, st, NULL, params, &res, err)) < 0)
 			return rc;
@@ -533,6 +550,8 @@ int store_exec(struct store_stmt *st, const char *const *params, json_t **rows, 
 	tg_parse_i64(PQcmdTuples(res), 0, INT64_MAX, &cs->affected);
 	if (rows)
 		*rows = result_rows(res);
+	if (st->probe && cs->depth > 0)
+		defer_push(cs, &q_scans_back, NULL, NULL); /* rides with the transaction's next statement */
 	return 0;
 }
 
@@ -542,7 +561,11 @@ int store_defer(struct store_stmt *st, const char *const *params, struct tg_erro
 
 	if (!cs || !cs->pg || cs->depth == 0 || cs->failed)
 		return store_exec(st, params, NULL, err); /* outside a transaction: at once; failed: its error */
+	if (st->probe)
+		defer_push(cs, &q_scans_off, NULL, NULL);
 	defer_push(cs, st, NULL, params);
+	if (st->probe)
+		defer_push(cs, &q_scans_back, NULL, NULL);
 	return 0;
 }
 

@@ -28,11 +28,19 @@ static struct {
 } W = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER, .batch_oldest_ms = INT64_MAX};
 
 static struct store_stmt q_partition = STORE_STMT("SELECT tg_ensure_events_partition(tg_ms($1::bigint))", 1);
-/* One primary-key probe per wanted id, whatever the statistics say. Written as "c.id = ANY($2)" (or as a
- * join with the array), a tenant whose customers were just created in bulk (no statistics yet) had the
- * planner guess 15 of them, scan all 10,000 and hash them: 3 ms a batch, the writer's largest cost. A
- * LATERAL subquery with LIMIT is never flattened into a join, so it stays an index probe per id. */
-static struct store_stmt q_customers = STORE_STMT(
+/* One primary-key probe per wanted id, whatever the statistics say and whatever the table's size when the
+ * plan was made. Written as "c.id = ANY($2)" (or as a join with the array), a tenant whose customers were
+ * just created in bulk (no statistics yet) had the planner guess 15 of them, scan all 10,000 and hash them:
+ * 3 ms a batch, the writer's largest cost. A LATERAL subquery with LIMIT is never flattened into a join, so
+ * it stays a probe per id. But a probe can still be a sequential scan: on a table of a page or two that is
+ * the cheapest plan, and the generic plan PostgreSQL caches after five executions was one when the writer's
+ * first batches ran on a fresh database; it stayed cached until autovacuum next analysed customers, a minute
+ * or more after a tenant created 10,000 customers at once, and meanwhile each batch read the whole table
+ * twice per customer (here and for parent_tier): 300 ms to seconds a batch of 100, every request timing out.
+ * So it is planned with sequential and bitmap scans off (STORE_STMT_PROBE, ~80,000 instructions of
+ * PostgreSQL a batch; planning each batch instead, STORE_STMT_REPLAN, cost ~530,000). test_store checks
+ * both: the plan on a never-analysed table, and the scans of a batch after the plan was made on five rows. */
+static struct store_stmt q_customers = STORE_STMT_PROBE(
 	"SELECT c.id, c.tier, c.parent_id, "
 	"(SELECT p.tier FROM customers p WHERE p.tenant_id = c.tenant_id AND p.id = c.parent_id) AS parent_tier "
 	"FROM unnest($2::text[]) AS u(id), "
