@@ -218,8 +218,8 @@ int store_ledger_list(const char *tenant_id, const char *customer_id, const char
 	return store_exec(&q_ledger_list, p, ret, err);
 }
 
-/* a probe per id, whatever the statistics say (see q_customers in writer.c) */
-static struct store_stmt q_which = STORE_STMT(
+/* a probe per id, whatever the statistics say and the table's size when it was planned (see q_customers in writer.c) */
+static struct store_stmt q_which = STORE_STMT_PROBE(
 	"SELECT b.customer_id FROM (SELECT DISTINCT unnest($2::text[])) AS u(id), "
 	"LATERAL (SELECT customer_id FROM balances WHERE tenant_id = $1 AND customer_id = u.id LIMIT 1) b", 2);
 

@@ -394,8 +394,8 @@ int store_duty_advance(const char *tenant_id, const char *duty, int64_t done_to_
 	return store_exec(&q_advance, p, NULL, err);
 }
 
-/* a probe per id, whatever the statistics say (see q_customers in writer.c) */
-static struct store_stmt q_customers_info = STORE_STMT(
+/* a probe per id, whatever the statistics say and the table's size when it was planned (see q_customers in writer.c) */
+static struct store_stmt q_customers_info = STORE_STMT_PROBE(
 	"SELECT c.id, c.tier, c.parent_id, p.tier AS parent_tier FROM (SELECT DISTINCT unnest($2::text[])) AS u(id) "
 	"CROSS JOIN LATERAL (SELECT * FROM customers WHERE tenant_id = $1 AND id = u.id LIMIT 1) c "
 	"LEFT JOIN customers p ON p.tenant_id = c.tenant_id AND p.id = c.parent_id", 2);
