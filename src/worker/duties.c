@@ -34,16 +34,35 @@ static void let_go_on_writer(void *arg)
 	int nrel = 0;
 
 	tg_error_clear(&j->err);
-	j->rc = store_reservations_take(j->tenant_id, j->ids, NULL, j->n, &j->got, &j->ngot, j->a, &j->err);
-	if (j->rc < 0)
+	if ((j->rc = store_begin(&j->err)) < 0)
 		return;
+	j->rc = store_reservations_take(j->tenant_id, j->ids, NULL, j->n, &j->got, &j->ngot, j->a, &j->err);
+	if (j->rc < 0) {
+		store_rollback();
+		return;
+	}
 	for (int i = 0; i < j->ngot; i++)
 		nrel += j->got[i].nholds;
 	rel = tg_arena_alloc(j->a, sizeof(*rel) * (size_t)(nrel + 1));
+	const char **keys = tg_arena_alloc(j->a, sizeof(*keys) * (size_t)(nrel + 1));
 	nrel = 0;
 	for (int i = 0; i < j->ngot; i++)
-		for (int h = 0; h < j->got[i].nholds; h++)
+		for (int h = 0; h < j->got[i].nholds; h++) {
+			keys[nrel] = j->got[i].holds[h].key;
 			rel[nrel++] = (struct hot_release){j->got[i].holds[h].key, j->got[i].holds[h].amount};
+		}
+	/* the counters the holds leave go in the journal before the COMMIT (every time: this is not a writer
+	 * submission, whose waits bound the trim), so that a process dying between it and the release below
+	 * leaves nothing held that a survivor does not rebuild (hot/journal.c) */
+	struct tg_error e;
+	if (nrel > 0 && hot_journal_note(keys, nrel, true, &e) < 0)
+		log_warn("reservation holds not journaled; they are rebuilt once Redis answers", "%s", e.detail);
+	if ((j->rc = store_commit(&j->err)) < 0) {
+		store_rollback();
+		hot_journal_suspect(keys, nrel); /* a COMMIT that failed on the way may still have happened */
+		j->ngot = 0;
+		return;
+	}
 	/* gone in PostgreSQL already: if Redis fails now the holds stay until their counters are rebuilt or
 	 * expire, which errs on the side of refusing, never of handing out twice */
 	if (nrel > 0 && hot_apply_usage(j->tenant_id, NULL, 0, tg_now_ms(), NULL, 0, rel, nrel, j->a, &j->err) < 0)

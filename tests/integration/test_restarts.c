@@ -358,6 +358,49 @@ START_TEST(kill9_mid_credit_leaves_no_balance_out)
 }
 END_TEST
 
+/* An instance killed after a reservation's release committed but before it let the holds go in Redis
+ * (held back): the hold stayed on the counter until the period ended. The release notes the counter before
+ * its COMMIT; here the reservation was made through S, so only that note lists it in the killed instance's
+ * journal. A deferred trigger holds the release's COMMIT (after the note) until Redis is paused. */
+START_TEST(kill9_mid_release_leaves_no_hold)
+{
+	struct srv s2 = {0};
+	struct inflight d;
+	char sql[1024], path[128];
+
+	srv_start(&s2, short_heartbeat);
+	struct tenant t = quota_tenant(&s2);
+	must_post(&s2, t.key, "/v1/customers", "{\"id\":\"rel\"}");
+	wait_state(&S, t.key, "rel", "cap", 0, 0, 3000, "S knowing the limit"); /* configuration reaches S */
+	struct resp r = req(&S, "POST", "/v1/check", t.key,
+			    "{\"customer_id\":\"rel\",\"meter\":\"tokens\",\"amount\":7,\"reserve\":true}", NULL);
+	ck_status(r, 200);
+	snprintf(path, sizeof(path), "/v1/reservations/%s/release", jstr(r.json, "reservation_id"));
+	resp_free(&r);
+	wait_state(&S, t.key, "rel", "cap", 0, 7, 1000, "the reservation");
+	/* this tenant's reservation deletions sleep 2 s at COMMIT */
+	snprintf(sql, sizeof(sql),
+		 "CREATE OR REPLACE FUNCTION tg_test_slow_commit() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN "
+		 "IF OLD.tenant_id = ''%s'' THEN PERFORM pg_sleep(2); END IF; RETURN NULL; END'; "
+		 "DROP TRIGGER IF EXISTS tg_test_slow_commit ON reservations; "
+		 "CREATE CONSTRAINT TRIGGER tg_test_slow_commit AFTER DELETE ON reservations DEFERRABLE INITIALLY DEFERRED "
+		 "FOR EACH ROW EXECUTE FUNCTION tg_test_slow_commit();", t.id);
+	free(psql(sql));
+	ck_assert_int_eq(psql_ll("SELECT count(*) FROM pg_trigger WHERE tgname = 'tg_test_slow_commit'"), 1);
+	send_inflight(&d, &s2, t.key, path, "{}");
+	usleep(700 * 1000); /* noted; its COMMIT sleeping in the trigger */
+	ck_assert_int_eq(redis_cmd("CLIENT PAUSE 6000 WRITE"), 0);
+	for (int i = 0; i < 50 && psql_ll("SELECT count(*) FROM reservations WHERE tenant_id = '%s'", t.id) > 0; i++)
+		usleep(100 * 1000);
+	free(psql("DROP TRIGGER IF EXISTS tg_test_slow_commit ON reservations; DROP FUNCTION IF EXISTS tg_test_slow_commit();"));
+	ck_assert_int_eq(psql_ll("SELECT count(*) FROM reservations WHERE tenant_id = '%s'", t.id), 0);
+	srv_kill9(&s2);
+	ck_assert_int_eq(redis_cmd("CLIENT UNPAUSE"), 0);
+	pthread_join(d.th, NULL);
+	wait_state(&S, t.key, "rel", "cap", 0, 0, 5000, "after the survivor recovered the journal");
+}
+END_TEST
+
 /* A live update that fails after its commit (Redis held back past the client's 2 s timeout): the instance
  * drops the counters that update would have moved once Redis answers again, and they rebuild exactly. */
 START_TEST(failed_live_update_is_rebuilt)
@@ -392,6 +435,7 @@ int main(void)
 	tcase_add_test(tc, kill9_after_commit_leaves_no_usage_out);
 	tcase_add_test(tc, failed_live_update_is_rebuilt);
 	tcase_add_test(tc, kill9_mid_credit_leaves_no_balance_out);
+	tcase_add_test(tc, kill9_mid_release_leaves_no_hold);
 	suite_add_tcase(s, tc);
 	return run_suite(s);
 }
