@@ -232,6 +232,22 @@ static void hold(struct psql_hold *h, const char *table, const char *tenant, con
 	psql_hold(h, table, where, seconds);
 }
 
+/* Wait (up to 5 s) until PostgreSQL's answer to count_sql is want, and insist on it. */
+static void wait_count(const char *count_sql, long long want)
+{
+	for (int i = 0; i < 50 && psql_ll("%s", count_sql) != want; i++)
+		usleep(100 * 1000);
+	ck_assert_int_eq(psql_ll("%s", count_sql), want);
+}
+
+/* Kill s while Redis is paused (its live update waiting there), then let Redis go and reap the request. */
+static void kill_while_paused(struct srv *s, struct inflight *f)
+{
+	srv_kill9(s);
+	ck_assert_int_eq(redis_cmd("CLIENT UNPAUSE"), 0);
+	pthread_join(f->th, NULL);
+}
+
 /* A tenant of s with a monthly quota of 100 tokens. */
 static struct tenant quota_tenant(const struct srv *s)
 {
@@ -288,6 +304,7 @@ START_TEST(kill9_after_commit_leaves_no_usage_out)
 	struct srv s2 = {0};
 	struct inflight e;
 	struct psql_hold rows;
+	char sql[256];
 
 	srv_start(&s2, short_heartbeat);
 	struct tenant t = quota_tenant(&s2);
@@ -301,12 +318,9 @@ START_TEST(kill9_after_commit_leaves_no_usage_out)
 	ck_assert_int_eq(redis_cmd("CLIENT PAUSE 6000 WRITE"), 0);
 	psql_hold_end(&rows);
 	/* committed; its live update waits on Redis */
-	for (int i = 0; i < 50 && psql_ll("SELECT count(*) FROM events WHERE tenant_id = '%s'", t.id) < 2; i++)
-		usleep(100 * 1000);
-	ck_assert_int_eq(psql_ll("SELECT count(*) FROM events WHERE tenant_id = '%s'", t.id), 2);
-	srv_kill9(&s2);
-	ck_assert_int_eq(redis_cmd("CLIENT UNPAUSE"), 0);
-	pthread_join(e.th, NULL);
+	snprintf(sql, sizeof(sql), "SELECT count(*) FROM events WHERE tenant_id = '%s'", t.id);
+	wait_count(sql, 2);
+	kill_while_paused(&s2, &e);
 	wait_state(&S, t.key, "late", "cap", 6, 0, 5000, "after the survivor recovered the journal");
 }
 END_TEST
@@ -331,6 +345,7 @@ START_TEST(kill9_mid_credit_leaves_no_balance_out)
 	struct srv s2 = {0};
 	struct inflight c;
 	struct psql_hold rows;
+	char sql[256];
 	double seen = -1;
 
 	srv_start(&s2, short_heartbeat);
@@ -345,13 +360,9 @@ START_TEST(kill9_mid_credit_leaves_no_balance_out)
 	usleep(500 * 1000); /* noted, its ledger row waiting on the balance row */
 	ck_assert_int_eq(redis_cmd("CLIENT PAUSE 6000 WRITE"), 0);
 	psql_hold_end(&rows);
-	for (int i = 0; i < 50 && psql_ll("SELECT balance::bigint FROM balances WHERE tenant_id = '%s' AND customer_id = 'w'",
-					   t.id) != 15; i++)
-		usleep(100 * 1000);
-	ck_assert_int_eq(psql_ll("SELECT balance::bigint FROM balances WHERE tenant_id = '%s' AND customer_id = 'w'", t.id), 15);
-	srv_kill9(&s2);
-	ck_assert_int_eq(redis_cmd("CLIENT UNPAUSE"), 0);
-	pthread_join(c.th, NULL);
+	snprintf(sql, sizeof(sql), "SELECT balance::bigint FROM balances WHERE tenant_id = '%s' AND customer_id = 'w'", t.id);
+	wait_count(sql, 15);
+	kill_while_paused(&s2, &c);
 	for (int waited = 0; waited <= 5000 && (seen = live_available(&S, t.key, "w")) != 15; waited += 100)
 		usleep(100 * 1000);
 	ck_assert_msg(seen == 15, "the live balance reads %g after the survivor recovered the journal, not 15", seen);
@@ -390,13 +401,10 @@ START_TEST(kill9_mid_release_leaves_no_hold)
 	send_inflight(&d, &s2, t.key, path, "{}");
 	usleep(700 * 1000); /* noted; its COMMIT sleeping in the trigger */
 	ck_assert_int_eq(redis_cmd("CLIENT PAUSE 6000 WRITE"), 0);
-	for (int i = 0; i < 50 && psql_ll("SELECT count(*) FROM reservations WHERE tenant_id = '%s'", t.id) > 0; i++)
-		usleep(100 * 1000);
+	snprintf(sql, sizeof(sql), "SELECT count(*) FROM reservations WHERE tenant_id = '%s'", t.id);
+	wait_count(sql, 0);
 	free(psql("DROP TRIGGER IF EXISTS tg_test_slow_commit ON reservations; DROP FUNCTION IF EXISTS tg_test_slow_commit();"));
-	ck_assert_int_eq(psql_ll("SELECT count(*) FROM reservations WHERE tenant_id = '%s'", t.id), 0);
-	srv_kill9(&s2);
-	ck_assert_int_eq(redis_cmd("CLIENT UNPAUSE"), 0);
-	pthread_join(d.th, NULL);
+	kill_while_paused(&s2, &d);
 	wait_state(&S, t.key, "rel", "cap", 0, 0, 5000, "after the survivor recovered the journal");
 }
 END_TEST
