@@ -282,7 +282,6 @@ local function one(gflags, n, pos)
         s.R = add(s.R, s.A)
         redis.call('HINCRBY', key, 'r', D(s.A))
       end
-      if (consume or reserve) and s.f >= 64 then redis.call('ZADD', J, wall, key) end
     elseif kind == 2 then
       if consume then
         s.l = s.l + s.amt
@@ -326,7 +325,6 @@ local function one(gflags, n, pos)
         s.R = add(s.R, s.A)
         redis.call('HINCRBY', key, 'r', D(s.A))
       end
-      if (consume or reserve) and s.f >= 64 then redis.call('ZADD', J, wall, key) end
     elseif kind == 3 then
       if consume then
         -- unique member: within one ms the entry count only grows (older entries left already)
@@ -351,6 +349,8 @@ local function one(gflags, n, pos)
         redis.call('PEXPIRE', key, s.win * 2 + 1000)
       end
     end
+    -- flag 64 (only quotas and balances carry it): the moved key goes in the journal, in this same run
+    if s.f >= 64 and (consume or reserve) then redis.call('ZADD', J, wall, key) end
   end
 
   local status = apply and 1 or (deny and 0 or 1)

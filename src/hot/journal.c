@@ -114,30 +114,49 @@ bool hot_journal_fresh(const char *key, int64_t now_ms)
 	return f->hash == h && f->epoch == hot_journal_epoch() && now_ms >= f->ms && now_ms - f->ms < JOURNAL_FRESH_MS;
 }
 
+/* An instance's heartbeat and journal keys. */
+static void instance_keys(const char *id, char alive[40], char journal[40])
+{
+	snprintf(alive, 40, "tg:alive:%s", id);
+	snprintf(journal, 40, "tg:journal:%s", id);
+}
+
+/* Run one of the journal's scripts, which answer an integer. */
+static int script_int(const struct hot_script *s, int nkeys, const char **keys, int nargs, const char **args,
+		      long long *ret, struct tg_error *err)
+{
+	redisReply *r = hot_sync_script(s, nkeys, keys, nargs, args, NULL, err);
+
+	if (!r)
+		return err->err;
+	if (r->type != REDIS_REPLY_INTEGER) {
+		tg_fail(err, TG_EUNAVAIL, "redis_error", NULL, "a journal script failed");
+		tg_error_detail(err, "%s: %s", s->name, r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+		freeReplyObject(r);
+		return err->err;
+	}
+	*ret = r->integer;
+	freeReplyObject(r);
+	return 0;
+}
+
 static int heartbeat(struct tg_error *err)
 {
 	char ttl[24];
 	const char *keys[] = {J.alive, INSTANCES};
 	const char *args[] = {J.id, ttl};
 	int64_t now = tg_mono_us() / 1000, last = atomic_load(&J.beat_ms);
-	redisReply *r;
+	long long lapsed;
 
 	snprintf(ttl, sizeof(ttl), "%d", J.ttl_ms);
-	if (!(r = hot_sync_script(&hot_script_heartbeat, 2, keys, 2, args, NULL, err)))
+	if (script_int(&hot_script_heartbeat, 2, keys, 2, args, &lapsed, err) < 0)
 		return err->err;
-	if (r->type != REDIS_REPLY_INTEGER) {
-		tg_fail(err, TG_EUNAVAIL, "redis_error", NULL, "the heartbeat failed");
-		tg_error_detail(err, "%s", r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
-		freeReplyObject(r);
-		return err->err;
-	}
 	/* lapsed, or maybe (the last confirmed one is old: a reply that said so may have been lost) */
-	if (atomic_load(&J.registered) && (r->integer == 1 || now - last > J.ttl_ms / 2)) {
-		if (r->integer == 1)
+	if (atomic_load(&J.registered) && (lapsed == 1 || now - last > J.ttl_ms / 2)) {
+		if (lapsed == 1)
 			log_warn("this instance's heartbeat had lapsed: it notes every key again", NULL);
 		atomic_fetch_add_explicit(&J.epoch, 1, memory_order_release);
 	}
-	freeReplyObject(r);
 	atomic_store(&J.beat_ms, now);
 	atomic_store_explicit(&J.registered, true, memory_order_release);
 	return 0;
@@ -259,22 +278,13 @@ static int64_t recover(const char *id, struct tg_error *err)
 	char alive[40], journal[40];
 	int64_t total = 0;
 
-	snprintf(alive, sizeof(alive), "tg:alive:%s", id);
-	snprintf(journal, sizeof(journal), "tg:journal:%s", id);
+	instance_keys(id, alive, journal);
 	for (bool first = true; !atomic_load(&J.stopping); first = false) {
 		const char *keys[] = {alive, journal, INSTANCES};
 		const char *args[] = {id, RECOVER_CHUNK, first ? "1" : "0"};
-		redisReply *r = hot_sync_script(&hot_script_recover, 3, keys, 3, args, NULL, err);
-		if (!r)
+		long long n;
+		if (script_int(&hot_script_recover, 3, keys, 3, args, &n, err) < 0)
 			return err->err;
-		if (r->type != REDIS_REPLY_INTEGER) {
-			tg_fail(err, TG_EUNAVAIL, "redis_error", NULL, "recover.lua failed");
-			tg_error_detail(err, "%s", r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
-			freeReplyObject(r);
-			return err->err;
-		}
-		long long n = r->integer;
-		freeReplyObject(r);
 		if (n < 0)
 			return total > 0 ? total : n;
 		if (n == 0)
@@ -368,8 +378,7 @@ int hot_journal_start(int ttl_ms, int64_t (*oldest_ms)(void), struct tg_error *e
 	tg_random_bytes(raw, sizeof(raw));
 	for (size_t i = 0; i < sizeof(raw); i++)
 		snprintf(J.id + 2 * i, 3, "%02x", raw[i]);
-	snprintf(J.alive, sizeof(J.alive), "tg:alive:%s", J.id);
-	snprintf(J.journal, sizeof(J.journal), "tg:journal:%s", J.id);
+	instance_keys(J.id, J.alive, J.journal);
 	J.ttl_ms = ttl_ms;
 	J.oldest_ms = oldest_ms;
 	J.m_dropped = tg_counter("tollgate_live_counters_dropped_total",
