@@ -41,6 +41,9 @@ void tg_arena_init(struct tg_arena *a);
 void tg_arena_release(struct tg_arena *a);
 void *tg_arena_alloc(struct tg_arena *a, size_t n);          /* 16-byte aligned, zeroed */
 char *tg_arena_strdup(struct tg_arena *a, const char *s);
+/* An array of n elements of size bytes (old, cap elements in an arena) with room for want: old itself, or a
+ * copy in a, cap doubled (from 8) until want fits. */
+void *tg_arena_grow(struct tg_arena *a, void *old, int n, int want, int *cap, size_t size);
 char *tg_arena_strndup(struct tg_arena *a, const char *s, size_t n);
 char *tg_arena_printf(struct tg_arena *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

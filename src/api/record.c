@@ -198,7 +198,7 @@ void api_watch(struct store_submission *sub)
 {
 	struct policy_tenant *t = policy_registry_get(sub->tenant_id);
 	struct tg_arena *a = sub->arena;
-	int cap = 0;
+	int cap = 0, jcap = 0;
 
 	sub->watches = NULL;
 	sub->nwatches = 0;
@@ -217,23 +217,16 @@ void api_watch(struct store_submission *sub)
 		/* the live counters it moves after the COMMIT, for api_before_commit (a consuming check's were
 		 * noted when it moved them) */
 		if (!sub->counters_applied && n > 0) {
-			const char **j = tg_arena_alloc(a, sizeof(*j) * (size_t)(sub->njournal + n));
-			if (sub->njournal)
-				memcpy(j, sub->journal, sizeof(*j) * (size_t)sub->njournal);
-			sub->journal = j;
+			sub->journal = tg_arena_grow(a, sub->journal, sub->njournal, sub->njournal + n, &jcap,
+						     sizeof(*sub->journal));
 			for (int k = 0; k < n; k++)
 				if (hot_durable(&cs[k]))
-					j[sub->njournal++] = hot_counter_key(a, sub->tenant_id, &cs[k]);
+					sub->journal[sub->njournal++] = hot_counter_key(a, sub->tenant_id, &cs[k]);
 		}
 		for (int k = 0; k < n; k++) {
 			const struct policy_limit *l = cs[k].limit;
-			if (sub->nwatches == cap) {
-				cap = cap ? cap * 2 : 8;
-				struct store_watch *nw = tg_arena_alloc(a, sizeof(*nw) * (size_t)cap);
-				if (sub->nwatches)
-					memcpy(nw, sub->watches, sizeof(*nw) * (size_t)sub->nwatches);
-				sub->watches = nw;
-			}
+			sub->watches = tg_arena_grow(a, sub->watches, sub->nwatches, sub->nwatches + 1, &cap,
+						     sizeof(*sub->watches));
 			struct store_watch *w = &sub->watches[sub->nwatches++];
 			json_t *filter = json_object();
 			for (int f = 0; f < l->nfilter; f++)
@@ -276,13 +269,7 @@ void api_before_commit(struct store_submission **subs, int n)
 		int want = nk + sub->njournal + 2 * sub->n;
 		for (int i = 0; i < sub->n; i++)
 			want += sub->events[i].settled ? sub->events[i].settled->nholds : 0;
-		if (want > cap) {
-			cap = want * 2;
-			const char **k = tg_arena_alloc(&a, sizeof(*k) * (size_t)cap);
-			if (nk)
-				memcpy(k, keys, sizeof(*k) * (size_t)nk);
-			keys = k;
-		}
+		keys = tg_arena_grow(&a, keys, nk, want, &cap, sizeof(*keys));
 		for (int i = 0; i < sub->njournal; i++)
 			keys[nk++] = sub->journal[i];
 		for (int i = 0; i < sub->n; i++) {

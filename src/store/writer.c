@@ -334,14 +334,7 @@ static int debit_balances(const char *tenant, struct store_submission **subs, in
 				oe = tg_arena_alloc(a, sizeof(*oe));
 				tg_map_put(&owners, e->balance_owner, oe);
 			}
-			if (oe->n == oe->cap) {
-				int cap = oe->cap ? oe->cap * 2 : 16;
-				struct store_ledger_entry *ne = tg_arena_alloc(a, sizeof(*ne) * (size_t)cap);
-				if (oe->n)
-					memcpy(ne, oe->entries, sizeof(*ne) * (size_t)oe->n);
-				oe->entries = ne;
-				oe->cap = cap;
-			}
+			oe->entries = tg_arena_grow(a, oe->entries, oe->n, oe->n + 1, &oe->cap, sizeof(*oe->entries));
 			struct store_ledger_entry *le = &oe->entries[oe->n++];
 			char id[TG_SID_BUFSZ];
 			tg_sid_new("txn_", id);
@@ -389,13 +382,7 @@ static int fire_watches(const char *tenant, struct store_submission **subs, int 
 			if (tg_map_get(&seen, key))
 				continue;
 			tg_map_put(&seen, key, (void *)1);
-			if (count == cap) {
-				cap = cap ? cap * 2 : 32;
-				const struct store_watch **nl = tg_arena_alloc(a, sizeof(*nl) * (size_t)cap);
-				if (count)
-					memcpy(nl, list, sizeof(*nl) * (size_t)count);
-				list = nl;
-			}
+			list = tg_arena_grow(a, list, count, count + 1, &cap, sizeof(*list));
 			list[count++] = x;
 			store_array_add(&sj, x->subject);
 			store_array_add(&mt, x->meter_id);

@@ -184,6 +184,22 @@ char *tg_arena_strndup(struct tg_arena *a, const char *s, size_t n)
 	return p;
 }
 
+void *tg_arena_grow(struct tg_arena *a, void *old, int n, int want, int *cap, size_t size)
+{
+	void *grown;
+	int c = *cap;
+
+	if (want <= c)
+		return old;
+	while (c < want)
+		c = c ? c * 2 : 8;
+	grown = tg_arena_alloc(a, size * (size_t)c);
+	if (n > 0)
+		memcpy(grown, old, size * (size_t)n);
+	*cap = c;
+	return grown;
+}
+
 char *tg_arena_strdup(struct tg_arena *a, const char *s)
 {
 	return s ? tg_arena_strndup(a, s, strlen(s)) : NULL;

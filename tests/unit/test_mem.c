@@ -39,6 +39,33 @@ START_TEST(test_reused_chunks_are_zeroed)
 END_TEST
 
 /* Many arenas alive at once (requests in flight), released in another order than made. */
+/* tg_arena_grow: the same array while it has room, else a bigger copy holding every element so far. */
+START_TEST(test_arena_grow_keeps_elements)
+{
+	struct tg_arena a;
+	int *v = NULL, n = 0, cap = 0;
+
+	tg_arena_init(&a);
+	for (int i = 0; i < 1000; i++) {
+		int *before = v;
+		int had = cap;
+		v = tg_arena_grow(&a, v, n, n + 1, &cap, sizeof(*v));
+		ck_assert(cap >= n + 1);
+		if (had >= n + 1)
+			ck_assert_ptr_eq(v, before);
+		v[n++] = i;
+	}
+	for (int i = 0; i < n; i++)
+		ck_assert_int_eq(v[i], i);
+	ck_assert_int_eq(cap, 1024);
+	v = tg_arena_grow(&a, v, n, 5000, &cap, sizeof(*v));
+	ck_assert_int_eq(cap, 8192);
+	for (int i = 0; i < n; i++)
+		ck_assert_int_eq(v[i], i);
+	tg_arena_release(&a);
+}
+END_TEST
+
 START_TEST(test_many_arenas_interleaved)
 {
 	enum { K = 300 };
@@ -68,6 +95,7 @@ int main(void)
 	TCase *tc = tcase_create("arena");
 
 	tcase_add_test(tc, test_reused_chunks_are_zeroed);
+	tcase_add_test(tc, test_arena_grow_keeps_elements);
 	tcase_add_test(tc, test_many_arenas_interleaved);
 	suite_add_tcase(s, tc);
 	return unit_run(s);
