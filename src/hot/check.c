@@ -165,6 +165,14 @@ static bool journaled(const struct policy_counter *c)
 	return (c->consume || c->reserve) && hot_durable(c);
 }
 
+/* The journal's clock (real time, whatever the tenant's), read once and only by a check that journals. */
+static int64_t wall_ms(int64_t *wall)
+{
+	if (*wall == 0)
+		*wall = tg_now_ms();
+	return *wall;
+}
+
 /* Build KEYS and this check's part of check.lua's argument (in a buffer of this thread, valid until the next
  * build); counters without a subject (listed without state) are skipped. Returns how many counters were sent. */
 static int build(struct hot_check *hc, struct tg_arena *a, struct hot_argv *keys, const char **arg, size_t *arglen)
@@ -173,7 +181,7 @@ static int build(struct hot_check *hc, struct tg_arena *a, struct hot_argv *keys
 	bool moves = !(hc->flags & HOT_DRY_RUN); /* a dry run moves nothing */
 	const char *journal = moves ? hot_journal_key() : NULL;
 	const char *bal_key = hc->bal ? hot_balance_key(a, hc->tenant_id, hc->bal->owner) : NULL;
-	int64_t wall = tg_now_ms(); /* the journal's clock: real time, whatever the tenant's */
+	int64_t wall = 0;
 	size_t n_at;
 	int n = 0;
 
@@ -181,7 +189,7 @@ static int build(struct hot_check *hc, struct tg_arena *a, struct hot_argv *keys
 	 * it notes them unless this thread did lately (then they are all noted again, which keeps them) */
 	hc->journal_epoch = hot_journal_epoch(); /* before the fresh tests */
 	hc->journals = moves && bal_key && (hc->bal->consume || hc->bal->reserve);
-	bool journaling = journal && hc->journals && !hot_journal_fresh(bal_key, wall);
+	bool journaling = journal && hc->journals && !hot_journal_fresh(bal_key, wall_ms(&wall));
 	keys->a = a;
 	for (int i = 0; i < hc->n; i++) {
 		if (!hc->cs[i].subject)
@@ -189,7 +197,7 @@ static int build(struct hot_check *hc, struct tg_arena *a, struct hot_argv *keys
 		hot_argv_push(keys, hot_counter_key(a, hc->tenant_id, &hc->cs[i]));
 		if (moves && journaled(&hc->cs[i])) {
 			hc->journals = true;
-			journaling |= journal && !hot_journal_fresh(keys->v[keys->n - 1], wall);
+			journaling |= journal && !hot_journal_fresh(keys->v[keys->n - 1], wall_ms(&wall));
 		}
 	}
 	hc->journal_ms = journaling ? wall : 0;
