@@ -18,7 +18,11 @@
  * against concurrent checks, reservations and debits), then written to the
  * ledger; if the write fails it is given back in Redis. A credit is written
  * to the ledger first and then added in Redis, so the very next check sees
- * it. A balance Redis lost is rebuilt from the ledger's sum.
+ * it. A balance Redis lost is rebuilt from the ledger's sum. A movement is
+ * answered only after its own COMMIT (an idempotency key's lock is held to
+ * it); a COMMIT that fails may still have committed (the connection lost
+ * during it), so then the live balance is dropped and rebuilt from the ledger
+ * rather than moved either way.
  */
 
 static int customer_exists(struct tg_req *req, const char *id)
@@ -210,9 +214,9 @@ static int replay(struct tg_req *req, const char *id, const struct movement *m, 
 	return 1;
 }
 
-/* Write one ledger row in its own transaction; *row is the balance after, *txn the row. */
-static int write_ledger(struct tg_req *req, const char *id, const struct movement *m, const char *kind, json_t **row,
-			json_t **txn)
+/* The movement's ledger row, in the open transaction; *row is the balance after, *txn the row. */
+static int append(struct tg_req *req, const char *id, const struct movement *m, const char *kind, json_t **row,
+		  json_t **txn)
 {
 	char tid[TG_SID_BUFSZ];
 	struct store_ledger_entry e = {.id = tid, .amount = !strcmp(kind, "credit") ? m->amount : -m->amount,
@@ -221,12 +225,8 @@ static int write_ledger(struct tg_req *req, const char *id, const struct movemen
 
 	tg_sid_new("txn_", tid);
 	*row = *txn = NULL;
-	if ((rc = store_begin(&req->err)) < 0)
-		return rc;
 	if ((rc = store_balance_ensure(req->principal.tenant_id, id, NULL, &req->err)) < 0 ||
-	    (rc = store_ledger_append(req->principal.tenant_id, id, &e, 1, row, &req->err)) < 0 ||
-	    (rc = store_commit(&req->err)) < 0) {
-		store_rollback();
+	    (rc = store_ledger_append(req->principal.tenant_id, id, &e, 1, row, &req->err)) < 0) {
 		json_decref(*row);
 		*row = NULL;
 		return rc;
@@ -238,88 +238,77 @@ static int write_ledger(struct tg_req *req, const char *id, const struct movemen
 	return 0;
 }
 
-/* Retries of one idempotency key wait for each other: the first decides, the others replay it. */
-static int key_lock(struct tg_req *req, const char *id, const struct movement *m)
+/* A movement is one transaction, committed before it is answered. With an idempotency key its retries wait
+ * for each other on a lock held until that commit: the first decides, the others replay it. */
+static int begin(struct tg_req *req, const char *id, const struct movement *m)
 {
 	int rc;
 
-	if (!m->key)
-		return 0;
 	if ((rc = store_begin(&req->err)) < 0)
 		return rc;
-	if ((rc = store_xact_lock(tg_arena_printf(&req->arena, "ledger|%s|%s|%s", req->principal.tenant_id, id, m->key),
-				  &req->err)) < 0)
+	if (m->key && (rc = store_xact_lock(tg_arena_printf(&req->arena, "ledger|%s|%s|%s", req->principal.tenant_id, id,
+							     m->key),
+					    &req->err)) < 0)
 		store_rollback();
 	return rc;
 }
 
-static int key_unlock(const struct movement *m, int rc, struct tg_req *req)
+/* The live balance is dropped, to be rebuilt from the ledger at its next use: for a move in Redis that failed,
+ * and for a ledger COMMIT whose outcome is unknown (the connection lost during it: the row may be in) */
+static void forget_wallet(struct tg_req *req, const char *id)
 {
 	struct tg_error e;
 
-	if (!m->key)
-		return rc;
-	if (rc < 0 || store_commit(&e) < 0)
-		store_rollback();
-	(void)req;
+	if (hot_balance_forget(req->principal.tenant_id, id, &e) < 0)
+		suspect_wallet(req, id);
+}
+
+/* The movement's COMMIT failed: for all we know it may have committed. */
+static int lost_commit(struct tg_req *req, const char *id, json_t *row, json_t *txn)
+{
+	log_warn("ledger COMMIT failed, its outcome unknown; the live balance is rebuilt from the ledger", "%s",
+		 req->err.detail);
+	forget_wallet(req, id);
+	json_decref(row);
+	json_decref(txn);
+	return req->err.err;
+}
+
+/* Ends the movement's transaction without a change: a replay, a refusal or a failure. */
+static int back_out(int rc)
+{
+	store_rollback();
 	return rc;
 }
 
-static int credit(struct tg_req *req, const char *id, struct movement *m);
-static int debit(struct tg_req *req, const char *id, struct movement *m);
-
-int api_balance_credit(struct tg_req *req)
+static int credit(struct tg_req *req, const char *id, const struct movement *m)
 {
-	const char *id;
-	struct movement m = {0};
-	int rc;
-
-	if (api_path_id(req, 0, &id) < 0)
-		return api_not_found(req, "customer", req->params[0]);
-	if ((rc = parse_movement(req, &m)) < 0 || (rc = customer_exists(req, id)) < 0 || (rc = key_lock(req, id, &m)) < 0)
-		return rc;
-	return key_unlock(&m, credit(req, id, &m), req);
-}
-
-int api_balance_debit(struct tg_req *req)
-{
-	const char *id;
-	struct movement m = {0};
-	int rc;
-
-	if (api_path_id(req, 0, &id) < 0)
-		return api_not_found(req, "customer", req->params[0]);
-	if ((rc = parse_movement(req, &m)) < 0 || (rc = customer_exists(req, id)) < 0 || (rc = key_lock(req, id, &m)) < 0)
-		return rc;
-	return key_unlock(&m, debit(req, id, &m), req);
-}
-
-static int credit(struct tg_req *req, const char *id, struct movement *mv)
-{
-	struct movement m = *mv;
 	struct hot_balance st;
 	json_t *row, *txn;
 	int rc;
 
-	if ((rc = replay(req, id, &m, "credit")) != 0)
-		return rc < 0 ? rc : 0;
+	if ((rc = begin(req, id, m)) < 0)
+		return rc;
+	if ((rc = replay(req, id, m, "credit")) != 0)
+		return back_out(rc < 0 ? rc : 0);
 	journal_wallet(req, id);
-	if ((rc = write_ledger(req, id, &m, "credit", &row, &txn)) < 0) {
+	if ((rc = append(req, id, m, "credit", &row, &txn)) < 0) {
+		store_rollback();
 		/* the same key raced in: answer as a replay */
-		if (req->err.err == TG_ECONFLICT && m.key && replay(req, id, &m, "credit") == 1)
+		if (req->err.err == TG_ECONFLICT && m->key && replay(req, id, m, "credit") == 1)
 			return 0;
 		return rc;
 	}
+	if (store_commit(&req->err) < 0)
+		return lost_commit(req, id, row, txn);
 	/* committed: the next check sees it (a missing live balance is rebuilt with it included) */
-	rc = hot_balance(req->principal.tenant_id, id, HOT_CREDIT, m.amount, NULL, &st, &req->err);
+	rc = hot_balance(req->principal.tenant_id, id, HOT_CREDIT, m->amount, NULL, &st, &req->err);
 	if (rc == HOT_BALANCE_MISSING)
 		rc = live(req, id, HOT_CREDIT, 0, &st);
 	if (rc < 0) {
-		struct tg_error e;
 		/* dropped so that the next use rebuilds it from the ledger, credit included */
 		log_warn("live balance not credited; it is rebuilt from the ledger", "%s", req->err.detail);
-		if (hot_balance_forget(req->principal.tenant_id, id, &e) < 0)
-			suspect_wallet(req, id);
+		forget_wallet(req, id);
 		st.reserved = 0;
 	}
 	reload_forget_customer(req->principal.tenant_id, id, false);
@@ -328,45 +317,73 @@ static int credit(struct tg_req *req, const char *id, struct movement *mv)
 	return 0;
 }
 
-static int debit(struct tg_req *req, const char *id, struct movement *mv)
+static int debit(struct tg_req *req, const char *id, const struct movement *m)
 {
-	struct movement m = *mv;
 	struct hot_balance st;
 	json_t *row, *txn;
 	int rc;
 
-	if ((rc = replay(req, id, &m, "debit")) != 0)
-		return rc < 0 ? rc : 0;
+	if ((rc = begin(req, id, m)) < 0)
+		return rc;
+	if ((rc = replay(req, id, m, "debit")) != 0)
+		return back_out(rc < 0 ? rc : 0);
 	/* no wallet, nothing to debit: refused, and no wallet is made for it */
 	if ((rc = store_balance_get(req->principal.tenant_id, id, &row, &req->err)) < 0)
-		return rc;
+		return back_out(rc);
 	if (!row)
-		return tg_fail(&req->err, TG_EBALANCE, "insufficient_balance", "amount",
-			       "customer '%s' has no balance to debit", id);
+		return back_out(tg_fail(&req->err, TG_EBALANCE, "insufficient_balance", "amount",
+					"customer '%s' has no balance to debit", id));
 	json_decref(row);
 	journal_wallet(req, id);
 	/* decided in Redis, atomically against checks and other debits */
-	if ((rc = live(req, id, HOT_DEBIT, m.amount, &st)) < 0)
-		return rc;
+	if ((rc = live(req, id, HOT_DEBIT, m->amount, &st)) < 0)
+		return back_out(rc);
 	if (rc == 0)
-		return tg_fail(&req->err, TG_EBALANCE, "insufficient_balance", "amount",
-			       "the debit would take the available balance below the minimum");
-	if ((rc = write_ledger(req, id, &m, "debit", &row, &txn)) < 0) {
+		return back_out(tg_fail(&req->err, TG_EBALANCE, "insufficient_balance", "amount",
+					"the debit would take the available balance below the minimum"));
+	if ((rc = append(req, id, m, "debit", &row, &txn)) < 0) {
 		struct tg_error e;
 		struct hot_balance back;
+		store_rollback();
 		/* not recorded: give it back */
-		if (hot_balance(req->principal.tenant_id, id, HOT_CREDIT, m.amount, NULL, &back, &e) < 0) {
+		if (hot_balance(req->principal.tenant_id, id, HOT_CREDIT, m->amount, NULL, &back, &e) < 0) {
 			log_warn("debit not given back in Redis; it is rebuilt from the ledger", "%s", e.detail);
-			if (hot_balance_forget(req->principal.tenant_id, id, &e) < 0)
-				suspect_wallet(req, id);
+			forget_wallet(req, id);
 		}
-		if (req->err.err == TG_ECONFLICT && m.key && replay(req, id, &m, "debit") == 1)
+		if (req->err.err == TG_ECONFLICT && m->key && replay(req, id, m, "debit") == 1)
 			return 0;
 		return rc;
 	}
+	/* not given back: if it committed unanswered, the ledger has the debit */
+	if (store_commit(&req->err) < 0)
+		return lost_commit(req, id, row, txn);
 	tg_req_reply(req, 200, tg_json_obj("balance", render(row, st.reserved), "transaction", txn, NULL));
 	json_decref(row);
 	return 0;
+}
+
+/* A credit or debit named by the path, once its body and customer are good. */
+static int movement(struct tg_req *req, int (*op)(struct tg_req *, const char *, const struct movement *))
+{
+	const char *id;
+	struct movement m = {0};
+	int rc;
+
+	if (api_path_id(req, 0, &id) < 0)
+		return api_not_found(req, "customer", req->params[0]);
+	if ((rc = parse_movement(req, &m)) < 0 || (rc = customer_exists(req, id)) < 0)
+		return rc;
+	return op(req, id, &m);
+}
+
+int api_balance_credit(struct tg_req *req)
+{
+	return movement(req, credit);
+}
+
+int api_balance_debit(struct tg_req *req)
+{
+	return movement(req, debit);
 }
 
 int api_balance_transactions(struct tg_req *req)

@@ -1017,6 +1017,48 @@ START_TEST(idempotency_keys_replay_or_conflict)
 }
 END_TEST
 
+/* A movement whose COMMIT fails is not answered 200, and its live balance does not move: with an
+ * idempotency key, the ledger row used to be committed by the key's lock after the live balance had moved
+ * and the 200 had been written, so a failed COMMIT left a 200 for a transaction that does not exist. A
+ * deferred trigger fails this tenant's ledger rows of 13.37 at COMMIT. */
+START_TEST(failed_commit_moves_nothing)
+{
+	struct tenant t = bal_tenant(false);
+	char sql[1024];
+	struct resp r;
+	static const char *const bodies[] = {"{\"amount\":13.37,\"idempotency_key\":\"k1\"}", "{\"amount\":13.37}"};
+
+	customer(&t, "fc", NULL);
+	credit(&t, "fc", "30");
+	snprintf(sql, sizeof(sql),
+		 "CREATE OR REPLACE FUNCTION tg_test_fail_commit() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN "
+		 "IF NEW.tenant_id = ''%s'' AND NEW.amount IN (13.37, -13.37) THEN RAISE EXCEPTION ''refused at COMMIT''; "
+		 "END IF; RETURN NULL; END'; "
+		 "DROP TRIGGER IF EXISTS tg_test_fail_commit ON ledger; "
+		 "CREATE CONSTRAINT TRIGGER tg_test_fail_commit AFTER INSERT ON ledger DEFERRABLE INITIALLY DEFERRED "
+		 "FOR EACH ROW EXECUTE FUNCTION tg_test_fail_commit();",
+		 t.id);
+	free(psql(sql));
+	ck_assert_int_eq(sql_ll("SELECT count(*) FROM pg_trigger WHERE tgname = 'tg_test_fail_commit'"), 1);
+	for (int i = 0; i < 4; i++) {
+		r = call(t.key, "POST", i < 2 ? "/v1/customers/fc/balance/credit" : "/v1/customers/fc/balance/debit",
+			 "%s", bodies[i % 2]);
+		ck_assert_msg(r.status >= 500, "%s %s failed at COMMIT, answered %ld", i < 2 ? "credit" : "debit",
+			      bodies[i % 2], r.status);
+		resp_free(&r);
+		invariant(&t, "fc", MU(30));
+	}
+	ck_assert_int_eq(ledger_rows(&t, "fc", NULL), 1);
+	free(psql("DROP TRIGGER IF EXISTS tg_test_fail_commit ON ledger; DROP FUNCTION IF EXISTS tg_test_fail_commit();"));
+	/* the key was not spent by the failed attempts */
+	r = call(t.key, "POST", "/v1/customers/fc/balance/debit", "%s", bodies[0]);
+	ck_status(r, 200);
+	ck_assert(jmu(r.json, "balance.balance") == MU(16.63));
+	resp_free(&r);
+	invariant(&t, "fc", MU(16.63));
+}
+END_TEST
+
 /* ======== 9. webhook causes ======== */
 
 static void ck_hooks(const struct tenant *t, const char *cust, int low, int depleted, int replenished)
@@ -1435,6 +1477,7 @@ int main(void)
 	tcase_add_test(tc, bad_input_changes_nothing);
 	tcase_add_test(tc, refused_debit_creates_no_wallet);
 	tcase_add_test(tc, idempotency_keys_replay_or_conflict);
+	tcase_add_test(tc, failed_commit_moves_nothing);
 	tcase_add_test(tc, webhook_causes_once_per_crossing);
 	tcase_add_test(tc, new_wallet_settings_fire_no_webhooks);
 	tcase_add_test(tc, deleted_customer_leaves_no_live_balance);

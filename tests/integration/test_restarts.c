@@ -12,6 +12,19 @@
 
 static struct srv S;
 
+/* Every commit waits for a synchronous standby that does not exist, if its transaction asks to (the default is
+ * local): a COMMIT this makes wait has committed locally, and terminating its backend loses only the answer.
+ * (ALTER SYSTEM runs outside a transaction: one psql each.) */
+static void no_standby(bool set)
+{
+	free(psql(set ? "ALTER SYSTEM SET synchronous_standby_names = 'tg_test_nobody'"
+		      : "ALTER SYSTEM RESET synchronous_standby_names"));
+	free(psql(set ? "ALTER SYSTEM SET synchronous_commit = local" : "ALTER SYSTEM RESET synchronous_commit"));
+	free(psql("SELECT pg_reload_conf()"));
+	if (!set)
+		free(psql("DROP TRIGGER IF EXISTS tg_test_sync_commit ON ledger; DROP FUNCTION IF EXISTS tg_test_sync_commit();"));
+}
+
 static void setup(void)
 {
 	srv_start(&S, NULL);
@@ -19,9 +32,10 @@ static void setup(void)
 
 static void teardown(void)
 {
-	/* whatever a failed test left stopped */
+	/* whatever a failed test left stopped or set */
 	service_ctl("start", "postgresql");
 	service_ctl("start", "redis");
+	no_standby(false);
 	srv_stop(&S);
 }
 
@@ -369,6 +383,52 @@ START_TEST(kill9_mid_credit_leaves_no_balance_out)
 }
 END_TEST
 
+/* A credit and a debit whose COMMIT went through while its answer was lost (the connection closed during
+ * it): the server cannot know they committed. It used to take them as failed: the credit never reached
+ * the live balance (short for good) and the debit was given back in Redis (the gate let 3 through that the
+ * ledger had spent). Now the live balance is dropped and rebuilt from the ledger, which holds both. This
+ * tenant's ledger rows ask their COMMIT to wait for the missing standby; the test terminates the backend in
+ * that wait. */
+START_TEST(commit_answer_lost_rebuilds_the_balance)
+{
+	struct tenant t = tenant_new(&S, false);
+	struct inflight c;
+	char sql[1024];
+	static const char *const paths[] = {"/v1/customers/w/balance/credit", "/v1/customers/w/balance/debit"};
+	static const char *const bodies[] = {"{\"amount\":5}", "{\"amount\":3}"};
+	static const double want[] = {15, 12};
+
+	must_post(&S, t.key, "/v1/meters", "{\"id\":\"tokens\",\"event_type\":\"llm\",\"aggregation\":\"sum\","
+		  "\"property\":\"tokens\",\"price\":{\"default\":1}}");
+	must_post(&S, t.key, "/v1/customers", "{\"id\":\"w\"}");
+	must_post(&S, t.key, "/v1/customers/w/balance/credit", "{\"amount\":10}");
+	ck_assert(live_available(&S, t.key, "w") == 10);
+	snprintf(sql, sizeof(sql),
+		 "CREATE OR REPLACE FUNCTION tg_test_sync_commit() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN "
+		 "IF NEW.tenant_id = ''%s'' THEN PERFORM set_config(''synchronous_commit'', ''on'', true); END IF; "
+		 "RETURN NULL; END'; DROP TRIGGER IF EXISTS tg_test_sync_commit ON ledger; "
+		 "CREATE CONSTRAINT TRIGGER tg_test_sync_commit AFTER INSERT ON ledger DEFERRABLE INITIALLY DEFERRED "
+		 "FOR EACH ROW EXECUTE FUNCTION tg_test_sync_commit();",
+		 t.id);
+	free(psql(sql));
+	no_standby(true);
+	ck_assert_int_eq(psql_ll("SELECT count(*) FROM pg_settings WHERE name = 'synchronous_standby_names' AND "
+				 "setting = 'tg_test_nobody'"), 1);
+	for (int i = 0; i < 2; i++) {
+		send_inflight(&c, &S, t.key, paths[i], bodies[i]);
+		wait_count("SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'", 1);
+		free(psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE wait_event = 'SyncRep'"));
+		pthread_join(c.th, NULL);
+		snprintf(sql, sizeof(sql), "SELECT count(*) FROM ledger WHERE tenant_id = '%s'", t.id);
+		ck_assert_int_eq(psql_ll("%s", sql), i + 2); /* committed */
+		double seen = live_available(&S, t.key, "w");
+		ck_assert_msg(seen == want[i], "after a %s whose COMMIT answer was lost the gate sees %g, the ledger %g",
+			      i ? "debit" : "credit", seen, want[i]);
+	}
+	no_standby(false);
+}
+END_TEST
+
 /* An instance killed after a reservation's release committed but before it let the holds go in Redis
  * (held back): the hold stayed on the counter until the period ended. The release notes the counter before
  * its COMMIT; here the reservation was made through S, so only that note lists it in the killed instance's
@@ -444,6 +504,7 @@ int main(void)
 	tcase_add_test(tc, failed_live_update_is_rebuilt);
 	tcase_add_test(tc, kill9_mid_credit_leaves_no_balance_out);
 	tcase_add_test(tc, kill9_mid_release_leaves_no_hold);
+	tcase_add_test(tc, commit_answer_lost_rebuilds_the_balance);
 	suite_add_tcase(s, tc);
 	return run_suite(s);
 }
