@@ -138,8 +138,15 @@ int main(int argc, char **argv)
 		log_error("cannot start the journal thread", "%s", err.message);
 		return 1;
 	}
+	static const struct store_writer_hooks writer_hooks = {
+		.seen = api_seen_ids,
+		.watch = api_watch,
+		.before_commit = api_before_commit,
+		.after_commit = api_after_commit,
+		.lost = api_commit_lost,
+	};
 	if (reload_start() < 0 ||
-	    store_writer_start(tg_cfg.event_batch_max, api_seen_ids, api_watch, api_before_commit, api_after_commit) < 0 ||
+	    store_writer_start(tg_cfg.event_batch_max, &writer_hooks) < 0 ||
 	    (tg_cfg.worker_enabled && duties_start() < 0) ||
 	    (tg_cfg.webhook_workers > 0 && webhooks_start(tg_cfg.webhook_workers) < 0)) {
 		log_error("cannot start the background threads", NULL);

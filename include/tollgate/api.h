@@ -86,6 +86,9 @@ void api_before_commit(struct store_submission **subs, int n);
 /* The writer's after-commit hook: committed usage into the Redis counters, reservations released,
  * committed event ids remembered. */
 void api_after_commit(struct store_submission **subs, int n);
+/* The writer's lost hook (a COMMIT whose outcome is unknown): every live counter the batch moved or would
+ * have moved is dropped once Redis answers (hot_journal_suspect), to be rebuilt from PostgreSQL. */
+void api_commit_lost(struct store_submission **subs, int n);
 
 /* ---- replies ---- */
 /* {"data": rows[0..limit), "has_more": more than limit rows} (steals rows). */

@@ -474,20 +474,27 @@ struct store_submission {
 	void *owner;
 	int rc;                      /* 0 or a negative tg_err with err filled */
 	struct tg_error err;
+	bool lost;                   /* rc < 0 from a COMMIT whose outcome is unknown: it may have committed */
 	void (*run)(void *arg);      /* set: not events, a call to make on the writer thread (store_writer_run) */
 	void *run_arg;
 	struct store_submission *next;
 };
 
-/* seen runs on the writer thread before each batch's transaction: it marks the events whose ids are known
- * to be committed already (event.seen), which then count as duplicates without a statement. watch runs
- * inside the transaction once customers are resolved and ids claimed: it fills the submission's watches.
- * before_commit runs inside the transaction just before its COMMIT (every statement but the last sent).
- * after_commit runs on the writer thread with every committed submission, before their done(). */
-int store_writer_start(int batch_max, void (*seen)(struct store_submission **subs, int n),
-		       void (*watch)(struct store_submission *sub),
-		       void (*before_commit)(struct store_submission **subs, int n),
-		       void (*after_commit)(struct store_submission **subs, int n));
+/* The writer's hooks into the layers above, each on the writer thread. seen runs before each batch's
+ * transaction: it marks the events whose ids are known to be committed already (event.seen), which then
+ * count as duplicates without a statement. watch runs inside the transaction once customers are resolved and
+ * ids claimed: it fills the submission's watches. before_commit runs inside the transaction just before its
+ * COMMIT (every statement but the last sent). after_commit runs with every committed submission, before
+ * their done(). lost runs with every submission of a batch whose COMMIT failed with its outcome unknown (the
+ * connection lost on the way: it may have committed), before their done(), which see submission.lost. */
+struct store_writer_hooks {
+	void (*seen)(struct store_submission **subs, int n);
+	void (*watch)(struct store_submission *sub);
+	void (*before_commit)(struct store_submission **subs, int n);
+	void (*after_commit)(struct store_submission **subs, int n);
+	void (*lost)(struct store_submission **subs, int n);
+};
+int store_writer_start(int batch_max, const struct store_writer_hooks *hooks);
 void store_writer_submit(struct store_submission *s);
 /* When the oldest submission queued or being written was submitted (wall ms), INT64_MAX when none. */
 int64_t store_writer_oldest_ms(void);

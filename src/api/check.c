@@ -729,8 +729,9 @@ static void committed(struct store_submission *sub)
 	struct check *ck = sub->owner;
 	struct tg_error err;
 
-	if (sub->rc < 0) {
-		/* not recorded: take the consumption back out of the live counters, then say so */
+	/* not recorded: take the consumption back out of the live counters, then say so; perhaps recorded (the
+	 * COMMIT lost on the way): its counters are dropped and rebuilt (api_commit_lost), not given back */
+	if (sub->rc < 0 && !sub->lost) {
 		struct hot_balance_delta refund = {ck->hc.bal ? ck->bal.owner : NULL, ck->cost, NULL, ck->bal.mark,
 						   MARK_UNDO_IF_NOT_REBUILT};
 		for (int i = 0; i < ck->n; i++) {
@@ -740,6 +741,8 @@ static void committed(struct store_submission *sub)
 		if (!ck->degraded && hot_apply_usage(ck->hc.tenant_id, ck->cs, ck->n, ck->now, &refund, refund.owner ? 1 : 0,
 						    NULL, 0, &ck->req->arena, &err) < 0)
 			log_warn("could not roll back a check's consumption", "%s", err.detail);
+	}
+	if (sub->rc < 0) {
 		ck->req->err = sub->err;
 		tg_req_reply_error(ck->req);
 	}
@@ -762,13 +765,17 @@ static void reserved(struct store_submission *sub)
 	struct check *ck = sub->owner;
 	struct tg_error err;
 
-	if (sub->rc < 0) {
+	/* perhaps inserted (the COMMIT lost on the way): its holds are rebuilt with the counters (api_commit_lost),
+	 * not let go */
+	if (sub->rc < 0 && !sub->lost) {
 		struct hot_release *rel = tg_arena_alloc(&ck->req->arena, sizeof(*rel) * (size_t)(ck->rsv.nholds + 1));
 		for (int i = 0; i < ck->rsv.nholds; i++)
 			rel[i] = (struct hot_release){ck->rsv.holds[i].key, ck->rsv.holds[i].amount};
 		if (hot_apply_usage(ck->hc.tenant_id, NULL, 0, ck->now, NULL, 0, rel, ck->rsv.nholds, &ck->req->arena,
 				    &err) < 0)
 			log_warn("could not take back a reservation's holds", "%s", err.detail);
+	}
+	if (sub->rc < 0) {
 		ck->req->err = sub->err;
 		tg_req_reply_error(ck->req);
 	}

@@ -250,26 +250,21 @@ void api_watch(struct store_submission *sub)
 	policy_tenant_unref(t);
 }
 
-/* The writer's before-commit hook: every live counter the batch will move once committed goes in this
- * instance's journal first (hot_journal_note), so that if the process dies between the COMMIT and that
- * update, a survivor rebuilds them from PostgreSQL, committed usage included: the quota counters api_watch
- * listed, the live balances of priced events, and the counters of the reservations they settle. */
-void api_before_commit(struct store_submission **subs, int n)
+/* The live counters a batch moves across its COMMIT, in a: the quota counters api_watch listed, the live
+ * balances of priced events, and the counters of the reservations they settle; with applied, also what
+ * consuming and reserving checks moved before it (which they noted themselves when they moved it). */
+static int batch_keys(struct store_submission **subs, int n, bool applied, struct tg_arena *a, const char ***ret)
 {
-	struct tg_arena a;
-	struct tg_error err;
 	const char **keys = NULL;
 	int nk = 0, cap = 0;
 
-	if (!hot_journal_key())
-		return;
-	tg_arena_init(&a);
 	for (int s = 0; s < n; s++) {
 		const struct store_submission *sub = subs[s];
-		int want = nk + sub->njournal + 2 * sub->n;
+		const struct store_reservation *rsv = applied ? sub->reservation : NULL;
+		int want = nk + sub->njournal + 2 * sub->n + (applied ? sub->napplied + 1 : 0) + (rsv ? rsv->nholds : 0);
 		for (int i = 0; i < sub->n; i++)
 			want += sub->events[i].settled ? sub->events[i].settled->nholds : 0;
-		keys = tg_arena_grow(&a, keys, nk, want, &cap, sizeof(*keys));
+		keys = tg_arena_grow(a, keys, nk, want, &cap, sizeof(*keys));
 		for (int i = 0; i < sub->njournal; i++)
 			keys[nk++] = sub->journal[i];
 		for (int i = 0; i < sub->n; i++) {
@@ -277,13 +272,53 @@ void api_before_commit(struct store_submission **subs, int n)
 			if (e->result != STORE_EV_ACCEPTED)
 				continue;
 			if (e->balance_owner && !sub->counters_applied)
-				keys[nk++] = hot_balance_key(&a, sub->tenant_id, e->balance_owner);
+				keys[nk++] = hot_balance_key(a, sub->tenant_id, e->balance_owner);
 			for (int h = 0; e->settled && h < e->settled->nholds; h++)
 				keys[nk++] = e->settled->holds[h].key;
 		}
+		if (applied && sub->counters_applied) {
+			for (int i = 0; i < sub->napplied; i++)
+				if (hot_durable(&sub->applied[i]))
+					keys[nk++] = hot_counter_key(a, sub->tenant_id, &sub->applied[i]);
+			if (sub->applied_balance)
+				keys[nk++] = hot_balance_key(a, sub->tenant_id, sub->applied_balance->owner);
+		}
+		for (int h = 0; rsv && h < rsv->nholds; h++)
+			keys[nk++] = rsv->holds[h].key;
 	}
-	if (nk > 0 && hot_journal_note(keys, nk, false, &err) < 0)
+	*ret = keys;
+	return nk;
+}
+
+/* The writer's before-commit hook: every live counter the batch will move once committed goes in this
+ * instance's journal first (hot_journal_note), so that if the process dies between the COMMIT and that
+ * update, a survivor rebuilds them from PostgreSQL, committed usage included. */
+void api_before_commit(struct store_submission **subs, int n)
+{
+	struct tg_arena a;
+	struct tg_error err;
+	const char **keys;
+	int nk;
+
+	if (!hot_journal_key())
+		return;
+	tg_arena_init(&a);
+	if ((nk = batch_keys(subs, n, false, &a, &keys)) > 0 && hot_journal_note(keys, nk, false, &err) < 0)
 		log_warn("live counters not journaled before a commit", "%s", err.detail);
+	tg_arena_release(&a);
+}
+
+/* The writer's lost hook: the batch may or may not have committed, so neither its live update nor the checks'
+ * give-backs would be right for sure; every counter it touches is dropped and rebuilt from PostgreSQL. */
+void api_commit_lost(struct store_submission **subs, int n)
+{
+	struct tg_arena a;
+	const char **keys;
+	int nk;
+
+	tg_arena_init(&a);
+	if ((nk = batch_keys(subs, n, true, &a, &keys)) > 0)
+		hot_journal_suspect(keys, nk);
 	tg_arena_release(&a);
 }
 

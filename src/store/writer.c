@@ -19,10 +19,7 @@ static struct {
 	bool stopping, running;
 	pthread_t thread;
 	int batch_max;
-	void (*before_commit)(struct store_submission **subs, int n);
-	void (*after_commit)(struct store_submission **subs, int n);
-	void (*seen)(struct store_submission **subs, int n);
-	void (*watch)(struct store_submission *sub);
+	struct store_writer_hooks hooks;
 	struct tg_map months; /* partitions known to exist */
 	struct tg_metric *m_batches, *m_events, *m_failures, *m_duplicates, *m_seen;
 } W = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER, .batch_oldest_ms = INT64_MAX};
@@ -608,9 +605,9 @@ static int write_tenant(const char *tenant, struct store_submission **subs, int 
 			goto out;
 		if ((rc = settle_reservations(tenant, subs, n, err)) < 0)
 			goto out;
-		for (int s = 0; s < n && W.watch; s++)
+		for (int s = 0; s < n && W.hooks.watch; s++)
 			if (strcmp(subs[s]->tenant_id, tenant) == 0)
-				W.watch(subs[s]);
+				W.hooks.watch(subs[s]);
 		rc = fire_watches(tenant, subs, n, a, err);
 	}
 	if (rc == 0)
@@ -643,7 +640,7 @@ static void reset_results(struct store_submission **subs, int n)
 }
 
 /* One transaction for these submissions. */
-static int write_batch(struct store_submission **subs, int n, struct tg_error *err)
+static int write_batch(struct store_submission **subs, int n, bool *lost, struct tg_error *err)
 {
 	struct tg_arena a;
 	int rc;
@@ -662,10 +659,11 @@ static int write_batch(struct store_submission **subs, int n, struct tg_error *e
 		if (!seen)
 			rc = write_tenant(subs[s]->tenant_id, subs, n, &a, err);
 	}
-	if (rc == 0 && W.before_commit)
-		W.before_commit(subs, n);
-	if (rc == 0)
-		rc = store_commit(err);
+	if (rc == 0 && W.hooks.before_commit)
+		W.hooks.before_commit(subs, n);
+	/* a COMMIT sent and left unanswered (the connection lost) may have committed */
+	if (rc == 0 && (rc = store_commit(err)) < 0)
+		*lost = err->err == TG_EUNAVAIL && err->code && strcmp(err->code, "database_unavailable") == 0;
 	if (rc < 0)
 		store_rollback();
 out:
@@ -697,8 +695,8 @@ static void finish(struct store_submission **subs, int n)
 	tg_metric_add(W.m_events, accepted);
 	tg_metric_add(W.m_duplicates, dup);
 	tg_metric_add(W.m_seen, seen);
-	if (W.after_commit)
-		W.after_commit(subs, n);
+	if (W.hooks.after_commit)
+		W.hooks.after_commit(subs, n);
 	for (int s = 0; s < n; s++)
 		subs[s]->done(subs[s]);
 }
@@ -706,12 +704,15 @@ static void finish(struct store_submission **subs, int n)
 static void process(struct store_submission **subs, int n)
 {
 	struct tg_error err;
-	int rc = write_batch(subs, n, &err);
+	bool lost = false;
+	int rc = write_batch(subs, n, &lost, &err);
 
 	tg_metric_add(W.m_batches, 1);
 	if (rc == 0) {
-		for (int s = 0; s < n; s++)
+		for (int s = 0; s < n; s++) {
 			subs[s]->rc = 0;
+			subs[s]->lost = false;
+		}
 		finish(subs, n);
 		return;
 	}
@@ -723,10 +724,16 @@ static void process(struct store_submission **subs, int n)
 			process(&subs[s], 1);
 		return;
 	}
-	log_warn("event batch failed", "%s %s", err.message, err.detail);
+	log_warn(lost ? "event batch COMMIT lost, its outcome unknown" : "event batch failed", "%s %s", err.message,
+		 err.detail);
 	for (int s = 0; s < n; s++) {
 		subs[s]->rc = err.err;
 		subs[s]->err = err;
+		subs[s]->lost = lost;
+	}
+	if (lost && W.hooks.lost)
+		W.hooks.lost(subs, n);
+	for (int s = 0; s < n; s++) {
 		reset_results(&subs[s], 1);
 		subs[s]->done(subs[s]);
 	}
@@ -774,8 +781,8 @@ static void *writer_main(void *arg)
 		if (!W.head)
 			W.tail = &W.head;
 		pthread_mutex_unlock(&W.lock);
-		if (W.seen)
-			W.seen(batch, n);
+		if (W.hooks.seen)
+			W.hooks.seen(batch, n);
 		process(batch, n);
 		pthread_mutex_lock(&W.lock);
 		W.batch_oldest_ms = INT64_MAX;
@@ -786,16 +793,10 @@ static void *writer_main(void *arg)
 	return NULL;
 }
 
-int store_writer_start(int batch_max, void (*seen)(struct store_submission **subs, int n),
-		       void (*watch)(struct store_submission *sub),
-		       void (*before_commit)(struct store_submission **subs, int n),
-		       void (*after_commit)(struct store_submission **subs, int n))
+int store_writer_start(int batch_max, const struct store_writer_hooks *hooks)
 {
 	W.batch_max = batch_max;
-	W.seen = seen;
-	W.watch = watch;
-	W.before_commit = before_commit;
-	W.after_commit = after_commit;
+	W.hooks = *hooks;
 	W.tail = &W.head;
 	W.stopping = false;
 	W.m_batches = tg_counter("tollgate_event_writer_batches_total", "Transactions committed (or tried) by the event writer.", "");

@@ -279,12 +279,13 @@ START_TEST(idempotency_key_timed_out_check_is_not_run_twice)
 {
 	static const char *const quick[] = {"TOLLGATE_REQUEST_TIMEOUT_MS=100", NULL};
 	struct srv s2 = {0};
-	srv_start(&s2, quick);
-	struct tenant t = tenant_new(&s2, false);
-	must_post(&s2, t.key, "/v1/meters", "{\"id\":\"tokens\",\"event_type\":\"llm\",\"aggregation\":\"sum\",\"property\":\"tokens\"}");
-	must_post(&s2, t.key, "/v1/limits", "{\"id\":\"cap\",\"kind\":\"quota\",\"meter\":\"tokens\",\"period\":\"month\",\"limit\":100}");
+	/* set up through S: with a 100 ms timeout, a busy machine times out a configuration write too */
+	struct tenant t = tenant_new(&S, false);
+	must_post(&S, t.key, "/v1/meters", "{\"id\":\"tokens\",\"event_type\":\"llm\",\"aggregation\":\"sum\",\"property\":\"tokens\"}");
+	must_post(&S, t.key, "/v1/limits", "{\"id\":\"cap\",\"kind\":\"quota\",\"meter\":\"tokens\",\"period\":\"month\",\"limit\":100}");
 	const char *body = "{\"customer_id\":\"slow\",\"meter\":\"tokens\",\"amount\":5,\"consume\":true}";
-	expect_status(&s2, "POST", "/v1/check", t.key, "{\"customer_id\":\"slow\",\"meter\":\"tokens\",\"amount\":1,\"consume\":true}", 200);
+	expect_status(&S, "POST", "/v1/check", t.key, "{\"customer_id\":\"slow\",\"meter\":\"tokens\",\"amount\":1,\"consume\":true}", 200);
+	srv_start(&s2, quick);
 
 	/* the customer's rollup row held for 2 s: the event writer waits on it */
 	char where[256];

@@ -14,15 +14,31 @@ static struct srv S;
 
 /* Every commit waits for a synchronous standby that does not exist, if its transaction asks to (the default is
  * local): a COMMIT this makes wait has committed locally, and terminating its backend loses only the answer.
- * (ALTER SYSTEM runs outside a transaction: one psql each.) */
+ * (ALTER SYSTEM runs outside a transaction: one psql each.) Unset, the triggers asking it go too. */
+static const char *const sync_tables[] = {"ledger", "usage_rollups", "reservations"};
+
 static void no_standby(bool set)
 {
 	free(psql(set ? "ALTER SYSTEM SET synchronous_standby_names = 'tg_test_nobody'"
 		      : "ALTER SYSTEM RESET synchronous_standby_names"));
 	free(psql(set ? "ALTER SYSTEM SET synchronous_commit = local" : "ALTER SYSTEM RESET synchronous_commit"));
 	free(psql("SELECT pg_reload_conf()"));
+	/* the reload is asynchronous: a new session shows when the postmaster has read it (and signalled every
+	 * backend to, before their next statement) */
+	for (int i = 0; i < 50 && psql_num("SELECT count(*) FROM pg_settings WHERE name = 'synchronous_standby_names' "
+					   "AND setting = 'tg_test_nobody'") != set; i++)
+		usleep(100 * 1000);
+	if (set)
+		ck_assert_int_eq(psql_ll("SELECT count(*) FROM pg_settings WHERE name = 'synchronous_standby_names' AND "
+					 "setting = 'tg_test_nobody'"), 1);
+	for (size_t i = 0; !set && i < sizeof(sync_tables) / sizeof(sync_tables[0]); i++) {
+		char sql[256];
+		snprintf(sql, sizeof(sql), "DROP TRIGGER IF EXISTS tg_test_sync_commit ON %s", sync_tables[i]);
+		free(psql(sql));
+	}
 	if (!set)
-		free(psql("DROP TRIGGER IF EXISTS tg_test_sync_commit ON ledger; DROP FUNCTION IF EXISTS tg_test_sync_commit();"));
+		free(psql("DROP FUNCTION IF EXISTS tg_test_sync_commit(); DROP TRIGGER IF EXISTS tg_test_sleep_commit ON "
+			  "usage_rollups; DROP FUNCTION IF EXISTS tg_test_sleep_commit();"));
 }
 
 static void setup(void)
@@ -383,6 +399,88 @@ START_TEST(kill9_mid_credit_leaves_no_balance_out)
 }
 END_TEST
 
+/* The tenant's transactions writing table wait at COMMIT for the missing standby (no_standby(true)). */
+static void sync_commit_on(const char *table, const char *tenant)
+{
+	char sql[1024];
+
+	snprintf(sql, sizeof(sql),
+		 "CREATE OR REPLACE FUNCTION tg_test_sync_commit() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN "
+		 "IF NEW.tenant_id = ''%s'' THEN PERFORM set_config(''synchronous_commit'', ''on'', true); END IF; "
+		 "RETURN NULL; END'; DROP TRIGGER IF EXISTS tg_test_sync_commit ON %s; "
+		 "CREATE CONSTRAINT TRIGGER tg_test_sync_commit AFTER INSERT OR UPDATE ON %s DEFERRABLE INITIALLY DEFERRED "
+		 "FOR EACH ROW EXECUTE FUNCTION tg_test_sync_commit();",
+		 tenant, table, table);
+	free(psql(sql));
+	snprintf(sql, sizeof(sql), "SELECT count(*) FROM pg_trigger WHERE tgname = 'tg_test_sync_commit' AND tgrelid = '%s'::regclass", table);
+	ck_assert_int_eq(psql_ll("%s", sql), 1);
+}
+
+/* Send a request through s whose COMMIT then waits (wait_event SyncRep: for the standby, committed;
+ * PgSleep: in a deferred trigger, not yet); terminate the backend there. */
+static void lose_commit(const struct srv *s, const char *key, const char *path, const char *body, const char *wait)
+{
+	struct inflight c;
+	char sql[128];
+
+	send_inflight(&c, s, key, path, body);
+	snprintf(sql, sizeof(sql), "SELECT count(*) FROM pg_stat_activity WHERE wait_event = '%s'", wait);
+	wait_count(sql, 1);
+	snprintf(sql, sizeof(sql), "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE wait_event = '%s'", wait);
+	free(psql(sql));
+	pthread_join(c.th, NULL);
+}
+
+static void lose_commit_answer(const struct srv *s, const char *key, const char *path, const char *body)
+{
+	lose_commit(s, key, path, body, "SyncRep");
+}
+
+/* An event batch whose COMMIT went through while its answer was lost: the writer took it as failed, so a
+ * plain event's usage never reached the live counter (a hard limit short by it until the period ended), a
+ * consuming check's was taken back out again, and a reserving check's hold was let go while its reservation
+ * stood in PostgreSQL. Now every counter such a batch touches is dropped and rebuilt from PostgreSQL. */
+START_TEST(event_commit_answer_lost_rebuilds_the_counters)
+{
+	struct tenant t = quota_tenant(&S);
+	char sql[1024];
+
+	expect_status(&S, "POST", "/v1/events", t.key,
+		      "{\"id\":\"ev-1\",\"customer_id\":\"lc\",\"type\":\"llm\",\"properties\":{\"tokens\":1}}", 200);
+	wait_state(&S, t.key, "lc", "cap", 1, 0, 1000, "the first event");
+	sync_commit_on("usage_rollups", t.id);
+	no_standby(true);
+	lose_commit_answer(&S, t.key, "/v1/events",
+			   "{\"id\":\"ev-2\",\"customer_id\":\"lc\",\"type\":\"llm\",\"properties\":{\"tokens\":5}}");
+	snprintf(sql, sizeof(sql), "SELECT count(*) FROM events WHERE tenant_id = '%s'", t.id);
+	ck_assert_int_eq(psql_ll("%s", sql), 2); /* committed */
+	wait_state(&S, t.key, "lc", "cap", 6, 0, 3000, "after an event whose COMMIT answer was lost");
+	lose_commit_answer(&S, t.key, "/v1/check", "{\"customer_id\":\"lc\",\"meter\":\"tokens\",\"amount\":2,\"consume\":true}");
+	ck_assert_int_eq(psql_ll("%s", sql), 3);
+	wait_state(&S, t.key, "lc", "cap", 8, 0, 3000, "after a consuming check whose COMMIT answer was lost");
+	sync_commit_on("reservations", t.id);
+	lose_commit_answer(&S, t.key, "/v1/check", "{\"customer_id\":\"lc\",\"meter\":\"tokens\",\"amount\":7,\"reserve\":true}");
+	snprintf(sql, sizeof(sql), "SELECT count(*) FROM reservations WHERE tenant_id = '%s'", t.id);
+	ck_assert_int_eq(psql_ll("%s", sql), 1);
+	wait_state(&S, t.key, "lc", "cap", 8, 7, 3000, "after a reserving check whose COMMIT answer was lost");
+	no_standby(false);
+	/* and one lost before it committed (terminated in a deferred trigger's sleep): its usage goes */
+	snprintf(sql, sizeof(sql),
+		 "CREATE OR REPLACE FUNCTION tg_test_sleep_commit() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN "
+		 "IF NEW.tenant_id = ''%s'' THEN PERFORM pg_sleep(10); END IF; RETURN NULL; END'; "
+		 "CREATE CONSTRAINT TRIGGER tg_test_sleep_commit AFTER INSERT OR UPDATE ON usage_rollups "
+		 "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION tg_test_sleep_commit();",
+		 t.id);
+	free(psql(sql));
+	lose_commit(&S, t.key, "/v1/check", "{\"customer_id\":\"lc\",\"meter\":\"tokens\",\"amount\":3,\"consume\":true}",
+		    "PgSleep");
+	free(psql("DROP TRIGGER IF EXISTS tg_test_sleep_commit ON usage_rollups; DROP FUNCTION IF EXISTS tg_test_sleep_commit();"));
+	snprintf(sql, sizeof(sql), "SELECT count(*) FROM events WHERE tenant_id = '%s'", t.id);
+	ck_assert_int_eq(psql_ll("%s", sql), 3); /* not committed */
+	wait_state(&S, t.key, "lc", "cap", 8, 7, 3000, "after a consuming check whose COMMIT was lost before it committed");
+}
+END_TEST
+
 /* A credit and a debit whose COMMIT went through while its answer was lost (the connection closed during
  * it): the server cannot know they committed. It used to take them as failed: the credit never reached
  * the live balance (short for good) and the debit was given back in Redis (the gate let 3 through that the
@@ -392,8 +490,7 @@ END_TEST
 START_TEST(commit_answer_lost_rebuilds_the_balance)
 {
 	struct tenant t = tenant_new(&S, false);
-	struct inflight c;
-	char sql[1024];
+	char sql[256];
 	static const char *const paths[] = {"/v1/customers/w/balance/credit", "/v1/customers/w/balance/debit"};
 	static const char *const bodies[] = {"{\"amount\":5}", "{\"amount\":3}"};
 	static const double want[] = {15, 12};
@@ -403,22 +500,10 @@ START_TEST(commit_answer_lost_rebuilds_the_balance)
 	must_post(&S, t.key, "/v1/customers", "{\"id\":\"w\"}");
 	must_post(&S, t.key, "/v1/customers/w/balance/credit", "{\"amount\":10}");
 	ck_assert(live_available(&S, t.key, "w") == 10);
-	snprintf(sql, sizeof(sql),
-		 "CREATE OR REPLACE FUNCTION tg_test_sync_commit() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN "
-		 "IF NEW.tenant_id = ''%s'' THEN PERFORM set_config(''synchronous_commit'', ''on'', true); END IF; "
-		 "RETURN NULL; END'; DROP TRIGGER IF EXISTS tg_test_sync_commit ON ledger; "
-		 "CREATE CONSTRAINT TRIGGER tg_test_sync_commit AFTER INSERT ON ledger DEFERRABLE INITIALLY DEFERRED "
-		 "FOR EACH ROW EXECUTE FUNCTION tg_test_sync_commit();",
-		 t.id);
-	free(psql(sql));
+	sync_commit_on("ledger", t.id);
 	no_standby(true);
-	ck_assert_int_eq(psql_ll("SELECT count(*) FROM pg_settings WHERE name = 'synchronous_standby_names' AND "
-				 "setting = 'tg_test_nobody'"), 1);
 	for (int i = 0; i < 2; i++) {
-		send_inflight(&c, &S, t.key, paths[i], bodies[i]);
-		wait_count("SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'", 1);
-		free(psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE wait_event = 'SyncRep'"));
-		pthread_join(c.th, NULL);
+		lose_commit_answer(&S, t.key, paths[i], bodies[i]);
 		snprintf(sql, sizeof(sql), "SELECT count(*) FROM ledger WHERE tenant_id = '%s'", t.id);
 		ck_assert_int_eq(psql_ll("%s", sql), i + 2); /* committed */
 		double seen = live_available(&S, t.key, "w");
@@ -505,6 +590,7 @@ int main(void)
 	tcase_add_test(tc, kill9_mid_credit_leaves_no_balance_out);
 	tcase_add_test(tc, kill9_mid_release_leaves_no_hold);
 	tcase_add_test(tc, commit_answer_lost_rebuilds_the_balance);
+	tcase_add_test(tc, event_commit_answer_lost_rebuilds_the_counters);
 	suite_add_tcase(s, tc);
 	return run_suite(s);
 }
