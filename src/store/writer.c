@@ -667,8 +667,9 @@ static int write_batch(struct store_submission **subs, int n, bool *lost, struct
 	if (rc < 0)
 		store_rollback();
 out:
-	/* the customer strings were copied into each submission's own arena below */
-	if (rc == 0) {
+	/* the customer strings were copied into each submission's own arena below (a lost COMMIT's too: the
+	 * lost hook reads the balance owners) */
+	if (rc == 0 || *lost) {
 		for (int s = 0; s < n; s++)
 			for (int k = 0; k < subs[s]->n; k++) {
 				struct store_event *e = &subs[s]->events[k];

@@ -17,20 +17,39 @@ static struct srv S;
  * (ALTER SYSTEM runs outside a transaction: one psql each.) Unset, the triggers asking it go too. */
 static const char *const sync_tables[] = {"ledger", "usage_rollups", "reservations"};
 
+/* Whether a COMMIT asking for the standby waits for it (the checkpointer has read the reload: until then
+ * commits do not wait): one that writes WAL (a transactional WAL message: a temporary table would make the
+ * terminated session wait again as it drops it on exit), given 1.5 s; the session left waiting is
+ * terminated. */
+static bool commit_waits(void)
+{
+	int rc = -1;
+	FILE *p = popen("PGAPPNAME=tg_test_probe PGOPTIONS='-c synchronous_commit=on' timeout 1.5 psql -X -A -t -q "
+			"\"$TOLLGATE_DATABASE_URL\" -c \"SELECT pg_logical_emit_message(true, 'tollgate-test', 'probe')\" "
+			">/dev/null 2>&1; echo $?",
+			"r");
+
+	if (p) {
+		if (fscanf(p, "%d", &rc) != 1)
+			rc = -1;
+		pclose(p);
+	}
+	free(psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'tg_test_probe'"));
+	return rc == 124;
+}
+
 static void no_standby(bool set)
 {
 	free(psql(set ? "ALTER SYSTEM SET synchronous_standby_names = 'tg_test_nobody'"
 		      : "ALTER SYSTEM RESET synchronous_standby_names"));
 	free(psql(set ? "ALTER SYSTEM SET synchronous_commit = local" : "ALTER SYSTEM RESET synchronous_commit"));
 	free(psql("SELECT pg_reload_conf()"));
-	/* the reload is asynchronous: a new session shows when the postmaster has read it (and signalled every
-	 * backend to, before their next statement) */
-	for (int i = 0; i < 50 && psql_num("SELECT count(*) FROM pg_settings WHERE name = 'synchronous_standby_names' "
-					   "AND setting = 'tg_test_nobody'") != set; i++)
+	/* the reload is asynchronous, and a COMMIT waits only once the checkpointer has read it too: until a
+	 * COMMIT asking for the standby does wait (cut short by its statement_timeout, committed locally) */
+	for (int i = 0; set && i < 10 && !commit_waits(); i++)
 		usleep(100 * 1000);
 	if (set)
-		ck_assert_int_eq(psql_ll("SELECT count(*) FROM pg_settings WHERE name = 'synchronous_standby_names' AND "
-					 "setting = 'tg_test_nobody'"), 1);
+		ck_assert_msg(commit_waits(), "a COMMIT asking for the missing standby does not wait for it");
 	for (size_t i = 0; !set && i < sizeof(sync_tables) / sizeof(sync_tables[0]); i++) {
 		char sql[256];
 		snprintf(sql, sizeof(sql), "DROP TRIGGER IF EXISTS tg_test_sync_commit ON %s", sync_tables[i]);
@@ -500,16 +519,30 @@ START_TEST(commit_answer_lost_rebuilds_the_balance)
 	must_post(&S, t.key, "/v1/customers", "{\"id\":\"w\"}");
 	must_post(&S, t.key, "/v1/customers/w/balance/credit", "{\"amount\":10}");
 	ck_assert(live_available(&S, t.key, "w") == 10);
+	must_post(&S, t.key, "/v1/customers", "{\"id\":\"org\"}");
+	must_post(&S, t.key, "/v1/customers", "{\"id\":\"kid\",\"parent_id\":\"org\"}");
+	must_post(&S, t.key, "/v1/customers/org/balance/credit", "{\"amount\":10}");
+	ck_assert(live_available(&S, t.key, "kid") == 10);
 	sync_commit_on("ledger", t.id);
 	no_standby(true);
 	for (int i = 0; i < 2; i++) {
 		lose_commit_answer(&S, t.key, paths[i], bodies[i]);
-		snprintf(sql, sizeof(sql), "SELECT count(*) FROM ledger WHERE tenant_id = '%s'", t.id);
+		snprintf(sql, sizeof(sql), "SELECT count(*) FROM ledger WHERE tenant_id = '%s' AND customer_id = 'w'", t.id);
 		ck_assert_int_eq(psql_ll("%s", sql), i + 2); /* committed */
 		double seen = live_available(&S, t.key, "w");
 		ck_assert_msg(seen == want[i], "after a %s whose COMMIT answer was lost the gate sees %g, the ledger %g",
 			      i ? "debit" : "credit", seen, want[i]);
 	}
+	/* a priced event of an organisation's member (its usage row in the ledger): the organisation's wallet,
+	 * which the writer's lost hook names through the event's balance owner */
+	lose_commit_answer(&S, t.key, "/v1/events",
+			   "{\"id\":\"ev-kid\",\"customer_id\":\"kid\",\"type\":\"llm\",\"properties\":{\"tokens\":4}}");
+	snprintf(sql, sizeof(sql), "SELECT count(*) FROM ledger WHERE tenant_id = '%s' AND customer_id = 'org'", t.id);
+	ck_assert_int_eq(psql_ll("%s", sql), 2); /* committed */
+	double seen = -1;
+	for (int waited = 0; waited <= 3000 && (seen = live_available(&S, t.key, "kid")) != 6; waited += 100)
+		usleep(100 * 1000);
+	ck_assert_msg(seen == 6, "after an event whose COMMIT answer was lost the organisation's gate sees %g, not 6", seen);
 	no_standby(false);
 }
 END_TEST
