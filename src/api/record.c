@@ -399,21 +399,53 @@ void api_seen_ids(struct store_submission **subs, int n)
 }
 
 /* What one batch's submissions of one tenant move in Redis, gathered for one usage.lua call per
- * chunk: one round trip for the batch rather than one per request. */
+ * chunk: one round trip for the batch rather than one per request. The arrays hold one chunk and one
+ * event more at most (they start over after each call), and what planning an event's counters allocates
+ * goes in a scratch arena released at each call: sized for the whole batch's worst case (64 counters an
+ * event), they were tens of megabytes zeroed for every batch of 100-event requests. */
 struct usage_batch {
 	struct policy_counter *cs;
 	struct hot_release *rel;
 	struct hot_balance_delta *bal;
-	int ncs, nrel, nbal, maxcs;
+	int ncs, nrel, nbal, capcs, caprel, capbal;
+	const char *tenant_id;
+	struct policy_tenant *t;
+	struct tg_arena *a;  /* the arrays */
+	struct tg_arena scratch;
 };
 
 #define USAGE_CHUNK 512 /* counters per call at most: one script run must not hold Redis long */
+#define EVENT_COUNTERS_MAX 64
 
-static void usage_add(struct usage_batch *u, const struct policy_tenant *t, const struct store_submission *sub,
-		      struct tg_arena *a)
+/* The rollups already hold this usage: a failure here only delays the counters until they are
+ * rebuilt, it loses nothing. */
+static void usage_flush(struct usage_batch *u)
+{
+	struct tg_error err;
+
+	if (u->ncs + u->nbal + u->nrel > 0 &&
+	    hot_apply_usage(u->tenant_id, u->cs, u->ncs, policy_now(u->t, tg_now_ms()), u->bal, u->nbal, u->rel,
+			    u->nrel, &u->scratch, &err) < 0)
+		log_warn("live counters not updated", "tenant %s: %s", u->tenant_id, err.detail);
+	u->ncs = u->nrel = u->nbal = 0;
+	tg_arena_release(&u->scratch);
+}
+
+/* Room for this many more counters, balance moves and holds (after a call when a chunk is full). */
+static void usage_room(struct usage_batch *u, int cs, int bal, int rel)
+{
+	if (u->ncs + u->nbal + u->nrel >= USAGE_CHUNK)
+		usage_flush(u);
+	u->cs = tg_arena_grow(u->a, u->cs, u->ncs, u->ncs + cs, &u->capcs, sizeof(*u->cs));
+	u->bal = tg_arena_grow(u->a, u->bal, u->nbal, u->nbal + bal, &u->capbal, sizeof(*u->bal));
+	u->rel = tg_arena_grow(u->a, u->rel, u->nrel, u->nrel + rel, &u->caprel, sizeof(*u->rel));
+}
+
+static void usage_add(struct usage_batch *u, const struct store_submission *sub)
 {
 	/* a consuming check's quota usage is in Redis already: again only where a rebuild lost it */
-	for (int i = 0; sub->counters_applied && i < sub->napplied && u->ncs < u->maxcs; i++) {
+	usage_room(u, sub->counters_applied ? sub->napplied : 0, 1, 0);
+	for (int i = 0; sub->counters_applied && i < sub->napplied; i++) {
 		const struct policy_counter *c = &sub->applied[i];
 		if (!c->subject || !c->consume || c->limit->kind != POLICY_QUOTA || c->amount == 0)
 			continue;
@@ -428,8 +460,9 @@ static void usage_add(struct usage_batch *u, const struct policy_tenant *t, cons
 		const struct store_event *e = &sub->events[i];
 		if (e->result != STORE_EV_ACCEPTED)
 			continue;
+		usage_room(u, sub->counters_applied ? 0 : EVENT_COUNTERS_MAX, 2, e->settled ? e->settled->nholds : 0);
 		if (!sub->counters_applied) {
-			u->ncs += event_counters(t, e, a, u->cs + u->ncs, u->maxcs - u->ncs);
+			u->ncs += event_counters(u->t, e, &u->scratch, u->cs + u->ncs, EVENT_COUNTERS_MAX);
 			if (e->balance_owner) {
 				u->bal[u->nbal].owner = e->balance_owner;
 				u->bal[u->nbal].amount = -e->cost;
@@ -452,63 +485,32 @@ static void usage_add(struct usage_batch *u, const struct policy_tenant *t, cons
 	}
 }
 
-/* The rollups already hold this usage: a failure here only delays the counters until they are
- * rebuilt, it loses nothing. */
-static void usage_flush(struct usage_batch *u, const char *tenant_id, const struct policy_tenant *t,
-			struct tg_arena *a)
-{
-	struct tg_error err;
-
-	if (hot_apply_usage(tenant_id, u->cs, u->ncs, policy_now(t, tg_now_ms()), u->bal, u->nbal, u->rel, u->nrel, a,
-			    &err) < 0)
-		log_warn("live counters not updated", "tenant %s: %s", tenant_id, err.detail);
-	u->cs += u->ncs;
-	u->rel += u->nrel;
-	u->bal += u->nbal;
-	u->maxcs -= u->ncs;
-	u->ncs = u->nrel = u->nbal = 0;
-}
-
 void api_after_commit(struct store_submission **subs, int n)
 {
 	bool *seen = tg_calloc((size_t)n + 1, sizeof(*seen));
 
 	for (int s = 0; s < n; s++) {
-		const char *tenant_id = subs[s]->tenant_id;
-		struct usage_batch u = {0};
-		struct policy_tenant *t;
 		struct tg_arena a;
-		int maxrel = 0, maxbal = 0;
+		struct usage_batch u = {.tenant_id = subs[s]->tenant_id, .a = &a};
 
 		if (seen[s] || subs[s]->rc < 0)
 			continue;
-		t = policy_registry_get(tenant_id);
+		if (!(u.t = policy_registry_get(u.tenant_id))) {
+			for (int k = s; k < n; k++)
+				seen[k] = seen[k] || strcmp(subs[k]->tenant_id, u.tenant_id) == 0;
+			continue;
+		}
+		tg_arena_init(&a);
+		tg_arena_init(&u.scratch);
 		for (int k = s; k < n; k++) {
-			if (seen[k] || subs[k]->rc < 0 || strcmp(subs[k]->tenant_id, tenant_id) != 0)
+			if (seen[k] || subs[k]->rc < 0 || strcmp(subs[k]->tenant_id, u.tenant_id) != 0)
 				continue;
 			seen[k] = true;
-			u.maxcs += 64 * (subs[k]->n + 1) + subs[k]->napplied;
-			maxbal += 2 * subs[k]->n + 1;
-			for (int i = 0; i < subs[k]->n; i++)
-				maxrel += subs[k]->events[i].settled ? subs[k]->events[i].settled->nholds : 0;
+			usage_add(&u, subs[k]);
 		}
-		if (!t)
-			continue;
-		tg_arena_init(&a);
-		u.cs = tg_arena_alloc(&a, sizeof(*u.cs) * (size_t)u.maxcs);
-		u.rel = tg_arena_alloc(&a, sizeof(*u.rel) * (size_t)(maxrel + 1));
-		u.bal = tg_arena_alloc(&a, sizeof(*u.bal) * (size_t)(maxbal + 1));
-		for (int k = s; k < n; k++) {
-			if (subs[k]->rc < 0 || strcmp(subs[k]->tenant_id, tenant_id) != 0)
-				continue;
-			usage_add(&u, t, subs[k], &a);
-			if (u.ncs + u.nbal + u.nrel >= USAGE_CHUNK)
-				usage_flush(&u, tenant_id, t, &a);
-		}
-		if (u.ncs + u.nbal + u.nrel > 0)
-			usage_flush(&u, tenant_id, t, &a);
+		usage_flush(&u);
 		tg_arena_release(&a);
-		policy_tenant_unref(t);
+		policy_tenant_unref(u.t);
 	}
 	free(seen);
 	seen_ids(subs, n, true);
