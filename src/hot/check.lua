@@ -97,9 +97,7 @@ end
 local function values(s)
   local kind = s.kind
   local a, b, c = 0, 0, 0
-  if kind == 5 then
-    a, b, c = s.code, s.calls, s.spent
-  elseif kind == 6 then
+  if kind == 6 then
     a, b, c = s.B, s.R, s.M
   elseif kind == 3 then
     -- when the oldest entries leave the window, and when enough have left for this amount
@@ -215,8 +213,9 @@ local function one(gflags, n, pos)
       elseif mdur > 0 and first and now - first > mdur then code = 4
       elseif mcost > 0 and spent + amt > mcost then code = 5
       end
+      -- ttl: the workflow's expiry once written, twice its duration and at least a minute (no C call)
       s = {kind = 5, f = f, fits = code == 0, amt = amt, dupf = dupf, calls = calls, dups = dups, first = first,
-           spent = spent, code = code, ttl = math.max(2 * mdur, 60000)}
+           spent = spent, code = code, ttl = mdur < 30000 and 60000 or 2 * mdur}
     elseif kind == 6 then
       local ah, al, has, bh, bl, mh, ml, rh, rl
       f, ah, al, has, pos = U('<Bi8i8B', blob, pos + 1)
@@ -365,10 +364,11 @@ local function one(gflags, n, pos)
   for i = 1, n do
     local s = st[i]
     local kind, a, b, c = s.kind
-    -- the two usual kinds inline: a token bucket sends its level only, the server derives the rest
+    -- the usual kinds inline: a token bucket sends its level only, the server derives the rest
     -- (a quota's mark is read only when it is consumed: the server needs it then only)
     if kind == 1 then a, b, c = s.U, s.R, s.mark or 0
     elseif kind == 2 then a, b, c = s.l, 0, 0
+    elseif kind == 5 then a, b, c = s.code, s.calls, s.spent
     else a, b, c = values(s) end
     if check and (type(a) == 'table' or type(b) == 'table' or type(c) == 'table') then wide = true end
     rv[k + 1], rv[k + 2], rv[k + 3], rv[k + 4] = s.fits and 1 or 0, a, b, c
