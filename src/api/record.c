@@ -159,7 +159,9 @@ static int event_dims(const struct store_event *e, struct policy_dim *dims, json
 }
 
 /* Counters one committed event moves: its meters' quotas for the customer, organisation and platform,
- * in the periods its timestamp falls in. */
+ * in the periods its timestamp falls in (at most as many as a check's plan holds). */
+#define EVENT_COUNTERS_MAX 256
+
 static int event_counters(const struct policy_tenant *t, const struct store_event *e, struct tg_arena *a,
 			  struct policy_counter *out, int max)
 {
@@ -208,12 +210,12 @@ void api_watch(struct store_submission *sub)
 		return;
 	for (int i = 0; i < sub->n; i++) {
 		struct store_event *e = &sub->events[i];
-		struct policy_counter cs[64];
+		struct policy_counter cs[EVENT_COUNTERS_MAX];
 		int n;
 
 		if (e->result != STORE_EV_ACCEPTED)
 			continue;
-		n = event_counters(t, e, a, cs, 64);
+		n = event_counters(t, e, a, cs, EVENT_COUNTERS_MAX);
 		/* the live counters it moves after the COMMIT, for api_before_commit (a consuming check's were
 		 * noted when it moved them) */
 		if (!sub->counters_applied && n > 0) {
@@ -400,9 +402,10 @@ void api_seen_ids(struct store_submission **subs, int n)
 
 /* What one batch's submissions of one tenant move in Redis, gathered for one usage.lua call per
  * chunk: one round trip for the batch rather than one per request. The arrays hold one chunk and one
- * event more at most (they start over after each call), and what planning an event's counters allocates
- * goes in a scratch arena released at each call: sized for the whole batch's worst case (64 counters an
- * event), they were tens of megabytes zeroed for every batch of 100-event requests. */
+ * event more at most (they start over after each call: every entry is written whole), and what planning
+ * an event's counters allocates goes in a scratch arena released at each call. Sized for the whole batch's
+ * worst case (64 counters an event, as it was), they were tens of megabytes zeroed for every batch of
+ * 100-event requests. */
 struct usage_batch {
 	struct policy_counter *cs;
 	struct hot_release *rel;
@@ -415,7 +418,6 @@ struct usage_batch {
 };
 
 #define USAGE_CHUNK 512 /* counters per call at most: one script run must not hold Redis long */
-#define EVENT_COUNTERS_MAX 64
 
 /* The rollups already hold this usage: a failure here only delays the counters until they are
  * rebuilt, it loses nothing. */
@@ -463,25 +465,17 @@ static void usage_add(struct usage_batch *u, const struct store_submission *sub)
 		usage_room(u, sub->counters_applied ? 0 : EVENT_COUNTERS_MAX, 2, e->settled ? e->settled->nholds : 0);
 		if (!sub->counters_applied) {
 			u->ncs += event_counters(u->t, e, &u->scratch, u->cs + u->ncs, EVENT_COUNTERS_MAX);
-			if (e->balance_owner) {
-				u->bal[u->nbal].owner = e->balance_owner;
-				u->bal[u->nbal].amount = -e->cost;
-				u->nbal++;
-			}
-			if (e->workflow_id && e->cost) {
-				/* max_cost counts what a workflow's events cost */
-				u->bal[u->nbal].workflow_id = e->workflow_id;
-				u->bal[u->nbal].amount = e->cost;
-				u->nbal++;
-			}
+			/* whole structs: the arrays start over after each call, so a slot may hold an older entry */
+			if (e->balance_owner)
+				u->bal[u->nbal++] = (struct hot_balance_delta){.owner = e->balance_owner, .amount = -e->cost};
+			/* max_cost counts what a workflow's events cost */
+			if (e->workflow_id && e->cost)
+				u->bal[u->nbal++] = (struct hot_balance_delta){.workflow_id = e->workflow_id, .amount = e->cost};
 		}
 		/* the reservation it settled: its holds go, wherever they are (its owner's counters and
 		 * wallet, not necessarily this customer's) */
-		for (int h = 0; e->settled && h < e->settled->nholds; h++) {
-			u->rel[u->nrel].key = e->settled->holds[h].key;
-			u->rel[u->nrel].amount = e->settled->holds[h].amount;
-			u->nrel++;
-		}
+		for (int h = 0; e->settled && h < e->settled->nholds; h++)
+			u->rel[u->nrel++] = (struct hot_release){e->settled->holds[h].key, e->settled->holds[h].amount};
 	}
 }
 

@@ -1059,6 +1059,32 @@ START_TEST(failed_commit_moves_nothing)
 }
 END_TEST
 
+/* One request of 600 priced events, the first 300 of a workflow: the writer moves the live balance in calls of
+ * 512 entries (an event of a workflow adds two: the wallet and the workflow's spend), reusing its arrays
+ * after each call. A reused slot once kept an older entry's workflow id, and a wallet debit went to that
+ * workflow instead: the gate then saw more money than the ledger. */
+START_TEST(large_batch_moves_the_wallet_exactly)
+{
+	struct tenant t = bal_tenant(false);
+	char *body = malloc(600 * 128 + 64);
+	size_t len = 0;
+
+	customer(&t, "big", NULL);
+	credit(&t, "big", "1000");
+	len += (size_t)sprintf(body + len, "{\"events\":[");
+	for (int i = 0; i < 600; i++)
+		len += (size_t)sprintf(body + len, "%s{\"id\":\"lb-%d\",\"customer_id\":\"big\",\"type\":\"unit\","
+				       "\"properties\":{\"n\":1}%s}",
+				       i ? "," : "", i, i < 300 ? ",\"workflow_id\":\"wf-big\"" : "");
+	sprintf(body + len, "]}");
+	struct resp r = call(t.key, "POST", "/v1/events", "%s", body);
+	ck_assert_msg(r.status == 200 && jint(r.json, "accepted") == 600, "600 events: %ld %s", r.status, r.body);
+	resp_free(&r);
+	free(body);
+	invariant(&t, "big", MU(400));
+}
+END_TEST
+
 /* ======== 9. webhook causes ======== */
 
 static void ck_hooks(const struct tenant *t, const char *cust, int low, int depleted, int replenished)
@@ -1478,6 +1504,7 @@ int main(void)
 	tcase_add_test(tc, refused_debit_creates_no_wallet);
 	tcase_add_test(tc, idempotency_keys_replay_or_conflict);
 	tcase_add_test(tc, failed_commit_moves_nothing);
+	tcase_add_test(tc, large_batch_moves_the_wallet_exactly);
 	tcase_add_test(tc, webhook_causes_once_per_crossing);
 	tcase_add_test(tc, new_wallet_settings_fire_no_webhooks);
 	tcase_add_test(tc, deleted_customer_leaves_no_live_balance);
