@@ -274,10 +274,16 @@ void store_array_add(struct store_array *a, const char *s)
 		return;
 	}
 	tg_buf_addc(&a->b, '"');
-	for (; *s; s++) {
-		if (*s == '"' || *s == '\\')
-			tg_buf_addc(&a->b, '\\');
-		tg_buf_addc(&a->b, *s);
+	/* runs without a quote or a backslash go in at once, not a call per character (the event writer builds
+	 * every column of its batches this way); each of those two is escaped */
+	for (;;) {
+		size_t run = strcspn(s, "\"\\");
+		tg_buf_add(&a->b, s, run);
+		if (!s[run])
+			break;
+		tg_buf_addc(&a->b, '\\');
+		tg_buf_addc(&a->b, s[run]);
+		s += run + 1;
 	}
 	tg_buf_addc(&a->b, '"');
 }

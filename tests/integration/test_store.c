@@ -69,6 +69,38 @@ static void defer_insert(int v)
 	ck_assert_int_eq(store_defer(&q_insert, p, &err), 0);
 }
 
+/* A text array built by store_array_add reaches PostgreSQL element for element: quotes, backslashes,
+ * commas, braces, spaces, "NULL" as text, an empty string, a real NULL, and runs between them. */
+START_TEST(array_literal_round_trips)
+{
+	static struct store_stmt q_unnest = STORE_STMT(
+		"SELECT ord::int AS i, v, v IS NULL AS isnull FROM unnest($1::text[]) WITH ORDINALITY AS u(v, ord) ORDER BY ord", 1);
+	static const char *const vals[] = {"plain", "a\"b", "back\\slash", "\\\"\\\\\"", "with, comma", "{brace}",
+					   "  spaced  ", "NULL", "", "ünïcode ✓", "end\"", "\"start", NULL, "x"};
+	const size_t n = sizeof(vals) / sizeof(vals[0]);
+	struct store_array arr = {0};
+	struct tg_error err;
+	json_t *rows = NULL;
+
+	for (size_t i = 0; i < n; i++)
+		store_array_add(&arr, vals[i]);
+	const char *p[] = {store_array_text(&arr)};
+	ck_assert_int_eq(store_exec(&q_unnest, p, &rows, &err), 0);
+	store_array_release(&arr);
+	ck_assert_int_eq(json_array_size(rows), n);
+	for (size_t i = 0; i < n; i++) {
+		json_t *row = json_array_get(rows, i);
+		const char *v = json_string_value(json_object_get(row, "v"));
+		if (!vals[i])
+			ck_assert_msg(!v, "element %zu: NULL came back as '%s'", i, v);
+		else
+			ck_assert_msg(v && strcmp(v, vals[i]) == 0, "element %zu: '%s' came back as '%s'", i, vals[i],
+				      v ? v : "(null)");
+	}
+	json_decref(rows);
+}
+END_TEST
+
 START_TEST(deferred_run_in_order_before_the_next_statement)
 {
 	struct tg_error err;
@@ -761,6 +793,7 @@ int main(void)
 	TCase *tc = tcase_create("pipeline");
 
 	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, array_literal_round_trips);
 	tcase_add_test(tc, deferred_run_in_order_before_the_next_statement);
 	tcase_add_test(tc, deferred_error_reported_by_the_next_statement);
 	tcase_add_test(tc, deferred_error_reported_by_commit);
