@@ -462,9 +462,16 @@ static void usage_add(struct usage_batch *u, const struct store_submission *sub)
 		const struct store_event *e = &sub->events[i];
 		if (e->result != STORE_EV_ACCEPTED)
 			continue;
-		usage_room(u, sub->counters_applied ? 0 : EVENT_COUNTERS_MAX, 2, e->settled ? e->settled->nholds : 0);
+		usage_room(u, 0, 2, e->settled ? e->settled->nholds : 0);
 		if (!sub->counters_applied) {
-			u->ncs += event_counters(u->t, e, &u->scratch, u->cs + u->ncs, EVENT_COUNTERS_MAX);
+			/* planned on the stack, then room for what it came to (not the most it could be) */
+			struct policy_counter cs[EVENT_COUNTERS_MAX];
+			int m = event_counters(u->t, e, &u->scratch, cs, EVENT_COUNTERS_MAX);
+			if (m > 0) {
+				u->cs = tg_arena_grow(u->a, u->cs, u->ncs, u->ncs + m, &u->capcs, sizeof(*u->cs));
+				memcpy(u->cs + u->ncs, cs, sizeof(*cs) * (size_t)m);
+				u->ncs += m;
+			}
 			/* whole structs: the arrays start over after each call, so a slot may hold an older entry */
 			if (e->balance_owner)
 				u->bal[u->nbal++] = (struct hot_balance_delta){.owner = e->balance_owner, .amount = -e->cost};
