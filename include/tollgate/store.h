@@ -403,6 +403,11 @@ struct store_event {
 	const char *balance_owner;   /* who paid for it (the customer or its organisation), NULL when nobody */
 	tg_fixed cost;               /* what it cost */
 	struct store_reservation *settled; /* the reservation it named, when still active: its holds go */
+	/* set by the watch hook: the quota counters it moves, as planned on the submission's planned_gen
+	 * snapshot (in the submission's arena); the live update after the commit reuses them while that
+	 * snapshot is current */
+	struct policy_counter *planned;
+	int nplanned;
 };
 
 /* An amount a reservation holds on a Redis key (a quota counter, or a live balance). */
@@ -463,6 +468,7 @@ struct store_submission {
 	int nnotices;
 	bool auto_create;
 	bool counters_applied;       /* a consuming check already moved the Redis counters */
+	uint64_t planned_gen;        /* the tenant snapshot the events' planned counters come from, 0: none */
 	struct policy_counter *applied; /* those counters, for the hook (see policy_counter.mark) */
 	int napplied;
 	const struct hot_balance *applied_balance; /* and the live balance it debited, if any */

@@ -206,6 +206,11 @@ void api_watch(struct store_submission *sub)
 	sub->nwatches = 0;
 	sub->journal = NULL;
 	sub->njournal = 0;
+	sub->planned_gen = 0;
+	for (int i = 0; i < sub->n; i++) {
+		sub->events[i].planned = NULL;
+		sub->events[i].nplanned = 0;
+	}
 	if (!t)
 		return;
 	for (int i = 0; i < sub->n; i++) {
@@ -216,6 +221,16 @@ void api_watch(struct store_submission *sub)
 		if (e->result != STORE_EV_ACCEPTED)
 			continue;
 		n = event_counters(t, e, a, cs, EVENT_COUNTERS_MAX);
+		/* kept for the live update after the commit (planning each event again there cost ~7% of the
+		 * server in batches of events); a subject may be the batch's copy of an organisation's id, which
+		 * goes with the batch, so each is copied here */
+		if (n > 0) {
+			e->planned = tg_arena_alloc(a, sizeof(*e->planned) * (size_t)n);
+			memcpy(e->planned, cs, sizeof(*cs) * (size_t)n);
+			for (int k = 0; k < n; k++)
+				e->planned[k].subject = tg_arena_strdup(a, cs[k].subject);
+			e->nplanned = n;
+		}
 		/* the live counters it moves after the COMMIT, for api_before_commit (a consuming check's were
 		 * noted when it moved them) */
 		if (!sub->counters_applied && n > 0) {
@@ -249,6 +264,7 @@ void api_watch(struct store_submission *sub)
 			w->enforcement = policy_enforcement_names[l->enforcement];
 		}
 	}
+	sub->planned_gen = t->generation;
 	policy_tenant_unref(t);
 }
 
@@ -464,12 +480,18 @@ static void usage_add(struct usage_batch *u, const struct store_submission *sub)
 			continue;
 		usage_room(u, 0, 2, e->settled ? e->settled->nholds : 0);
 		if (!sub->counters_applied) {
-			/* planned on the stack, then room for what it came to (not the most it could be) */
+			/* as the watch planned them while that snapshot is current (its limits are alive: u->t is
+			 * it), else planned again on the stack; then room for what they came to */
 			struct policy_counter cs[EVENT_COUNTERS_MAX];
-			int m = event_counters(u->t, e, &u->scratch, cs, EVENT_COUNTERS_MAX);
+			const struct policy_counter *from = e->planned;
+			int m = e->nplanned;
+			if (sub->planned_gen != u->t->generation) {
+				m = event_counters(u->t, e, &u->scratch, cs, EVENT_COUNTERS_MAX);
+				from = cs;
+			}
 			if (m > 0) {
 				u->cs = tg_arena_grow(u->a, u->cs, u->ncs, u->ncs + m, &u->capcs, sizeof(*u->cs));
-				memcpy(u->cs + u->ncs, cs, sizeof(*cs) * (size_t)m);
+				memcpy(u->cs + u->ncs, from, sizeof(*from) * (size_t)m);
 				u->ncs += m;
 			}
 			/* whole structs: the arrays start over after each call, so a slot may hold an older entry */
