@@ -681,7 +681,7 @@ bool store_in_transaction(void)
 
 const char *store_i64(int64_t v, char *buf)
 {
-	snprintf(buf, STORE_I64_BUFSZ, "%lld", (long long)v);
+	tg_fmt_i64(v, buf); /* not snprintf: the writer formats several per event */
 	return buf;
 }
 

@@ -124,11 +124,31 @@ static int ensure_partitions(struct store_submission **subs, int n, struct tg_er
 	return 0;
 }
 
+/* subject, meter, hour and dimensions joined by 0x1f (the unit separator; no printf: three per event) */
+static char *rollup_key(struct tg_arena *a, const char *subject, const char *meter, int64_t hour, const char *dims)
+{
+	char h[TG_I64_BUFSZ];
+	size_t ls = strlen(subject), lm = strlen(meter), lh = tg_fmt_i64(hour, h), ld = strlen(dims);
+	char *key = tg_arena_alloc(a, ls + lm + lh + ld + 4), *p = key;
+
+	memcpy(p, subject, ls);
+	p += ls;
+	*p++ = '\x1f';
+	memcpy(p, meter, lm);
+	p += lm;
+	*p++ = '\x1f';
+	memcpy(p, h, lh);
+	p += lh;
+	*p++ = '\x1f';
+	memcpy(p, dims, ld + 1);
+	return key;
+}
+
 static void rollup_add(struct tg_map *agg, struct tg_arena *a, const char *subject, const struct store_event *e,
 		       const struct store_contrib *c)
 {
 	int64_t hour = (e->ts_ms >= 0 ? e->ts_ms / HOUR_MS : (e->ts_ms - HOUR_MS + 1) / HOUR_MS) * HOUR_MS;
-	char *key = tg_arena_printf(a, "%s\x1f%s\x1f%lld\x1f%s", subject, c->meter_id, (long long)hour, c->dims_json);
+	char *key = rollup_key(a, subject, c->meter_id, hour, c->dims_json);
 	struct rollup *r = tg_map_get(agg, key);
 
 	if (!r) {
