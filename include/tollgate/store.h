@@ -77,6 +77,13 @@ int store_exec_raw(const char *sql, struct tg_error *err);
 int store_defer(struct store_stmt *st, const char *const *params, struct tg_error *err);
 /* The SQLSTATE of the last error on this thread ("" if none). */
 const char *store_last_sqlstate(void);
+/* The PostgreSQL backend of this thread's connection (its pid), 0 when there is none. */
+int store_backend_pid(void);
+/* After a COMMIT whose answer was lost: wait (at most max_ms) until that backend, seen from a new
+ * connection, is no longer running a statement (gone, or idle: the COMMIT's outcome is settled and
+ * visible to others), so that what is rebuilt from PostgreSQL afterwards includes it if it committed.
+ * The network to PostgreSQL may break while its backend is still committing. */
+void store_wait_settled(int pid, int max_ms);
 
 /* migrations/NNNN_name.sql, compiled into the binary (generated migrations.c), in order. */
 extern const struct tg_embedded store_migrations[];

@@ -263,11 +263,13 @@ static void forget_wallet(struct tg_req *req, const char *id)
 		suspect_wallet(req, id);
 }
 
-/* The movement's COMMIT failed: for all we know it may have committed. */
-static int lost_commit(struct tg_req *req, const char *id, json_t *row, json_t *txn)
+/* The movement's COMMIT failed: for all we know it may have committed. Its backend (pid) is waited for
+ * if still committing (the network broke, not PostgreSQL), so that the rebuild sees the outcome. */
+static int lost_commit(struct tg_req *req, const char *id, int pid, json_t *row, json_t *txn)
 {
 	log_warn("ledger COMMIT failed, its outcome unknown; the live balance is rebuilt from the ledger", "%s",
 		 req->err.detail);
+	store_wait_settled(pid, 10000);
 	forget_wallet(req, id);
 	json_decref(row);
 	json_decref(txn);
@@ -299,8 +301,9 @@ static int credit(struct tg_req *req, const char *id, const struct movement *m)
 			return 0;
 		return rc;
 	}
+	int pid = store_backend_pid();
 	if (store_commit(&req->err) < 0)
-		return lost_commit(req, id, row, txn);
+		return lost_commit(req, id, pid, row, txn);
 	/* committed: the next check sees it (a missing live balance is rebuilt with it included) */
 	rc = hot_balance(req->principal.tenant_id, id, HOT_CREDIT, m->amount, NULL, &st, &req->err);
 	if (rc == HOT_BALANCE_MISSING)
@@ -355,8 +358,9 @@ static int debit(struct tg_req *req, const char *id, const struct movement *m)
 		return rc;
 	}
 	/* not given back: if it committed unanswered, the ledger has the debit */
+	int pid = store_backend_pid();
 	if (store_commit(&req->err) < 0)
-		return lost_commit(req, id, row, txn);
+		return lost_commit(req, id, pid, row, txn);
 	tg_req_reply(req, 200, tg_json_obj("balance", render(row, st.reserved), "transaction", txn, NULL));
 	json_decref(row);
 	return 0;

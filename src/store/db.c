@@ -233,6 +233,38 @@ bool store_ping(struct tg_error *err)
 	return store_exec_raw("SELECT 1", err) == 0;
 }
 
+int store_backend_pid(void)
+{
+	return tls && tls->pg && PQstatus(tls->pg) == CONNECTION_OK ? PQbackendPID(tls->pg) : 0;
+}
+
+static struct store_stmt q_running = STORE_STMT(
+	"SELECT count(*)::text AS n FROM pg_stat_activity WHERE pid = $1::integer AND state = 'active'", 1);
+
+void store_wait_settled(int pid, int max_ms)
+{
+	char buf[STORE_I64_BUFSZ];
+	const char *p[] = {store_i64(pid, buf)};
+	int64_t until = tg_mono_us() + (int64_t)max_ms * 1000;
+	struct tg_error err;
+
+	if (pid <= 0)
+		return;
+	for (;;) {
+		json_t *row = NULL;
+		int rc = store_exec1(&q_running, p, &row, &err);
+		bool running = rc < 0 || (row && strcmp(store_str(row, "n"), "0") != 0);
+		json_decref(row);
+		if (!running)
+			return;
+		if (tg_mono_us() >= until) {
+			log_warn("the backend of a lost COMMIT still runs; rebuilding its counters anyway", "pid %d", pid);
+			return;
+		}
+		tg_wait_ms(50);
+	}
+}
+
 const char *store_last_sqlstate(void)
 {
 	return tls ? tls->sqlstate : "";

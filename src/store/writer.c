@@ -24,6 +24,8 @@ static struct {
 	struct tg_metric *m_batches, *m_events, *m_failures, *m_duplicates, *m_seen;
 } W = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER, .batch_oldest_ms = INT64_MAX};
 
+#define LOST_SETTLE_MS 30000 /* how long a lost COMMIT's backend may still run before its counters go */
+
 static struct store_stmt q_partition = STORE_STMT("SELECT tg_ensure_events_partition(tg_ms($1::bigint))", 1);
 /* One primary-key probe per wanted id, whatever the statistics say and whatever the table's size when the
  * plan was made. Written as "c.id = ANY($2)" (or as a join with the array), a tenant whose customers were
@@ -660,7 +662,7 @@ static void reset_results(struct store_submission **subs, int n)
 }
 
 /* One transaction for these submissions. */
-static int write_batch(struct store_submission **subs, int n, bool *lost, struct tg_error *err)
+static int write_batch(struct store_submission **subs, int n, bool *lost, int *lost_pid, struct tg_error *err)
 {
 	struct tg_arena a;
 	int rc;
@@ -682,8 +684,11 @@ static int write_batch(struct store_submission **subs, int n, bool *lost, struct
 	if (rc == 0 && W.hooks.before_commit)
 		W.hooks.before_commit(subs, n);
 	/* a COMMIT sent and left unanswered (the connection lost) may have committed */
-	if (rc == 0 && (rc = store_commit(err)) < 0)
-		*lost = err->err == TG_EUNAVAIL && err->code && strcmp(err->code, "database_unavailable") == 0;
+	if (rc == 0) {
+		*lost_pid = store_backend_pid();
+		if ((rc = store_commit(err)) < 0)
+			*lost = err->err == TG_EUNAVAIL && err->code && strcmp(err->code, "database_unavailable") == 0;
+	}
 	if (rc < 0)
 		store_rollback();
 out:
@@ -726,7 +731,8 @@ static void process(struct store_submission **subs, int n)
 {
 	struct tg_error err;
 	bool lost = false;
-	int rc = write_batch(subs, n, &lost, &err);
+	int lost_pid = 0;
+	int rc = write_batch(subs, n, &lost, &lost_pid, &err);
 
 	tg_metric_add(W.m_batches, 1);
 	if (rc == 0) {
@@ -752,8 +758,12 @@ static void process(struct store_submission **subs, int n)
 		subs[s]->err = err;
 		subs[s]->lost = lost;
 	}
-	if (lost && W.hooks.lost)
+	if (lost && W.hooks.lost) {
+		/* rebuilt only once its outcome is settled: if the network broke while its backend was still
+		 * committing, a rebuild before then would miss the batch for good */
+		store_wait_settled(lost_pid, LOST_SETTLE_MS);
 		W.hooks.lost(subs, n);
+	}
 	for (int s = 0; s < n; s++) {
 		reset_results(&subs[s], 1);
 		subs[s]->done(subs[s]);

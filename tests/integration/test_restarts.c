@@ -2,6 +2,11 @@
  * that need it answer 503 and /metrics counts the failures; once it is back, the first requests of every
  * thread succeed (none is lost on a connection the server closed meanwhile).
  * Stopping a service takes it from every suite: meson runs this suite alone (is_parallel: false). */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <sys/socket.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -500,6 +505,145 @@ START_TEST(event_commit_answer_lost_rebuilds_the_counters)
 }
 END_TEST
 
+/* A TCP proxy to PostgreSQL for one server: cut() closes every connection through it (the network broke;
+ * PostgreSQL and its backends go on), and it keeps accepting new ones. */
+struct pgproxy {
+	int lfd, port, pgport;
+	int pairs[64][2], npairs;
+	_Atomic bool cut, stop;
+	pthread_t th;
+};
+
+static void *pgproxy_main(void *arg)
+{
+	struct pgproxy *x = arg;
+	char buf[65536];
+
+	while (!x->stop) {
+		struct pollfd pf[129];
+		int n = 0;
+		pf[n++] = (struct pollfd){x->lfd, POLLIN, 0};
+		for (int i = 0; i < x->npairs; i++) {
+			pf[n++] = (struct pollfd){x->pairs[i][0], POLLIN, 0};
+			pf[n++] = (struct pollfd){x->pairs[i][1], POLLIN, 0};
+		}
+		if (poll(pf, (nfds_t)n, 50) < 0)
+			continue;
+		if (x->cut) {
+			for (int i = 0; i < x->npairs; i++) {
+				close(x->pairs[i][0]);
+				close(x->pairs[i][1]);
+			}
+			x->npairs = 0;
+			x->cut = false;
+			continue;
+		}
+		if ((pf[0].revents & POLLIN) && x->npairs < 64) {
+			int c = accept(x->lfd, NULL, NULL), u = socket(AF_INET, SOCK_STREAM, 0);
+			struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)x->pgport),
+						.sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+			if (c >= 0 && u >= 0 && connect(u, (struct sockaddr *)&a, sizeof(a)) == 0) {
+				x->pairs[x->npairs][0] = c;
+				x->pairs[x->npairs++][1] = u;
+			} else {
+				if (c >= 0)
+					close(c);
+				if (u >= 0)
+					close(u);
+			}
+		}
+		bool dead[64] = {false};
+		for (int i = 0, k = 1; i < n / 2 && i < x->npairs; i++, k += 2)
+			for (int side = 0; side < 2 && !dead[i]; side++) {
+				if (!(pf[k + side].revents & (POLLIN | POLLHUP | POLLERR)))
+					continue;
+				ssize_t r = read(x->pairs[i][side], buf, sizeof(buf));
+				if (r <= 0 || write(x->pairs[i][!side], buf, (size_t)r) != r)
+					dead[i] = true; /* one side closed: the pair goes */
+			}
+		for (int i = x->npairs - 1; i >= 0; i--)
+			if (dead[i]) {
+				close(x->pairs[i][0]);
+				close(x->pairs[i][1]);
+				x->pairs[i][0] = x->pairs[x->npairs - 1][0];
+				x->pairs[i][1] = x->pairs[x->npairs - 1][1];
+				x->npairs--;
+			}
+	}
+	return NULL;
+}
+
+static void pgproxy_start(struct pgproxy *x)
+{
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t len = sizeof(a);
+	const char *url = getenv("TOLLGATE_DATABASE_URL"), *colon = url ? strrchr(url, ':') : NULL;
+
+	*x = (struct pgproxy){0};
+	ck_assert_msg(colon, "no port in TOLLGATE_DATABASE_URL");
+	x->pgport = atoi(colon + 1);
+	x->lfd = socket(AF_INET, SOCK_STREAM, 0);
+	ck_assert_int_eq(bind(x->lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+	ck_assert_int_eq(listen(x->lfd, 64), 0);
+	getsockname(x->lfd, (struct sockaddr *)&a, &len);
+	x->port = ntohs(a.sin_port);
+	pthread_create(&x->th, NULL, pgproxy_main, x);
+}
+
+static void pgproxy_stop(struct pgproxy *x)
+{
+	x->stop = true;
+	pthread_join(x->th, NULL);
+	for (int i = 0; i < x->npairs; i++) {
+		close(x->pairs[i][0]);
+		close(x->pairs[i][1]);
+	}
+	close(x->lfd);
+}
+
+/* The network between a server and PostgreSQL breaks while PostgreSQL still runs an event batch's COMMIT
+ * (waiting for the missing standby: committed locally, not yet visible to others). The server must not
+ * drop the batch's counters until that backend is done: a rebuild meanwhile would miss the batch, and it
+ * used to stay short by it once the COMMIT landed. The test reads the counter through S meanwhile (which
+ * rebuilds it if it is gone), then lets the COMMIT finish by terminating its backend. */
+START_TEST(network_break_mid_commit_waits_for_the_outcome)
+{
+	struct pgproxy px;
+	struct srv s2 = {0};
+	struct inflight e;
+	char url[256], sql[256];
+	const char *u = getenv("TOLLGATE_DATABASE_URL"), *colon = strrchr(u, ':');
+
+	pgproxy_start(&px);
+	snprintf(url, sizeof(url), "TOLLGATE_DATABASE_URL=%.*s:%d%s", (int)(colon - u), u, px.port, strchr(colon, '/'));
+	const char *env[] = {url, "TOLLGATE_REQUEST_TIMEOUT_MS=20000", NULL};
+	srv_start(&s2, env);
+	struct tenant t = quota_tenant(&S);
+	expect_status(&S, "POST", "/v1/events", t.key,
+		      "{\"id\":\"nb-1\",\"customer_id\":\"nb\",\"type\":\"llm\",\"properties\":{\"tokens\":1}}", 200);
+	wait_state(&S, t.key, "nb", "cap", 1, 0, 1000, "the first event");
+	sync_commit_on("usage_rollups", t.id);
+	no_standby(true);
+	send_inflight(&e, &s2, t.key, "/v1/events",
+		      "{\"id\":\"nb-2\",\"customer_id\":\"nb\",\"type\":\"llm\",\"properties\":{\"tokens\":5}}");
+	wait_count("SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'", 1);
+	px.cut = true; /* s2 sees its connection lost; the backend still waits, committed but not visible */
+	for (int i = 0; i < 20; i++) { /* two seconds of reads through S: each rebuilds a dropped counter */
+		double used, reserved;
+		live_state(&S, t.key, "nb", "cap", &used, &reserved);
+		usleep(100 * 1000);
+	}
+	free(psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE wait_event = 'SyncRep'"));
+	pthread_join(e.th, NULL);
+	snprintf(sql, sizeof(sql), "SELECT count(*) FROM events WHERE tenant_id = '%s'", t.id);
+	ck_assert_int_eq(psql_ll("%s", sql), 2); /* committed */
+	wait_state(&S, t.key, "nb", "cap", 6, 0, 5000, "after a COMMIT whose connection broke while it ran");
+	no_standby(false);
+	srv_stop(&s2);
+	pgproxy_stop(&px);
+}
+END_TEST
+
 /* A credit and a debit whose COMMIT went through while its answer was lost (the connection closed during
  * it): the server cannot know they committed. It used to take them as failed: the credit never reached
  * the live balance (short for good) and the debit was given back in Redis (the gate let 3 through that the
@@ -624,6 +768,7 @@ int main(void)
 	tcase_add_test(tc, kill9_mid_release_leaves_no_hold);
 	tcase_add_test(tc, commit_answer_lost_rebuilds_the_balance);
 	tcase_add_test(tc, event_commit_answer_lost_rebuilds_the_counters);
+	tcase_add_test(tc, network_break_mid_commit_waits_for_the_outcome);
 	suite_add_tcase(s, tc);
 	return run_suite(s);
 }
