@@ -269,7 +269,9 @@ static int lost_commit(struct tg_req *req, const char *id, int pid, json_t *row,
 {
 	log_warn("ledger COMMIT failed, its outcome unknown; the live balance is rebuilt from the ledger", "%s",
 		 req->err.detail);
-	store_wait_settled(pid, 10000);
+	/* only a lost connection leaves the outcome open; PostgreSQL's own refusal ended the transaction */
+	if (req->err.code && strcmp(req->err.code, "database_unavailable") == 0)
+		store_wait_settled(pid, 10000);
 	forget_wallet(req, id);
 	json_decref(row);
 	json_decref(txn);

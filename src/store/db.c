@@ -239,18 +239,21 @@ int store_backend_pid(void)
 }
 
 static struct store_stmt q_running = STORE_STMT(
-	"SELECT count(*)::text AS n FROM pg_stat_activity WHERE pid = $1::integer AND state = 'active'", 1);
+	"SELECT count(*)::text AS n FROM pg_stat_activity WHERE pid = $1::integer AND pid <> pg_backend_pid() "
+	"AND state = 'active'", 1);
 
 void store_wait_settled(int pid, int max_ms)
 {
 	char buf[STORE_I64_BUFSZ];
 	const char *p[] = {store_i64(pid, buf)};
-	int64_t until = tg_mono_us() + (int64_t)max_ms * 1000;
+	int64_t until = tg_mono_us() + (int64_t)max_ms * 1000, pause_ms = 50;
 	struct tg_error err;
 
 	if (pid <= 0)
 		return;
-	for (;;) {
+	/* PostgreSQL unreachable counts as still running (the network may be what broke): waited out with a
+	 * pause growing to a second, so an outage costs a few attempts, not hundreds */
+	for (;; pause_ms = pause_ms < 500 ? pause_ms * 2 : 1000) {
 		json_t *row = NULL;
 		int rc = store_exec1(&q_running, p, &row, &err);
 		bool running = rc < 0 || (row && strcmp(store_str(row, "n"), "0") != 0);
@@ -261,7 +264,7 @@ void store_wait_settled(int pid, int max_ms)
 			log_warn("the backend of a lost COMMIT still runs; rebuilding its counters anyway", "pid %d", pid);
 			return;
 		}
-		tg_wait_ms(50);
+		tg_wait_ms(pause_ms);
 	}
 }
 
