@@ -77,6 +77,9 @@ int store_exec_raw(const char *sql, struct tg_error *err);
 int store_defer(struct store_stmt *st, const char *const *params, struct tg_error *err);
 /* The SQLSTATE of the last error on this thread ("" if none). */
 const char *store_last_sqlstate(void);
+/* Whether err is a lost connection ("database_unavailable"): after a COMMIT, its outcome is unknown (it may
+ * have committed), unlike a COMMIT PostgreSQL refused. */
+bool store_connection_lost(const struct tg_error *err);
 /* The PostgreSQL backend of this thread's connection (its pid), 0 when there is none. */
 int store_backend_pid(void);
 /* After a COMMIT whose answer was lost: wait (at most max_ms) until that backend, seen from a new

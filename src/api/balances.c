@@ -270,7 +270,7 @@ static int lost_commit(struct tg_req *req, const char *id, int pid, json_t *row,
 	log_warn("ledger COMMIT failed, its outcome unknown; the live balance is rebuilt from the ledger", "%s",
 		 req->err.detail);
 	/* only a lost connection leaves the outcome open; PostgreSQL's own refusal ended the transaction */
-	if (req->err.code && strcmp(req->err.code, "database_unavailable") == 0)
+	if (store_connection_lost(&req->err))
 		store_wait_settled(pid, 10000);
 	forget_wallet(req, id);
 	json_decref(row);

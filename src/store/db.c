@@ -233,6 +233,11 @@ bool store_ping(struct tg_error *err)
 	return store_exec_raw("SELECT 1", err) == 0;
 }
 
+bool store_connection_lost(const struct tg_error *err)
+{
+	return err->err == TG_EUNAVAIL && err->code && strcmp(err->code, "database_unavailable") == 0;
+}
+
 int store_backend_pid(void)
 {
 	return tls && tls->pg && PQstatus(tls->pg) == CONNECTION_OK ? PQbackendPID(tls->pg) : 0;

@@ -687,7 +687,7 @@ static int write_batch(struct store_submission **subs, int n, bool *lost, int *l
 	if (rc == 0) {
 		*lost_pid = store_backend_pid();
 		if ((rc = store_commit(err)) < 0)
-			*lost = err->err == TG_EUNAVAIL && err->code && strcmp(err->code, "database_unavailable") == 0;
+			*lost = store_connection_lost(err);
 	}
 	if (rc < 0)
 		store_rollback();
