@@ -148,6 +148,7 @@ int hot_apply_usage(const char *tenant_id, const struct policy_counter *cs, int 
 uint64_t hot_holds_released(const char *tenant_id);
 
 /* Drop a live balance: the next use rebuilds it from the ledger (after a failed update, or a deleted wallet). */
+void hot_keys_forget(const char *const *keys, int n);
 int hot_balance_forget(const char *tenant_id, const char *owner, struct tg_error *err);
 /* Put rebuilt values into Redis for the counters (has_init) and balance (has_init) still missing there. */
 int hot_init_counters(const char *tenant_id, const struct policy_counter *cs, int n, int64_t now_ms,

@@ -89,6 +89,7 @@ struct policy_limit {
 	int64_t max_tool_calls, max_depth, max_duration_s, duplicate_threshold;
 	tg_fixed max_cost;
 	char *slot;                 /* canonical (kind, meter, period|window, filter, per) */
+	char *key_id;               /* the id in its Redis keys: id~tag of what it counts (policy_limit_key_id) */
 	int64_t created_ms;         /* when made, on the tenant's clock (migration 0015); 0 when unknown */
 	json_t *json;               /* the API representation (owned) */
 	/* its object in a check's limits[], made once: head up to "subject":, the limit, the tail */
@@ -134,6 +135,7 @@ json_t *policy_meter_json(const struct policy_meter *m);
 int policy_limit_parse(const json_t *spec, const struct policy_tenant *t, struct policy_limit *l,
 		       struct tg_error *err);
 void policy_limit_release(struct policy_limit *l);
+void policy_limit_key_id(struct policy_limit *l, const char *created_at);
 /* The canonical API object of a parsed limit (new reference). */
 json_t *policy_limit_json(const struct policy_limit *l);
 
@@ -243,6 +245,8 @@ struct policy_counter {
 int policy_plan(const struct policy_tenant *t, const struct policy_check *c, const struct policy_subject *s,
 		int64_t now_ms, struct tg_arena *a, struct policy_counter **ret);
 /* Every limit that applies to a customer (for usage reads), as counters with amount 0. */
+int policy_customer_quotas(const struct policy_tenant *t, const char *customer_id, int64_t now_ms,
+			   struct tg_arena *a, struct policy_counter **ret);
 int policy_plan_all(const struct policy_tenant *t, const struct policy_subject *s, int64_t now_ms,
 		    struct tg_arena *a, struct policy_counter **ret);
 /* Does a limit's filter match these dimensions? */

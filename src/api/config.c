@@ -3,6 +3,7 @@
 
 #include "handlers.h"
 #include "tollgate/api.h"
+#include "tollgate/hot.h"
 #include "tollgate/json.h"
 #include "tollgate/policy.h"
 #include "tollgate/store.h"
@@ -18,6 +19,38 @@ struct policy_tenant *api_tenant(struct tg_req *req)
 	if (!t && req->err.err == TG_OK)
 		tg_fail(&req->err, TG_EUNAVAIL, "tenant_loading", NULL, "the tenant's configuration is not loaded yet; retry");
 	return t;
+}
+
+/* A customer whose limits changed hands (its tier, its organisation, an override of its own): drop the
+ * quota counters it may have under limits that stopped applying for a while; they are rebuilt from the
+ * rollups at their next use (policy_customer_quotas). Best effort: the change itself is committed. */
+void api_forget_quotas(struct tg_req *req, const char *customer_id)
+{
+	struct policy_tenant *t = policy_registry_get(req->principal.tenant_id);
+	struct policy_counter *cs;
+	struct tg_arena a;
+	int n;
+
+	if (!t)
+		return; /* not loaded on this instance: it has no stale counter of its own to fear */
+	tg_arena_init(&a);
+	n = policy_customer_quotas(t, customer_id, policy_now(t, tg_now_ms()), &a, &cs);
+	if (n > 0) {
+		const char **keys = tg_arena_alloc(&a, sizeof(*keys) * (size_t)n);
+		for (int i = 0; i < n; i++)
+			keys[i] = hot_counter_key(&a, t->id, &cs[i]);
+		hot_keys_forget(keys, n);
+	}
+	tg_arena_release(&a);
+	policy_tenant_unref(t);
+}
+
+/* The customer of a customer-scoped limit (its JSON), or NULL. */
+static const char *override_of(const json_t *spec)
+{
+	const char *scope = json_string_value(json_object_get(spec, "scope"));
+
+	return scope && !strcmp(scope, "customer") ? json_string_value(json_object_get(spec, "customer_id")) : NULL;
 }
 
 static int list_reply(struct tg_req *req, int rc, json_t *rows, int64_t limit)
@@ -261,6 +294,8 @@ static int limit_store(struct tg_req *req, const json_t *spec, bool create, json
 	policy_tenant_unref(t);
 	if (rc == 0)
 		reload_tenant(req->principal.tenant_id, &req->err);
+	if (rc == 0 && *row && override_of(spec))
+		api_forget_quotas(req, override_of(spec)); /* what its override hides is stale when it goes */
 	return rc;
 }
 
@@ -423,9 +458,11 @@ int api_limits_update(struct tg_req *req)
 		return rc;
 	}
 	spec = merged(stored, body);
-	json_decref(stored);
 	rc = limit_store(req, spec, false, &row);
 	json_decref(spec);
+	if (rc == 0 && row && override_of(stored))
+		api_forget_quotas(req, override_of(stored)); /* it may no longer be that customer's */
+	json_decref(stored);
 	if (rc < 0)
 		return rc;
 	if (!row)
@@ -437,16 +474,26 @@ int api_limits_update(struct tg_req *req)
 int api_limits_delete(struct tg_req *req)
 {
 	const char *id;
+	json_t *stored = NULL;
 	bool deleted;
 	int rc;
 
 	if (api_path_id(req, 0, &id) < 0)
 		return api_not_found(req, "limit", req->params[0]);
-	if ((rc = store_limit_delete(req->principal.tenant_id, id, &deleted, &req->err)) < 0)
+	if ((rc = store_limit_get(req->principal.tenant_id, id, &stored, &req->err)) < 0)
 		return rc;
-	if (!deleted)
+	if ((rc = store_limit_delete(req->principal.tenant_id, id, &deleted, &req->err)) < 0) {
+		json_decref(stored);
+		return rc;
+	}
+	if (!deleted) {
+		json_decref(stored);
 		return api_not_found(req, "limit", id);
+	}
 	reload_tenant(req->principal.tenant_id, &req->err);
+	if (stored && override_of(stored))
+		api_forget_quotas(req, override_of(stored)); /* what it hid applies again, from the rollups */
+	json_decref(stored);
 	tg_req_reply(req, 200, tg_json_obj("id", json_string(id), "deleted", json_true(), NULL));
 	return 0;
 }

@@ -124,6 +124,8 @@ int api_customers_update(struct tg_req *req)
 		return api_not_found(req, "customer", f.id);
 	/* the next check on this instance reads the new tier or organisation (others hear the NOTIFY) */
 	reload_forget_customer(req->principal.tenant_id, f.id, false);
+	if (f.set_tier || f.set_parent)
+		api_forget_quotas(req, f.id);
 	tg_req_reply(req, 200, row);
 	return 0;
 }

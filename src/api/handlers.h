@@ -45,6 +45,7 @@ int api_meters_update(struct tg_req *req);
 int api_metrics(struct tg_req *req);
 int api_readyz(struct tg_req *req);
 int api_reservations_release(struct tg_req *req);
+void api_forget_quotas(struct tg_req *req, const char *customer_id);
 int api_tenant_get(struct tg_req *req);
 int api_tenant_update(struct tg_req *req);
 int api_tenants_create(struct tg_req *req);

@@ -58,7 +58,7 @@ static const char *cat(struct tg_arena *a, const char *const *parts)
 const char *hot_counter_key(struct tg_arena *a, const char *tenant, const struct policy_counter *c)
 {
 	const struct policy_limit *l = c->limit;
-	const char *sep = ":", *subject = c->subject;
+	const char *sep = ":", *subject = c->subject, *id = l->key_id ? l->key_id : l->id;
 	char num[TG_I64_BUFSZ];
 
 	switch (c->subject_kind) {
@@ -78,13 +78,13 @@ const char *hot_counter_key(struct tg_arena *a, const char *tenant, const struct
 	}
 	if (l->kind == POLICY_QUOTA) {
 		tg_fmt_i64(c->period_start_ms / 1000, num);
-		return cat(a, (const char *[]){"tg:{", tenant, sep, subject, "}:q:", l->id, ":",
+		return cat(a, (const char *[]){"tg:{", tenant, sep, subject, "}:q:", id, ":",
 						policy_period_names[l->period], ":", num, NULL});
 	}
 	if (l->algorithm == ALG_TOKEN_BUCKET)
-		return cat(a, (const char *[]){"tg:{", tenant, sep, subject, "}:tb:", l->id, NULL});
+		return cat(a, (const char *[]){"tg:{", tenant, sep, subject, "}:tb:", id, NULL});
 	tg_fmt_i64(l->window_s, num);
-	return cat(a, (const char *[]){"tg:{", tenant, sep, subject, "}:sw:", l->id, ":", num, NULL});
+	return cat(a, (const char *[]){"tg:{", tenant, sep, subject, "}:sw:", id, ":", num, NULL});
 }
 
 /* A workflow's guard state: one hash per workflow id, in its own slot. */

@@ -196,6 +196,30 @@ int hot_init_counters(const char *tenant_id, const struct policy_counter *cs, in
 	return 0;
 }
 
+/* Drop counters now (they are rebuilt from PostgreSQL at their next use); if Redis does not answer, once it
+ * does (the journal's suspects). */
+void hot_keys_forget(const char *const *keys, int n)
+{
+	const char **argv;
+	struct tg_error err;
+	redisReply *r;
+
+	if (n <= 0)
+		return;
+	argv = tg_malloc(sizeof(*argv) * (size_t)(n + 1));
+	argv[0] = "DEL";
+	memcpy(argv + 1, keys, sizeof(*argv) * (size_t)n);
+	r = hot_sync_argv(n + 1, argv, NULL, &err);
+	free(argv);
+	if (r && r->type != REDIS_REPLY_ERROR) {
+		freeReplyObject(r);
+		return;
+	}
+	if (r)
+		freeReplyObject(r);
+	hot_journal_suspect(keys, n);
+}
+
 int hot_balance_forget(const char *tenant_id, const char *owner, struct tg_error *err)
 {
 	struct tg_arena a;

@@ -184,6 +184,7 @@ void policy_limit_release(struct policy_limit *l)
 	}
 	free(l->fallback);
 	free(l->slot);
+	free(l->key_id);
 	json_decref(l->json);
 	free(l->reply_head);
 	free(l->reply_limit);
@@ -248,6 +249,27 @@ static void build_slot(struct policy_limit *l)
 	for (int i = 0; i < l->nfilter; i++)
 		tg_buf_addf(&b, "%s=%s,", l->filter[i].key, l->filter[i].value);
 	l->slot = tg_buf_detach(&b, NULL);
+}
+
+/* A limit's counters are named by its id and a tag of what they count and of the limit's making, so that
+ * a counter outlives neither a change of meter or filter nor the limit itself: a limit deleted and made
+ * again under its id, or given another meter, starts from what PostgreSQL holds (a quota's rollups), not
+ * from a counter its former self kept in Redis (reviewed 2026-11-23: a PATCH of a quota's meter kept
+ * counting the old meter's usage; a rate limit made again went on from the old one's state). */
+void policy_limit_key_id(struct policy_limit *l, const char *created_at)
+{
+	char made[TG_I64_BUFSZ];
+	uint64_t h;
+	struct tg_buf b = TG_BUF_INIT;
+
+	tg_fmt_i64(l->created_ms, made);
+	tg_buf_addf(&b, "%s|%s|%s|%s", l->slot, made, created_at ? created_at : "",
+		    l->kind == POLICY_RATE ? policy_algorithm_names[l->algorithm] : "");
+	h = tg_map_hash(b.buf, b.len);
+	tg_buf_reset(&b);
+	tg_buf_addf(&b, "%s~%08x", l->id, (unsigned)(h ^ (h >> 32)));
+	free(l->key_id);
+	l->key_id = tg_buf_detach(&b, NULL);
 }
 
 static int parse_on_exceed(const json_t *v, struct policy_limit *l, struct tg_error *err)
@@ -734,6 +756,7 @@ struct policy_tenant *policy_compile(const json_t *config, struct tg_error *err)
 		if (!tg_json_get_i64(json_object_get(row, "created_clock_ms"), 1, INT64_MAX / 2, &l->created_ms) &&
 		    json_is_string(json_object_get(row, "created_at")))
 			tg_time_parse(json_string_value(json_object_get(row, "created_at")), &l->created_ms);
+		policy_limit_key_id(l, json_string_value(json_object_get(row, "created_at")));
 		t->nlimits++;
 	}
 	/* index only after the array stopped moving */

@@ -205,6 +205,28 @@ int policy_plan_all(const struct policy_tenant *t, const struct policy_subject *
 	return p.n;
 }
 
+/* Every quota counter a customer could have, under any tier, the default limits or its own, on a meter
+ * whose usage PostgreSQL keeps: a counter moves only while its limit applies, so when the customer's
+ * limits change hands (its tier or organisation, an override of its own) the ones that stopped applying
+ * for a while are stale. Those are what the caller drops, to be rebuilt from the rollups at their next
+ * use. (The built-in requests meter has no rollups: its counters are left as they are.) */
+int policy_customer_quotas(const struct policy_tenant *t, const char *customer_id, int64_t now_ms,
+			   struct tg_arena *a, struct policy_counter **ret)
+{
+	struct plan p = {.now = now_ms, .arena = a};
+
+	for (int i = 0; i < t->nlimits; i++) {
+		const struct policy_limit *l = &t->limits[i];
+		if (l->kind != POLICY_QUOTA || !l->meter || l->meter == &t->requests || l->scope == SCOPE_PLATFORM ||
+		    (l->scope == SCOPE_CUSTOMER && strcmp(l->customer_id, customer_id) != 0))
+			continue;
+		if (!add(&p, l, SUBJECT_CUSTOMER, customer_id))
+			break;
+	}
+	*ret = p.cs;
+	return p.n;
+}
+
 const char *const policy_guard_names[] = {"max_tool_calls", "duplicate_threshold", "max_depth", "max_duration",
 					  "max_cost"};
 
