@@ -9,12 +9,29 @@ static bool enforcing(const struct policy_counter *c)
 	return c->limit->enforcement == ENF_HARD;
 }
 
-/* Room left as a fraction of the limit, for "the one with the least room left". */
+/* Room left, for "the one with the least room left": how many more checks of this one's size would fit
+ * (remaining / amount), which compares counters of different meters and sizes. A fraction of the limit
+ * used to be compared instead, so two fresh limits tied at 1.0 and the first listed was named, a daily
+ * 1,000 over a monthly 10 (reviewed 2026-11-23); ties now go to the smaller fraction left. */
 static double room(const struct policy_counter *c)
 {
-	if (c->limit->limit <= 0)
+	double left = tg_fixed_to_double(c->remaining);
+
+	if (c->limit->limit <= 0 || left <= 0)
 		return 0;
-	return tg_fixed_to_double(c->remaining) / tg_fixed_to_double(c->limit->limit);
+	return c->amount > 0 ? left / tg_fixed_to_double(c->amount) : left;
+}
+
+static double room_fraction(const struct policy_counter *c)
+{
+	return c->limit->limit <= 0 ? 0 : tg_fixed_to_double(c->remaining) / tg_fixed_to_double(c->limit->limit);
+}
+
+static bool tighter(const struct policy_counter *c, const struct policy_counter *than)
+{
+	double a = room(c), b = room(than);
+
+	return a < b || (a == b && room_fraction(c) < room_fraction(than));
 }
 
 void policy_decide(const struct policy_counter *cs, int n, int64_t now_ms, struct policy_decision *d)
@@ -41,7 +58,7 @@ void policy_decide(const struct policy_counter *cs, int n, int64_t now_ms, struc
 			if (d->nwarnings < (int)(sizeof(d->warnings) / sizeof(d->warnings[0])))
 				d->warnings[d->nwarnings++] = c->limit->id;
 		}
-		if (c->limit->enforcement != ENF_SHADOW && (!tightest || room(c) < room(tightest)))
+		if (c->limit->enforcement != ENF_SHADOW && (!tightest || tighter(c, tightest)))
 			tightest = c;
 	}
 	if (deny) {

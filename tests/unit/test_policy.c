@@ -197,6 +197,39 @@ START_TEST(decisions)
 }
 END_TEST
 
+/* Allowed: the binding limit is the one with the least room left for checks like this one. */
+START_TEST(binding_is_the_least_room_left)
+{
+	struct policy_limit day = lim("day", POLICY_QUOTA, ENF_HARD), month = lim("month", POLICY_QUOTA, ENF_HARD),
+			    rate = lim("rate", POLICY_RATE, ENF_HARD);
+	day.limit = 1000 * TG_FIXED_SCALE;
+	month.limit = 10 * TG_FIXED_SCALE;
+	rate.limit = 60 * TG_FIXED_SCALE;
+	struct policy_counter cs[3] = {
+		{.limit = &day, .subject = "u", .allowed = true, .remaining = 1000 * TG_FIXED_SCALE, .amount = TG_FIXED_SCALE, .retry_ms = -1},
+		{.limit = &month, .subject = "u", .allowed = true, .remaining = 10 * TG_FIXED_SCALE, .amount = TG_FIXED_SCALE, .retry_ms = -1},
+		{.limit = &rate, .subject = "u", .allowed = true, .remaining = 59 * TG_FIXED_SCALE, .amount = TG_FIXED_SCALE, .retry_ms = -1},
+	};
+	struct policy_decision d;
+
+	/* both quotas untouched: 10 left beats 1,000 left (a fraction of the limit tied them at 1.0) */
+	policy_decide(cs, 3, 0, &d);
+	ck_assert(d.allowed);
+	ck_assert_str_eq(d.binding->limit->id, "month");
+	/* checks of 400 on the daily quota's meter: two more fit there, 59 under the rate limit on requests */
+	cs[0].amount = 400 * TG_FIXED_SCALE;
+	cs[1] = cs[2];
+	policy_decide(cs, 2, 0, &d);
+	ck_assert_str_eq(d.binding->limit->id, "day");
+	/* the same room: the smaller fraction of its limit left binds */
+	cs[2] = cs[0];
+	cs[2].amount = TG_FIXED_SCALE;
+	cs[2].remaining = 59 * TG_FIXED_SCALE;
+	policy_decide(cs + 1, 2, 0, &d); /* the rate limit first */
+	ck_assert_str_eq(d.binding->limit->id, "day");
+}
+END_TEST
+
 START_TEST(limit_validation)
 {
 	struct policy_tenant *t = compile("");
@@ -252,6 +285,7 @@ int main(void)
 	tcase_add_test(tc, slot_precedence);
 	tcase_add_test(tc, organisation_limits);
 	tcase_add_test(tc, decisions);
+	tcase_add_test(tc, binding_is_the_least_room_left);
 	tcase_add_test(tc, limit_validation);
 	suite_add_tcase(s, tc);
 	return unit_run(s);
