@@ -268,9 +268,15 @@ static int build(struct hot_check *hc, struct tg_arena *a, struct hot_argv *keys
 		put_i64(b, w->max_duplicates);
 		put_i64(b, w->max_cost);
 		put_i64(b, w->depth);
-		tg_buf_adds(b, w->tool ? w->tool : "");
-		tg_buf_addc(b, '|');
-		put_str(b, w->args_hash);
+		if (w->tool && w->args_hash) {
+			/* a repeat is the same tool with the same arguments: a step that names no tool or no
+			 * args_hash repeats nothing (it used to count, as a second max_tool_calls) */
+			tg_buf_adds(b, w->tool);
+			tg_buf_addc(b, '|');
+			put_str(b, w->args_hash);
+		} else {
+			put_str(b, "");
+		}
 		n++;
 	}
 	if (hc->bal) {

@@ -19,7 +19,7 @@
 --   3 sliding log    i8 limit, i8 amount, i8 window ms
 --   4 sliding window (100 sub-buckets) i8 limit, i8 amount, i8 window ms
 --   5 workflow guard i8 priced cost, i8 max calls, i8 max depth, i8 max duration ms, i8 max duplicates,
---                    i8 max cost (0 = none), i8 depth, s "tool|args_hash"; a tripped guard terminates the
+--                    i8 max cost (0 = none), i8 depth, s "tool|args_hash" ("" without both); a tripped guard terminates the
 --                    workflow for good (later calls: code 10 + the guard); flag 32 adds the cost to its spend.
 --                    The workflow's hash: s = pack(i8 calls, i8 first call ms, i8 guard that terminated it or 0),
 --                    c = its priced spend (usage.lua adds events' costs there), d:<tool|args_hash> = repeats
@@ -194,6 +194,7 @@ local function one(gflags, n, pos)
     elseif kind == 5 then
       local amt, mc, md, mdur, mdup, mcost, depth, tool
       f, amt, mc, md, mdur, mdup, mcost, depth, tool, pos = U('<Bi8i8i8i8i8i8i8s', blob, pos + 1)
+      if tool == '' then mdup = 0 end -- no (tool, args_hash): not a repeat of anything
       local dupf = 'd:' .. tool
       local v = redis.call('HMGET', key, 's', 'c', dupf)
       local calls, first, term = 0, nil, 0

@@ -479,6 +479,16 @@ START_TEST(workflow_duplicate_threshold)
 	expect_wf_denied(t.key, "c", "wf_1", "read_file", "aaaa", 1, "duplicate_threshold", "agent");
 	/* another workflow is not affected, nor a check without a workflow */
 	expect_wf_allowed(t.key, "c", "wf_2", "web_search", "9f2c", 1, 1);
+	/* steps naming no tool, or a tool without its arguments' hash, repeat nothing (they used to count as
+	 * repeats of one another: a second max_tool_calls) */
+	for (int i = 1; i <= 5; i++) {
+		struct resp s1 = CHECK(t.key, "{\"customer_id\":\"c\",\"workflow\":{\"id\":\"wf_3\"}}");
+		ck_wf_allowed(&s1, "wf_3", 2 * i - 1);
+		resp_free(&s1);
+		s1 = CHECK(t.key, "{\"customer_id\":\"c\",\"workflow\":{\"id\":\"wf_3\",\"tool\":\"think\"}}");
+		ck_wf_allowed(&s1, "wf_3", 2 * i);
+		resp_free(&s1);
+	}
 	struct resp r = CHECK(t.key, "{\"customer_id\":\"c\"}");
 	ck_status(r, 200);
 	ck_assert_msg(jpath(r.json, "workflow") == NULL, "a workflow object without a workflow: %s", r.body);
