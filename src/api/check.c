@@ -456,10 +456,22 @@ static int parse_workflow(struct tg_req *req, const json_t *wf, struct check *ck
 	return 0;
 }
 
-static bool ip_valid(const char *s)
+/* An address in one spelling, so that a per-ip limit keys one counter per address: "2001:DB8:0::1" and
+ * "2001:db8::1" are one, and an IPv4-mapped IPv6 address is its IPv4 address (each spelling used to get a
+ * counter of its own: a way round the limit). NULL when s is no address. */
+static const char *ip_canonical(struct tg_arena *a, const char *s)
 {
 	unsigned char buf[16];
-	return inet_pton(AF_INET, s, buf) == 1 || inet_pton(AF_INET6, s, buf) == 1;
+	char *out = tg_arena_alloc(a, INET6_ADDRSTRLEN);
+	static const unsigned char v4_mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+
+	if (inet_pton(AF_INET, s, buf) == 1)
+		return inet_ntop(AF_INET, buf, out, INET6_ADDRSTRLEN);
+	if (inet_pton(AF_INET6, s, buf) != 1)
+		return NULL;
+	if (memcmp(buf, v4_mapped, sizeof(v4_mapped)) == 0)
+		return inet_ntop(AF_INET, buf + 12, out, INET6_ADDRSTRLEN);
+	return inet_ntop(AF_INET6, buf, out, INET6_ADDRSTRLEN);
 }
 
 static int parse(struct tg_req *req, struct check *ck)
@@ -490,7 +502,7 @@ static int parse(struct tg_req *req, struct check *ck)
 		return rc;
 	if (c->amount < 0)
 		return api_bad(req, "amount", "'amount' must not be negative");
-	if (c->ip && !ip_valid(c->ip))
+	if (c->ip && !(c->ip = ip_canonical(&req->arena, c->ip)))
 		return api_bad(req, "ip", "'ip' must be an IPv4 or IPv6 address");
 	if (dims && (rc = parse_dims(req, dims, c)) < 0)
 		return rc;

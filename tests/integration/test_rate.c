@@ -120,6 +120,26 @@ START_TEST(sliding_window_per_ip)
 }
 END_TEST
 
+/* One address is one counter however it is spelt (each spelling had a counter of its own: a way round). */
+START_TEST(per_ip_counts_an_address_once_however_spelt)
+{
+	struct tenant t = tenant_new(&S, false);
+	static const char *const v6[] = {"2001:db8::1", "2001:DB8:0::1", "2001:0db8:0000:0000:0000:0000:0000:0001"};
+	static const char *const v4[] = {"198.51.100.7", "::ffff:198.51.100.7", "::FFFF:c633:6407"};
+	char body[160];
+
+	must_post(&S, t.key, "/v1/limits",
+		  "{\"id\":\"ip2\",\"kind\":\"rate\",\"meter\":\"requests\",\"limit\":2,\"window\":600,\"per\":\"ip\"}");
+	for (int f = 0; f < 2; f++) {
+		const char *const *ips = f ? v4 : v6;
+		for (int i = 0; i < 3; i++) {
+			snprintf(body, sizeof(body), "{\"customer_id\":\"c%d\",\"ip\":\"%s\"}", i, ips[i]);
+			ck_assert_int_eq(check(&S, t.key, body, NULL, 0), i < 2 ? 200 : 429);
+		}
+	}
+}
+END_TEST
+
 struct load {
 	const struct srv *s[2];
 	const char *key;
@@ -381,6 +401,7 @@ int main(void)
 	tcase_add_test(tc, token_bucket_burst_then_refill);
 	tcase_add_test(tc, token_bucket_live_state);
 	tcase_add_test(tc, sliding_window_per_ip);
+	tcase_add_test(tc, per_ip_counts_an_address_once_however_spelt);
 	tcase_add_test(tc, overrides_and_platform_combine);
 	tcase_add_test(tc, deny_cache_follows_config_changes);
 	tcase_add_test(tc, deny_cache_keeps_retry_after);
