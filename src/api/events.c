@@ -17,6 +17,7 @@ struct ingest {
 	struct store_submission sub;
 	json_t *rejected;
 	int *index; /* sub.events[i] came from body position index[i] */
+	bool single; /* one event, not {"events": [...]} */
 };
 
 static void reject(struct ingest *in, int index, const struct tg_error *e)
@@ -198,6 +199,14 @@ static void written(struct store_submission *sub)
 			struct tg_error err;
 			tg_fail(&err, TG_ENOTFOUND, e->reject_code ? e->reject_code : "rejected", "customer_id",
 				"no customer '%s' (auto_create_customers is off)", e->customer_id);
+			if (in->single) {
+				/* one event for nobody: 404, as a check for nobody (API.md); a batch lists it */
+				req->err = err;
+				tg_req_reply_error(req);
+				json_decref(in->rejected);
+				tg_req_complete(req);
+				return;
+			}
 			reject(in, in->index[i], &err);
 		}
 	}
@@ -232,6 +241,7 @@ static int ingest(struct tg_req *req, struct policy_tenant *t)
 	now = policy_now(t, tg_now_ms());
 	in = tg_arena_alloc(&req->arena, sizeof(*in));
 	in->req = req;
+	in->single = !list;
 	in->rejected = json_array();
 	in->sub.events = tg_arena_alloc(&req->arena, sizeof(struct store_event) * n);
 	in->index = tg_arena_alloc(&req->arena, sizeof(int) * n);

@@ -459,6 +459,10 @@ START_TEST(events_unknown_customer_auto_create_off)
 	resp_free(&r);
 	expect_status(&S, "GET", "/v1/customers/ghost", t.key, NULL, 404);
 	ck_used(t.key, "fresh", "q", 13);
+	/* one event (not a batch) for nobody: 404, as a check for nobody (API.md) */
+	r = EVENTS(t.key, "{\"id\":\"x4\",\"customer_id\":\"ghost\",\"type\":\"llm\",\"properties\":{\"tokens\":5}}");
+	ck_bad(r, 404, "customer_not_found", "customer_id");
+	resp_free(&r);
 	/* the rejected event's id was not used up: once the customer exists it is accepted */
 	expectf(&S, t.key, "POST", "/v1/customers", 201, "{\"id\":\"ghost\"}");
 	r = EVENTS(t.key, "{\"id\":\"x2\",\"customer_id\":\"ghost\",\"type\":\"llm\",\"properties\":{\"tokens\":5}}");
