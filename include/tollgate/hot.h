@@ -172,6 +172,8 @@ int hot_balance(const char *tenant_id, const char *owner, enum hot_balance_op op
 		const struct hot_balance *init, struct hot_balance *ret, struct tg_error *err);
 /* The Redis key of a quota counter and of a live balance: what a reservation's holds name. */
 const char *hot_counter_key(struct tg_arena *a, const char *tenant, const struct policy_counter *c);
+const char *hot_hold_key(struct tg_arena *a, const char *key, int64_t now_ms);
+size_t hot_hold_prefix_len(const char *key);
 /* A counter PostgreSQL can rebuild (a quota on an event meter; the requests meter's usage, token buckets,
  * windows and workflows live in Redis alone): the only kind, with live balances, the journal lists. */
 bool hot_durable(const struct policy_counter *c);

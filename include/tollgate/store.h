@@ -444,7 +444,9 @@ int store_reservations_take(const char *tenant_id, const char *const *ids, const
 /* Up to max reservations past their expiry on their tenant's clock: rows {tenant_id, id}. */
 int store_reservations_due(int64_t real_now_ms, int max, json_t **ret, struct tg_error *err);
 /* The sum held by active reservations on one key: what a rebuilt counter has reserved. */
-int store_reservations_held(const char *tenant_id, const char *key, int64_t *held, struct tg_error *err);
+/* What active holds hold on key; with prefix_len, on every key that starts with its first prefix_len bytes. */
+int store_reservations_held(const char *tenant_id, const char *key, size_t prefix_len, int64_t *held,
+			    struct tg_error *err);
 
 /* A quota counter an event moved, watched for thresholds and for going over its limit. */
 struct store_watch {

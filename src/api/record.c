@@ -13,7 +13,7 @@
 static int held_on(const char *tenant_id, const char *key, tg_fixed *held, struct tg_error *err)
 {
 	int64_t v;
-	int rc = store_reservations_held(tenant_id, key, &v, err);
+	int rc = store_reservations_held(tenant_id, key, hot_hold_prefix_len(key), &v, err);
 
 	*held = v;
 	return rc;
@@ -275,13 +275,16 @@ static int batch_keys(struct store_submission **subs, int n, bool applied, struc
 {
 	const char **keys = NULL;
 	int nk = 0, cap = 0;
+	struct policy_tenant *t = NULL; /* the tenant of the last submission: its clock */
+	int64_t now = 0;
 
 	for (int s = 0; s < n; s++) {
 		const struct store_submission *sub = subs[s];
 		const struct store_reservation *rsv = applied ? sub->reservation : NULL;
 		int want = nk + sub->njournal + 2 * sub->n + (applied ? sub->napplied + 1 : 0) + (rsv ? rsv->nholds : 0);
 		for (int i = 0; i < sub->n; i++)
-			want += sub->events[i].settled ? sub->events[i].settled->nholds : 0;
+			want += sub->events[i].settled ? 2 * sub->events[i].settled->nholds : 0;
+
 		keys = tg_arena_grow(a, keys, nk, want, &cap, sizeof(*keys));
 		for (int i = 0; i < sub->njournal; i++)
 			keys[nk++] = sub->journal[i];
@@ -291,8 +294,17 @@ static int batch_keys(struct store_submission **subs, int n, bool applied, struc
 				continue;
 			if (e->balance_owner && !sub->counters_applied)
 				keys[nk++] = hot_balance_key(a, sub->tenant_id, e->balance_owner);
-			for (int h = 0; e->settled && h < e->settled->nholds; h++)
-				keys[nk++] = e->settled->holds[h].key;
+			if (e->settled && (!t || strcmp(t->id, sub->tenant_id) != 0)) {
+				policy_tenant_unref(t);
+				t = policy_registry_get(sub->tenant_id);
+				now = t ? policy_now(t, tg_now_ms()) : tg_now_ms();
+			}
+			for (int h = 0; e->settled && h < e->settled->nholds; h++) {
+				const char *key = e->settled->holds[h].key, *there = hot_hold_key(a, key, now);
+				keys[nk++] = key;
+				if (there != key)
+					keys[nk++] = there; /* made in an earlier period: let go from this one's */
+			}
 		}
 		if (applied && sub->counters_applied) {
 			for (int i = 0; i < sub->napplied; i++)
@@ -304,6 +316,7 @@ static int batch_keys(struct store_submission **subs, int n, bool applied, struc
 		for (int h = 0; rsv && h < rsv->nholds; h++)
 			keys[nk++] = rsv->holds[h].key;
 	}
+	policy_tenant_unref(t);
 	*ret = keys;
 	return nk;
 }

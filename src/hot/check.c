@@ -87,6 +87,44 @@ const char *hot_counter_key(struct tg_arena *a, const char *tenant, const struct
 	return cat(a, (const char *[]){"tg:{", tenant, sep, subject, "}:sw:", id, ":", num, NULL});
 }
 
+/* A reservation's hold on a quota counter lives in the counter of the period at hand: a hold made at 23:59
+ * for a TTL of ten minutes holds in the next day's counter too (a rebuilt counter counts the holds made in
+ * any period: store_reservations_held), so it is let go from the counter of the period when it goes.
+ * (Holds used to stay in the period they were made in, and the next period's counter started without them:
+ * a hard quota could be passed by reserving across midnight.) Other keys come back as they are. */
+const char *hot_hold_key(struct tg_arena *a, const char *key, int64_t now_ms)
+{
+	const char *q = strstr(key, "}:q:"), *last = strrchr(key, ':'), *name;
+	char num[TG_I64_BUFSZ];
+
+	if (!q || !last || last <= q + 4)
+		return key;
+	for (name = last - 1; name > q + 3 && *name != ':'; name--)
+		;
+	for (int p = 0; policy_period_names[p]; p++) {
+		size_t n = strlen(policy_period_names[p]);
+		if ((size_t)(last - name - 1) != n || strncmp(name + 1, policy_period_names[p], n) != 0)
+			continue;
+		tg_fmt_i64(policy_period_start((enum policy_period)p, now_ms) / 1000, num);
+		if (strcmp(last + 1, num) == 0)
+			return key;
+		size_t head = (size_t)(last - key) + 1, tail = strlen(num);
+		char *out = tg_arena_alloc(a, head + tail + 1);
+		memcpy(out, key, head);
+		memcpy(out + head, num, tail + 1);
+		return out;
+	}
+	return key;
+}
+
+/* The part of a quota counter's key before its period's start, which holds match in any period. */
+size_t hot_hold_prefix_len(const char *key)
+{
+	const char *last = strrchr(key, ':');
+
+	return strstr(key, "}:q:") && last ? (size_t)(last - key) + 1 : 0;
+}
+
 /* A workflow's guard state: one hash per workflow id, in its own slot. */
 const char *hot_workflow_key(struct tg_arena *a, const char *tenant, const char *id)
 {

@@ -95,8 +95,9 @@ int hot_apply_usage(const char *tenant_id, const struct policy_counter *cs, int 
 	args.len[1] = strlen(args.v[1]);
 	hot_argv_push(&args, hot_i64(a, nrel));
 	for (int j = 0; j < nrel; j++) {
-		hot_argv_push(&keys, rel[j].key);
-		hot_argv_push(&durable, rel[j].key);
+		const char *key = hot_hold_key(a, rel[j].key, now_ms); /* where the hold is now */
+		hot_argv_push(&keys, key);
+		hot_argv_push(&durable, key);
 		hot_argv_push(&args, hot_i64(a, rel[j].amount));
 	}
 	if (sent == 0 && nrel == 0)

@@ -110,13 +110,20 @@ int store_reservations_due(int64_t real_now_ms, int max, json_t **ret, struct tg
 
 static struct store_stmt q_held = STORE_STMT(
 	"SELECT coalesce(sum(amount), 0)::text AS held FROM reservation_holds WHERE tenant_id = $1 AND hold_key = $2", 2);
+/* holds on a quota counter in any period (hot_hold_key): what still holds now counts in this period too */
+static struct store_stmt q_held_prefix = STORE_STMT(
+	"SELECT coalesce(sum(amount), 0)::text AS held FROM reservation_holds "
+	"WHERE tenant_id = $1 AND left(hold_key, length($2)) = $2", 2);
 
-int store_reservations_held(const char *tenant_id, const char *key, int64_t *held, struct tg_error *err)
+int store_reservations_held(const char *tenant_id, const char *key, size_t prefix_len, int64_t *held,
+			    struct tg_error *err)
 {
-	const char *p[] = {tenant_id, key};
+	char *prefix = prefix_len ? tg_strndup(key, prefix_len) : NULL;
+	const char *p[] = {tenant_id, prefix ? prefix : key};
 	json_t *row;
-	int rc = store_exec1(&q_held, p, &row, err);
+	int rc = store_exec1(prefix ? &q_held_prefix : &q_held, p, &row, err);
 
+	free(prefix);
 	*held = 0;
 	if (rc < 0)
 		return rc;

@@ -27,6 +27,16 @@ struct let_go {
 	struct tg_error err;
 };
 
+/* The tenant's time (its test clock): which period a hold is let go from. */
+static int64_t tenant_now(const char *tenant_id)
+{
+	struct policy_tenant *t = policy_registry_get(tenant_id);
+	int64_t now = t ? policy_now(t, tg_now_ms()) : tg_now_ms();
+
+	policy_tenant_unref(t);
+	return now;
+}
+
 static void let_go_on_writer(void *arg)
 {
 	struct let_go *j = arg;
@@ -44,28 +54,33 @@ static void let_go_on_writer(void *arg)
 	for (int i = 0; i < j->ngot; i++)
 		nrel += j->got[i].nholds;
 	rel = tg_arena_alloc(j->a, sizeof(*rel) * (size_t)(nrel + 1));
-	const char **keys = tg_arena_alloc(j->a, sizeof(*keys) * (size_t)(nrel + 1));
+	const char **keys = tg_arena_alloc(j->a, sizeof(*keys) * (size_t)(2 * nrel + 1));
+	int64_t now = tenant_now(j->tenant_id);
+	int nkeys = 0;
 	nrel = 0;
 	for (int i = 0; i < j->ngot; i++)
 		for (int h = 0; h < j->got[i].nholds; h++) {
-			keys[nrel] = j->got[i].holds[h].key;
-			rel[nrel++] = (struct hot_release){j->got[i].holds[h].key, j->got[i].holds[h].amount};
+			const char *key = j->got[i].holds[h].key, *there = hot_hold_key(j->a, key, now);
+			keys[nkeys++] = key;
+			if (there != key)
+				keys[nkeys++] = there; /* a hold made in an earlier period is let go from this one's */
+			rel[nrel++] = (struct hot_release){key, j->got[i].holds[h].amount};
 		}
 	/* the counters the holds leave go in the journal before the COMMIT (every time: this is not a writer
 	 * submission, whose waits bound the trim), so that a process dying between it and the release below
 	 * leaves nothing held that a survivor does not rebuild (hot/journal.c) */
 	struct tg_error e;
-	if (nrel > 0 && hot_journal_note(keys, nrel, true, &e) < 0)
+	if (nkeys > 0 && hot_journal_note(keys, nkeys, true, &e) < 0)
 		log_warn("reservation holds not journaled; they are rebuilt once Redis answers", "%s", e.detail);
 	if ((j->rc = store_commit(&j->err)) < 0) {
 		store_rollback();
-		hot_journal_suspect(keys, nrel); /* a COMMIT that failed on the way may still have happened */
+		hot_journal_suspect(keys, nkeys); /* a COMMIT that failed on the way may still have happened */
 		j->ngot = 0;
 		return;
 	}
 	/* gone in PostgreSQL already: if Redis fails now the holds stay until their counters are rebuilt or
 	 * expire, which errs on the side of refusing, never of handing out twice */
-	if (nrel > 0 && hot_apply_usage(j->tenant_id, NULL, 0, tg_now_ms(), NULL, 0, rel, nrel, j->a, &j->err) < 0)
+	if (nrel > 0 && hot_apply_usage(j->tenant_id, NULL, 0, now, NULL, 0, rel, nrel, j->a, &j->err) < 0)
 		log_warn("reservation holds not let go in Redis", "tenant %s: %s", j->tenant_id, j->err.detail);
 }
 
