@@ -72,7 +72,7 @@ void duties_stop(void);
  * into their days (migration 0013); returns how many. While there is no work, it looks every 10 s. */
 int64_t duties_compact_rollups(void);
 /* One pass of the reservation expiry (exposed for tests); returns how many were released. */
-int duties_expire_reservations(void);
+int duties_expire_reservations(const char *tenant_id);
 /* Let reservations go (released, or expired): delete them in PostgreSQL, then their holds in Redis, on the
  * event writer's thread so that no counter rebuild falls between. *got (in a) has the ones that were still
  * active; the others are gone already. Blocking: not on an event loop. */

@@ -95,15 +95,17 @@ int store_reservations_take(const char *tenant_id, const char *const *ids, const
 	return 0;
 }
 
-/* Due on each tenant's own clock (real time + its offset, stopped at its end: see tg_clock_ms). */
+/* Due on each tenant's own clock (real time + its offset, stopped at its end: see tg_clock_ms); of one tenant
+ * ($4) or of all. */
 static struct store_stmt q_due = STORE_STMT(
 	"SELECT r.tenant_id, r.id FROM reservations r JOIN tenants t ON t.id = r.tenant_id "
-	"WHERE r.expires_ms <= least($1::bigint + t.clock_offset_ms, $3::bigint) ORDER BY r.expires_ms LIMIT $2", 3);
+	"WHERE r.expires_ms <= least($1::bigint + t.clock_offset_ms, $3::bigint) AND ($4::text IS NULL OR r.tenant_id = $4) "
+	"ORDER BY r.expires_ms LIMIT $2", 4);
 
-int store_reservations_due(int64_t real_now_ms, int max, json_t **ret, struct tg_error *err)
+int store_reservations_due(int64_t real_now_ms, const char *tenant_id, int max, json_t **ret, struct tg_error *err)
 {
 	char now[STORE_I64_BUFSZ], lim[STORE_I64_BUFSZ], end[STORE_I64_BUFSZ];
-	const char *p[] = {store_i64(real_now_ms, now), store_i64(max, lim), store_i64(TG_TIME_MAX_MS, end)};
+	const char *p[] = {store_i64(real_now_ms, now), store_i64(max, lim), store_i64(TG_TIME_MAX_MS, end), tenant_id};
 
 	return store_exec(&q_due, p, ret, err);
 }

@@ -97,15 +97,16 @@ int reservations_let_go(const char *tenant_id, const char *const *ids, int n, st
 	return j.rc;
 }
 
-/* Reservations past their expiry (each on its tenant's clock), from PostgreSQL: a lost Redis forgets none. */
-int duties_expire_reservations(void)
+/* Reservations past their expiry (each on its tenant's clock), of one tenant or (NULL) of all, from
+ * PostgreSQL: a lost Redis forgets none. */
+int duties_expire_reservations(const char *tenant_id)
 {
 	json_t *rows = NULL, *row;
 	struct tg_error err;
 	size_t i;
 	int released = 0;
 
-	if (store_reservations_due(tg_now_ms(), 1000, &rows, &err) < 0) {
+	if (store_reservations_due(tg_now_ms(), tenant_id, 1000, &rows, &err) < 0) {
 		log_warn("expired reservations not read", "%s", err.detail);
 		return 0;
 	}
@@ -465,7 +466,7 @@ static void *duties_main(void *arg)
 	load_progress();
 	while (!atomic_load(&duties_stopping)) {
 		int64_t started = tg_mono_us();
-		tg_metric_add(expired, duties_expire_reservations());
+		tg_metric_add(expired, duties_expire_reservations(NULL));
 		tg_metric_add(compacted, duties_compact_rollups());
 		if (started - last_close >= INT64_C(1) * 1000000) {
 			duties_close_periods();

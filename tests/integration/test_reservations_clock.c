@@ -170,24 +170,6 @@ START_TEST(reservation_named_by_another_customers_event)
 }
 END_TEST
 
-/* Poll limit lim of c until its reserved is want (the worker expires holds about once a second); what it read. */
-static double wait_reserved(const char *key, const char *lim, double want, int within_ms)
-{
-	long long t0 = mono_ms();
-	double reserved = -1;
-
-	while (mono_ms() - t0 < within_ms) {
-		struct resp r = CHECK(key, "{\"customer_id\":\"c\",\"meter\":\"tokens\",\"amount\":0,\"dry_run\":true}");
-		ck_status(r, 200);
-		reserved = jnum(lim_must(r.json, lim, NULL), "reserved");
-		resp_free(&r);
-		if (reserved == want)
-			break;
-		nap_ms(100);
-	}
-	return reserved;
-}
-
 START_TEST(reservation_expires_on_test_clock)
 {
 	struct tenant t = tokens_tenant(true);
@@ -200,20 +182,14 @@ START_TEST(reservation_expires_on_test_clock)
 	/* real time alone does not expire it */
 	nap_ms(1500);
 	ck_q(t.key, "c", "q", 0, 65, 35);
+	/* the advance lets go of what its new time expired before it answers (not at the worker's next pass) */
 	clock_advance(&S, t.key, 301);
-	long long t0 = mono_ms();
-	double reserved = wait_reserved(t.key, "q", 25, 3000);
-	long long took = mono_ms() - t0;
-	ck_assert_msg(reserved == 25, "after the TTL the worker should release the first hold: reserved %g", reserved);
-	ck_assert_msg(took <= 2500, "released after %lld ms", took);
 	ck_q(t.key, "c", "q", 0, 25, 75);
 	char path[128];
 	snprintf(path, sizeof(path), "/v1/reservations/%s/release", gone);
 	expect_status(&S, "POST", path, t.key, NULL, 404);
 	/* the other one, past its TTL too */
 	clock_advance(&S, t.key, 600);
-	reserved = wait_reserved(t.key, "q", 0, 3000);
-	ck_assert_msg(reserved == 0, "second hold not released: %g", reserved);
 	ck_q(t.key, "c", "q", 0, 0, 100);
 }
 END_TEST
@@ -249,10 +225,8 @@ START_TEST(holds_cross_into_the_next_period)
 	ck_status(r, 200);
 	resp_free(&r);
 	ck_q(t.key, "c", "qd", 25, 20, 55);
-	/* expired by the worker */
+	/* expired */
 	clock_advance(&S, t.key, 60);
-	double reserved = wait_reserved(t.key, "qd", 0, 5000);
-	ck_assert_msg(reserved == 0, "the expired hold stays in the new day: reserved %g", reserved);
 	ck_q(t.key, "c", "qd", 25, 0, 75);
 	/* and Redis losing the counter: rebuilt with what still holds, from any day (none now; one more first) */
 	reserve(t.key, "c", 5, 600, r3, sizeof(r3));
