@@ -69,12 +69,13 @@ end
 local function sw_state(key, win)
   local b = win / SUB
   local idx = math.floor(now / b)
-  local v = redis.call('HMGET', key, 't', 'o')
+  local v = redis.call('HMGET', key, 't', 'o', 'l')
   local total, oldest = tonumber(v[1]) or 0, tonumber(v[2]) or idx
   local drop = {}
   if idx - oldest > 2 * SUB then
     return 0, idx, {}, true
   end
+  -- l: the newest sub-bucket written (kept since 2026-11-23; without it, "full again" is a window away)
   for j = oldest, idx - SUB - 1 do
     local c = tonumber(redis.call('HGET', key, 'b' .. j) or '0')
     total = total - c
@@ -85,7 +86,7 @@ local function sw_state(key, win)
   local f = ((edge + 1) * b - (now - win)) / b
   if f < 0 then f = 0 end
   local est = total - ec + math.floor(ec * f)
-  return est, idx, drop, false, total, ec, b
+  return est, idx, drop, false, total, ec, b, tonumber(v[3])
 end
 
 
@@ -100,11 +101,11 @@ local function values(s)
   if kind == 6 then
     a, b, c = s.B, s.R, s.M
   elseif kind == 3 then
-    -- when the oldest entries leave the window, and when enough have left for this amount
+    -- when the newest entry leaves the window (empty again), and when enough have left for this amount
     local reset, retry, acc = 0, -1, s.used
+    if #s.entries > 0 then reset = tonumber(s.entries[#s.entries]) + s.win - now end
     for j = 1, #s.entries, 2 do
       local t = tonumber(s.entries[j + 1])
-      if reset == 0 then reset = t + s.win - now end
       if not s.fits and retry < 0 then
         acc = acc - tonumber(string.match(s.entries[j], ':(%d+)$'))
         if acc + s.amt <= s.limit then retry = t + s.win - now end
@@ -126,7 +127,9 @@ local function values(s)
       end
       if retry < 0 then retry = s.win end
     end
-    a, b, c = s.used, s.win, retry
+    -- empty again once the newest sub-bucket written leaves the window
+    local reset = s.used <= 0 and 0 or (s.last and math.ceil((s.last + 1) * s.b + s.win - now) or s.win)
+    a, b, c = s.used, reset, retry
   end
   return a, b, c
 end
@@ -238,9 +241,9 @@ local function one(gflags, n, pos)
     else -- 4 sliding window
       local limit, amt, win
       f, limit, amt, win, pos = U('<Bi8i8i8', blob, pos + 1)
-      local used, idx, drop, reset, total, ec, b = sw_state(key, win)
+      local used, idx, drop, reset, total, ec, b, last = sw_state(key, win)
       s = {kind = 4, key = key, f = f, fits = used + amt <= limit, limit = limit, amt = amt, win = win, used = used,
-           idx = idx, drop = drop, reset = reset, total = total, ec = ec, b = b}
+           idx = idx, drop = drop, reset = reset, total = total, ec = ec, b = b or win / SUB, last = not reset and last or nil}
     end
     if s.fits == false and f % 8 >= 4 then deny = true end
     st[i] = s
@@ -344,8 +347,10 @@ local function one(gflags, n, pos)
           total = total + s.amt
           redis.call('HINCRBY', key, 'b' .. s.idx, I(s.amt))
           s.used = s.used + s.amt
+          s.last = s.idx
         end
-        redis.call('HSET', key, 't', I(total), 'o', s.idx - SUB)
+        if s.last then redis.call('HSET', key, 't', I(total), 'o', s.idx - SUB, 'l', s.last)
+        else redis.call('HSET', key, 't', I(total), 'o', s.idx - SUB) end
         redis.call('PEXPIRE', key, s.win * 2 + 1000)
       end
     end

@@ -71,6 +71,7 @@ for i = 1, n do
     local idx = math.floor(now / (w / 100))
     redis.call('HINCRBY', key, 'b' .. idx, I(amt))
     redis.call('HINCRBY', key, 't', I(amt))
+    redis.call('HSET', key, 'l', idx)
     if not redis.call('HGET', key, 'o') then redis.call('HSET', key, 'o', idx - 100) end
     redis.call('PEXPIRE', key, w * 2 + 1000)
   end

@@ -392,6 +392,49 @@ START_TEST(test_clock_rate_windows)
 }
 END_TEST
 
+/* A sliding window is full again when its newest unit leaves it: resets_at and RateLimit-Reset say when
+ * (they said when the oldest left, or a whole window from now for the sub-bucket form). */
+static void ck_reset(const char *key, const char *body, const char *lim, long long want_at, int slack)
+{
+	struct resp r = CHECK(key, "%s", body);
+	ck_assert_msg(r.status == 200, "%ld %s", r.status, r.body);
+	long long at = time_parse(jstr(lim_must(r.json, lim, NULL), "resets_at"));
+	ck_assert_msg(at >= want_at && at <= want_at + slack, "%s resets at %lld, not %lld (+%d): %s", lim, at, want_at,
+		      slack, r.body);
+	if (!strcmp(jstr(r.json, "binding_limit"), lim)) { /* the headers are the binding limit's */
+		const char *h = resp_header(&r, "RateLimit-Reset");
+		long long now = clock_now(&S, key);
+		ck_assert_msg(h && atoll(h) >= want_at - now && atoll(h) <= want_at - now + slack + 1,
+			      "RateLimit-Reset %s, %lld s to go", h ? h : "(none)", want_at - now);
+	}
+	resp_free(&r);
+}
+
+START_TEST(sliding_windows_reset_when_their_newest_unit_leaves)
+{
+	struct tenant t = tokens_tenant(true);
+	expectf(&S, t.key, "POST", "/v1/limits", 201,
+		"{\"id\":\"log\",\"meter\":\"requests\",\"kind\":\"rate\",\"window\":10,\"limit\":3,\"algorithm\":\"sliding_window\"}");
+	expectf(&S, t.key, "POST", "/v1/limits", 201,
+		"{\"id\":\"sub\",\"meter\":\"tokens\",\"kind\":\"rate\",\"window\":100,\"limit\":5000,\"algorithm\":\"sliding_window\"}");
+	/* the exact log: units at t, t+4, t+5; full again at t+15 */
+	long long t0 = clock_now(&S, t.key);
+	expectf(&S, t.key, "POST", "/v1/check", 200, "{\"customer_id\":\"c\"}");
+	clock_advance(&S, t.key, 4);
+	expectf(&S, t.key, "POST", "/v1/check", 200, "{\"customer_id\":\"c\"}");
+	clock_advance(&S, t.key, 1);
+	ck_reset(t.key, "{\"customer_id\":\"c\"}", "log", t0 + 15, 1);
+	/* the sub-buckets: 3,000 at u; read 30 s and 60 s later, still full again at u + 100 (one sub-bucket of slack) */
+	clock_advance(&S, t.key, 20);
+	long long u = clock_now(&S, t.key);
+	expectf(&S, t.key, "POST", "/v1/check", 200, "{\"customer_id\":\"d\",\"meter\":\"tokens\",\"amount\":3000}");
+	clock_advance(&S, t.key, 30);
+	ck_reset(t.key, "{\"customer_id\":\"d\",\"meter\":\"tokens\",\"amount\":1,\"dry_run\":true}", "sub", u + 100, 2);
+	clock_advance(&S, t.key, 30);
+	ck_reset(t.key, "{\"customer_id\":\"d\",\"meter\":\"tokens\",\"amount\":1,\"dry_run\":true}", "sub", u + 100, 2);
+}
+END_TEST
+
 START_TEST(test_clock_live_tenant_refused)
 {
 	struct tenant t = tokens_tenant(false);
@@ -544,6 +587,7 @@ int main(void)
 	tcase_add_test(tc, test_clock_crosses_every_period);
 	tcase_add_test(tc, test_clock_month_quota_used_up);
 	tcase_add_test(tc, test_clock_rate_windows);
+	tcase_add_test(tc, sliding_windows_reset_when_their_newest_unit_leaves);
 	tcase_add_test(tc, test_clock_live_tenant_refused);
 	tcase_add_test(tc, test_clock_centuries_ahead);
 	tcase_add_test(tc, test_clock_ends_in_9999);
