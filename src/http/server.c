@@ -61,6 +61,9 @@ struct http_req {
 	enum req_state state;
 	int refs;           /* the connection's + the pending operation's */
 	bool too_big;
+	/* a header the request cannot be trusted with (Content-Length twice with different values): refused
+	 * before its upload, on a connection then closed */
+	const char *bad_header;
 	bool timed_out;
 	bool suspended;
 	bool in_handler;    /* an inline handler is running: a completion now needs no resume */
@@ -605,6 +608,13 @@ static bool dispatch(struct http_req *r)
 	const struct tg_route *rt = req->route;
 	int rc;
 
+	/* before routing: the body's framing is in doubt, so is everything after it on the connection */
+	if (r->bad_header) {
+		tg_req_add_header(req, "Connection", "close");
+		tg_fail(&req->err, TG_EINVAL, "invalid_header", r->bad_header,
+			"the request has more than one Content-Length, with different values");
+		goto fail;
+	}
 	if (r->early_status == 404) {
 		tg_fail(&req->err, TG_ENOTFOUND, "route_not_found", NULL, "no route for %s %s", r->method_name,
 			req->path);
@@ -702,14 +712,21 @@ static enum MHD_Result collect_header(void *cls, enum MHD_ValueKind kind, const 
 	struct http_req *r = cls;
 
 	TG_UNUSED(kind);
+	if (!value)
+		value = "";
 	for (size_t i = 0; i < TG_ARRAY_SIZE(wanted); i++) {
-		if (strcasecmp(key, wanted[i]) == 0) {
-			struct hdr *h = tg_arena_alloc(&r->pub.arena, sizeof(*h));
-			h->name = wanted[i];
-			h->value = tg_arena_strdup(&r->pub.arena, value ? value : "");
-			h->next = r->req_headers;
-			r->req_headers = h;
-		}
+		if (strcasecmp(key, wanted[i]) != 0)
+			continue;
+		/* libmicrohttpd frames the body with the first Content-Length; a proxy in front may have used
+		 * another one (RFC 9112 6.3: an unrecoverable framing error). The same value again is harmless. */
+		const char *cl = strcmp(wanted[i], "Content-Length") == 0 ? tg_req_header(&r->pub, wanted[i]) : NULL;
+		if (cl && strcmp(cl, value) != 0)
+			r->bad_header = wanted[i];
+		struct hdr *h = tg_arena_alloc(&r->pub.arena, sizeof(*h));
+		h->name = wanted[i];
+		h->value = tg_arena_strdup(&r->pub.arena, value);
+		h->next = r->req_headers;
+		r->req_headers = h;
 	}
 	return MHD_YES;
 }
@@ -815,9 +832,10 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
 		r = req_new(hl, c, url, method);
 		*con_cls = r;
 		cl = tg_req_header(&r->pub, "Content-Length");
-		if (cl && tg_parse_i64(cl, 0, INT64_MAX, &n) && n > BODY_CAP) {
-			/* refuse before the upload (no 100 Continue); MHD closes the connection after */
-			r->too_big = true;
+		if (r->bad_header || (cl && tg_parse_i64(cl, 0, INT64_MAX, &n) && n > BODY_CAP)) {
+			/* refuse before the upload (no 100 Continue); MHD closes the connection after when a body was
+			 * announced, and a bad header's reply says Connection: close (its first length may be 0) */
+			r->too_big = !r->bad_header;
 			r->state = RS_READY;
 			dispatch(r);
 			return queue_reply(r);
