@@ -93,6 +93,7 @@ struct http_loop {
 	struct MHD_Daemon *d;
 	int mhd_fd;
 	int listen_fd;
+	const char *uri; /* the request target being parsed (see unescape) */
 	pthread_t thread;
 	bool need_run;
 	int inflight;
@@ -906,24 +907,43 @@ static int hex_digit(char c)
 	return -1;
 }
 
-/* MHD_http_unescape, except that "%00" is left as it is: a decoded NUL would cut the path or a query
- * value short, so that "/v1/customers/a%00b" would reach the handler as customer "a" */
+/* The request target libmicrohttpd is parsing now, from the URI log callback: libmicrohttpd unescapes the query's
+ * names and values, then the path in that same buffer, all before the next request's target is logged. A loop's
+ * daemon runs on the loop's thread alone. */
+static void *note_uri(void *cls, const char *uri, struct MHD_Connection *c)
+{
+	struct http_loop *hl = cls;
+
+	TG_UNUSED(c);
+	hl->uri = uri;
+	return NULL;
+}
+
+/* MHD_http_unescape, except that "%00" is left as it is, and so is "%2F" in the path: a decoded NUL would cut
+ * the path or a query value short, so that "/v1/customers/a%00b" would reach the handler as customer "a"; a
+ * decoded slash would split a segment, so that "/v1/customers/a%2Fusage" would answer a's usage. The query
+ * decodes "%2F" (an event type may hold a '/'). */
 static size_t unescape(void *cls, struct MHD_Connection *c, char *s)
 {
+	struct http_loop *hl = cls;
+	bool path = s == hl->uri;
 	char *w = s;
 	int hi, lo;
 
-	TG_UNUSED(cls);
 	TG_UNUSED(c);
 	for (const char *r = s; *r;) {
-		if (r[0] == '%' && (hi = hex_digit(r[1])) >= 0 && (lo = hex_digit(r[2])) >= 0 && (hi | lo) != 0) {
-			*w++ = (char)(hi * 16 + lo);
+		int ch;
+		if (r[0] == '%' && (hi = hex_digit(r[1])) >= 0 && (lo = hex_digit(r[2])) >= 0 &&
+		    (ch = hi * 16 + lo) != 0 && !(path && ch == '/')) {
+			*w++ = (char)ch;
 			r += 3;
 		} else {
 			*w++ = *r++;
 		}
 	}
 	*w = '\0';
+	if (path)
+		hl->uri = NULL;
 	return (size_t)(w - s);
 }
 
@@ -1046,7 +1066,8 @@ static void *loop_main(void *arg)
 				 MHD_OPTION_CONNECTION_TIMEOUT, srv->opts.conn_timeout,
 				 MHD_OPTION_CONNECTION_MEMORY_LIMIT, srv->opts.conn_memory,
 				 MHD_OPTION_NOTIFY_COMPLETED, on_completed, hl,
-				 MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL, MHD_OPTION_END);
+				 MHD_OPTION_URI_LOG_CALLBACK, note_uri, hl,
+				 MHD_OPTION_UNESCAPE_CALLBACK, unescape, hl, MHD_OPTION_END);
 	if (!hl->d) {
 		hl->init_rc = -1;
 	} else {

@@ -744,9 +744,34 @@ START_TEST(bad_ids_in_paths)
 		ck_assert_msg(x.status == 404, "PATCH %s: expected 404, got %ld: %s", paths[i], x.status, x.body);
 		resp_free(&x);
 	}
-	/* "/" splits the path: another route, or none */
-	struct resp r = req(&S, "GET", "/v1/customers/a%2Fb", t.key, NULL, NULL);
+	/* an encoded "/" stays inside its segment: never another route */
+	expect_status(&S, "POST", "/v1/customers", t.key, "{\"id\":\"b\"}", 201);
+	const char *slashed[] = {"/v1/customers/a%2Fb", "/v1/customers/a%2Fusage", "/v1/customers/a%2fusage",
+				 "/v1/customers/a%2Fbalance", "/v1/customers/a%2Fbalance%2Ftransactions",
+				 "/v1/customers/%2E%2E%2Fb"};
+	for (size_t i = 0; i < sizeof(slashed) / sizeof(slashed[0]); i++) {
+		struct resp x = req(&S, "GET", slashed[i], t.key, NULL, NULL);
+		ck_assert_msg(x.status == 404, "GET %s: expected 404, got %ld: %s", slashed[i], x.status, x.body);
+		ck_err(x, 404, "invalid_request", "customer_not_found", NULL);
+		resp_free(&x);
+	}
+	struct resp r = req(&S, "GET", "/v1%2Fcustomers", t.key, NULL, NULL);
 	ck_err(r, 404, "invalid_request", "route_not_found", NULL);
+	resp_free(&r);
+	r = req(&S, "GET", "/v1/customers%2Fa", t.key, NULL, NULL);
+	ck_err(r, 404, "invalid_request", "route_not_found", NULL);
+	resp_free(&r);
+	r = req(&S, "DELETE", "/v1/customers/a%2Fusage", t.key, NULL, NULL);
+	ck_err(r, 404, "invalid_request", "customer_not_found", NULL);
+	resp_free(&r);
+	/* (other escapes still decode: "%62" is "b") */
+	expect_status(&S, "GET", "/v1/customers/%62", t.key, NULL, 200);
+	/* and in a query value "%2F" is a '/' as usual: an event type may hold one */
+	expect_status(&S, "POST", "/v1/events", t.key, "{\"customer_id\":\"a\",\"type\":\"llm/completion\"}", 200);
+	r = req(&S, "GET", "/v1/events?type=llm%2Fcompletion", t.key, NULL, NULL);
+	ck_status(r, 200);
+	ck_assert_int_eq(json_array_size(jpath(r.json, "data")), 1);
+	ck_assert_str_eq(jstr(r.json, "data.0.type"), "llm/completion");
 	resp_free(&r);
 	/* nor in query values */
 	r = req(&S, "GET", "/v1/customers?starting_after=a%00zz", t.key, NULL, NULL);
