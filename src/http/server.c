@@ -61,6 +61,9 @@ struct http_req {
 	enum req_state state;
 	int refs;           /* the connection's + the pending operation's */
 	bool too_big;
+	/* a header the request cannot be trusted with (Content-Length twice with different values): refused
+	 * before its upload, on a connection then closed */
+	const char *bad_header;
 	bool timed_out;
 	bool suspended;
 	bool in_handler;    /* an inline handler is running: a completion now needs no resume */
@@ -90,6 +93,7 @@ struct http_loop {
 	struct MHD_Daemon *d;
 	int mhd_fd;
 	int listen_fd;
+	const char *uri; /* the request target being parsed (see unescape) */
 	pthread_t thread;
 	bool need_run;
 	int inflight;
@@ -605,6 +609,13 @@ static bool dispatch(struct http_req *r)
 	const struct tg_route *rt = req->route;
 	int rc;
 
+	/* before routing: the body's framing is in doubt, so is everything after it on the connection */
+	if (r->bad_header) {
+		tg_req_add_header(req, "Connection", "close");
+		tg_fail(&req->err, TG_EINVAL, "invalid_header", r->bad_header,
+			"the request has more than one Content-Length, with different values");
+		goto fail;
+	}
 	if (r->early_status == 404) {
 		tg_fail(&req->err, TG_ENOTFOUND, "route_not_found", NULL, "no route for %s %s", r->method_name,
 			req->path);
@@ -702,14 +713,21 @@ static enum MHD_Result collect_header(void *cls, enum MHD_ValueKind kind, const 
 	struct http_req *r = cls;
 
 	TG_UNUSED(kind);
+	if (!value)
+		value = "";
 	for (size_t i = 0; i < TG_ARRAY_SIZE(wanted); i++) {
-		if (strcasecmp(key, wanted[i]) == 0) {
-			struct hdr *h = tg_arena_alloc(&r->pub.arena, sizeof(*h));
-			h->name = wanted[i];
-			h->value = tg_arena_strdup(&r->pub.arena, value ? value : "");
-			h->next = r->req_headers;
-			r->req_headers = h;
-		}
+		if (strcasecmp(key, wanted[i]) != 0)
+			continue;
+		/* libmicrohttpd frames the body with the first Content-Length; a proxy in front may have used
+		 * another one (RFC 9112 6.3: an unrecoverable framing error). The same value again is harmless. */
+		const char *cl = strcmp(wanted[i], "Content-Length") == 0 ? tg_req_header(&r->pub, wanted[i]) : NULL;
+		if (cl && strcmp(cl, value) != 0)
+			r->bad_header = wanted[i];
+		struct hdr *h = tg_arena_alloc(&r->pub.arena, sizeof(*h));
+		h->name = wanted[i];
+		h->value = tg_arena_strdup(&r->pub.arena, value);
+		h->next = r->req_headers;
+		r->req_headers = h;
 	}
 	return MHD_YES;
 }
@@ -815,9 +833,10 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
 		r = req_new(hl, c, url, method);
 		*con_cls = r;
 		cl = tg_req_header(&r->pub, "Content-Length");
-		if (cl && tg_parse_i64(cl, 0, INT64_MAX, &n) && n > BODY_CAP) {
-			/* refuse before the upload (no 100 Continue); MHD closes the connection after */
-			r->too_big = true;
+		if (r->bad_header || (cl && tg_parse_i64(cl, 0, INT64_MAX, &n) && n > BODY_CAP)) {
+			/* refuse before the upload (no 100 Continue); MHD closes the connection after when a body was
+			 * announced, and a bad header's reply says Connection: close (its first length may be 0) */
+			r->too_big = !r->bad_header;
 			r->state = RS_READY;
 			dispatch(r);
 			return queue_reply(r);
@@ -888,24 +907,43 @@ static int hex_digit(char c)
 	return -1;
 }
 
-/* MHD_http_unescape, except that "%00" is left as it is: a decoded NUL would cut the path or a query
- * value short, so that "/v1/customers/a%00b" would reach the handler as customer "a" */
+/* The request target libmicrohttpd is parsing now, from the URI log callback: libmicrohttpd unescapes the query's
+ * names and values, then the path in that same buffer, all before the next request's target is logged. A loop's
+ * daemon runs on the loop's thread alone. */
+static void *note_uri(void *cls, const char *uri, struct MHD_Connection *c)
+{
+	struct http_loop *hl = cls;
+
+	TG_UNUSED(c);
+	hl->uri = uri;
+	return NULL;
+}
+
+/* MHD_http_unescape, except that "%00" is left as it is, and so is "%2F" in the path: a decoded NUL would cut
+ * the path or a query value short, so that "/v1/customers/a%00b" would reach the handler as customer "a"; a
+ * decoded slash would split a segment, so that "/v1/customers/a%2Fusage" would answer a's usage. The query
+ * decodes "%2F" (an event type may hold a '/'). */
 static size_t unescape(void *cls, struct MHD_Connection *c, char *s)
 {
+	struct http_loop *hl = cls;
+	bool path = s == hl->uri;
 	char *w = s;
 	int hi, lo;
 
-	TG_UNUSED(cls);
 	TG_UNUSED(c);
 	for (const char *r = s; *r;) {
-		if (r[0] == '%' && (hi = hex_digit(r[1])) >= 0 && (lo = hex_digit(r[2])) >= 0 && (hi | lo) != 0) {
-			*w++ = (char)(hi * 16 + lo);
+		int ch;
+		if (r[0] == '%' && (hi = hex_digit(r[1])) >= 0 && (lo = hex_digit(r[2])) >= 0 &&
+		    (ch = hi * 16 + lo) != 0 && !(path && ch == '/')) {
+			*w++ = (char)ch;
 			r += 3;
 		} else {
 			*w++ = *r++;
 		}
 	}
 	*w = '\0';
+	if (path)
+		hl->uri = NULL;
 	return (size_t)(w - s);
 }
 
@@ -1028,7 +1066,8 @@ static void *loop_main(void *arg)
 				 MHD_OPTION_CONNECTION_TIMEOUT, srv->opts.conn_timeout,
 				 MHD_OPTION_CONNECTION_MEMORY_LIMIT, srv->opts.conn_memory,
 				 MHD_OPTION_NOTIFY_COMPLETED, on_completed, hl,
-				 MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL, MHD_OPTION_END);
+				 MHD_OPTION_URI_LOG_CALLBACK, note_uri, hl,
+				 MHD_OPTION_UNESCAPE_CALLBACK, unescape, hl, MHD_OPTION_END);
 	if (!hl->d) {
 		hl->init_rc = -1;
 	} else {

@@ -2,7 +2,7 @@
  * fuzz_query.c — a query string the way a request brings it: split on '&' and '=' and percent-decoded as
  * libmicrohttpd does with our unescape callback (src/http/server.c), then read by the query helpers of
  * src/api/params.c (api_query_only, api_page, api_query_id, api_query_time, api_query_bool). Decoding
- * never shortens a value with a NUL nor grows it; each helper's success means a value its contract
+ * never shortens a value with a NUL nor grows it (and, given as the path, keeps an encoded slash); each helper's success means a value its contract
  * allows (limit 1–100 or 20, valid ids, times that tg_time_parse reads the same); each failure is a
  * 400 naming the argument.
  */
@@ -12,14 +12,14 @@
 
 #define MAX_ARGS 64
 
-/* The reference decoder: %XY for two hex digits, except %00, stays literal otherwise. */
-static size_t ref_unescape(const char *in, char *out)
+/* The reference decoder: %XY for two hex digits, except %00 (and %2F in the path), stays literal otherwise. */
+static size_t ref_unescape(const char *in, char *out, bool path)
 {
 	size_t n = 0;
 
 	for (size_t i = 0; in[i];) {
 		int hi = in[i] == '%' ? hex_digit(in[i + 1]) : -1, lo = hi >= 0 ? hex_digit(in[i + 2]) : -1;
-		if (hi >= 0 && lo >= 0 && hi * 16 + lo != 0) {
+		if (hi >= 0 && lo >= 0 && hi * 16 + lo != 0 && !(path && hi * 16 + lo == '/')) {
 			out[n++] = (char)(hi * 16 + lo);
 			i += 3;
 		} else {
@@ -30,21 +30,32 @@ static size_t ref_unescape(const char *in, char *out)
 	return n;
 }
 
+/* Decode s as libmicrohttpd does a query name or value; first, a copy as the path (the string its URI log
+ * callback saw, which note_uri keeps). */
 static void decode(char *s)
 {
+	struct http_loop hl = {0};
 	size_t len = strlen(s), n;
-	char *want = malloc(len + 1);
+	char *want = malloc(len + 1), *path = strdup(s);
 
-	if (!want)
+	if (!want || !path)
 		abort();
+	ref_unescape(path, want, true);
+	note_uri(&hl, path, NULL);
+	n = unescape(&hl, NULL, path);
+	FUZZ_CHECK(n <= len && n == strlen(path));
+	FUZZ_CHECK(strcmp(path, want) == 0);
+	FUZZ_CHECK(hl.uri == NULL); /* the path is decoded once; nothing later is taken for it */
+
 	for (char *p = s; *p; p++) /* libmicrohttpd turns '+' into ' ' before unescaping */
 		if (*p == '+')
 			*p = ' ';
-	ref_unescape(s, want);
-	n = unescape(NULL, NULL, s);
+	ref_unescape(s, want, false);
+	n = unescape(&hl, NULL, s);
 	FUZZ_CHECK(n <= len);
 	FUZZ_CHECK(n == strlen(s)); /* no NUL decoded into the middle */
 	FUZZ_CHECK(strcmp(s, want) == 0);
+	free(path);
 	free(want);
 }
 

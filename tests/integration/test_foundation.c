@@ -1,8 +1,14 @@
 /* test_foundation.c — the HTTP rules every route shares and the operations endpoints, over real HTTP. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "harness.h"
 
@@ -337,6 +343,142 @@ static char *body_of_size(size_t n)
 	return b;
 }
 
+/* What came back on a raw connection. */
+struct raw {
+	char *data;   /* everything read (NUL-terminated; malloc'd) */
+	size_t len;
+	bool closed;  /* the server closed the connection (within 10 s) */
+	int nreplies; /* status lines read */
+	long status;  /* the first reply's status */
+	json_t *json; /* the first reply's body, when JSON */
+};
+
+static void raw_free(struct raw *x)
+{
+	free(x->data);
+	json_decref(x->json);
+}
+
+/* Send len bytes, as they are, on a new connection to S, then read until the server closes it or 10 s pass.
+ * The bytes are written at once: a second request after the first arrives with it, as from a proxy. */
+static struct raw raw_send(const char *bytes, size_t len)
+{
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)S.port),
+				.sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	struct raw x = {0};
+	size_t cap = 65536, off = 0;
+	struct timespec t0, now;
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	while (off < len) {
+		ssize_t n = write(fd, bytes + off, len - off);
+		ck_assert_msg(n > 0, "write: %s", strerror(errno));
+		off += (size_t)n;
+	}
+	x.data = malloc(cap);
+	ck_assert_ptr_nonnull(x.data);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (;;) {
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		long left = 10000 - ((now.tv_sec - t0.tv_sec) * 1000 + (now.tv_nsec - t0.tv_nsec) / 1000000);
+		struct pollfd p = {.fd = fd, .events = POLLIN};
+		if (left <= 0 || poll(&p, 1, (int)left) <= 0)
+			break;
+		if (x.len + 1 >= cap)
+			break;
+		ssize_t n = read(fd, x.data + x.len, cap - 1 - x.len);
+		if (n <= 0) {
+			x.closed = n == 0 || errno == ECONNRESET;
+			break;
+		}
+		x.len += (size_t)n;
+	}
+	close(fd);
+	x.data[x.len] = '\0';
+	for (const char *p = x.data; (p = strstr(p, "HTTP/1.1 ")); p++)
+		x.nreplies++;
+	if (x.nreplies > 0) {
+		const char *body = strstr(x.data, "\r\n\r\n");
+		x.status = strtol(strstr(x.data, "HTTP/1.1 ") + 9, NULL, 10);
+		if (body)
+			x.json = json_loads(body + 4, JSON_DISABLE_EOF_CHECK, NULL);
+	}
+	return x;
+}
+
+#define raw_sendz(s) raw_send((s), strlen(s))
+
+/* A raw reply: exactly one, this error, and the connection closed after it. what: the case, for messages. */
+static void ck_raw_refused(const struct raw *x, const char *param, const char *what)
+{
+	ck_assert_msg(x->nreplies == 1, "%s: expected one reply, got %d: %s", what, x->nreplies, x->data);
+	ck_assert_msg(x->status == 400, "%s: expected 400: %s", what, x->data);
+	ck_assert_msg(x->json != NULL, "%s: no JSON body: %s", what, x->data);
+	ck_assert_str_eq(jstr(x->json, "error.type"), "invalid_request");
+	ck_assert_str_eq(jstr(x->json, "error.code"), "invalid_header");
+	ck_assert_str_eq(jstr(x->json, "error.param"), param);
+	ck_assert_ptr_nonnull(strstr(jstr(x->json, "error.message"), param));
+	ck_assert_msg(strstr(x->data, "X-Request-Id: ") != NULL, "no X-Request-Id: %s", x->data);
+	ck_assert_msg(x->closed, "%s: the connection stayed open: %s", what, x->data);
+}
+
+/* Two Content-Lengths that differ: framing in doubt (request smuggling behind a proxy), refused before the
+ * body is read and the connection closed, so nothing after it is taken for another request. */
+START_TEST(conflicting_content_length_400)
+{
+	struct tenant t = tenant_new(&S, false);
+	const char *body = "{\"id\":\"cl-1\"}";
+	char smuggled[512], raw[2048];
+	int n = snprintf(smuggled, sizeof(smuggled),
+			 "POST /v1/customers HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer %s\r\n"
+			 "Content-Type: application/json\r\nContent-Length: 17\r\nConnection: close\r\n\r\n"
+			 "{\"id\":\"smuggled\"}",
+			 t.key);
+	ck_assert_int_lt(n, (int)sizeof(smuggled));
+
+	/* by the first length the body ends after cl-1 and a second request follows; by the second (what a
+	 * proxy in front may have used) that request is part of the body; either order */
+	for (int order = 0; order < 2; order++) {
+		size_t short_len = strlen(body), long_len = strlen(body) + strlen(smuggled);
+		n = snprintf(raw, sizeof(raw),
+			     "POST /v1/customers HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer %s\r\n"
+			     "Content-Type: application/json\r\nContent-Length: %zu\r\nX-Request-Id: cl-%d\r\n"
+			     "content-length: %zu\r\n\r\n%s%s",
+			     t.key, order ? long_len : short_len, order, order ? short_len : long_len, body, smuggled);
+		ck_assert_int_lt(n, (int)sizeof(raw));
+		struct raw x = raw_send(raw, (size_t)n);
+		ck_raw_refused(&x, "Content-Length", order ? "long, short" : "short, long");
+		ck_assert_ptr_nonnull(strstr(x.data, order ? "X-Request-Id: cl-1" : "X-Request-Id: cl-0"));
+		raw_free(&x);
+	}
+	ck_assert_int_eq(count_customers(t.key), 0);
+
+	/* before routing, authentication and the method: the framing is what is wrong */
+	struct raw x = raw_sendz("GET /v1/nope HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}"
+				 "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
+	ck_raw_refused(&x, "Content-Length", "GET /v1/nope");
+	raw_free(&x);
+	x = raw_sendz("PUT /v1/customers HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nContent-Length: 99999999\r\n\r\n");
+	ck_raw_refused(&x, "Content-Length", "PUT /v1/customers");
+	raw_free(&x);
+
+	/* the same length twice is one length */
+	n = snprintf(raw, sizeof(raw),
+		     "POST /v1/customers HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer %s\r\n"
+		     "Content-Type: application/json\r\nContent-Length: %zu\r\nContent-Length: %zu\r\nConnection: close\r\n"
+		     "\r\n%s",
+		     t.key, strlen(body), strlen(body), body);
+	x = raw_send(raw, (size_t)n);
+	ck_assert_msg(x.nreplies == 1 && x.status == 201, "%s", x.data);
+	raw_free(&x);
+	ck_assert_int_eq(count_customers(t.key), 1);
+	/* and the server is fine */
+	expect_status(&S, "POST", "/v1/customers", t.key, "{\"id\":\"cl-2\"}", 201);
+}
+END_TEST
+
 START_TEST(body_over_1mib_413)
 {
 	struct tenant t = tenant_new(&S, false);
@@ -602,9 +744,34 @@ START_TEST(bad_ids_in_paths)
 		ck_assert_msg(x.status == 404, "PATCH %s: expected 404, got %ld: %s", paths[i], x.status, x.body);
 		resp_free(&x);
 	}
-	/* "/" splits the path: another route, or none */
-	struct resp r = req(&S, "GET", "/v1/customers/a%2Fb", t.key, NULL, NULL);
+	/* an encoded "/" stays inside its segment: never another route */
+	expect_status(&S, "POST", "/v1/customers", t.key, "{\"id\":\"b\"}", 201);
+	const char *slashed[] = {"/v1/customers/a%2Fb", "/v1/customers/a%2Fusage", "/v1/customers/a%2fusage",
+				 "/v1/customers/a%2Fbalance", "/v1/customers/a%2Fbalance%2Ftransactions",
+				 "/v1/customers/%2E%2E%2Fb"};
+	for (size_t i = 0; i < sizeof(slashed) / sizeof(slashed[0]); i++) {
+		struct resp x = req(&S, "GET", slashed[i], t.key, NULL, NULL);
+		ck_assert_msg(x.status == 404, "GET %s: expected 404, got %ld: %s", slashed[i], x.status, x.body);
+		ck_err(x, 404, "invalid_request", "customer_not_found", NULL);
+		resp_free(&x);
+	}
+	struct resp r = req(&S, "GET", "/v1%2Fcustomers", t.key, NULL, NULL);
 	ck_err(r, 404, "invalid_request", "route_not_found", NULL);
+	resp_free(&r);
+	r = req(&S, "GET", "/v1/customers%2Fa", t.key, NULL, NULL);
+	ck_err(r, 404, "invalid_request", "route_not_found", NULL);
+	resp_free(&r);
+	r = req(&S, "DELETE", "/v1/customers/a%2Fusage", t.key, NULL, NULL);
+	ck_err(r, 404, "invalid_request", "customer_not_found", NULL);
+	resp_free(&r);
+	/* (other escapes still decode: "%62" is "b") */
+	expect_status(&S, "GET", "/v1/customers/%62", t.key, NULL, 200);
+	/* and in a query value "%2F" is a '/' as usual: an event type may hold one */
+	expect_status(&S, "POST", "/v1/events", t.key, "{\"customer_id\":\"a\",\"type\":\"llm/completion\"}", 200);
+	r = req(&S, "GET", "/v1/events?type=llm%2Fcompletion", t.key, NULL, NULL);
+	ck_status(r, 200);
+	ck_assert_int_eq(json_array_size(jpath(r.json, "data")), 1);
+	ck_assert_str_eq(jstr(r.json, "data.0.type"), "llm/completion");
 	resp_free(&r);
 	/* nor in query values */
 	r = req(&S, "GET", "/v1/customers?starting_after=a%00zz", t.key, NULL, NULL);
@@ -800,6 +967,7 @@ int main(void)
 	tcase_add_test(tc, wrong_method_405_with_allow);
 	tcase_add_test(tc, content_type_415);
 	tcase_add_test(tc, body_over_1mib_413);
+	tcase_add_test(tc, conflicting_content_length_400);
 	tcase_add_test(tc, malformed_json_400);
 	tcase_add_test(tc, wrong_types_and_unknown_fields);
 	tcase_add_test(tc, bad_ids_in_bodies);
