@@ -229,6 +229,8 @@ struct policy_counter {
 	bool has_init;
 	tg_fixed init;                /* the rebuilt value */
 	tg_fixed init_reserved;       /* and what active reservations hold on it */
+	int64_t init_at_ms;           /* a latest meter's: the instant of the rebuilt value (0: none) */
+	int64_t at_ms;                /* a latest meter's: the instant of the value recorded (event time) */
 	tg_fixed used, reserved, remaining;
 	int64_t reset_ms;             /* when the counter resets/refills fully (absolute, tenant clock) */
 	int64_t retry_ms;             /* from now until this amount would pass; -1 = never */

@@ -225,6 +225,9 @@ void store_array_release(struct store_array *a);
  * dimension filter (JSON object text, "{}" for none); agg decides sum, max or latest. */
 int store_usage_value(const char *tenant_id, const char *subject, const char *meter_id, int64_t from_ms,
 		      int64_t to_ms, const char *filter_json, int agg, tg_fixed *ret, struct tg_error *err);
+/* The instant (epoch ms) of the latest value there (0: none), for a latest meter's counter. */
+int store_usage_latest_at(const char *tenant_id, const char *subject, const char *meter_id, int64_t from_ms,
+			  int64_t to_ms, const char *filter_json, int64_t *ret, struct tg_error *err);
 /* store_usage_value for many counters at once, after this transaction's rollups: arrays of subject, meter,
  * from, to, filter (json), agg → [{i, value}] (i: 1-based position). */
 int store_usage_values(const char *tenant_id, const char *subjects, const char *meters, const char *froms,

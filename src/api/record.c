@@ -40,8 +40,13 @@ int api_rebuild(const char *tenant_id, struct policy_counter *cs, int n, struct 
 			json_object_set_new(filter, l->filter[f].key, json_string(l->filter[f].value));
 		text = tg_json_dumps(filter);
 		json_decref(filter);
-		rc = store_usage_value(tenant_id, c->subject_kind == SUBJECT_PLATFORM ? "*" : c->subject, l->meter->id,
-				       c->period_start_ms, c->period_end_ms, text, (int)l->meter->agg, &c->init, err);
+		const char *subject = c->subject_kind == SUBJECT_PLATFORM ? "*" : c->subject;
+		rc = store_usage_value(tenant_id, subject, l->meter->id, c->period_start_ms, c->period_end_ms, text,
+				       (int)l->meter->agg, &c->init, err);
+		c->init_at_ms = 0;
+		if (rc == 0 && l->meter->agg == AGG_LATEST) /* which instant it is, for values sent out of order */
+			rc = store_usage_latest_at(tenant_id, subject, l->meter->id, c->period_start_ms, c->period_end_ms,
+						   text, &c->init_at_ms, err);
 		free(text);
 		if (rc == 0)
 			rc = held_on(tenant_id, hot_counter_key(&a, tenant_id, c), &c->init_reserved, err);
@@ -505,6 +510,8 @@ static void usage_add(struct usage_batch *u, const struct store_submission *sub)
 			if (m > 0) {
 				u->cs = tg_arena_grow(u->a, u->cs, u->ncs, u->ncs + m, &u->capcs, sizeof(*u->cs));
 				memcpy(u->cs + u->ncs, from, sizeof(*from) * (size_t)m);
+				for (int k = 0; k < m; k++)
+					u->cs[u->ncs + k].at_ms = e->ts_ms; /* a latest meter keeps the latest instant's */
 				u->ncs += m;
 			}
 			/* whole structs: the arrays start over after each call, so a slot may hold an older entry */

@@ -277,6 +277,8 @@ static int build(struct hot_check *hc, struct tg_arena *a, struct hot_argv *keys
 			if (c->has_init) {
 				put_exact(b, c->init);
 				put_exact(b, c->init_reserved);
+				if (f & FLAG_LATEST)
+					put_i64(b, c->init_at_ms);
 			}
 		} else if (l->algorithm == ALG_TOKEN_BUCKET) {
 			put_u8(b, KIND_TOKEN_BUCKET);

@@ -148,6 +148,8 @@ local function one(gflags, n, pos)
       local lh, ll, ah, al, ttl, has, ih, il, rh, rl
       f, lh, ll, ah, al, ttl, has, pos = U('<Bi8i8i8i8i8B', blob, pos + 1)
       if has == 1 then ih, il, rh, rl, pos = U('<i8i8i8i8', blob, pos) end
+      local iat -- a latest meter's rebuilt value: its instant
+      if has == 1 and f % 32 >= 16 then iat, pos = U('<i8', blob, pos) end
       -- P() inlined for the usual value below 4e15
       local A = ah < 4e6 and ah > -4e6 and ah * E + al or P(ah, al)
       local L = lh < 4e6 and lh > -4e6 and lh * E + ll or P(lh, ll)
@@ -177,7 +179,7 @@ local function one(gflags, n, pos)
       end
       -- fields are few (a table costs ~400 instructions per field): the rest is added when needed
       s = {kind = 1, f = f, fits = fits, A = A, U = u, R = r, mark = mark}
-      if init then s.init = true; s.ttl = ttl end
+      if init then s.init = true; s.ttl = ttl; s.iat = iat end
     elseif kind == 2 then
       local limit, amt, rate, win
       f, limit, amt, rate, win, pos = U('<Bi8i8i8i8', blob, pos + 1)
@@ -266,15 +268,16 @@ local function one(gflags, n, pos)
       if s.init then
         s.mark = new_mark()
         redis.call('HSET', key, 'u', S(s.U), 'r', S(s.R), 'e', s.mark)
+        if s.iat and s.iat > 0 then redis.call('HSET', key, 't', s.iat) end
         if s.ttl > 0 then redis.call('PEXPIRE', key, s.ttl) end
       end
       -- the key exists with its expiry (set when it was made): updating it keeps that
       if consume then
         if s.f % 16 >= 8 then -- the maximum
           if cmp(s.A, s.U) > 0 then s.U = s.A; redis.call('HSET', key, 'u', D(s.A)) end
-        elseif s.f % 32 >= 16 then -- the latest
+        elseif s.f % 32 >= 16 then -- the latest, as of now (t: its instant, against events sent late)
           s.U = s.A
-          redis.call('HSET', key, 'u', D(s.A))
+          redis.call('HSET', key, 'u', D(s.A), 't', now)
         else
           s.U = add(s.U, s.A)
           incr_usage(key, 'u', D(s.A))

@@ -28,6 +28,13 @@ uint64_t hot_holds_released(const char *tenant_id)
 	return atomic_load_explicit(release_slot(tenant_id), memory_order_acquire);
 }
 
+/* A latest meter's aggregation argument for usage.lua: "l", or "l:<ms>" with the value's instant, so that
+ * a value sent after a later one does not replace it. */
+static const char *latest_arg(struct tg_arena *a, int64_t at_ms)
+{
+	return at_ms > 0 ? tg_arena_printf(a, "l:%lld", (long long)at_ms) : "l";
+}
+
 int hot_apply_usage(const char *tenant_id, const struct policy_counter *cs, int n, int64_t now_ms,
 		    const struct hot_balance_delta *bal, int nbal, const struct hot_release *rel, int nrel,
 		    struct tg_arena *a, struct tg_error *err)
@@ -53,7 +60,9 @@ int hot_apply_usage(const char *tenant_id, const struct policy_counter *cs, int 
 			hot_argv_push(&args, hot_i64(a, c->amount));
 			hot_argv_push(&args, c->mark_rule != MARK_NONE ? hot_i64(a, c->mark) : "0");
 			hot_argv_push(&args, "");
-			hot_argv_push(&args, l->meter->agg == AGG_MAX ? "m" : l->meter->agg == AGG_LATEST ? "l" : "s");
+			hot_argv_push(&args, l->meter->agg == AGG_MAX	 ? "m"
+					     : l->meter->agg == AGG_LATEST ? latest_arg(a, c->at_ms)
+									   : "s");
 		} else if (l->algorithm == ALG_TOKEN_BUCKET) {
 			hot_argv_push(&args, "tb");
 			hot_argv_push(&args, hot_i64(a, c->amount));
@@ -173,7 +182,7 @@ int hot_init_counters(const char *tenant_id, const struct policy_counter *cs, in
 		hot_argv_push(&args, hot_i64(a, c->init));
 		hot_argv_push(&args, hot_i64(a, ttl > 0 ? ttl : 86400000));
 		hot_argv_push(&args, hot_i64(a, c->init_reserved));
-		hot_argv_push(&args, "s");
+		hot_argv_push(&args, c->limit->meter->agg == AGG_LATEST ? latest_arg(a, c->init_at_ms) : "s");
 		sent++;
 	}
 	if (bal && bal->has_init) {

@@ -1,7 +1,8 @@
 -- usage.lua: add committed usage to the live counters, after the event writer's COMMIT.
 -- KEYS[i]: counter keys. ARGV[1] now_ms, ARGV[2] n, then 5 per counter: type, amount, p1, p2, agg.
 --   q  (quota)        p1 = ttl ms: only if the key exists (a missing one is rebuilt from the rollups,
---                     which already hold this usage); agg s(um) / m(ax) / l(atest)
+--                     which already hold this usage); agg s(um) / m(ax) / l(atest), or l:<ms> with the
+--                     value's instant (kept in "t": a value of an earlier instant does not replace it)
 --   tb (token bucket) p1 = capacity, p2 = "refill per window:window ms"; the level may pass the capacity (debt)
 --   sl / sw           p1 = window ms
 --   b  (balance)      amount added to the balance (negative: a priced debit), only if the key exists;
@@ -31,8 +32,12 @@ for i = 1, n do
       if agg == 'm' then
         local u = redis.call('HGET', key, 'u') or '0'
         if cmp(N(ARGV[b + 2]), N(u)) > 0 then redis.call('HSET', key, 'u', ARGV[b + 2]) end
-      elseif agg == 'l' then
-        redis.call('HSET', key, 'u', ARGV[b + 2])
+      elseif string.byte(agg) == 108 then -- 'l' or 'l:<ms>'
+        -- the latest: unless the counter holds a value of a later instant (an event sent late)
+        local at = tonumber(string.sub(agg, 3))
+        local t = at and tonumber(redis.call('HGET', key, 't') or '')
+        if at and not (t and at < t) then redis.call('HSET', key, 'u', ARGV[b + 2], 't', at)
+        elseif not at then redis.call('HSET', key, 'u', ARGV[b + 2]) end
       else
         incr_usage(key, 'u', ARGV[b + 2])
       end
@@ -42,6 +47,8 @@ for i = 1, n do
   elseif kind == 'qi' then
     if redis.call('EXISTS', key) == 0 then
       redis.call('HSET', key, 'u', ARGV[b + 2], 'r', p2 ~= '' and p2 or 0, 'e', new_mark())
+      local at = string.byte(agg) == 108 and tonumber(string.sub(agg, 3))
+      if at then redis.call('HSET', key, 't', at) end -- a latest value's instant
       if tonumber(p1) > 0 then redis.call('PEXPIRE', key, tonumber(p1)) end
     end
   elseif kind == 'bi' then

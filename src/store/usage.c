@@ -53,6 +53,29 @@
 	"(SELECT " PERIOD_AGG(AG) " FROM (" PERIOD_ROWS("", "subject = " S " AND meter_id = " M " AND dims @> " FL, F, \
 							 T, AG) ") AS z)"
 
+/* the instant of that latest value (a latest meter's), in epoch ms */
+static struct store_stmt q_usage_latest_at = STORE_STMT(
+	"SELECT (extract(epoch FROM last_ts) * 1000)::bigint AS at FROM ("
+	PERIOD_ROWS("", "subject = $2 AND meter_id = $3 AND dims @> $6::jsonb", "$4::bigint", "$5::bigint", "3")
+	") AS z ORDER BY last_ts DESC, src DESC LIMIT 1", 6);
+
+int store_usage_latest_at(const char *tenant_id, const char *subject, const char *meter_id, int64_t from_ms,
+			  int64_t to_ms, const char *filter_json, int64_t *ret, struct tg_error *err)
+{
+	char from[STORE_I64_BUFSZ], to[STORE_I64_BUFSZ];
+	const char *p[] = {tenant_id, subject, meter_id, store_i64(from_ms, from),
+			   to_ms == INT64_MAX ? NULL : store_i64(to_ms, to), filter_json ? filter_json : "{}"};
+	json_t *row;
+	int rc;
+
+	*ret = 0;
+	if ((rc = store_exec1(&q_usage_latest_at, p, &row, err)) < 0)
+		return rc;
+	*ret = row ? store_int(row, "at", 0) : 0;
+	json_decref(row);
+	return 0;
+}
+
 static struct store_stmt q_usage_value_real = STORE_STMT(
 	"SELECT " PERIOD_VALUE("$2", "$3", "$4::bigint", "$5::bigint", "$6::jsonb", "$7::int") " AS v", 7);
 

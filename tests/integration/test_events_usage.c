@@ -1013,6 +1013,59 @@ static void late_worker(int i, void *arg)
 	atomic_fetch_sub(&x->posting, 1);
 }
 
+#define GAUGE "{\"customer_id\":\"c\",\"type\":\"gauge\",\"timestamp\":\"%s\",\"properties\":{\"v\":%d}}"
+
+static void ck_seats(const char *key, double used)
+{
+	struct resp r = CHECK(key, "{\"customer_id\":\"c\",\"meter\":\"seats\",\"amount\":0,\"dry_run\":true}");
+	ck_assert_msg(r.status == 200, "%ld %s", r.status, r.body);
+	ck_qty(lim_must(r.json, "lq", NULL), "used", used);
+	resp_free(&r);
+}
+
+/* A quota on a latest meter counts the value of the latest instant, not the value sent last: events sent
+ * out of order (a late one of an earlier instant) do not replace a later value, in the live counter as in the
+ * rollups, after Redis lost it as before, and a consuming check's value is the latest as of now. */
+START_TEST(latest_quota_counts_the_latest_instant)
+{
+	struct tenant t = tenant_new(&S, false);
+	long long now = real_now();
+	struct resp r;
+
+	expectf(&S, t.key, "POST", "/v1/meters", 201, "{\"id\":\"seats\",\"event_type\":\"gauge\",\"aggregation\":\"latest\",\"property\":\"v\"}");
+	expectf(&S, t.key, "POST", "/v1/limits", 201, "{\"id\":\"lq\",\"meter\":\"seats\",\"kind\":\"quota\",\"period\":\"all_time\",\"limit\":20}");
+	ck_seats(t.key, 0); /* the counter is live in Redis from here */
+	r = EVENTS(t.key, GAUGE, iso(now - 600), 9);
+	ck_counts(&r, 1, 0, 0);
+	resp_free(&r);
+	r = EVENTS(t.key, GAUGE, iso(now - 1200), 11); /* sent later, of an earlier instant */
+	ck_counts(&r, 1, 0, 0);
+	resp_free(&r);
+	r = EVENTS(t.key, GAUGE, iso(now - 3 * 3600), 50);
+	ck_counts(&r, 1, 0, 0);
+	resp_free(&r);
+	ck_seats(t.key, 9);
+	/* rebuilt from the rollups, with its instant: a late value still does not replace it */
+	redis_drop_tenant(t.id);
+	ck_seats(t.key, 9);
+	r = EVENTS(t.key, GAUGE, iso(now - 900), 13);
+	ck_counts(&r, 1, 0, 0);
+	resp_free(&r);
+	ck_seats(t.key, 9);
+	/* a later instant does; and a consuming check is the latest as of now */
+	r = EVENTS(t.key, GAUGE, iso(now - 60), 7);
+	ck_counts(&r, 1, 0, 0);
+	resp_free(&r);
+	ck_seats(t.key, 7);
+	expectf(&S, t.key, "POST", "/v1/check", 200, "{\"customer_id\":\"c\",\"meter\":\"seats\",\"amount\":5,\"consume\":true}");
+	ck_seats(t.key, 5);
+	r = EVENTS(t.key, GAUGE, iso(now - 30), 15);
+	ck_counts(&r, 1, 0, 0);
+	resp_free(&r);
+	ck_seats(t.key, 5);
+}
+END_TEST
+
 START_TEST(daily_rollups_exact_under_concurrent_compaction)
 {
 	struct tenant t = tokens_tenant(false);
@@ -1061,6 +1114,7 @@ int main(void)
 	tcase_add_test(tc, usage_series_json_and_csv);
 	tcase_add_test(tc, consuming_checks_are_recorded_usage);
 	tcase_add_test(tc, daily_rollups_add_up_to_their_hours);
+	tcase_add_test(tc, latest_quota_counts_the_latest_instant);
 	tcase_add_test(tc, daily_rollups_exact_under_concurrent_compaction);
 	suite_add_tcase(s, tc);
 	return run_suite(s);
