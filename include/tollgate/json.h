@@ -91,6 +91,11 @@ void tg_jw_raw(struct tg_jw *w, const char *json, size_t n); /* a value already 
 int tg_jf_only(const json_t *obj, const char *prefix, const char *const *allowed, struct tg_error *err);
 int tg_jf_str(const json_t *obj, const char *prefix, const char *name, bool required, bool nullable, size_t maxlen,
 	      const char **ret, struct tg_error *err);
+/* A display name (of a tenant, API key, customer, tier): at most maxbytes bytes of UTF-8 and no control
+ * character — C0 (tab included), DEL or C1 (U+0080–U+009F) — that would garble a log line, a CSV cell or a
+ * terminal showing it. The one check every name goes through. */
+int tg_jf_name(const json_t *obj, const char *prefix, const char *name, bool required, bool nullable,
+	       size_t maxbytes, const char **ret, struct tg_error *err);
 int tg_jf_id(const json_t *obj, const char *prefix, const char *name, bool required, bool nullable,
 	     const char **ret, struct tg_error *err);
 int tg_jf_bool(const json_t *obj, const char *prefix, const char *name, bool required, bool *ret, bool *present,

@@ -300,7 +300,7 @@ int api_tiers_create(struct tg_req *req)
 	if (!body)
 		return req->err.err;
 	if ((rc = api_only(req, body, fields)) < 0 || (rc = api_id(req, body, "id", true, false, &id)) < 0 ||
-	    (rc = api_str(req, body, "name", false, true, 200, &name)) < 0 ||
+	    (rc = api_name(req, body, "name", false, true, 200, &name)) < 0 ||
 	    (rc = tg_jf_array(body, NULL, "limits", false, &limits, &req->err)) < 0)
 		return rc;
 	json_array_foreach(limits, i, l) {

@@ -49,7 +49,7 @@ static int customer_fields(struct tg_req *req, const json_t *body, bool create, 
 	f->set_email = json_object_get(body, "email") != NULL;
 	f->set_tier = json_object_get(body, "tier") != NULL;
 	f->set_parent = json_object_get(body, "parent_id") != NULL;
-	if ((rc = api_str(req, body, "name", false, true, 256, &f->name)) < 0 ||
+	if ((rc = api_name(req, body, "name", false, true, 256, &f->name)) < 0 ||
 	    (rc = api_str(req, body, "email", false, true, 254, &f->email)) < 0 ||
 	    (rc = api_id(req, body, "tier", false, true, &f->tier)) < 0 ||
 	    (rc = api_id(req, body, "parent_id", false, true, &f->parent_id)) < 0 ||
@@ -191,7 +191,7 @@ int api_tiers_update(struct tg_req *req)
 	if (!body)
 		return req->err.err;
 	bool set_name = json_object_get(body, "name") != NULL;
-	if ((rc = api_only(req, body, fields)) < 0 || (rc = api_str(req, body, "name", false, true, 200, &name)) < 0 ||
+	if ((rc = api_only(req, body, fields)) < 0 || (rc = api_name(req, body, "name", false, true, 200, &name)) < 0 ||
 	    (rc = store_tier_update(req->principal.tenant_id, id, set_name, name, &row, &req->err)) < 0)
 		return rc;
 	if (!row)

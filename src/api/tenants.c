@@ -31,7 +31,7 @@ int api_tenants_create(struct tg_req *req)
 
 	if (!body)
 		return req->err.err;
-	if ((rc = api_only(req, body, fields)) < 0 || (rc = api_str(req, body, "name", true, false, 200, &name)) < 0 ||
+	if ((rc = api_only(req, body, fields)) < 0 || (rc = api_name(req, body, "name", true, false, 200, &name)) < 0 ||
 	    (rc = api_bool(req, body, "test_mode", false, &test_mode, NULL)) < 0)
 		return rc;
 	if (!name[0])

@@ -915,6 +915,107 @@ START_TEST(bad_requests_change_nothing)
 }
 END_TEST
 
+/* ---- names ---- */
+
+/* A JSON string of n copies of "é" (2 bytes each in UTF-8). */
+static char *e_acute(int n)
+{
+	char *s = malloc((size_t)n * 2 + 1);
+	for (int i = 0; i < n; i++)
+		memcpy(s + 2 * i, "\xc3\xa9", 2);
+	s[2 * n] = '\0';
+	return s;
+}
+
+/* Every route that takes a name; those that create a tenant's object get a fresh id each time. */
+static const struct named {
+	const char *method, *path;
+	const char *id_prefix; /* NULL: no id in the body */
+	const char *extra;     /* the body's other fields */
+	bool admin;
+	int max; /* bytes */
+} named_routes[] = {
+	{"POST", "/v1/tenants", NULL, "", true, 200},
+	{"POST", "/v1/api_keys", NULL, ",\"scopes\":[\"read\"]", false, 200},
+	{"POST", "/v1/customers", "n", "", false, 256},
+	{"PATCH", "/v1/customers/c", NULL, "", false, 256},
+	{"POST", "/v1/tiers", "t", "", false, 200},
+	{"PATCH", "/v1/tiers/pro", NULL, "", false, 200},
+};
+
+static struct resp send_name(const struct named *n, const char *key, const char *name, int id)
+{
+	char body[1024], idf[64] = "";
+
+	if (n->id_prefix)
+		snprintf(idf, sizeof(idf), "\"id\":\"%s%d\",", n->id_prefix, id);
+	snprintf(body, sizeof(body), "{%s\"name\":\"%s\"%s}", idf, name, n->extra);
+	return req(&S, n->method, n->path, n->admin ? S.admin : key, body, NULL);
+}
+
+/* Every name (tenant, API key, customer, tier) goes through one check: no C0 control (tab included),
+ * no DEL, no C1 control, at most the documented number of bytes; a refused one changes nothing. */
+START_TEST(names_refuse_controls_and_count_bytes)
+{
+	struct tenant t = tenant_new(&S, false);
+	const char *bad[] = {"a\\tb", "a\\u007fb", "a\\u0085b", "a\xc2\x9f" "b", "a\\u0080b", "a\\nb", "\\u001b[31m"};
+	struct resp r;
+	int id = 0;
+
+	post_ok(t.key, "/v1/customers", "{\"id\":\"c\",\"name\":\"Keep\"}", 201);
+	post_ok(t.key, "/v1/tiers", "{\"id\":\"pro\",\"name\":\"Keep\"}", 201);
+	for (size_t k = 0; k < sizeof(named_routes) / sizeof(named_routes[0]); k++) {
+		const struct named *n = &named_routes[k];
+		char *c_before = get_body(t.key, "/v1/customers/c"), *tier_before = get_body(t.key, "/v1/tiers/pro");
+		size_t keys_before = list_len(t.key, "/v1/api_keys"), customers_before = list_len(t.key, "/v1/customers");
+		size_t tiers_before = list_len(t.key, "/v1/tiers");
+		for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+			r = send_name(n, t.key, bad[i], id++);
+			ck_assert_msg(r.status == 400, "%s %s %s: %ld %s", n->method, n->path, bad[i], r.status, r.body);
+			ck_err(r, 400, "invalid_request", "invalid_parameter", "name");
+			resp_free(&r);
+		}
+		/* lengths are bytes of UTF-8: one "é" past the maximum is refused (300 bytes for a tenant too) */
+		char *over = e_acute(n->max / 2 + 1), *at = e_acute(n->max / 2), *e150 = e_acute(150);
+		r = send_name(n, t.key, over, id++);
+		ck_assert_msg(r.status == 400, "%s %s: %d bytes: %ld %s", n->method, n->path, n->max + 2, r.status, r.body);
+		ck_err(r, 400, "invalid_request", "invalid_parameter", "name");
+		resp_free(&r);
+		if (n->max == 200) {
+			r = send_name(n, t.key, e150, id++);
+			ck_err(r, 400, "invalid_request", "invalid_parameter", "name");
+			resp_free(&r);
+		}
+		/* a bad name changed nothing */
+		char *c_now = get_body(t.key, "/v1/customers/c"), *tier_now = get_body(t.key, "/v1/tiers/pro");
+		ck_assert_str_eq(c_now, c_before);
+		ck_assert_str_eq(tier_now, tier_before);
+		ck_assert_int_eq(list_len(t.key, "/v1/api_keys"), keys_before);
+		ck_assert_int_eq(list_len(t.key, "/v1/customers"), customers_before);
+		ck_assert_int_eq(list_len(t.key, "/v1/tiers"), tiers_before);
+		free(c_now);
+		free(tier_now);
+		free(c_before);
+		free(tier_before);
+		/* at the maximum it is fine */
+		r = send_name(n, t.key, at, id++);
+		ck_assert_msg(r.status == 200 || r.status == 201, "%s %s: %d bytes: %ld %s", n->method, n->path, n->max,
+			      r.status, r.body);
+		ck_assert_str_eq(jstr(r.json, "name"), at);
+		resp_free(&r);
+		free(over);
+		free(at);
+		free(e150);
+	}
+
+	/* printable text beyond ASCII (U+00A0 on) is a name like any other */
+	r = req(&S, "PATCH", "/v1/customers/c", t.key, "{\"name\":\"Zo\\u00a0\\u00eb \\u2713 \\ud83d\\ude00\"}", NULL);
+	ck_status(r, 200);
+	ck_assert_str_eq(jstr(r.json, "name"), "Zo\xc2\xa0\xc3\xab \xe2\x9c\x93 \xf0\x9f\x98\x80");
+	resp_free(&r);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("customers");
@@ -936,6 +1037,7 @@ int main(void)
 	tcase_add_test(tc, concurrent_creates_one_wins);
 	tcase_add_test(tc, concurrent_tier_creates_one_wins);
 	tcase_add_test(tc, bad_requests_change_nothing);
+	tcase_add_test(tc, names_refuse_controls_and_count_bytes);
 	suite_add_tcase(s, tc);
 	return run_suite(s);
 }
