@@ -46,6 +46,11 @@ void tg_json_dump(const json_t *v, struct tg_buf *b);
 /* Same, returning a malloc'd NUL-terminated string. */
 char *tg_json_dumps(const json_t *v);
 
+/* The length of v's dump once stored as jsonb and read back: PostgreSQL's numeric writes each number with
+ * its exponent applied (1e300 as 301 digits, 1e-3 as 0.001), so this is what a read returns, however short
+ * the request was. Numbers are those of tg_json_parse() (its lexemes are judged). */
+size_t tg_json_stored_len(const json_t *v);
+
 /* Build a json object from key/value pairs, stealing the values:
  * tg_json_obj("id", json_string(id), "n", tg_json_i64(3), NULL). NULL values become null. */
 json_t *tg_json_obj(const char *key, ...);

@@ -226,6 +226,83 @@ START_TEST(customer_metadata_exact)
 }
 END_TEST
 
+/* The bytes of "metadata" in a customer read, as sent (no braces inside its strings here). */
+static size_t metadata_len(const char *key, const char *customer)
+{
+	char path[128];
+	snprintf(path, sizeof(path), "/v1/customers/%s", customer);
+	struct resp r = req(&S, "GET", path, key, NULL, NULL);
+	ck_status(r, 200);
+	const char *m = strstr(r.body, "\"metadata\":"), *p;
+	ck_assert_ptr_nonnull(m);
+	m += strlen("\"metadata\":");
+	int depth = 0;
+	for (p = m; *p; p++) {
+		depth += *p == '{' || *p == '[';
+		depth -= *p == '}' || *p == ']';
+		if (depth == 0)
+			break;
+	}
+	size_t n = (size_t)(p - m) + 1;
+	resp_free(&r);
+	return n;
+}
+
+/* A 400 naming metadata (its body is not shown when it is not: too long for a message); frees r. */
+static void metadata_refused(struct resp *r)
+{
+	ck_assert_msg(r->status == 400, "expected 400, got %ld", r->status);
+	ck_err(*r, 400, "invalid_request", "invalid_parameter", "metadata");
+	resp_free(r);
+}
+
+/* metadata is at most 8,192 bytes as stored: jsonb writes numbers out in full (1e999 is 1,000 digits), so a
+ * short body can store kilobytes; the limit counts what is stored, to the byte. */
+START_TEST(customer_metadata_size_as_stored)
+{
+	struct tenant t = tenant_new(&S, false);
+	const char *fields = "\"a\":1e999,\"b\":-12.50e-3,\"c\":[1.0e2,5E+2,0e10,-0.0,1.25e1],\"d\":1e-998,\"s\":\"x\"";
+	struct resp r = reqf(&S, "POST", "/v1/customers", t.key, "{\"id\":\"probe\",\"metadata\":{%s}}", fields);
+	ck_status(r, 201);
+	resp_free(&r);
+	size_t probe = metadata_len(t.key, "probe");
+	ck_assert_uint_gt(probe, 2000); /* far more than the 90 bytes sent */
+
+	/* padded to exactly 8,192 bytes as stored: fine; one more byte: refused, naming metadata */
+	size_t pad = 8192 - probe - strlen(",\"p\":\"\"");
+	char *x = malloc(pad + 2);
+	memset(x, 'x', pad + 1);
+	x[pad] = '\0';
+	r = reqf(&S, "POST", "/v1/customers", t.key, "{\"id\":\"full\",\"metadata\":{%s,\"p\":\"%s\"}}", fields, x);
+	ck_status(r, 201);
+	resp_free(&r);
+	ck_assert_uint_eq(metadata_len(t.key, "full"), 8192);
+	x[pad] = 'x';
+	x[pad + 1] = '\0';
+	r = reqf(&S, "POST", "/v1/customers", t.key, "{\"id\":\"over\",\"metadata\":{%s,\"p\":\"%s\"}}", fields, x);
+	metadata_refused(&r);
+	expect_status(&S, "GET", "/v1/customers/over", t.key, NULL, 404);
+	char *before = get_body(t.key, "/v1/customers/probe");
+	r = reqf(&S, "PATCH", "/v1/customers/probe", t.key, "{\"name\":\"n\",\"metadata\":{%s,\"p\":\"%s\"}}", fields, x);
+	metadata_refused(&r);
+	char *after = get_body(t.key, "/v1/customers/probe");
+	ck_assert_str_eq(after, before);
+	free(before);
+	free(after);
+	free(x);
+
+	/* a 350-byte body of 1e300s would store 9 KB */
+	char body[1024] = "{\"id\":\"tiny\",\"metadata\":{";
+	for (int i = 0; i < 30; i++)
+		snprintf(body + strlen(body), sizeof(body) - strlen(body), "%s\"k%d\":1e300", i ? "," : "", i);
+	strcat(body, "}}");
+	ck_assert_uint_lt(strlen(body), 400);
+	r = req(&S, "POST", "/v1/customers", t.key, body, NULL);
+	metadata_refused(&r);
+	expect_status(&S, "GET", "/v1/customers/tiny", t.key, NULL, 404);
+}
+END_TEST
+
 START_TEST(customer_tier_defaults_and_promotion)
 {
 	struct tenant t = tenant_new(&S, false);
@@ -1026,6 +1103,7 @@ int main(void)
 	tcase_add_test(tc, tenant_settings);
 	tcase_add_test(tc, customer_crud);
 	tcase_add_test(tc, customer_metadata_exact);
+	tcase_add_test(tc, customer_metadata_size_as_stored);
 	tcase_add_test(tc, customer_tier_defaults_and_promotion);
 	tcase_add_test(tc, customer_organisations);
 	tcase_add_test(tc, tier_crud);
