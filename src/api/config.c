@@ -30,6 +30,29 @@ static int list_reply(struct tg_req *req, int rc, json_t *rows, int64_t limit)
 
 /* ---- meters ---- */
 
+/* Rules for a meter written through the API, beyond what a stored one must meet to load (one stored before
+ * a rule existed keeps working). */
+static int meter_rules(struct tg_req *req, const struct policy_meter *m)
+{
+	/* price.by names dimensions, as group_by and a check's dimensions do: a name no check or event can
+	 * carry would never match */
+	for (int i = 0; i < m->nprices; i++)
+		if (!tg_id_valid(m->prices[i].dim, strlen(m->prices[i].dim)))
+			return api_bad(req, "price.by", "'price.by' names dimensions: ids of 1 to 128 characters from "
+						     "A-Z a-z 0-9 . _ : @ + -");
+	return 0;
+}
+
+/* Parse a meter written through the API: policy_meter_parse() and meter_rules(). */
+static int meter_parse(struct tg_req *req, const json_t *spec, struct policy_meter *m)
+{
+	int rc = policy_meter_parse(spec, m, &req->err);
+
+	if (rc == 0 && (rc = meter_rules(req, m)) < 0)
+		policy_meter_release(m);
+	return rc;
+}
+
 int api_meters_create(struct tg_req *req)
 {
 	struct policy_meter m;
@@ -38,7 +61,7 @@ int api_meters_create(struct tg_req *req)
 
 	if (!body)
 		return req->err.err;
-	if ((rc = policy_meter_parse(body, &m, &req->err)) < 0)
+	if ((rc = meter_parse(req, body, &m)) < 0)
 		return rc;
 	rc = store_meter_create(req->principal.tenant_id, m.id, m.json, &row, &req->err);
 	policy_meter_release(&m);
@@ -162,7 +185,7 @@ int api_meters_update(struct tg_req *req)
 	}
 	spec = merged(stored, body);
 	json_decref(stored);
-	rc = policy_meter_parse(spec, &m, &req->err);
+	rc = meter_parse(req, spec, &m);
 	json_decref(spec);
 	if (rc < 0)
 		return rc;

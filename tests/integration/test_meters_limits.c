@@ -194,6 +194,10 @@ START_TEST(meter_bad_inputs)
 		{"{\"id\":\"m\",\"event_type\":\"e\",\"aggregation\":\"count\",\"colour\":\"red\"}", "unknown_parameter", "colour"},
 		{"{\"id\":\"m\",\"event_type\":\"e\",\"aggregation\":\"count\",\"price\":{\"default\":-1}}", "invalid_parameter", "price.default"},
 		{"{\"id\":\"m\",\"event_type\":\"e\",\"aggregation\":\"count\",\"price\":{\"default\":0.0000001}}", "invalid_parameter", "price.default"},
+		/* price.by names dimensions: ids, like group_by */
+		{"{\"id\":\"m\",\"event_type\":\"e\",\"aggregation\":\"count\",\"price\":{\"by\":{\"bad key\":{\"x\":1}}}}", "invalid_parameter", "price.by"},
+		{"{\"id\":\"m\",\"event_type\":\"e\",\"aggregation\":\"count\",\"price\":{\"by\":{\"\":{\"x\":1}}}}", "invalid_parameter", "price.by"},
+		{"{\"id\":\"m\",\"event_type\":\"e\",\"aggregation\":\"count\",\"price\":{\"by\":{\"model\":{\"a\":1},\"a/b\":{\"x\":1}}}}", "invalid_parameter", "price.by"},
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		struct resp r = req(&S, "POST", "/v1/meters", t.key, bad[i].body, NULL);
@@ -222,6 +226,16 @@ START_TEST(meter_bad_inputs)
 	r = req(&S, "GET", "/v1/meters/m", t.key, NULL, NULL);
 	ck_assert_str_eq(jstr(r.json, "event_type"), "e");
 	resp_free(&r);
+	/* nor through PATCH */
+	char *before = body_of(t.key, "/v1/meters/m");
+	r = req(&S, "PATCH", "/v1/meters/m", t.key, "{\"event_type\":\"f\",\"price\":{\"by\":{\"bad key\":{\"x\":1}}}}", NULL);
+	ck_err(r, 400, "invalid_request", "invalid_parameter", "price.by");
+	resp_free(&r);
+	char *after = body_of(t.key, "/v1/meters/m");
+	ck_assert_str_eq(after, before);
+	free(before);
+	free(after);
+	expectf(&S, t.key, "PATCH", "/v1/meters/m", 200, "{\"price\":{\"by\":{\"model:v2\":{\"gpt 4\":1}}}}");
 }
 END_TEST
 
