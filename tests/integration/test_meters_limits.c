@@ -434,6 +434,9 @@ START_TEST(limit_validation)
 		/* enforcement */
 		{"{" Q ",\"enforcement\":\"strict\"}", "invalid_parameter", "enforcement"},
 		{"{" Q ",\"enforcement\":true}", "invalid_parameter", "enforcement"},
+		/* a workflow guard ignores enforcement, but only one of its values */
+		{"{\"kind\":\"workflow\",\"max_tool_calls\":5,\"enforcement\":\"x\"}", "invalid_parameter", "enforcement"},
+		{"{\"kind\":\"workflow\",\"max_tool_calls\":5,\"enforcement\":1}", "invalid_parameter", "enforcement"},
 		/* thresholds: fractions in (0, 1], unique */
 		{"{" Q ",\"thresholds\":[0]}", "invalid_parameter", "thresholds"},
 		{"{" Q ",\"thresholds\":[-0.5]}", "invalid_parameter", "thresholds"},
@@ -500,7 +503,9 @@ START_TEST(limit_validation)
 	expectf(&S, t.key, "POST", "/v1/limits", 201, "{" Q ",\"scope\":\"default\",\"tier\":null,\"customer_id\":null}");
 	/* a rate limit's filter may name any dimension (rate counters are not rebuilt from rollups) */
 	expectf(&S, t.key, "POST", "/v1/limits", 201, "{" RT ",\"filter\":{\"model\":\"gpt-4\"}}");
-	ck_assert_int_eq(list_len(t.key, "/v1/limits"), 9);
+	/* a guard's known enforcement is fine */
+	expectf(&S, t.key, "POST", "/v1/limits", 201, "{\"kind\":\"workflow\",\"max_tool_calls\":5,\"enforcement\":\"soft\"}");
+	ck_assert_int_eq(list_len(t.key, "/v1/limits"), 10);
 #undef Q
 #undef RT
 }
