@@ -230,16 +230,21 @@ static int limit_rules(struct tg_req *req, const struct policy_limit *l)
 {
 	const struct policy_meter *m = l->meter;
 
-	/* a quota's filter must name dimensions the meter's rollups keep, or a rebuilt counter would miss them */
-	if (l->kind == POLICY_QUOTA && m && m->event_type) {
+	/* a quota's filter must name dimensions the meter's rollups keep, or a rebuilt counter would miss them;
+	 * the built-in requests meter keeps none (group_by []), so a quota on it takes no filter */
+	if (l->kind == POLICY_QUOTA && m) {
 		for (int i = 0; i < l->nfilter; i++) {
 			bool kept = false;
 			for (int g = 0; g < m->ngroup; g++)
 				kept |= strcmp(m->group_by[g], l->filter[i].key) == 0;
-			if (!kept)
+			if (kept)
+				continue;
+			if (!m->event_type)
 				return api_bad(req, "filter",
-					       "dimension '%s' is not in meter '%s' group_by; add it there first",
-					       l->filter[i].key, m->id);
+					       "the built-in meter '%s' has no group_by dimensions: a quota on it takes no "
+					       "filter (a rate limit may filter)", m->id);
+			return api_bad(req, "filter", "dimension '%s' is not in meter '%s' group_by; add it there first",
+				       l->filter[i].key, m->id);
 		}
 	}
 	return 0;

@@ -451,6 +451,8 @@ START_TEST(limit_validation)
 		{"{" Q ",\"filter\":{\"model\":\"\"}}", "invalid_parameter", "filter.model"},
 		{"{" Q ",\"filter\":{\"region\":\"eu\"}}", "invalid_parameter", "filter"},
 		{"{" Q ",\"filter\":{\"model\":\"gpt-4\",\"region\":\"eu\"}}", "invalid_parameter", "filter"},
+		/* the built-in requests meter has group_by []: a quota on it takes no filter */
+		{"{\"meter\":\"requests\",\"kind\":\"quota\",\"period\":\"day\",\"limit\":10,\"filter\":{\"a\":\"b\"}}", "invalid_parameter", "filter"},
 		/* fail_mode */
 		{"{" Q ",\"fail_mode\":\"maybe\"}", "invalid_parameter", "fail_mode"},
 		/* on_exceed */
@@ -503,9 +505,13 @@ START_TEST(limit_validation)
 	expectf(&S, t.key, "POST", "/v1/limits", 201, "{" Q ",\"scope\":\"default\",\"tier\":null,\"customer_id\":null}");
 	/* a rate limit's filter may name any dimension (rate counters are not rebuilt from rollups) */
 	expectf(&S, t.key, "POST", "/v1/limits", 201, "{" RT ",\"filter\":{\"model\":\"gpt-4\"}}");
-	/* a guard's known enforcement is fine */
+	/* on requests too; a quota on requests with an empty filter, and a guard's known enforcement, are fine */
+	expectf(&S, t.key, "POST", "/v1/limits", 201,
+		"{\"meter\":\"requests\",\"kind\":\"rate\",\"window\":60,\"limit\":10,\"filter\":{\"a\":\"b\"}}");
+	expectf(&S, t.key, "POST", "/v1/limits", 201,
+		"{\"meter\":\"requests\",\"kind\":\"quota\",\"period\":\"day\",\"limit\":10,\"filter\":{}}");
 	expectf(&S, t.key, "POST", "/v1/limits", 201, "{\"kind\":\"workflow\",\"max_tool_calls\":5,\"enforcement\":\"soft\"}");
-	ck_assert_int_eq(list_len(t.key, "/v1/limits"), 10);
+	ck_assert_int_eq(list_len(t.key, "/v1/limits"), 12);
 #undef Q
 #undef RT
 }
