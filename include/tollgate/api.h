@@ -62,6 +62,9 @@ int api_query_time(struct tg_req *req, const char *name, int64_t *ret_ms, bool *
 int api_page(struct tg_req *req, int64_t *limit, const char **starting_after);
 /* Reject query parameters not in allowed. */
 int api_query_only(struct tg_req *req, const char *const *allowed);
+/* Reject every query parameter: a GET that takes none says so (400 unknown_parameter), as the GETs that
+ * take some do for the others, rather than ignore a filter the caller thinks applies. */
+int api_query_none(struct tg_req *req);
 
 /* ---- shared by the resource files ---- */
 struct policy_tenant;

@@ -109,7 +109,8 @@ int api_balance_get(struct tg_req *req)
 
 	if (api_path_id(req, 0, &id) < 0)
 		return api_not_found(req, "customer", req->params[0]);
-	if ((rc = customer_exists(req, id)) < 0 || (rc = store_balance_get(req->principal.tenant_id, id, &row, &req->err)) < 0)
+	if ((rc = api_query_none(req)) < 0 || (rc = customer_exists(req, id)) < 0 ||
+	    (rc = store_balance_get(req->principal.tenant_id, id, &row, &req->err)) < 0)
 		return rc;
 	if (!row)
 		return tg_fail(&req->err, TG_ENOTFOUND, "balance_not_found", NULL,

@@ -94,6 +94,8 @@ int api_meters_get(struct tg_req *req)
 
 	if (api_path_id(req, 0, &id) < 0)
 		return api_not_found(req, "meter", req->params[0]);
+	if ((rc = api_query_none(req)) < 0)
+		return rc;
 	if (strcmp(id, POLICY_REQUESTS) == 0) {
 		struct policy_tenant *t = api_tenant(req);
 		if (!t)
@@ -424,7 +426,7 @@ int api_limits_get(struct tg_req *req)
 
 	if (api_path_id(req, 0, &id) < 0)
 		return api_not_found(req, "limit", req->params[0]);
-	if ((rc = store_limit_get(req->principal.tenant_id, id, &row, &req->err)) < 0)
+	if ((rc = api_query_none(req)) < 0 || (rc = store_limit_get(req->principal.tenant_id, id, &row, &req->err)) < 0)
 		return rc;
 	if (!row)
 		return api_not_found(req, "limit", id);

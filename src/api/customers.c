@@ -84,7 +84,7 @@ int api_customers_get(struct tg_req *req)
 
 	if (api_path_id(req, 0, &id) < 0)
 		return api_not_found(req, "customer", req->params[0]);
-	if ((rc = store_customer_get(req->principal.tenant_id, id, &row, &req->err)) < 0)
+	if ((rc = api_query_none(req)) < 0 || (rc = store_customer_get(req->principal.tenant_id, id, &row, &req->err)) < 0)
 		return rc;
 	if (!row)
 		return api_not_found(req, "customer", id);
@@ -172,7 +172,7 @@ int api_tiers_get(struct tg_req *req)
 
 	if (api_path_id(req, 0, &id) < 0)
 		return api_not_found(req, "tier", req->params[0]);
-	if ((rc = store_tier_get(req->principal.tenant_id, id, &row, &req->err)) < 0)
+	if ((rc = api_query_none(req)) < 0 || (rc = store_tier_get(req->principal.tenant_id, id, &row, &req->err)) < 0)
 		return rc;
 	if (!row)
 		return api_not_found(req, "tier", id);

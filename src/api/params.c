@@ -280,6 +280,13 @@ int api_query_only(struct tg_req *req, const char *const *allowed)
 	return tg_req_query_each(req, check_query_name, &c);
 }
 
+int api_query_none(struct tg_req *req)
+{
+	static const char *const none[] = {NULL};
+
+	return api_query_only(req, none);
+}
+
 /* ---- replies ---- */
 
 void api_reply_list(struct tg_req *req, json_t *rows, int64_t limit)

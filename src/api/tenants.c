@@ -71,9 +71,9 @@ int api_tenants_list(struct tg_req *req)
 int api_tenant_get(struct tg_req *req)
 {
 	json_t *row;
-	int rc = store_tenant_get(req->principal.tenant_id, &row, &req->err);
+	int rc;
 
-	if (rc < 0)
+	if ((rc = api_query_none(req)) < 0 || (rc = store_tenant_get(req->principal.tenant_id, &row, &req->err)) < 0)
 		return rc;
 	if (!row)
 		return api_not_found(req, "tenant", req->principal.tenant_id);
@@ -134,9 +134,9 @@ static int clock_end(struct tg_req *req, json_t *row)
 int api_test_clock_get(struct tg_req *req)
 {
 	json_t *row;
-	int rc = store_tenant_get(req->principal.tenant_id, &row, &req->err);
+	int rc;
 
-	if (rc < 0)
+	if ((rc = api_query_none(req)) < 0 || (rc = store_tenant_get(req->principal.tenant_id, &row, &req->err)) < 0)
 		return rc;
 	if (!row)
 		return api_not_found(req, "tenant", req->principal.tenant_id);

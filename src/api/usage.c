@@ -45,6 +45,8 @@ int api_customers_usage(struct tg_req *req)
 
 	if (api_path_id(req, 0, &id) < 0)
 		return api_not_found(req, "customer", req->params[0]);
+	if ((rc = api_query_none(req)) < 0)
+		return rc;
 	if (!(t = api_tenant(req)))
 		return req->err.err;
 	if ((rc = subject(req, id, &s)) < 0)

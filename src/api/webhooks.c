@@ -142,7 +142,8 @@ int api_endpoints_get(struct tg_req *req)
 	json_t *row;
 	int rc;
 
-	if ((rc = endpoint_id(req, &id)) < 0 || (rc = store_endpoint_get(req->principal.tenant_id, id, &row, &req->err)) < 0)
+	if ((rc = endpoint_id(req, &id)) < 0 || (rc = api_query_none(req)) < 0 ||
+	    (rc = store_endpoint_get(req->principal.tenant_id, id, &row, &req->err)) < 0)
 		return rc;
 	if (!row)
 		return api_not_found(req, "webhook_endpoint", id);
