@@ -169,6 +169,7 @@ int api_meters_update(struct tg_req *req)
 	const char *id;
 	struct policy_meter m;
 	json_t *body = api_body(req), *stored, *spec, *row;
+	bool changed;
 	int rc;
 
 	if (api_path_id(req, 0, &id) < 0)
@@ -195,13 +196,15 @@ int api_meters_update(struct tg_req *req)
 		policy_meter_release(&m);
 		return rc;
 	}
-	rc = store_meter_update(req->principal.tenant_id, id, m.json, &row, &req->err);
+	rc = store_meter_update(req->principal.tenant_id, id, m.json, &row, &changed, &req->err);
 	policy_meter_release(&m);
 	if (rc < 0)
 		return rc;
 	if (!row)
 		return api_not_found(req, "meter", id);
-	reload_tenant(req->principal.tenant_id, &req->err);
+	req->unchanged = !changed;
+	if (changed)
+		reload_tenant(req->principal.tenant_id, &req->err);
 	tg_req_reply(req, 200, row);
 	return 0;
 }
@@ -252,8 +255,10 @@ static int limit_rules(struct tg_req *req, const struct policy_limit *l)
 	return 0;
 }
 
-/* Validate and write one limit (no reload: callers reload once their transaction is over). */
-static int limit_write(struct tg_req *req, struct policy_tenant *t, const json_t *spec, bool create, json_t **row)
+/* Validate and write one limit (no reload: callers reload once their transaction is over); *changed is false
+ * for an update that left it as it was. */
+static int limit_write(struct tg_req *req, struct policy_tenant *t, const json_t *spec, bool create, json_t **row,
+		       bool *changed)
 {
 	struct policy_limit l;
 	int rc;
@@ -274,8 +279,9 @@ static int limit_write(struct tg_req *req, struct policy_tenant *t, const json_t
 		.customer_id = l.customer_id,
 		.spec = l.json,
 	};
+	*changed = true;
 	rc = create ? store_limit_create(req->principal.tenant_id, &r, row, &req->err)
-		    : store_limit_update(req->principal.tenant_id, &r, row, &req->err);
+		    : store_limit_update(req->principal.tenant_id, &r, row, changed, &req->err);
 	policy_limit_release(&l);
 	return rc;
 }
@@ -283,13 +289,15 @@ static int limit_write(struct tg_req *req, struct policy_tenant *t, const json_t
 static int limit_store(struct tg_req *req, const json_t *spec, bool create, json_t **row)
 {
 	struct policy_tenant *t = api_tenant(req);
+	bool changed = false;
 	int rc;
 
 	if (!t)
 		return req->err.err;
-	rc = limit_write(req, t, spec, create, row);
+	rc = limit_write(req, t, spec, create, row, &changed);
 	policy_tenant_unref(t);
-	if (rc == 0)
+	req->unchanged = rc == 0 && !changed;
+	if (rc == 0 && changed)
 		reload_tenant(req->principal.tenant_id, &req->err);
 	return rc;
 }
@@ -353,9 +361,10 @@ int api_tiers_create(struct tg_req *req)
 	}
 	json_array_foreach(limits, i, l) {
 		json_t *spec = with_id(l), *lrow = NULL;
+		bool changed;
 		json_object_set_new(spec, "scope", json_string("tier"));
 		json_object_set_new(spec, "tier", json_string(id));
-		rc = limit_write(req, t, spec, true, &lrow);
+		rc = limit_write(req, t, spec, true, &lrow, &changed);
 		json_decref(spec);
 		if (rc < 0) {
 			const char *field = tg_arena_printf(&req->arena, "limits[%zu]%s%s", i, req->err.param[0] ? "." : "",

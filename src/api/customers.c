@@ -112,6 +112,7 @@ int api_customers_update(struct tg_req *req)
 {
 	struct store_customer_fields f = {0};
 	json_t *body = api_body(req), *row;
+	bool changed;
 	int rc;
 
 	if (api_path_id(req, 0, &f.id) < 0)
@@ -119,12 +120,14 @@ int api_customers_update(struct tg_req *req)
 	if (!body)
 		return req->err.err;
 	if ((rc = customer_fields(req, body, false, &f)) < 0 ||
-	    (rc = store_customer_update(req->principal.tenant_id, &f, &row, &req->err)) < 0)
+	    (rc = store_customer_update(req->principal.tenant_id, &f, &row, &changed, &req->err)) < 0)
 		return rc;
 	if (!row)
 		return api_not_found(req, "customer", f.id);
+	req->unchanged = !changed;
 	/* the next check on this instance reads the new tier or organisation (others hear the NOTIFY) */
-	reload_forget_customer(req->principal.tenant_id, f.id, false);
+	if (changed)
+		reload_forget_customer(req->principal.tenant_id, f.id, false);
 	tg_req_reply(req, 200, row);
 	return 0;
 }
@@ -185,6 +188,7 @@ int api_tiers_update(struct tg_req *req)
 	static const char *const fields[] = {"name", NULL};
 	const char *id, *name = NULL;
 	json_t *body = api_body(req), *row;
+	bool changed;
 	int rc;
 
 	if (api_path_id(req, 0, &id) < 0)
@@ -193,11 +197,13 @@ int api_tiers_update(struct tg_req *req)
 		return req->err.err;
 	bool set_name = json_object_get(body, "name") != NULL;
 	if ((rc = api_only(req, body, fields)) < 0 || (rc = api_name(req, body, "name", false, true, 200, &name)) < 0 ||
-	    (rc = store_tier_update(req->principal.tenant_id, id, set_name, name, &row, &req->err)) < 0)
+	    (rc = store_tier_update(req->principal.tenant_id, id, set_name, name, &row, &changed, &req->err)) < 0)
 		return rc;
 	if (!row)
 		return api_not_found(req, "tier", id);
-	reload_tenant(req->principal.tenant_id, &req->err);
+	req->unchanged = !changed;
+	if (changed)
+		reload_tenant(req->principal.tenant_id, &req->err);
 	tg_req_reply(req, 200, row);
 	return 0;
 }

@@ -85,7 +85,7 @@ int api_tenant_update(struct tg_req *req)
 {
 	static const char *const fields[] = {"default_tier", "auto_create_customers", NULL};
 	const char *tier = NULL;
-	bool set_tier, auto_create = true, set_auto = false;
+	bool set_tier, auto_create = true, set_auto = false, changed;
 	json_t *body = api_body(req), *row;
 	int rc;
 
@@ -95,12 +95,14 @@ int api_tenant_update(struct tg_req *req)
 	if ((rc = api_only(req, body, fields)) < 0 || (rc = api_id(req, body, "default_tier", false, true, &tier)) < 0 ||
 	    (rc = api_bool(req, body, "auto_create_customers", false, &auto_create, &set_auto)) < 0)
 		return rc;
-	if ((rc = store_tenant_update(req->principal.tenant_id, set_tier, tier, set_auto, auto_create, &row,
+	if ((rc = store_tenant_update(req->principal.tenant_id, set_tier, tier, set_auto, auto_create, &row, &changed,
 				      &req->err)) < 0)
 		return rc;
 	if (!row)
 		return api_not_found(req, "tenant", req->principal.tenant_id);
-	reload_tenant(req->principal.tenant_id, &req->err);
+	req->unchanged = !changed;
+	if (changed)
+		reload_tenant(req->principal.tenant_id, &req->err);
 	tg_req_reply(req, 200, render(row));
 	return 0;
 }
