@@ -34,6 +34,9 @@ json_t *api_body(struct tg_req *req);
  * missing_parameter when required as well (null is no value). */
 int api_str(struct tg_req *req, const json_t *obj, const char *field, bool required, bool nullable,
 	    size_t maxlen, const char **ret);
+/* A display name: tg_jf_name() (at most maxbytes bytes, no control characters). */
+int api_name(struct tg_req *req, const json_t *obj, const char *field, bool required, bool nullable,
+	     size_t maxbytes, const char **ret);
 /* A tenant-chosen id (1–128 of [A-Za-z0-9._:@+-]). */
 int api_id(struct tg_req *req, const json_t *obj, const char *field, bool required, bool nullable, const char **ret);
 int api_bool(struct tg_req *req, const json_t *obj, const char *field, bool required, bool *ret, bool *present);
@@ -59,6 +62,9 @@ int api_query_time(struct tg_req *req, const char *name, int64_t *ret_ms, bool *
 int api_page(struct tg_req *req, int64_t *limit, const char **starting_after);
 /* Reject query parameters not in allowed. */
 int api_query_only(struct tg_req *req, const char *const *allowed);
+/* Reject every query parameter: a GET that takes none says so (400 unknown_parameter), as the GETs that
+ * take some do for the others, rather than ignore a filter the caller thinks applies. */
+int api_query_none(struct tg_req *req);
 
 /* ---- shared by the resource files ---- */
 struct policy_tenant;

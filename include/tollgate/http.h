@@ -90,6 +90,7 @@ struct tg_req {
 	const char *request_id;
 	struct tg_error err;
 	void *ctx;                 /* the handler's own state while TG_ASYNC */
+	bool unchanged;            /* set by an update that changed nothing (a PATCH of {}): no audit entry */
 	/* the reply */
 	int status;
 	struct tg_buf resp;

@@ -46,6 +46,11 @@ void tg_json_dump(const json_t *v, struct tg_buf *b);
 /* Same, returning a malloc'd NUL-terminated string. */
 char *tg_json_dumps(const json_t *v);
 
+/* The length of v's dump once stored as jsonb and read back: PostgreSQL's numeric writes each number with
+ * its exponent applied (1e300 as 301 digits, 1e-3 as 0.001), so this is what a read returns, however short
+ * the request was. Numbers are those of tg_json_parse() (its lexemes are judged). */
+size_t tg_json_stored_len(const json_t *v);
+
 /* Build a json object from key/value pairs, stealing the values:
  * tg_json_obj("id", json_string(id), "n", tg_json_i64(3), NULL). NULL values become null. */
 json_t *tg_json_obj(const char *key, ...);
@@ -91,6 +96,11 @@ void tg_jw_raw(struct tg_jw *w, const char *json, size_t n); /* a value already 
 int tg_jf_only(const json_t *obj, const char *prefix, const char *const *allowed, struct tg_error *err);
 int tg_jf_str(const json_t *obj, const char *prefix, const char *name, bool required, bool nullable, size_t maxlen,
 	      const char **ret, struct tg_error *err);
+/* A display name (of a tenant, API key, customer, tier): at most maxbytes bytes of UTF-8 and no control
+ * character — C0 (tab included), DEL or C1 (U+0080–U+009F) — that would garble a log line, a CSV cell or a
+ * terminal showing it. The one check every name goes through. */
+int tg_jf_name(const json_t *obj, const char *prefix, const char *name, bool required, bool nullable,
+	       size_t maxbytes, const char **ret, struct tg_error *err);
 int tg_jf_id(const json_t *obj, const char *prefix, const char *name, bool required, bool nullable,
 	     const char **ret, struct tg_error *err);
 int tg_jf_bool(const json_t *obj, const char *prefix, const char *name, bool required, bool *ret, bool *present,

@@ -63,6 +63,12 @@ int store_exec(struct store_stmt *st, const char *const *params, json_t **rows, 
 int store_exec1(struct store_stmt *st, const char *const *params, json_t **row, struct tg_error *err);
 /* Number of rows the last command on this thread affected. */
 int64_t store_affected(void);
+/* After an UPDATE ... RETURNING that writes a row only when a value changes (see Updates below): *changed
+ * is whether it returned the row in *ret; when it did not, *ret = get(tenant_id, id), the row as it is, or
+ * NULL when there is none. */
+typedef int (*store_get_fn)(const char *tenant_id, const char *id, json_t **ret, struct tg_error *err);
+int store_updated(store_get_fn get, const char *tenant_id, const char *id, json_t **ret, bool *changed,
+		  struct tg_error *err);
 
 /* Transactions nest (only the outermost reaches PostgreSQL; an inner rollback dooms the outer one). */
 int store_begin(struct tg_error *err);
@@ -131,9 +137,14 @@ int store_tenant_create(const char *id, const char *name, bool test_mode, const 
 			const char *secret_hash, json_t **ret, struct tg_error *err);
 int store_tenant_get(const char *id, json_t **ret, struct tg_error *err);
 int store_tenants_list(const char *starting_after, int64_t limit, json_t **ret, struct tg_error *err);
+/*
+ * Updates (store_*_update, store_balance_settings) write a row only when a value changes: one that would
+ * stay as it is keeps its updated_at, and *changed says false (a PATCH of {} or of the current values
+ * changes nothing). *ret is the row either way, or NULL when there is none.
+ */
 /* default_tier: set when set_tier (NULL clears); auto_create: when set_auto. */
 int store_tenant_update(const char *id, bool set_tier, const char *default_tier, bool set_auto, bool auto_create,
-			json_t **ret, struct tg_error *err);
+			json_t **ret, bool *changed, struct tg_error *err);
 /* Moves a test-mode tenant's clock ms forward unless its offset would pass max_offset_ms; *ret NULL when
  * nothing moved (a live tenant, or the limit). */
 int store_tenant_advance_clock(const char *id, int64_t ms, int64_t max_offset_ms, json_t **ret,
@@ -165,7 +176,7 @@ int store_tier_get(const char *tenant_id, const char *id, json_t **ret, struct t
 int store_tiers_list(const char *tenant_id, const char *starting_after, int64_t limit, json_t **ret,
 		     struct tg_error *err);
 int store_tier_update(const char *tenant_id, const char *id, bool set_name, const char *name, json_t **ret,
-		      struct tg_error *err);
+		      bool *changed, struct tg_error *err);
 int store_tier_delete(const char *tenant_id, const char *id, bool *deleted, struct tg_error *err);
 
 struct store_customer_fields {
@@ -179,7 +190,7 @@ int store_customer_get(const char *tenant_id, const char *id, json_t **ret, stru
 int store_customers_list(const char *tenant_id, const char *tier, const char *parent_id, const char *starting_after,
 			 int64_t limit, json_t **ret, struct tg_error *err);
 int store_customer_update(const char *tenant_id, const struct store_customer_fields *f, json_t **ret,
-			  struct tg_error *err);
+			  bool *changed, struct tg_error *err);
 int store_customer_delete(const char *tenant_id, const char *id, bool *deleted, struct tg_error *err);
 
 /* ---- configuration (store/config.c) ---- */
@@ -195,7 +206,7 @@ int store_meter_create(const char *tenant_id, const char *id, const json_t *spec
 int store_meter_get(const char *tenant_id, const char *id, json_t **ret, struct tg_error *err);
 int store_meters_list(const char *tenant_id, const char *starting_after, int64_t limit, json_t **ret,
 		      struct tg_error *err);
-int store_meter_update(const char *tenant_id, const char *id, const json_t *spec, json_t **ret,
+int store_meter_update(const char *tenant_id, const char *id, const json_t *spec, json_t **ret, bool *changed,
 		       struct tg_error *err);
 int store_meter_delete(const char *tenant_id, const char *id, bool *deleted, struct tg_error *err);
 
@@ -207,7 +218,8 @@ int store_limit_create(const char *tenant_id, const struct store_limit_row *l, j
 int store_limit_get(const char *tenant_id, const char *id, json_t **ret, struct tg_error *err);
 int store_limits_list(const char *tenant_id, const char *scope, const char *tier, const char *customer_id,
 		      const char *meter, const char *starting_after, int64_t limit, json_t **ret, struct tg_error *err);
-int store_limit_update(const char *tenant_id, const struct store_limit_row *l, json_t **ret, struct tg_error *err);
+int store_limit_update(const char *tenant_id, const struct store_limit_row *l, json_t **ret, bool *changed,
+		       struct tg_error *err);
 int store_limit_delete(const char *tenant_id, const char *id, bool *deleted, struct tg_error *err);
 
 /* ---- PostgreSQL array literals for unnest() batches ---- */
@@ -277,9 +289,10 @@ int store_ledger_append(const char *tenant_id, const char *customer_id, struct s
 int store_balance_ensure(const char *tenant_id, const char *customer_id, bool *created, struct tg_error *err);
 /* {customer_id, balance, minimum_balance, low_balance_threshold, state} or NULL. */
 int store_balance_get(const char *tenant_id, const char *customer_id, json_t **ret, struct tg_error *err);
-/* Settings; each set only when its flag is true (threshold NULL clears it). Creates the row if missing. */
+/* Settings; each set only when its flag is true (threshold NULL clears it). Creates the row if missing (a
+ * change too). */
 int store_balance_settings(const char *tenant_id, const char *customer_id, bool set_min, tg_fixed minimum,
-			   bool set_low, const tg_fixed *low, json_t **ret, struct tg_error *err);
+			   bool set_low, const tg_fixed *low, json_t **ret, bool *changed, struct tg_error *err);
 /* A ledger row by idempotency key, or NULL. */
 int store_ledger_by_key(const char *tenant_id, const char *customer_id, const char *key, json_t **ret,
 			struct tg_error *err);
@@ -313,7 +326,7 @@ struct store_endpoint_patch {
 	bool set_url, set_description, set_events, set_disabled, disabled;
 };
 int store_endpoint_update(const char *tenant_id, const char *id, const struct store_endpoint_patch *p, json_t **ret,
-			  struct tg_error *err);
+			  bool *changed, struct tg_error *err);
 int store_endpoint_delete(const char *tenant_id, const char *id, bool *deleted, struct tg_error *err);
 int store_endpoint_rotate(const char *tenant_id, const char *id, const char *secret, json_t **ret,
 			  struct tg_error *err);

@@ -103,6 +103,13 @@ int api_audited(struct tg_req *req)
 		json_decref(before);
 		return rc;
 	}
+	if (req->unchanged) {
+		/* an update that changed nothing is no change to record */
+		json_decref(before);
+		rc = store_commit(&req->err);
+		reload_flush(rc == 0);
+		return rc;
+	}
 	if (req->resp.len)
 		after = tg_json_parse(req->resp.buf, req->resp.len, false, &e);
 	/* a deleted resource has no "after"; a revoked API key stays, revoked: its reply is its after */

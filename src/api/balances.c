@@ -109,7 +109,8 @@ int api_balance_get(struct tg_req *req)
 
 	if (api_path_id(req, 0, &id) < 0)
 		return api_not_found(req, "customer", req->params[0]);
-	if ((rc = customer_exists(req, id)) < 0 || (rc = store_balance_get(req->principal.tenant_id, id, &row, &req->err)) < 0)
+	if ((rc = api_query_none(req)) < 0 || (rc = customer_exists(req, id)) < 0 ||
+	    (rc = store_balance_get(req->principal.tenant_id, id, &row, &req->err)) < 0)
 		return rc;
 	if (!row)
 		return tg_fail(&req->err, TG_ENOTFOUND, "balance_not_found", NULL,
@@ -129,7 +130,7 @@ int api_balance_update(struct tg_req *req)
 	const char *id;
 	json_t *body = api_body(req), *row, *low_v;
 	tg_fixed minimum = 0, low = 0;
-	bool set_min = false, set_low;
+	bool set_min = false, set_low, changed;
 	struct hot_balance st;
 	int rc;
 
@@ -147,8 +148,9 @@ int api_balance_update(struct tg_req *req)
 		return rc;
 	journal_wallet(req, id);
 	if ((rc = store_balance_settings(req->principal.tenant_id, id, set_min, minimum, set_low,
-					 low_v && !json_is_null(low_v) ? &low : NULL, &row, &req->err)) < 0)
+					 low_v && !json_is_null(low_v) ? &low : NULL, &row, &changed, &req->err)) < 0)
 		return rc;
+	req->unchanged = !changed;
 	/* the gate uses the new minimum at once */
 	if ((rc = live(req, id, HOT_SET_MINIMUM, store_get_fixed(row, "minimum_balance", 0), &st)) < 0) {
 		json_decref(row);

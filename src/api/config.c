@@ -63,6 +63,29 @@ static int list_reply(struct tg_req *req, int rc, json_t *rows, int64_t limit)
 
 /* ---- meters ---- */
 
+/* Rules for a meter written through the API, beyond what a stored one must meet to load (one stored before
+ * a rule existed keeps working). */
+static int meter_rules(struct tg_req *req, const struct policy_meter *m)
+{
+	/* price.by names dimensions, as group_by and a check's dimensions do: a name no check or event can
+	 * carry would never match */
+	for (int i = 0; i < m->nprices; i++)
+		if (!tg_id_valid(m->prices[i].dim, strlen(m->prices[i].dim)))
+			return api_bad(req, "price.by", "'price.by' names dimensions: ids of 1 to 128 characters from "
+						     "A-Z a-z 0-9 . _ : @ + -");
+	return 0;
+}
+
+/* Parse a meter written through the API: policy_meter_parse() and meter_rules(). */
+static int meter_parse(struct tg_req *req, const json_t *spec, struct policy_meter *m)
+{
+	int rc = policy_meter_parse(spec, m, &req->err);
+
+	if (rc == 0 && (rc = meter_rules(req, m)) < 0)
+		policy_meter_release(m);
+	return rc;
+}
+
 int api_meters_create(struct tg_req *req)
 {
 	struct policy_meter m;
@@ -71,7 +94,7 @@ int api_meters_create(struct tg_req *req)
 
 	if (!body)
 		return req->err.err;
-	if ((rc = policy_meter_parse(body, &m, &req->err)) < 0)
+	if ((rc = meter_parse(req, body, &m)) < 0)
 		return rc;
 	rc = store_meter_create(req->principal.tenant_id, m.id, m.json, &row, &req->err);
 	policy_meter_release(&m);
@@ -104,6 +127,8 @@ int api_meters_get(struct tg_req *req)
 
 	if (api_path_id(req, 0, &id) < 0)
 		return api_not_found(req, "meter", req->params[0]);
+	if ((rc = api_query_none(req)) < 0)
+		return rc;
 	if (strcmp(id, POLICY_REQUESTS) == 0) {
 		struct policy_tenant *t = api_tenant(req);
 		if (!t)
@@ -177,6 +202,7 @@ int api_meters_update(struct tg_req *req)
 	const char *id;
 	struct policy_meter m;
 	json_t *body = api_body(req), *stored, *spec, *row;
+	bool changed;
 	int rc;
 
 	if (api_path_id(req, 0, &id) < 0)
@@ -195,7 +221,7 @@ int api_meters_update(struct tg_req *req)
 	}
 	spec = merged(stored, body);
 	json_decref(stored);
-	rc = policy_meter_parse(spec, &m, &req->err);
+	rc = meter_parse(req, spec, &m);
 	json_decref(spec);
 	if (rc < 0)
 		return rc;
@@ -203,13 +229,15 @@ int api_meters_update(struct tg_req *req)
 		policy_meter_release(&m);
 		return rc;
 	}
-	rc = store_meter_update(req->principal.tenant_id, id, m.json, &row, &req->err);
+	rc = store_meter_update(req->principal.tenant_id, id, m.json, &row, &changed, &req->err);
 	policy_meter_release(&m);
 	if (rc < 0)
 		return rc;
 	if (!row)
 		return api_not_found(req, "meter", id);
-	reload_tenant(req->principal.tenant_id, &req->err);
+	req->unchanged = !changed;
+	if (changed)
+		reload_tenant(req->principal.tenant_id, &req->err);
 	tg_req_reply(req, 200, row);
 	return 0;
 }
@@ -240,23 +268,30 @@ static int limit_rules(struct tg_req *req, const struct policy_limit *l)
 {
 	const struct policy_meter *m = l->meter;
 
-	/* a quota's filter must name dimensions the meter's rollups keep, or a rebuilt counter would miss them */
-	if (l->kind == POLICY_QUOTA && m && m->event_type) {
+	/* a quota's filter must name dimensions the meter's rollups keep, or a rebuilt counter would miss them;
+	 * the built-in requests meter keeps none (group_by []), so a quota on it takes no filter */
+	if (l->kind == POLICY_QUOTA && m) {
 		for (int i = 0; i < l->nfilter; i++) {
 			bool kept = false;
 			for (int g = 0; g < m->ngroup; g++)
 				kept |= strcmp(m->group_by[g], l->filter[i].key) == 0;
-			if (!kept)
+			if (kept)
+				continue;
+			if (!m->event_type)
 				return api_bad(req, "filter",
-					       "dimension '%s' is not in meter '%s' group_by; add it there first",
-					       l->filter[i].key, m->id);
+					       "the built-in meter '%s' has no group_by dimensions: a quota on it takes no "
+					       "filter (a rate limit may filter)", m->id);
+			return api_bad(req, "filter", "dimension '%s' is not in meter '%s' group_by; add it there first",
+				       l->filter[i].key, m->id);
 		}
 	}
 	return 0;
 }
 
-/* Validate and write one limit (no reload: callers reload once their transaction is over). */
-static int limit_write(struct tg_req *req, struct policy_tenant *t, const json_t *spec, bool create, json_t **row)
+/* Validate and write one limit (no reload: callers reload once their transaction is over); *changed is false
+ * for an update that left it as it was. */
+static int limit_write(struct tg_req *req, struct policy_tenant *t, const json_t *spec, bool create, json_t **row,
+		       bool *changed)
 {
 	struct policy_limit l;
 	int rc;
@@ -277,8 +312,9 @@ static int limit_write(struct tg_req *req, struct policy_tenant *t, const json_t
 		.customer_id = l.customer_id,
 		.spec = l.json,
 	};
+	*changed = true;
 	rc = create ? store_limit_create(req->principal.tenant_id, &r, row, &req->err)
-		    : store_limit_update(req->principal.tenant_id, &r, row, &req->err);
+		    : store_limit_update(req->principal.tenant_id, &r, row, changed, &req->err);
 	policy_limit_release(&l);
 	return rc;
 }
@@ -286,13 +322,15 @@ static int limit_write(struct tg_req *req, struct policy_tenant *t, const json_t
 static int limit_store(struct tg_req *req, const json_t *spec, bool create, json_t **row)
 {
 	struct policy_tenant *t = api_tenant(req);
+	bool changed = false;
 	int rc;
 
 	if (!t)
 		return req->err.err;
-	rc = limit_write(req, t, spec, create, row);
+	rc = limit_write(req, t, spec, create, row, &changed);
 	policy_tenant_unref(t);
-	if (rc == 0)
+	req->unchanged = rc == 0 && !changed;
+	if (rc == 0 && changed)
 		reload_tenant(req->principal.tenant_id, &req->err);
 	if (rc == 0 && *row && override_of(spec))
 		api_forget_quotas(req, override_of(spec)); /* what its override hides is stale when it goes */
@@ -335,7 +373,7 @@ int api_tiers_create(struct tg_req *req)
 	if (!body)
 		return req->err.err;
 	if ((rc = api_only(req, body, fields)) < 0 || (rc = api_id(req, body, "id", true, false, &id)) < 0 ||
-	    (rc = api_str(req, body, "name", false, true, 200, &name)) < 0 ||
+	    (rc = api_name(req, body, "name", false, true, 200, &name)) < 0 ||
 	    (rc = tg_jf_array(body, NULL, "limits", false, &limits, &req->err)) < 0)
 		return rc;
 	json_array_foreach(limits, i, l) {
@@ -358,9 +396,10 @@ int api_tiers_create(struct tg_req *req)
 	}
 	json_array_foreach(limits, i, l) {
 		json_t *spec = with_id(l), *lrow = NULL;
+		bool changed;
 		json_object_set_new(spec, "scope", json_string("tier"));
 		json_object_set_new(spec, "tier", json_string(id));
-		rc = limit_write(req, t, spec, true, &lrow);
+		rc = limit_write(req, t, spec, true, &lrow, &changed);
 		json_decref(spec);
 		if (rc < 0) {
 			const char *field = tg_arena_printf(&req->arena, "limits[%zu]%s%s", i, req->err.param[0] ? "." : "",
@@ -431,7 +470,7 @@ int api_limits_get(struct tg_req *req)
 
 	if (api_path_id(req, 0, &id) < 0)
 		return api_not_found(req, "limit", req->params[0]);
-	if ((rc = store_limit_get(req->principal.tenant_id, id, &row, &req->err)) < 0)
+	if ((rc = api_query_none(req)) < 0 || (rc = store_limit_get(req->principal.tenant_id, id, &row, &req->err)) < 0)
 		return rc;
 	if (!row)
 		return api_not_found(req, "limit", id);

@@ -28,9 +28,10 @@ static int metadata_field(struct tg_req *req, const json_t *body, const json_t *
 	json_t *obj = NULL;
 	if ((rc = api_object(req, body, "metadata", false, &obj)) < 0)
 		return rc;
-	_cleanup_free_ char *text = tg_json_dumps(obj);
-	if (strlen(text) > METADATA_MAX)
-		return api_bad(req, "metadata", "'metadata' is larger than %d bytes", METADATA_MAX);
+	/* measured as stored: jsonb writes numbers out in full, so a 500-byte body of 1e999s stores kilobytes */
+	if (tg_json_stored_len(obj) > METADATA_MAX)
+		return api_bad(req, "metadata", "'metadata' is larger than %d bytes once stored (numbers written out in full)",
+			       METADATA_MAX);
 	*ret = obj;
 	return 0;
 }
@@ -49,7 +50,7 @@ static int customer_fields(struct tg_req *req, const json_t *body, bool create, 
 	f->set_email = json_object_get(body, "email") != NULL;
 	f->set_tier = json_object_get(body, "tier") != NULL;
 	f->set_parent = json_object_get(body, "parent_id") != NULL;
-	if ((rc = api_str(req, body, "name", false, true, 256, &f->name)) < 0 ||
+	if ((rc = api_name(req, body, "name", false, true, 256, &f->name)) < 0 ||
 	    (rc = api_str(req, body, "email", false, true, 254, &f->email)) < 0 ||
 	    (rc = api_id(req, body, "tier", false, true, &f->tier)) < 0 ||
 	    (rc = api_id(req, body, "parent_id", false, true, &f->parent_id)) < 0 ||
@@ -83,7 +84,7 @@ int api_customers_get(struct tg_req *req)
 
 	if (api_path_id(req, 0, &id) < 0)
 		return api_not_found(req, "customer", req->params[0]);
-	if ((rc = store_customer_get(req->principal.tenant_id, id, &row, &req->err)) < 0)
+	if ((rc = api_query_none(req)) < 0 || (rc = store_customer_get(req->principal.tenant_id, id, &row, &req->err)) < 0)
 		return rc;
 	if (!row)
 		return api_not_found(req, "customer", id);
@@ -111,6 +112,7 @@ int api_customers_update(struct tg_req *req)
 {
 	struct store_customer_fields f = {0};
 	json_t *body = api_body(req), *row;
+	bool changed;
 	int rc;
 
 	if (api_path_id(req, 0, &f.id) < 0)
@@ -118,13 +120,15 @@ int api_customers_update(struct tg_req *req)
 	if (!body)
 		return req->err.err;
 	if ((rc = customer_fields(req, body, false, &f)) < 0 ||
-	    (rc = store_customer_update(req->principal.tenant_id, &f, &row, &req->err)) < 0)
+	    (rc = store_customer_update(req->principal.tenant_id, &f, &row, &changed, &req->err)) < 0)
 		return rc;
 	if (!row)
 		return api_not_found(req, "customer", f.id);
+	req->unchanged = !changed;
 	/* the next check on this instance reads the new tier or organisation (others hear the NOTIFY) */
-	reload_forget_customer(req->principal.tenant_id, f.id, false);
-	if (f.set_tier || f.set_parent)
+	if (changed)
+		reload_forget_customer(req->principal.tenant_id, f.id, false);
+	if (changed && (f.set_tier || f.set_parent))
 		api_forget_quotas(req, f.id);
 	tg_req_reply(req, 200, row);
 	return 0;
@@ -173,7 +177,7 @@ int api_tiers_get(struct tg_req *req)
 
 	if (api_path_id(req, 0, &id) < 0)
 		return api_not_found(req, "tier", req->params[0]);
-	if ((rc = store_tier_get(req->principal.tenant_id, id, &row, &req->err)) < 0)
+	if ((rc = api_query_none(req)) < 0 || (rc = store_tier_get(req->principal.tenant_id, id, &row, &req->err)) < 0)
 		return rc;
 	if (!row)
 		return api_not_found(req, "tier", id);
@@ -186,6 +190,7 @@ int api_tiers_update(struct tg_req *req)
 	static const char *const fields[] = {"name", NULL};
 	const char *id, *name = NULL;
 	json_t *body = api_body(req), *row;
+	bool changed;
 	int rc;
 
 	if (api_path_id(req, 0, &id) < 0)
@@ -193,12 +198,14 @@ int api_tiers_update(struct tg_req *req)
 	if (!body)
 		return req->err.err;
 	bool set_name = json_object_get(body, "name") != NULL;
-	if ((rc = api_only(req, body, fields)) < 0 || (rc = api_str(req, body, "name", false, true, 200, &name)) < 0 ||
-	    (rc = store_tier_update(req->principal.tenant_id, id, set_name, name, &row, &req->err)) < 0)
+	if ((rc = api_only(req, body, fields)) < 0 || (rc = api_name(req, body, "name", false, true, 200, &name)) < 0 ||
+	    (rc = store_tier_update(req->principal.tenant_id, id, set_name, name, &row, &changed, &req->err)) < 0)
 		return rc;
 	if (!row)
 		return api_not_found(req, "tier", id);
-	reload_tenant(req->principal.tenant_id, &req->err);
+	req->unchanged = !changed;
+	if (changed)
+		reload_tenant(req->principal.tenant_id, &req->err);
 	tg_req_reply(req, 200, row);
 	return 0;
 }

@@ -23,7 +23,7 @@ int api_keys_create(struct tg_req *req)
 
 	if (!body)
 		return req->err.err;
-	if ((rc = api_only(req, body, fields)) < 0 || (rc = api_str(req, body, "name", false, false, 200, &name)) < 0)
+	if ((rc = api_only(req, body, fields)) < 0 || (rc = api_name(req, body, "name", false, false, 200, &name)) < 0)
 		return rc;
 	scopes = json_object_get(body, "scopes");
 	if (!scopes)

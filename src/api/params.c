@@ -65,6 +65,12 @@ int api_str(struct tg_req *req, const json_t *obj, const char *name, bool requir
 	return tg_jf_str(obj, NULL, name, required, nullable, maxlen, ret, &req->err);
 }
 
+int api_name(struct tg_req *req, const json_t *obj, const char *name, bool required, bool nullable, size_t maxbytes,
+	     const char **ret)
+{
+	return tg_jf_name(obj, NULL, name, required, nullable, maxbytes, ret, &req->err);
+}
+
 int api_id(struct tg_req *req, const json_t *obj, const char *name, bool required, bool nullable, const char **ret)
 {
 	return tg_jf_id(obj, NULL, name, required, nullable, ret, &req->err);
@@ -272,6 +278,13 @@ int api_query_only(struct tg_req *req, const char *const *allowed)
 {
 	struct only_ctx c = {req, allowed};
 	return tg_req_query_each(req, check_query_name, &c);
+}
+
+int api_query_none(struct tg_req *req)
+{
+	static const char *const none[] = {NULL};
+
+	return api_query_only(req, none);
 }
 
 /* ---- replies ---- */

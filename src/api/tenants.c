@@ -31,7 +31,7 @@ int api_tenants_create(struct tg_req *req)
 
 	if (!body)
 		return req->err.err;
-	if ((rc = api_only(req, body, fields)) < 0 || (rc = api_str(req, body, "name", true, false, 200, &name)) < 0 ||
+	if ((rc = api_only(req, body, fields)) < 0 || (rc = api_name(req, body, "name", true, false, 200, &name)) < 0 ||
 	    (rc = api_bool(req, body, "test_mode", false, &test_mode, NULL)) < 0)
 		return rc;
 	if (!name[0])
@@ -71,9 +71,9 @@ int api_tenants_list(struct tg_req *req)
 int api_tenant_get(struct tg_req *req)
 {
 	json_t *row;
-	int rc = store_tenant_get(req->principal.tenant_id, &row, &req->err);
+	int rc;
 
-	if (rc < 0)
+	if ((rc = api_query_none(req)) < 0 || (rc = store_tenant_get(req->principal.tenant_id, &row, &req->err)) < 0)
 		return rc;
 	if (!row)
 		return api_not_found(req, "tenant", req->principal.tenant_id);
@@ -85,7 +85,7 @@ int api_tenant_update(struct tg_req *req)
 {
 	static const char *const fields[] = {"default_tier", "auto_create_customers", NULL};
 	const char *tier = NULL;
-	bool set_tier, auto_create = true, set_auto = false;
+	bool set_tier, auto_create = true, set_auto = false, changed;
 	json_t *body = api_body(req), *row;
 	int rc;
 
@@ -95,12 +95,14 @@ int api_tenant_update(struct tg_req *req)
 	if ((rc = api_only(req, body, fields)) < 0 || (rc = api_id(req, body, "default_tier", false, true, &tier)) < 0 ||
 	    (rc = api_bool(req, body, "auto_create_customers", false, &auto_create, &set_auto)) < 0)
 		return rc;
-	if ((rc = store_tenant_update(req->principal.tenant_id, set_tier, tier, set_auto, auto_create, &row,
+	if ((rc = store_tenant_update(req->principal.tenant_id, set_tier, tier, set_auto, auto_create, &row, &changed,
 				      &req->err)) < 0)
 		return rc;
 	if (!row)
 		return api_not_found(req, "tenant", req->principal.tenant_id);
-	reload_tenant(req->principal.tenant_id, &req->err);
+	req->unchanged = !changed;
+	if (changed)
+		reload_tenant(req->principal.tenant_id, &req->err);
 	tg_req_reply(req, 200, render(row));
 	return 0;
 }
@@ -134,9 +136,9 @@ static int clock_end(struct tg_req *req, json_t *row)
 int api_test_clock_get(struct tg_req *req)
 {
 	json_t *row;
-	int rc = store_tenant_get(req->principal.tenant_id, &row, &req->err);
+	int rc;
 
-	if (rc < 0)
+	if ((rc = api_query_none(req)) < 0 || (rc = store_tenant_get(req->principal.tenant_id, &row, &req->err)) < 0)
 		return rc;
 	if (!row)
 		return api_not_found(req, "tenant", req->principal.tenant_id);

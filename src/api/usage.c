@@ -45,6 +45,8 @@ int api_customers_usage(struct tg_req *req)
 
 	if (api_path_id(req, 0, &id) < 0)
 		return api_not_found(req, "customer", req->params[0]);
+	if ((rc = api_query_none(req)) < 0)
+		return rc;
 	if (!(t = api_tenant(req)))
 		return req->err.err;
 	if ((rc = subject(req, id, &s)) < 0)
@@ -227,6 +229,31 @@ static void reply_csv(struct tg_req *req, json_t *rows, const char **group, int 
 	tg_buf_release(&b);
 }
 
+/* group_by=a,b: dimensions of the meter's group_by, each once, separated by single commas (the openapi
+ * pattern ^[^,]+(,[^,]+)*$ rules out "", "a,,b", ",a" and "a,"). */
+static int group_by_param(struct tg_req *req, const struct policy_meter *m, const char *gb,
+			  const char *group[POLICY_MAX_DIMS], int *ngroup)
+{
+	char *copy = tg_arena_strdup(&req->arena, gb), *next;
+
+	for (char *k = copy; k; k = next) {
+		bool known = false;
+		if ((next = strchr(k, ',')))
+			*next++ = '\0';
+		if (!k[0])
+			return api_bad(req, "group_by", "'group_by' lists dimensions separated by single commas");
+		for (int g = 0; g < m->ngroup; g++)
+			known |= strcmp(m->group_by[g], k) == 0;
+		if (!known)
+			return api_bad(req, "group_by", "'%s' is not one of meter '%s' group_by dimensions", k, m->id);
+		for (int g = 0; g < *ngroup; g++)
+			if (strcmp(group[g], k) == 0)
+				return api_bad(req, "group_by", "'group_by' lists '%s' twice", k);
+		group[(*ngroup)++] = k; /* at most m->ngroup <= POLICY_MAX_DIMS: each known, none twice */
+	}
+	return 0;
+}
+
 int api_usage_series(struct tg_req *req)
 {
 	static const char *const q[] = {"meter", "customer_id", "group_by", "granularity", "from", "to", "format", NULL};
@@ -263,18 +290,9 @@ int api_usage_series(struct tg_req *req)
 		policy_tenant_unref(t);
 		return api_bad(req, "meter", m ? "usage series exist for event meters, not for requests" : "no meter '%s'", meter);
 	}
-	if (gb && gb[0]) {
-		char *copy = tg_arena_strdup(&req->arena, gb), *save = NULL;
-		for (char *k = strtok_r(copy, ",", &save); k; k = strtok_r(NULL, ",", &save)) {
-			bool known = false;
-			for (int g = 0; g < m->ngroup; g++)
-				known |= strcmp(m->group_by[g], k) == 0;
-			if (!known || ngroup >= POLICY_MAX_DIMS) {
-				policy_tenant_unref(t);
-				return api_bad(req, "group_by", "'%s' is not one of meter '%s' group_by dimensions", k, meter);
-			}
-			group[ngroup++] = k;
-		}
+	if (gb && (rc = group_by_param(req, m, gb, group, &ngroup)) < 0) {
+		policy_tenant_unref(t);
+		return rc;
 	}
 	int agg = (int)m->agg;
 	to = policy_now(t, tg_now_ms()); /* a test-mode tenant's series end at its clock */

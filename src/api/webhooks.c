@@ -142,7 +142,8 @@ int api_endpoints_get(struct tg_req *req)
 	json_t *row;
 	int rc;
 
-	if ((rc = endpoint_id(req, &id)) < 0 || (rc = store_endpoint_get(req->principal.tenant_id, id, &row, &req->err)) < 0)
+	if ((rc = endpoint_id(req, &id)) < 0 || (rc = api_query_none(req)) < 0 ||
+	    (rc = store_endpoint_get(req->principal.tenant_id, id, &row, &req->err)) < 0)
 		return rc;
 	if (!row)
 		return api_not_found(req, "webhook_endpoint", id);
@@ -156,6 +157,7 @@ int api_endpoints_update(struct tg_req *req)
 	struct store_endpoint_patch p = {0};
 	const char *id;
 	json_t *body = api_body(req), *row;
+	bool changed;
 	int rc;
 
 	if ((rc = endpoint_id(req, &id)) < 0)
@@ -170,10 +172,11 @@ int api_endpoints_update(struct tg_req *req)
 	    (rc = api_str(req, body, "description", false, true, 500, &p.description)) < 0 ||
 	    (rc = api_bool(req, body, "disabled", false, &p.disabled, &p.set_disabled)) < 0)
 		return rc;
-	if ((rc = store_endpoint_update(req->principal.tenant_id, id, &p, &row, &req->err)) < 0)
+	if ((rc = store_endpoint_update(req->principal.tenant_id, id, &p, &row, &changed, &req->err)) < 0)
 		return rc;
 	if (!row)
 		return api_not_found(req, "webhook_endpoint", id);
+	req->unchanged = !changed;
 	tg_req_reply(req, 200, row);
 	return 0;
 }

@@ -395,6 +395,9 @@ int policy_limit_parse(const json_t *spec, const struct policy_tenant *t, struct
 		}
 		if (!l->max_duration_s)
 			l->max_duration_s = 86400; /* a workflow's state lives at most a day unless told */
+		/* accepted and ignored (a tripped guard always denies), but only as one of its values */
+		if ((rc = tg_jf_enum(spec, NULL, "enforcement", false, policy_enforcement_names, &enf, NULL, err)) < 0)
+			goto fail;
 	} else {
 		if ((rc = tg_jf_id(spec, NULL, "meter", true, false, &meter, err)) < 0 ||
 		    (rc = tg_jf_fixed(spec, NULL, "limit", true, &l->limit, NULL, err)) < 0)

@@ -131,15 +131,17 @@ int store_ledger_append(const char *tenant_id, const char *customer_id, struct s
 	return rc;
 }
 
+#define NEW_MINIMUM "CASE WHEN $3 THEN $4::numeric ELSE minimum_balance END"
+#define NEW_LOW "CASE WHEN $5 THEN $6::numeric ELSE low_balance_threshold END"
 static struct store_stmt q_settings = STORE_STMT(
-	"UPDATE balances SET minimum_balance = CASE WHEN $3 THEN $4::numeric ELSE minimum_balance END, "
-	"low_balance_threshold = CASE WHEN $5 THEN $6::numeric ELSE low_balance_threshold END, updated_at = now() "
-	"WHERE tenant_id = $1 AND customer_id = $2 RETURNING " BALANCE_COLS, 6);
+	"UPDATE balances SET minimum_balance = " NEW_MINIMUM ", low_balance_threshold = " NEW_LOW ", updated_at = now() "
+	"WHERE tenant_id = $1 AND customer_id = $2 AND (minimum_balance, low_balance_threshold) IS DISTINCT FROM "
+	"(" NEW_MINIMUM ", " NEW_LOW ") RETURNING " BALANCE_COLS, 6);
 static struct store_stmt q_state = STORE_STMT(
 	"UPDATE balances SET state = $3 WHERE tenant_id = $1 AND customer_id = $2 RETURNING " BALANCE_COLS, 3);
 
 int store_balance_settings(const char *tenant_id, const char *customer_id, bool set_min, tg_fixed minimum,
-			   bool set_low, const tg_fixed *low, json_t **ret, struct tg_error *err)
+			   bool set_low, const tg_fixed *low, json_t **ret, bool *changed, struct tg_error *err)
 {
 	char mb[TG_FIXED_BUFSZ], lb[TG_FIXED_BUFSZ];
 	const char *p[] = {tenant_id, customer_id, store_bool(set_min), store_fixed(minimum, mb), store_bool(set_low),
@@ -148,14 +150,17 @@ int store_balance_settings(const char *tenant_id, const char *customer_id, bool 
 	const char *lp[] = {tenant_id, customer_id};
 	json_t *locked = NULL;
 	char before[16];
+	bool created = false, set = false;
 	int rc;
 
 	*ret = NULL;
 	if ((rc = store_begin(err)) < 0)
 		return rc;
-	if ((rc = store_balance_ensure(tenant_id, customer_id, NULL, err)) < 0 ||
-	    (rc = store_exec1(&q_lock, lp, &locked, err)) < 0 || (rc = store_exec1(&q_settings, p, &row, err)) < 0)
+	if ((rc = store_balance_ensure(tenant_id, customer_id, &created, err)) < 0 ||
+	    (rc = store_exec1(&q_lock, lp, &locked, err)) < 0 || (rc = store_exec1(&q_settings, p, &row, err)) < 0 ||
+	    (rc = store_updated(store_balance_get, tenant_id, customer_id, &row, &set, err)) < 0)
 		goto fail;
+	*changed = created || set;
 	snprintf(before, sizeof(before), "%s", store_str(locked, "state") ? store_str(locked, "state") : "ok");
 	{
 		/* new settings can move the balance across a line too */

@@ -147,14 +147,19 @@ int store_meters_list(const char *tenant_id, const char *starting_after, int64_t
 	return rc < 0 ? rc : list_objs(&q_meters_list, p, ret, err);
 }
 
+/* Specs are canonical JSON (policy_*_json), compared as text: key order is meaning in price.by. */
 static struct store_stmt q_meter_update = STORE_STMT(
-	"UPDATE meters SET spec = $3::json, updated_at = now() WHERE tenant_id = $1 AND id = $2 RETURNING " SPEC_COLS, 3);
+	"UPDATE meters SET spec = $3::json, updated_at = now() "
+	"WHERE tenant_id = $1 AND id = $2 AND spec::text IS DISTINCT FROM $3::text RETURNING " SPEC_COLS, 3);
 
-int store_meter_update(const char *tenant_id, const char *id, const json_t *spec, json_t **ret, struct tg_error *err)
+int store_meter_update(const char *tenant_id, const char *id, const json_t *spec, json_t **ret, bool *changed,
+		       struct tg_error *err)
 {
 	_cleanup_free_ char *text = tg_json_dumps(spec);
 	const char *p[] = {tenant_id, id, text};
-	return one_obj(&q_meter_update, p, ret, err);
+	int rc = one_obj(&q_meter_update, p, ret, err);
+
+	return rc < 0 ? rc : store_updated(store_meter_get, tenant_id, id, ret, changed, err);
 }
 
 static struct store_stmt q_meter_in_use = STORE_STMT(
@@ -244,13 +249,18 @@ int store_limits_list(const char *tenant_id, const char *scope, const char *tier
 
 static struct store_stmt q_limit_update = STORE_STMT(
 	"UPDATE limits SET kind = $3, scope = $4, meter = $5, tier = $6, customer_id = $7, spec = $8::json, "
-	"updated_at = now() WHERE tenant_id = $1 AND id = $2 RETURNING " SPEC_COLS, 8);
+	"updated_at = now() WHERE tenant_id = $1 AND id = $2 AND "
+	"(kind, scope, meter, tier, customer_id, spec::text) IS DISTINCT FROM ($3, $4, $5, $6, $7, $8::text) "
+	"RETURNING " SPEC_COLS, 8);
 
-int store_limit_update(const char *tenant_id, const struct store_limit_row *l, json_t **ret, struct tg_error *err)
+int store_limit_update(const char *tenant_id, const struct store_limit_row *l, json_t **ret, bool *changed,
+		       struct tg_error *err)
 {
 	_cleanup_free_ char *text = tg_json_dumps(l->spec);
 	const char *p[] = {tenant_id, l->id, l->kind, l->scope, l->meter, l->tier, l->customer_id, text};
-	return limit_error(one_obj(&q_limit_update, p, ret, err), l, err);
+	int rc = limit_error(one_obj(&q_limit_update, p, ret, err), l, err);
+
+	return rc < 0 ? rc : store_updated(store_limit_get, tenant_id, l->id, ret, changed, err);
 }
 
 static struct store_stmt q_limit_delete = STORE_STMT("DELETE FROM limits WHERE tenant_id = $1 AND id = $2", 2);

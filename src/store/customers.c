@@ -63,14 +63,16 @@ int store_tiers_list(const char *tenant_id, const char *starting_after, int64_t 
 }
 
 static struct store_stmt q_tier_update = STORE_STMT(
-	"UPDATE tiers SET name = CASE WHEN $3 THEN $4 ELSE name END, updated_at = now() "
-	"WHERE tenant_id = $1 AND id = $2 RETURNING " TIER_COLS, 4);
+	"UPDATE tiers SET name = $4, updated_at = now() "
+	"WHERE tenant_id = $1 AND id = $2 AND $3::boolean AND name IS DISTINCT FROM $4 RETURNING " TIER_COLS, 4);
 
 int store_tier_update(const char *tenant_id, const char *id, bool set_name, const char *name, json_t **ret,
-		      struct tg_error *err)
+		      bool *changed, struct tg_error *err)
 {
 	const char *p[] = {tenant_id, id, store_bool(set_name), name};
-	return store_exec1(&q_tier_update, p, ret, err);
+	int rc = store_exec1(&q_tier_update, p, ret, err);
+
+	return rc < 0 ? rc : store_updated(store_tier_get, tenant_id, id, ret, changed, err);
 }
 
 static struct store_stmt q_tier_in_use = STORE_STMT(
@@ -225,15 +227,21 @@ int store_customers_list(const char *tenant_id, const char *tier, const char *pa
 
 static struct store_stmt q_customer_lock = STORE_STMT(
 	"SELECT id FROM customers WHERE tenant_id = $1 AND id = $2 FOR UPDATE", 2);
+/* Each field's new value: the one sent when its flag is set, else its own. */
+#define NEW_NAME "CASE WHEN $3 THEN $4 ELSE name END"
+#define NEW_EMAIL "CASE WHEN $5 THEN $6 ELSE email END"
+#define NEW_TIER "CASE WHEN $7 THEN $8 ELSE tier END"
+#define NEW_PARENT "CASE WHEN $9 THEN $10 ELSE parent_id END"
+#define NEW_METADATA "CASE WHEN $11 THEN COALESCE($12::jsonb, '{}'::jsonb) ELSE metadata END"
+/* metadata compared as text: 1.0 and 1 are equal jsonb but not the same metadata */
 static struct store_stmt q_customer_update = STORE_STMT(
-	"UPDATE customers SET name = CASE WHEN $3 THEN $4 ELSE name END, "
-	"email = CASE WHEN $5 THEN $6 ELSE email END, tier = CASE WHEN $7 THEN $8 ELSE tier END, "
-	"parent_id = CASE WHEN $9 THEN $10 ELSE parent_id END, "
-	"metadata = CASE WHEN $11 THEN COALESCE($12::jsonb, '{}'::jsonb) ELSE metadata END, updated_at = now() "
-	"WHERE tenant_id = $1 AND id = $2 RETURNING " CUSTOMER_COLS, 12);
+	"UPDATE customers SET name = " NEW_NAME ", email = " NEW_EMAIL ", tier = " NEW_TIER ", parent_id = " NEW_PARENT
+	", metadata = " NEW_METADATA ", updated_at = now() WHERE tenant_id = $1 AND id = $2 AND "
+	"(name, email, tier, parent_id, metadata::text) IS DISTINCT FROM "
+	"(" NEW_NAME ", " NEW_EMAIL ", " NEW_TIER ", " NEW_PARENT ", (" NEW_METADATA ")::text) RETURNING " CUSTOMER_COLS, 12);
 
 int store_customer_update(const char *tenant_id, const struct store_customer_fields *f, json_t **ret,
-			  struct tg_error *err)
+			  bool *changed, struct tg_error *err)
 {
 	_cleanup_free_ char *meta = f->metadata ? tg_json_dumps(f->metadata) : NULL;
 	const char *lp[] = {tenant_id, f->id};
@@ -270,7 +278,8 @@ int store_customer_update(const char *tenant_id, const struct store_customer_fie
 		const char *p[] = {tenant_id, f->id, store_bool(f->set_name), f->name, store_bool(f->set_email), f->email,
 				   store_bool(f->set_tier), f->tier, store_bool(f->set_parent), f->parent_id,
 				   store_bool(f->set_metadata), meta};
-		if ((rc = store_exec1(&q_customer_update, p, ret, err)) < 0)
+		if ((rc = store_exec1(&q_customer_update, p, ret, err)) < 0 ||
+		    (rc = store_updated(store_customer_get, tenant_id, f->id, ret, changed, err)) < 0)
 			goto fail;
 	}
 	if ((rc = store_commit(err)) < 0)

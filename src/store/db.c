@@ -623,6 +623,13 @@ int store_exec1(struct store_stmt *st, const char *const *params, json_t **row, 
 	return 0;
 }
 
+int store_updated(store_get_fn get, const char *tenant_id, const char *id, json_t **ret, bool *changed,
+		  struct tg_error *err)
+{
+	*changed = *ret != NULL;
+	return *ret ? 0 : get(tenant_id, id, ret, err);
+}
+
 int store_exec_raw(const char *sql, struct tg_error *err)
 {
 	struct conn_state *cs = conn_get(err);

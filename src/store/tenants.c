@@ -82,17 +82,20 @@ int store_tenants_list(const char *starting_after, int64_t limit, json_t **ret, 
 }
 
 static struct store_stmt q_tier_exists = STORE_STMT("SELECT 1 FROM tiers WHERE tenant_id = $1 AND id = $2 FOR SHARE", 2);
+#define NEW_DEFAULT_TIER "CASE WHEN $2 THEN $3 ELSE default_tier END"
+#define NEW_AUTO_CREATE "CASE WHEN $4 THEN $5::boolean ELSE auto_create_customers END"
 static struct store_stmt q_tenant_update = STORE_STMT(
-	"UPDATE tenants SET default_tier = CASE WHEN $2 THEN $3 ELSE default_tier END, "
-	"auto_create_customers = CASE WHEN $4 THEN $5::boolean ELSE auto_create_customers END, updated_at = now() "
-	"WHERE id = $1 RETURNING " TENANT_COLS, 5);
+	"UPDATE tenants SET default_tier = " NEW_DEFAULT_TIER ", auto_create_customers = " NEW_AUTO_CREATE
+	", updated_at = now() WHERE id = $1 AND (default_tier, auto_create_customers) IS DISTINCT FROM "
+	"(" NEW_DEFAULT_TIER ", " NEW_AUTO_CREATE ") RETURNING " TENANT_COLS, 5);
 
 int store_tenant_update(const char *id, bool set_tier, const char *default_tier, bool set_auto, bool auto_create,
-			json_t **ret, struct tg_error *err)
+			json_t **ret, bool *changed, struct tg_error *err)
 {
 	const char *p[] = {id, store_bool(set_tier), default_tier, store_bool(set_auto), store_bool(auto_create)};
 	int rc;
 
+	*ret = NULL;
 	if ((rc = store_begin(err)) < 0)
 		return rc;
 	if (set_tier && default_tier) {
@@ -106,10 +109,16 @@ int store_tenant_update(const char *id, bool set_tier, const char *default_tier,
 		}
 		json_decref(row);
 	}
-	if ((rc = store_exec1(&q_tenant_update, p, ret, err)) < 0 || (rc = store_commit(err)) < 0)
+	if ((rc = store_exec1(&q_tenant_update, p, ret, err)) < 0)
+		goto fail;
+	if (!(*changed = *ret != NULL) && (rc = store_tenant_get(id, ret, err)) < 0)
+		goto fail;
+	if ((rc = store_commit(err)) < 0)
 		goto fail;
 	return 0;
 fail:
+	json_decref(*ret);
+	*ret = NULL;
 	store_rollback();
 	return rc;
 }

@@ -115,19 +115,24 @@ int store_endpoints_list(const char *tenant_id, const char *starting_after, int6
 	return store_exec(&q_ep_list, p, ret, err);
 }
 
+#define NEW_URL "CASE WHEN $3 THEN $4 ELSE url END"
+#define NEW_DESCRIPTION "CASE WHEN $5 THEN $6 ELSE description END"
+#define NEW_EVENTS "CASE WHEN $7 THEN $8::text[] ELSE events END"
+#define NEW_DISABLED "CASE WHEN $9 THEN $10::boolean ELSE disabled END"
 static struct store_stmt q_ep_update = STORE_STMT(
-	"UPDATE webhook_endpoints SET url = CASE WHEN $3 THEN $4 ELSE url END, "
-	"description = CASE WHEN $5 THEN $6 ELSE description END, "
-	"events = CASE WHEN $7 THEN $8::text[] ELSE events END, "
-	"disabled = CASE WHEN $9 THEN $10::boolean ELSE disabled END, updated_at = now() "
-	"WHERE tenant_id = $1 AND id = $2 RETURNING " ENDPOINT_COLS, 10);
+	"UPDATE webhook_endpoints SET url = " NEW_URL ", description = " NEW_DESCRIPTION ", events = " NEW_EVENTS
+	", disabled = " NEW_DISABLED ", updated_at = now() WHERE tenant_id = $1 AND id = $2 AND "
+	"(url, description, events, disabled) IS DISTINCT FROM (" NEW_URL ", " NEW_DESCRIPTION ", " NEW_EVENTS ", "
+	NEW_DISABLED ") RETURNING " ENDPOINT_COLS, 10);
 
 int store_endpoint_update(const char *tenant_id, const char *id, const struct store_endpoint_patch *e, json_t **ret,
-			  struct tg_error *err)
+			  bool *changed, struct tg_error *err)
 {
 	const char *p[] = {tenant_id, id, store_bool(e->set_url), e->url, store_bool(e->set_description), e->description,
 			   store_bool(e->set_events), e->events_literal, store_bool(e->set_disabled), store_bool(e->disabled)};
-	return store_exec1(&q_ep_update, p, ret, err);
+	int rc = store_exec1(&q_ep_update, p, ret, err);
+
+	return rc < 0 ? rc : store_updated(store_endpoint_get, tenant_id, id, ret, changed, err);
 }
 
 /* The endpoint with its deliveries and their attempts (no foreign keys cascade: see 0010). */

@@ -81,26 +81,67 @@ static bool is_plain_string(const json_t *v)
 	return json_is_string(v) && !tg_json_is_number(v);
 }
 
+/* A string field: NULL with *rc = 0 when absent or null (then *ret = NULL, where nullable), or with *rc < 0
+ * when refused; else the string value for the caller's own checks. */
+static json_t *string_field(const json_t *obj, const char *prefix, const char *name, bool required, bool nullable,
+			    const char **ret, int *rc, struct tg_error *err)
+{
+	json_t *v = field(obj, prefix, name, required, rc, err);
+
+	if (*rc < 0 || !v)
+		return NULL;
+	if (json_is_null(v)) {
+		if ((*rc = null_field(prefix, name, required, nullable, "a string", err)) == 0)
+			*ret = NULL;
+		return NULL;
+	}
+	if (!is_plain_string(v)) {
+		*rc = tg_jf_bad(err, prefix, name, "'%s' must be a string", name);
+		return NULL;
+	}
+	return v;
+}
+
 int tg_jf_str(const json_t *obj, const char *prefix, const char *name, bool required, bool nullable, size_t maxlen,
 	      const char **ret, struct tg_error *err)
 {
 	int rc;
-	json_t *v = field(obj, prefix, name, required, &rc, err);
+	json_t *v = string_field(obj, prefix, name, required, nullable, ret, &rc, err);
 
-	if (rc < 0 || !v)
+	if (!v)
 		return rc;
-	if (json_is_null(v)) {
-		if ((rc = null_field(prefix, name, required, nullable, "a string", err)) == 0)
-			*ret = NULL;
-		return rc;
-	}
-	if (!is_plain_string(v))
-		return tg_jf_bad(err, prefix, name, "'%s' must be a string", name);
 	if (tg_utf8_chars(json_string_value(v), json_string_length(v)) > maxlen)
 		return tg_jf_bad(err, prefix, name, "'%s' is longer than %zu characters", name, maxlen);
 	for (const char *s = json_string_value(v); *s; s++)
 		if ((unsigned char)*s < 0x20 && *s != '\t')
 			return tg_jf_bad(err, prefix, name, "'%s' must not contain control characters", name);
+	*ret = json_string_value(v);
+	return 0;
+}
+
+/* A C0 control (tab included), DEL, or a C1 control (U+0080–U+009F, "\xc2\x80"–"\xc2\x9f" in UTF-8). */
+static bool has_control(const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (c < 0x20 || c == 0x7f || (c == 0xc2 && i + 1 < n && (unsigned char)s[i + 1] <= 0x9f))
+			return true;
+	}
+	return false;
+}
+
+int tg_jf_name(const json_t *obj, const char *prefix, const char *name, bool required, bool nullable,
+	       size_t maxbytes, const char **ret, struct tg_error *err)
+{
+	int rc;
+	json_t *v = string_field(obj, prefix, name, required, nullable, ret, &rc, err);
+
+	if (!v)
+		return rc;
+	if (json_string_length(v) > maxbytes)
+		return tg_jf_bad(err, prefix, name, "'%s' is longer than %zu bytes (UTF-8)", name, maxbytes);
+	if (has_control(json_string_value(v), json_string_length(v)))
+		return tg_jf_bad(err, prefix, name, "'%s' must not contain control characters", name);
 	*ret = json_string_value(v);
 	return 0;
 }

@@ -580,6 +580,74 @@ char *tg_json_dumps(const json_t *v)
 	return tg_buf_detach(&b, NULL);
 }
 
+/*
+ * The length of a number once PostgreSQL's numeric (so jsonb) writes it back: the exponent applied, as
+ * many fraction digits as the lexeme had after it (its display scale), no sign on zero: 1e3 → "1000",
+ * 1.50 → "1.50", 125e-4 → "0.0125", 1.0e2 → "100", -0.0 → "0.0". The lexeme is a JSON number that
+ * number_storable() accepted, so the exponent is small.
+ */
+static size_t numeric_len(const char *s, size_t n)
+{
+	size_t i = 0;
+	int64_t int_digits = 0, frac_digits = 0, exp = 0, first_nonzero = -1, digits = 0;
+	bool neg = false, exp_neg = false;
+
+	if (i < n && s[i] == '-') {
+		neg = true;
+		i++;
+	}
+	for (; i < n && s[i] >= '0' && s[i] <= '9'; i++, int_digits++, digits++)
+		if (s[i] != '0' && first_nonzero < 0)
+			first_nonzero = digits;
+	if (i < n && s[i] == '.')
+		for (i++; i < n && s[i] >= '0' && s[i] <= '9'; i++, frac_digits++, digits++)
+			if (s[i] != '0' && first_nonzero < 0)
+				first_nonzero = digits;
+	if (i < n && (s[i] == 'e' || s[i] == 'E')) {
+		i++;
+		if (i < n && (s[i] == '+' || s[i] == '-'))
+			exp_neg = s[i++] == '-';
+		for (; i < n && exp <= 100000; i++)
+			exp = exp * 10 + (s[i] - '0');
+	}
+	if (exp_neg)
+		exp = -exp;
+	int64_t point = int_digits + exp; /* digits before the point once the exponent is applied */
+	int64_t scale = frac_digits - exp > 0 ? frac_digits - exp : 0;
+	int64_t whole = first_nonzero < 0 || first_nonzero >= point ? 1 : point - first_nonzero;
+	return (size_t)((neg && first_nonzero >= 0 ? 1 : 0) + whole + (scale ? 1 + scale : 0));
+}
+
+/* What the numbers of v add to (or take from) its dump once numeric has rewritten them. */
+static int64_t numeric_growth(const json_t *v)
+{
+	const char *text;
+	size_t len;
+	int64_t d = 0;
+
+	if (json_is_object(v)) {
+		const char *key;
+		json_t *child;
+		json_object_foreach((json_t *)v, key, child)
+			d += numeric_growth(child);
+	} else if (json_is_array(v)) {
+		size_t i;
+		json_t *child;
+		json_array_foreach((json_t *)v, i, child)
+			d += numeric_growth(child);
+	} else if ((text = tg_json_number_text(v, &len))) {
+		d = (int64_t)numeric_len(text, len) - (int64_t)len;
+	}
+	return d;
+}
+
+size_t tg_json_stored_len(const json_t *v)
+{
+	_cleanup_free_ char *text = tg_json_dumps(v);
+
+	return (size_t)((int64_t)strlen(text) + numeric_growth(v));
+}
+
 /* ---- builders ---- */
 
 json_t *tg_json_obj(const char *key, ...)

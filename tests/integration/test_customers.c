@@ -226,6 +226,83 @@ START_TEST(customer_metadata_exact)
 }
 END_TEST
 
+/* The bytes of "metadata" in a customer read, as sent (no braces inside its strings here). */
+static size_t metadata_len(const char *key, const char *customer)
+{
+	char path[128];
+	snprintf(path, sizeof(path), "/v1/customers/%s", customer);
+	struct resp r = req(&S, "GET", path, key, NULL, NULL);
+	ck_status(r, 200);
+	const char *m = strstr(r.body, "\"metadata\":"), *p;
+	ck_assert_ptr_nonnull(m);
+	m += strlen("\"metadata\":");
+	int depth = 0;
+	for (p = m; *p; p++) {
+		depth += *p == '{' || *p == '[';
+		depth -= *p == '}' || *p == ']';
+		if (depth == 0)
+			break;
+	}
+	size_t n = (size_t)(p - m) + 1;
+	resp_free(&r);
+	return n;
+}
+
+/* A 400 naming metadata (its body is not shown when it is not: too long for a message); frees r. */
+static void metadata_refused(struct resp *r)
+{
+	ck_assert_msg(r->status == 400, "expected 400, got %ld", r->status);
+	ck_err(*r, 400, "invalid_request", "invalid_parameter", "metadata");
+	resp_free(r);
+}
+
+/* metadata is at most 8,192 bytes as stored: jsonb writes numbers out in full (1e999 is 1,000 digits), so a
+ * short body can store kilobytes; the limit counts what is stored, to the byte. */
+START_TEST(customer_metadata_size_as_stored)
+{
+	struct tenant t = tenant_new(&S, false);
+	const char *fields = "\"a\":1e999,\"b\":-12.50e-3,\"c\":[1.0e2,5E+2,0e10,-0.0,1.25e1],\"d\":1e-998,\"s\":\"x\"";
+	struct resp r = reqf(&S, "POST", "/v1/customers", t.key, "{\"id\":\"probe\",\"metadata\":{%s}}", fields);
+	ck_status(r, 201);
+	resp_free(&r);
+	size_t probe = metadata_len(t.key, "probe");
+	ck_assert_uint_gt(probe, 2000); /* far more than the 90 bytes sent */
+
+	/* padded to exactly 8,192 bytes as stored: fine; one more byte: refused, naming metadata */
+	size_t pad = 8192 - probe - strlen(",\"p\":\"\"");
+	char *x = malloc(pad + 2);
+	memset(x, 'x', pad + 1);
+	x[pad] = '\0';
+	r = reqf(&S, "POST", "/v1/customers", t.key, "{\"id\":\"full\",\"metadata\":{%s,\"p\":\"%s\"}}", fields, x);
+	ck_status(r, 201);
+	resp_free(&r);
+	ck_assert_uint_eq(metadata_len(t.key, "full"), 8192);
+	x[pad] = 'x';
+	x[pad + 1] = '\0';
+	r = reqf(&S, "POST", "/v1/customers", t.key, "{\"id\":\"over\",\"metadata\":{%s,\"p\":\"%s\"}}", fields, x);
+	metadata_refused(&r);
+	expect_status(&S, "GET", "/v1/customers/over", t.key, NULL, 404);
+	char *before = get_body(t.key, "/v1/customers/probe");
+	r = reqf(&S, "PATCH", "/v1/customers/probe", t.key, "{\"name\":\"n\",\"metadata\":{%s,\"p\":\"%s\"}}", fields, x);
+	metadata_refused(&r);
+	char *after = get_body(t.key, "/v1/customers/probe");
+	ck_assert_str_eq(after, before);
+	free(before);
+	free(after);
+	free(x);
+
+	/* a 350-byte body of 1e300s would store 9 KB */
+	char body[1024] = "{\"id\":\"tiny\",\"metadata\":{";
+	for (int i = 0; i < 30; i++)
+		snprintf(body + strlen(body), sizeof(body) - strlen(body), "%s\"k%d\":1e300", i ? "," : "", i);
+	strcat(body, "}}");
+	ck_assert_uint_lt(strlen(body), 400);
+	r = req(&S, "POST", "/v1/customers", t.key, body, NULL);
+	metadata_refused(&r);
+	expect_status(&S, "GET", "/v1/customers/tiny", t.key, NULL, 404);
+}
+END_TEST
+
 START_TEST(customer_tier_defaults_and_promotion)
 {
 	struct tenant t = tenant_new(&S, false);
@@ -915,6 +992,107 @@ START_TEST(bad_requests_change_nothing)
 }
 END_TEST
 
+/* ---- names ---- */
+
+/* A JSON string of n copies of "é" (2 bytes each in UTF-8). */
+static char *e_acute(int n)
+{
+	char *s = malloc((size_t)n * 2 + 1);
+	for (int i = 0; i < n; i++)
+		memcpy(s + 2 * i, "\xc3\xa9", 2);
+	s[2 * n] = '\0';
+	return s;
+}
+
+/* Every route that takes a name; those that create a tenant's object get a fresh id each time. */
+static const struct named {
+	const char *method, *path;
+	const char *id_prefix; /* NULL: no id in the body */
+	const char *extra;     /* the body's other fields */
+	bool admin;
+	int max; /* bytes */
+} named_routes[] = {
+	{"POST", "/v1/tenants", NULL, "", true, 200},
+	{"POST", "/v1/api_keys", NULL, ",\"scopes\":[\"read\"]", false, 200},
+	{"POST", "/v1/customers", "n", "", false, 256},
+	{"PATCH", "/v1/customers/c", NULL, "", false, 256},
+	{"POST", "/v1/tiers", "t", "", false, 200},
+	{"PATCH", "/v1/tiers/pro", NULL, "", false, 200},
+};
+
+static struct resp send_name(const struct named *n, const char *key, const char *name, int id)
+{
+	char body[1024], idf[64] = "";
+
+	if (n->id_prefix)
+		snprintf(idf, sizeof(idf), "\"id\":\"%s%d\",", n->id_prefix, id);
+	snprintf(body, sizeof(body), "{%s\"name\":\"%s\"%s}", idf, name, n->extra);
+	return req(&S, n->method, n->path, n->admin ? S.admin : key, body, NULL);
+}
+
+/* Every name (tenant, API key, customer, tier) goes through one check: no C0 control (tab included),
+ * no DEL, no C1 control, at most the documented number of bytes; a refused one changes nothing. */
+START_TEST(names_refuse_controls_and_count_bytes)
+{
+	struct tenant t = tenant_new(&S, false);
+	const char *bad[] = {"a\\tb", "a\\u007fb", "a\\u0085b", "a\xc2\x9f" "b", "a\\u0080b", "a\\nb", "\\u001b[31m"};
+	struct resp r;
+	int id = 0;
+
+	post_ok(t.key, "/v1/customers", "{\"id\":\"c\",\"name\":\"Keep\"}", 201);
+	post_ok(t.key, "/v1/tiers", "{\"id\":\"pro\",\"name\":\"Keep\"}", 201);
+	for (size_t k = 0; k < sizeof(named_routes) / sizeof(named_routes[0]); k++) {
+		const struct named *n = &named_routes[k];
+		char *c_before = get_body(t.key, "/v1/customers/c"), *tier_before = get_body(t.key, "/v1/tiers/pro");
+		size_t keys_before = list_len(t.key, "/v1/api_keys"), customers_before = list_len(t.key, "/v1/customers");
+		size_t tiers_before = list_len(t.key, "/v1/tiers");
+		for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+			r = send_name(n, t.key, bad[i], id++);
+			ck_assert_msg(r.status == 400, "%s %s %s: %ld %s", n->method, n->path, bad[i], r.status, r.body);
+			ck_err(r, 400, "invalid_request", "invalid_parameter", "name");
+			resp_free(&r);
+		}
+		/* lengths are bytes of UTF-8: one "é" past the maximum is refused (300 bytes for a tenant too) */
+		char *over = e_acute(n->max / 2 + 1), *at = e_acute(n->max / 2), *e150 = e_acute(150);
+		r = send_name(n, t.key, over, id++);
+		ck_assert_msg(r.status == 400, "%s %s: %d bytes: %ld %s", n->method, n->path, n->max + 2, r.status, r.body);
+		ck_err(r, 400, "invalid_request", "invalid_parameter", "name");
+		resp_free(&r);
+		if (n->max == 200) {
+			r = send_name(n, t.key, e150, id++);
+			ck_err(r, 400, "invalid_request", "invalid_parameter", "name");
+			resp_free(&r);
+		}
+		/* a bad name changed nothing */
+		char *c_now = get_body(t.key, "/v1/customers/c"), *tier_now = get_body(t.key, "/v1/tiers/pro");
+		ck_assert_str_eq(c_now, c_before);
+		ck_assert_str_eq(tier_now, tier_before);
+		ck_assert_int_eq(list_len(t.key, "/v1/api_keys"), keys_before);
+		ck_assert_int_eq(list_len(t.key, "/v1/customers"), customers_before);
+		ck_assert_int_eq(list_len(t.key, "/v1/tiers"), tiers_before);
+		free(c_now);
+		free(tier_now);
+		free(c_before);
+		free(tier_before);
+		/* at the maximum it is fine */
+		r = send_name(n, t.key, at, id++);
+		ck_assert_msg(r.status == 200 || r.status == 201, "%s %s: %d bytes: %ld %s", n->method, n->path, n->max,
+			      r.status, r.body);
+		ck_assert_str_eq(jstr(r.json, "name"), at);
+		resp_free(&r);
+		free(over);
+		free(at);
+		free(e150);
+	}
+
+	/* printable text beyond ASCII (U+00A0 on) is a name like any other */
+	r = req(&S, "PATCH", "/v1/customers/c", t.key, "{\"name\":\"Zo\\u00a0\\u00eb \\u2713 \\ud83d\\ude00\"}", NULL);
+	ck_status(r, 200);
+	ck_assert_str_eq(jstr(r.json, "name"), "Zo\xc2\xa0\xc3\xab \xe2\x9c\x93 \xf0\x9f\x98\x80");
+	resp_free(&r);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("customers");
@@ -925,6 +1103,7 @@ int main(void)
 	tcase_add_test(tc, tenant_settings);
 	tcase_add_test(tc, customer_crud);
 	tcase_add_test(tc, customer_metadata_exact);
+	tcase_add_test(tc, customer_metadata_size_as_stored);
 	tcase_add_test(tc, customer_tier_defaults_and_promotion);
 	tcase_add_test(tc, customer_organisations);
 	tcase_add_test(tc, tier_crud);
@@ -936,6 +1115,7 @@ int main(void)
 	tcase_add_test(tc, concurrent_creates_one_wins);
 	tcase_add_test(tc, concurrent_tier_creates_one_wins);
 	tcase_add_test(tc, bad_requests_change_nothing);
+	tcase_add_test(tc, names_refuse_controls_and_count_bytes);
 	suite_add_tcase(s, tc);
 	return run_suite(s);
 }

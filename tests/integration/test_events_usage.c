@@ -704,6 +704,12 @@ START_TEST(usage_series_json_and_csv)
 		{"meter=ghost", "meter"},
 		{"meter=requests", "meter"},
 		{"meter=tokens&group_by=region", "group_by"},
+		/* the pattern ^[^,]+(,[^,]+)*$, each dimension once */
+		{"meter=tokens&group_by=", "group_by"},
+		{"meter=tokens&group_by=model,model", "group_by"},
+		{"meter=tokens&group_by=,model", "group_by"},
+		{"meter=tokens&group_by=model,", "group_by"},
+		{"meter=tokens&group_by=model,,model", "group_by"},
 		{"meter=tokens&granularity=week", "granularity"},
 		{"meter=tokens&format=xml", "format"},
 		{"meter=tokens&from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z", "from"},

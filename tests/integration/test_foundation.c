@@ -630,6 +630,41 @@ START_TEST(wrong_types_and_unknown_fields)
 }
 END_TEST
 
+/* Every GET under /v1 refuses a query parameter it does not take, naming it: the reads of one object as
+ * the lists and /v1/usage do (GET /v1/customers/c/usage?x=1 ignored it before). */
+START_TEST(unknown_query_parameters_on_every_get)
+{
+	struct tenant t = tenant_new(&S, true);
+	char endpoint[128], path[256];
+
+	must_post(&S, t.key, "/v1/tiers", "{\"id\":\"pro\"}");
+	must_post(&S, t.key, "/v1/customers", "{\"id\":\"c\",\"tier\":\"pro\"}");
+	must_post(&S, t.key, "/v1/meters", "{\"id\":\"tokens\",\"event_type\":\"llm\",\"aggregation\":\"count\"}");
+	must_post(&S, t.key, "/v1/limits", "{\"id\":\"q\",\"kind\":\"quota\",\"meter\":\"tokens\",\"period\":\"day\",\"limit\":5}");
+	expect_status(&S, "PATCH", "/v1/customers/c/balance", t.key, "{\"minimum_balance\":0}", 200);
+	struct resp r = req(&S, "POST", "/v1/webhook_endpoints", t.key, "{\"url\":\"http://127.0.0.1:9/h\",\"events\":[\"*\"]}", NULL);
+	ck_status(r, 201);
+	snprintf(endpoint, sizeof(endpoint), "/v1/webhook_endpoints/%s", jstr(r.json, "id"));
+	resp_free(&r);
+	const char *const gets[] = {"/v1/tenant", "/v1/test_clock", "/v1/customers/c", "/v1/customers/c/usage",
+				    "/v1/customers/c/balance", "/v1/tiers/pro", "/v1/meters/tokens", "/v1/meters/requests",
+				    "/v1/limits/q", endpoint};
+	for (size_t i = 0; i < sizeof(gets) / sizeof(gets[0]); i++) {
+		expect_status(&S, "GET", gets[i], t.key, NULL, 200);
+		snprintf(path, sizeof(path), "%s?x=1", gets[i]);
+		r = req(&S, "GET", path, t.key, NULL, NULL);
+		ck_assert_msg(r.status == 400, "%s: %ld %s", path, r.status, r.body);
+		ck_err(r, 400, "invalid_request", "unknown_parameter", "x");
+		resp_free(&r);
+		snprintf(path, sizeof(path), "%s?limit=1", gets[i]);
+		r = req(&S, "GET", path, t.key, NULL, NULL);
+		ck_assert_msg(r.status == 400, "%s: %ld %s", path, r.status, r.body);
+		ck_err(r, 400, "invalid_request", "unknown_parameter", "limit");
+		resp_free(&r);
+	}
+}
+END_TEST
+
 START_TEST(bad_ids_in_bodies)
 {
 	struct tenant t = tenant_new(&S, false);
@@ -970,6 +1005,7 @@ int main(void)
 	tcase_add_test(tc, conflicting_content_length_400);
 	tcase_add_test(tc, malformed_json_400);
 	tcase_add_test(tc, wrong_types_and_unknown_fields);
+	tcase_add_test(tc, unknown_query_parameters_on_every_get);
 	tcase_add_test(tc, bad_ids_in_bodies);
 	tcase_add_test(tc, sql_metacharacters_are_data);
 	tcase_add_test(tc, bad_ids_in_paths);

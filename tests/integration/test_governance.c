@@ -998,6 +998,114 @@ START_TEST(audit_tenant_settings_and_key_revocation)
 }
 END_TEST
 
+/* ---- updates that change nothing ---- */
+
+/* One PATCH route with its row: what it reads, bodies that change nothing, one that does. */
+struct patch_case {
+	const char *path, *get;       /* PATCH here, read the object there */
+	const char *type, *id;        /* its audit entries */
+	const char *table, *key_col;  /* its row (key_col = id), for updated_at */
+	const char *same[3];          /* {} and bodies of the current values */
+	const char *change;           /* one that changes it */
+};
+
+static long long updated_us(const struct tenant *t, const struct patch_case *c)
+{
+	if (!strcmp(c->table, "tenants"))
+		return psql_ll("SELECT (extract(epoch FROM updated_at) * 1000000)::bigint FROM tenants WHERE id = '%s'", t->id);
+	return psql_ll("SELECT (extract(epoch FROM updated_at) * 1000000)::bigint FROM %s WHERE tenant_id = '%s' AND %s = '%s'",
+		       c->table, t->id, c->key_col, c->id);
+}
+
+static size_t audit_entries(const char *key, const struct patch_case *c)
+{
+	char q[256];
+	snprintf(q, sizeof(q), "?limit=100&resource_type=%s&resource_id=%s", c->type, c->id);
+	return audit_wait(key, q, 0, 0);
+}
+
+static char *get_text(const char *key, const char *path)
+{
+	struct resp r = req(&S, "GET", path, key, NULL, NULL);
+	ck_status(r, 200);
+	char *b = strdup(r.body);
+	resp_free(&r);
+	return b;
+}
+
+/* openapi: "An empty object changes nothing and returns the object." On every PATCH route neither {} nor the
+ * current values move updated_at or write an audit entry (both did: customer.updated, tier.updated...); a real
+ * change still does both. */
+START_TEST(patch_of_nothing_changes_nothing)
+{
+	struct tenant t = tokens_tenant(false);
+	char endpoint[128];
+
+	expectf(&S, t.key, "POST", "/v1/tiers", 201, "{\"id\":\"pro\",\"name\":\"Pro\"}");
+	expectf(&S, t.key, "POST", "/v1/customers", 201,
+		"{\"id\":\"p1\",\"name\":\"Ada\",\"email\":\"a@b.c\",\"tier\":\"pro\",\"metadata\":{\"a\":1.0,\"b\":[1,\"x\"]}}");
+	expectf(&S, t.key, "PATCH", "/v1/meters/tokens", 200, "{\"price\":{\"default\":0.5,\"by\":{\"model\":{\"gpt-4\":2}}}}");
+	LIMIT(t.key, "{\"id\":\"q\",\"kind\":\"quota\",\"meter\":\"tokens\",\"period\":\"month\",\"limit\":100,"
+		     "\"filter\":{\"model\":\"gpt-4\"}}");
+	struct resp r = callf(&S, t.key, "POST", "/v1/webhook_endpoints",
+			      "{\"url\":\"http://127.0.0.1:9/h\",\"events\":[\"*\"],\"description\":\"d\"}");
+	ck_status(r, 201);
+	snprintf(endpoint, sizeof(endpoint), "/v1/webhook_endpoints/%s", jstr(r.json, "id"));
+	resp_free(&r);
+	expectf(&S, t.key, "PATCH", "/v1/customers/p1/balance", 200, "{\"minimum_balance\":-5,\"low_balance_threshold\":2}");
+	expectf(&S, t.key, "PATCH", "/v1/tenant", 200, "{\"default_tier\":\"pro\"}");
+
+	const struct patch_case cases[] = {
+		{"/v1/tenant", "/v1/tenant", "tenant", t.id, "tenants", "id",
+		 {"{}", "{\"default_tier\":\"pro\",\"auto_create_customers\":true}", "{\"auto_create_customers\":true}"},
+		 "{\"auto_create_customers\":false}"},
+		{"/v1/customers/p1", "/v1/customers/p1", "customer", "p1", "customers", "id",
+		 {"{}", "{\"name\":\"Ada\",\"email\":\"a@b.c\",\"tier\":\"pro\",\"parent_id\":null,"
+			"\"metadata\":{\"a\":1.0,\"b\":[1,\"x\"]}}", "{\"tier\":\"pro\"}"},
+		 "{\"metadata\":{\"a\":1,\"b\":[1,\"x\"]}}"}, /* 1 is not 1.0: metadata keeps what was sent */
+		{"/v1/tiers/pro", "/v1/tiers/pro", "tier", "pro", "tiers", "id",
+		 {"{}", "{\"name\":\"Pro\"}", NULL}, "{\"name\":\"Pro 2\"}"},
+		{"/v1/meters/tokens", "/v1/meters/tokens", "meter", "tokens", "meters", "id",
+		 {"{}", "{\"aggregation\":\"sum\",\"group_by\":[\"model\"],\"price\":{\"default\":0.50,\"by\":{\"model\":{\"gpt-4\":2}}}}",
+		  NULL},
+		 "{\"price\":{\"default\":0.5,\"by\":{\"model\":{\"gpt-4\":3}}}}"},
+		{"/v1/limits/q", "/v1/limits/q", "limit", "q", "limits", "id",
+		 {"{}", "{\"limit\":100,\"period\":\"month\",\"filter\":{\"model\":\"gpt-4\"}}", "{\"kind\":\"quota\",\"id\":\"q\"}"},
+		 "{\"limit\":101}"},
+		{endpoint, endpoint, "webhook_endpoint", endpoint + strlen("/v1/webhook_endpoints/"), "webhook_endpoints", "id",
+		 {"{}", "{\"url\":\"http://127.0.0.1:9/h\",\"events\":[\"*\"],\"description\":\"d\",\"disabled\":false}", NULL},
+		 "{\"description\":\"e\"}"},
+		{"/v1/customers/p1/balance", "/v1/customers/p1/balance", "balance", "p1", "balances", "customer_id",
+		 {"{}", "{\"minimum_balance\":-5,\"low_balance_threshold\":2.0}", NULL},
+		 "{\"low_balance_threshold\":3}"},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		const struct patch_case *c = &cases[i];
+		char *before = get_text(t.key, c->get);
+		long long at = updated_us(&t, c);
+		size_t entries = audit_entries(t.key, c);
+		ck_assert_msg(entries >= 1, "%s: no audit entry to start with", c->path);
+		for (int b = 0; b < 3 && c->same[b]; b++) {
+			r = req(&S, "PATCH", c->path, t.key, c->same[b], NULL);
+			ck_assert_msg(r.status == 200, "PATCH %s %s: %ld %s", c->path, c->same[b], r.status, r.body);
+			ck_assert_msg(!strcmp(r.body, before), "PATCH %s %s answered %s, not the object %s", c->path, c->same[b],
+				      r.body, before);
+			resp_free(&r);
+			char *after = get_text(t.key, c->get);
+			ck_assert_msg(!strcmp(after, before), "PATCH %s %s changed it: %s", c->path, c->same[b], after);
+			free(after);
+			ck_assert_msg(updated_us(&t, c) == at, "PATCH %s %s moved updated_at", c->path, c->same[b]);
+			ck_assert_msg(audit_entries(t.key, c) == entries, "PATCH %s %s wrote an audit entry", c->path, c->same[b]);
+		}
+		/* a change is still a change */
+		expectf(&S, t.key, "PATCH", c->path, 200, "%s", c->change);
+		ck_assert_msg(updated_us(&t, c) > at, "PATCH %s %s kept updated_at", c->path, c->change);
+		ck_assert_msg(audit_entries(t.key, c) == entries + 1, "PATCH %s %s: no audit entry", c->path, c->change);
+		free(before);
+	}
+}
+END_TEST
+
 START_TEST(audit_pagination)
 {
 	struct tenant t = tenant_new(&S, false);
@@ -1275,6 +1383,7 @@ int main(void)
 	tcase_add_test(tc, audit_never_shows_secrets);
 	tcase_add_test(tc, audit_test_clock_advance);
 	tcase_add_test(tc, insufficient_balance_carries_ratelimit_headers);
+	tcase_add_test(tc, patch_of_nothing_changes_nothing);
 	suite_add_tcase(s, tc);
 	return run_suite(s);
 }

@@ -194,6 +194,10 @@ START_TEST(meter_bad_inputs)
 		{"{\"id\":\"m\",\"event_type\":\"e\",\"aggregation\":\"count\",\"colour\":\"red\"}", "unknown_parameter", "colour"},
 		{"{\"id\":\"m\",\"event_type\":\"e\",\"aggregation\":\"count\",\"price\":{\"default\":-1}}", "invalid_parameter", "price.default"},
 		{"{\"id\":\"m\",\"event_type\":\"e\",\"aggregation\":\"count\",\"price\":{\"default\":0.0000001}}", "invalid_parameter", "price.default"},
+		/* price.by names dimensions: ids, like group_by */
+		{"{\"id\":\"m\",\"event_type\":\"e\",\"aggregation\":\"count\",\"price\":{\"by\":{\"bad key\":{\"x\":1}}}}", "invalid_parameter", "price.by"},
+		{"{\"id\":\"m\",\"event_type\":\"e\",\"aggregation\":\"count\",\"price\":{\"by\":{\"\":{\"x\":1}}}}", "invalid_parameter", "price.by"},
+		{"{\"id\":\"m\",\"event_type\":\"e\",\"aggregation\":\"count\",\"price\":{\"by\":{\"model\":{\"a\":1},\"a/b\":{\"x\":1}}}}", "invalid_parameter", "price.by"},
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		struct resp r = req(&S, "POST", "/v1/meters", t.key, bad[i].body, NULL);
@@ -222,6 +226,16 @@ START_TEST(meter_bad_inputs)
 	r = req(&S, "GET", "/v1/meters/m", t.key, NULL, NULL);
 	ck_assert_str_eq(jstr(r.json, "event_type"), "e");
 	resp_free(&r);
+	/* nor through PATCH */
+	char *before = body_of(t.key, "/v1/meters/m");
+	r = req(&S, "PATCH", "/v1/meters/m", t.key, "{\"event_type\":\"f\",\"price\":{\"by\":{\"bad key\":{\"x\":1}}}}", NULL);
+	ck_err(r, 400, "invalid_request", "invalid_parameter", "price.by");
+	resp_free(&r);
+	char *after = body_of(t.key, "/v1/meters/m");
+	ck_assert_str_eq(after, before);
+	free(before);
+	free(after);
+	expectf(&S, t.key, "PATCH", "/v1/meters/m", 200, "{\"price\":{\"by\":{\"model:v2\":{\"gpt 4\":1}}}}");
 }
 END_TEST
 
@@ -420,6 +434,9 @@ START_TEST(limit_validation)
 		/* enforcement */
 		{"{" Q ",\"enforcement\":\"strict\"}", "invalid_parameter", "enforcement"},
 		{"{" Q ",\"enforcement\":true}", "invalid_parameter", "enforcement"},
+		/* a workflow guard ignores enforcement, but only one of its values */
+		{"{\"kind\":\"workflow\",\"max_tool_calls\":5,\"enforcement\":\"x\"}", "invalid_parameter", "enforcement"},
+		{"{\"kind\":\"workflow\",\"max_tool_calls\":5,\"enforcement\":1}", "invalid_parameter", "enforcement"},
 		/* thresholds: fractions in (0, 1], unique */
 		{"{" Q ",\"thresholds\":[0]}", "invalid_parameter", "thresholds"},
 		{"{" Q ",\"thresholds\":[-0.5]}", "invalid_parameter", "thresholds"},
@@ -434,6 +451,8 @@ START_TEST(limit_validation)
 		{"{" Q ",\"filter\":{\"model\":\"\"}}", "invalid_parameter", "filter.model"},
 		{"{" Q ",\"filter\":{\"region\":\"eu\"}}", "invalid_parameter", "filter"},
 		{"{" Q ",\"filter\":{\"model\":\"gpt-4\",\"region\":\"eu\"}}", "invalid_parameter", "filter"},
+		/* the built-in requests meter has group_by []: a quota on it takes no filter */
+		{"{\"meter\":\"requests\",\"kind\":\"quota\",\"period\":\"day\",\"limit\":10,\"filter\":{\"a\":\"b\"}}", "invalid_parameter", "filter"},
 		/* fail_mode */
 		{"{" Q ",\"fail_mode\":\"maybe\"}", "invalid_parameter", "fail_mode"},
 		/* on_exceed */
@@ -486,7 +505,13 @@ START_TEST(limit_validation)
 	expectf(&S, t.key, "POST", "/v1/limits", 201, "{" Q ",\"scope\":\"default\",\"tier\":null,\"customer_id\":null}");
 	/* a rate limit's filter may name any dimension (rate counters are not rebuilt from rollups) */
 	expectf(&S, t.key, "POST", "/v1/limits", 201, "{" RT ",\"filter\":{\"model\":\"gpt-4\"}}");
-	ck_assert_int_eq(list_len(t.key, "/v1/limits"), 9);
+	/* on requests too; a quota on requests with an empty filter, and a guard's known enforcement, are fine */
+	expectf(&S, t.key, "POST", "/v1/limits", 201,
+		"{\"meter\":\"requests\",\"kind\":\"rate\",\"window\":60,\"limit\":10,\"filter\":{\"a\":\"b\"}}");
+	expectf(&S, t.key, "POST", "/v1/limits", 201,
+		"{\"meter\":\"requests\",\"kind\":\"quota\",\"period\":\"day\",\"limit\":10,\"filter\":{}}");
+	expectf(&S, t.key, "POST", "/v1/limits", 201, "{\"kind\":\"workflow\",\"max_tool_calls\":5,\"enforcement\":\"soft\"}");
+	ck_assert_int_eq(list_len(t.key, "/v1/limits"), 12);
 #undef Q
 #undef RT
 }

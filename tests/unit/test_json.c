@@ -343,6 +343,48 @@ START_TEST(test_unstorable_numbers)
 }
 END_TEST
 
+/* tg_json_stored_len: the dump's length with each number as PostgreSQL's numeric writes it back. */
+static void expect_stored(const char *number, const char *as_stored)
+{
+	char text[128];
+	snprintf(text, sizeof(text), "[%s]", number);
+	json_t *v = parse(text);
+	ck_assert_msg(tg_json_stored_len(v) == strlen(as_stored) + 2, "%s: %zu, want %zu (%s)", number,
+		      tg_json_stored_len(v), strlen(as_stored) + 2, as_stored);
+	json_decref(v);
+}
+
+START_TEST(test_stored_len)
+{
+	expect_stored("0", "0");
+	expect_stored("-0", "0");
+	expect_stored("-0.0", "0.0");
+	expect_stored("0e5", "0");
+	expect_stored("0.00e1", "0.0");
+	expect_stored("7", "7");
+	expect_stored("-12", "-12");
+	expect_stored("1.50", "1.50");
+	expect_stored("0.30", "0.30");
+	expect_stored("1e3", "1000");
+	expect_stored("1E+3", "1000");
+	expect_stored("1.0e2", "100");
+	expect_stored("1.25e1", "12.5");
+	expect_stored("125e-4", "0.0125");
+	expect_stored("-12.50e-3", "-0.01250");
+	expect_stored("0.5", "0.5");
+	expect_stored("123.456e1", "1234.56");
+	expect_stored("1e-3", "0.001");
+	expect_stored("0.000e-2", "0.00000");
+	expect_stored("-0e-3", "0.000");
+	expect_stored("-1e-3", "-0.001");
+
+	json_t *v = parse("{\"a\":1e300,\"b\":[1e-3,\"1e300\"],\"c\":{\"d\":2.0}}");
+	/* {"a":<301 digits>,"b":[0.001,"1e300"],"c":{"d":2.0}} */
+	ck_assert_uint_eq(tg_json_stored_len(v), strlen("{\"a\":,\"b\":[0.001,\"1e300\"],\"c\":{\"d\":2.0}}") + 301);
+	json_decref(v);
+}
+END_TEST
+
 START_TEST(test_get_fixed)
 {
 	tg_fixed f = 0;
@@ -526,6 +568,7 @@ int main(void)
 	tcase_add_test(tc, test_duplicate_keys);
 	tcase_add_test(tc, test_invalid_utf8_and_nul);
 	tcase_add_test(tc, test_unstorable_numbers);
+	tcase_add_test(tc, test_stored_len);
 	tcase_add_test(tc, test_get_fixed);
 	tcase_add_test(tc, test_get_i64);
 	tcase_add_test(tc, test_dump_round_trips);
