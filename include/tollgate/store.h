@@ -422,6 +422,7 @@ struct store_event {
 	int ncontribs;
 	bool client_id;              /* the id is the client's (an idempotency key), not one made here */
 	bool seen;                   /* set by the seen hook: the id is known committed, a duplicate already */
+	bool taken;                  /* found committed by the writer (an unknown customer's event): a duplicate */
 	/* set by the writer */
 	enum store_event_result result;
 	const char *reject_code;     /* static: "customer_not_found" */

@@ -53,6 +53,10 @@ struct store_stmt *store_writer_customers_stmt(void)
 static struct store_stmt q_customers_create = STORE_STMT(
 	"INSERT INTO customers (tenant_id, id, tier) SELECT $1, u, (SELECT default_tier FROM tenants WHERE id = $1) "
 	"FROM unnest($2::text[]) AS u ON CONFLICT DO NOTHING", 2);
+/* which of these ids are taken: a key probe each, planned as q_customers is (never a scan of event_ids) */
+static struct store_stmt q_ids_taken = STORE_STMT_PROBE(
+	"SELECT e.id FROM unnest($2::text[]) AS u(id), "
+	"LATERAL (SELECT id FROM event_ids e WHERE e.tenant_id = $1 AND e.id = u.id LIMIT 1) e", 2);
 static struct store_stmt q_ids = STORE_STMT(
 	"INSERT INTO event_ids (tenant_id, id, ts) SELECT $1, i, tg_ms(t) "
 	"FROM unnest($2::text[], $3::bigint[]) AS u(i, t) ON CONFLICT DO NOTHING RETURNING id", 3);
@@ -271,16 +275,41 @@ static int load_customers(const char *tenant, struct store_submission **subs, in
 	/* customers made on first sight: only those that are not there yet (a second round trip only
 	 * when there are some), then read like the others */
 	if (create && (int)json_array_size(rows) < ids.n) {
-		struct store_array missing = {0};
+		struct store_array missing = {0}, their = {0};
+		struct tg_map taken = TG_MAP_INIT;
+		/* but not for an event that is a duplicate: it changes nothing (its id's first sending made or found
+		 * its customer); a concurrent first sending of the id may still make one, which is harmless */
+		for (int s = 0; s < n; s++)
+			for (int k = 0; strcmp(subs[s]->tenant_id, tenant) == 0 && k < subs[s]->n; k++)
+				if (!subs[s]->events[k].seen && !tg_map_get(cust, subs[s]->events[k].customer_id))
+					store_array_add(&their, subs[s]->events[k].id);
+		json_decref(rows);
+		rows = NULL;
+		const char *q[] = {tenant, store_array_text(&their)};
+		rc = store_exec(&q_ids_taken, q, &rows, err);
+		store_array_release(&their);
+		if (rc < 0) {
+			tg_map_release(&taken, NULL);
+			goto out;
+		}
+		size_t t;
+		json_t *row;
+		json_array_foreach(rows, t, row)
+			tg_map_put(&taken, store_str(row, "id"), (void *)1);
 		for (int s = 0; s < n; s++) {
 			if (strcmp(subs[s]->tenant_id, tenant) != 0)
 				continue;
 			for (int k = 0; k < subs[s]->n; k++) {
 				const char *c = subs[s]->events[k].customer_id;
-				if (!subs[s]->events[k].seen && !tg_map_get(cust, c) && tg_map_del(&want, c))
+				if (subs[s]->events[k].seen || tg_map_get(cust, c))
+					continue;
+				if (tg_map_get(&taken, subs[s]->events[k].id))
+					subs[s]->events[k].taken = true;
+				else if (tg_map_del(&want, c))
 					store_array_add(&missing, c);
 			}
 		}
+		tg_map_release(&taken, NULL);
 		json_decref(rows);
 		rows = NULL;
 		const char *m[] = {tenant, store_array_text(&missing)};
@@ -556,7 +585,7 @@ static int write_tenant(const char *tenant, struct store_submission **subs, int 
 			struct store_event *e = &subs[s]->events[k];
 			struct customer_info *ci = tg_map_get(&cust, e->customer_id);
 			char buf[STORE_I64_BUFSZ];
-			if (e->seen) {
+			if (e->seen || e->taken) {
 				e->result = STORE_EV_DUPLICATE;
 				continue;
 			}

@@ -448,6 +448,16 @@ START_TEST(events_unknown_customer_auto_create_off)
 	ck_counts(&r, 1, 0, 0);
 	resp_free(&r);
 	expect_status(&S, "GET", "/v1/customers/fresh", t.key, NULL, 200);
+	/* a duplicate changes nothing: its id sent again for another customer makes no customer */
+	r = EVENTS(t.key, "{\"id\":\"e1\",\"customer_id\":\"fresh\",\"type\":\"llm\",\"properties\":{\"tokens\":1}}");
+	ck_counts(&r, 1, 0, 0);
+	resp_free(&r);
+	r = EVENTS(t.key, "{\"events\":[{\"id\":\"e1\",\"customer_id\":\"other\",\"type\":\"llm\",\"properties\":{\"tokens\":1}},"
+			  "{\"id\":\"e2\",\"customer_id\":\"newbie\",\"type\":\"llm\",\"properties\":{\"tokens\":1}}]}");
+	ck_counts(&r, 1, 1, 0);
+	resp_free(&r);
+	expect_status(&S, "GET", "/v1/customers/other", t.key, NULL, 404);
+	expect_status(&S, "GET", "/v1/customers/newbie", t.key, NULL, 200);
 
 	expectf(&S, t.key, "PATCH", "/v1/tenant", 200, "{\"auto_create_customers\":false}");
 	r = EVENTS(t.key,
@@ -458,7 +468,7 @@ START_TEST(events_unknown_customer_auto_create_off)
 	ck_rejected(r.json, 0, 1, "customer_not_found", "customer_id");
 	resp_free(&r);
 	expect_status(&S, "GET", "/v1/customers/ghost", t.key, NULL, 404);
-	ck_used(t.key, "fresh", "q", 13);
+	ck_used(t.key, "fresh", "q", 14);
 	/* one event (not a batch) for nobody: 404, as a check for nobody (API.md) */
 	r = EVENTS(t.key, "{\"id\":\"x4\",\"customer_id\":\"ghost\",\"type\":\"llm\",\"properties\":{\"tokens\":5}}");
 	ck_bad(r, 404, "customer_not_found", "customer_id");
