@@ -26,9 +26,9 @@ static const struct audited {
 	{"/v1/api_keys", "api_key", NULL, store_key_get},
 	{"/v1/auth/tokens", "token", "token.created", NULL},
 	{"/v1/tenant", "tenant", NULL, get_tenant},
-	{"/v1/test_clock/advance", "test_clock", "test_clock.advanced", NULL},
+	{"/v1/test_clock/advance", "test_clock", "test_clock.advanced", api_test_clock_audit_get},
 	{"/v1/tiers", "tier", NULL, store_tier_get},
-	{"/v1/customers/{id}/balance", "balance", "balance.settings_updated", store_balance_get},
+	{"/v1/customers/{id}/balance", "balance", "balance.settings_updated", api_balance_audit_get},
 	{"/v1/customers", "customer", NULL, store_customer_get},
 	{"/v1/meters", "meter", NULL, store_meter_get},
 	{"/v1/limits", "limit", NULL, store_limit_get},
@@ -90,8 +90,9 @@ int api_audited(struct tg_req *req)
 		return req->route->handler(req);
 	if ((rc = store_begin(&req->err)) < 0)
 		return rc;
-	/* "before" of a resource named by the path, or of the tenant's own settings (no id in /v1/tenant) */
-	if (a->get && (req->method == TG_PATCH || req->method == TG_DELETE || a->action) && (id || a->get == get_tenant) &&
+	/* "before" of a resource named by the path, or of the tenant's own settings or clock (no id in the path) */
+	if (a->get && (req->method == TG_PATCH || req->method == TG_DELETE || a->action) &&
+	    (id || a->get == get_tenant || a->get == api_test_clock_audit_get) &&
 	    (rc = a->get(req->principal.tenant_id, id, &before, &req->err)) < 0) {
 		store_rollback();
 		return rc;
@@ -157,6 +158,16 @@ int api_audit_list(struct tg_req *req)
 	if ((rc = api_query_only(req, q)) < 0 || (rc = api_page(req, &limit, &after)) < 0 ||
 	    (rc = api_query_time(req, "from", &from, NULL)) < 0 || (rc = api_query_time(req, "to", &to, NULL)) < 0)
 		return rc;
+	/* filters as long as openapi allows, no longer (a longer one matched nothing, silently) */
+	static const struct {
+		const char *name;
+		size_t max;
+	} caps[] = {{"resource_type", 64}, {"resource_id", 128}, {"action", 64}, {"actor", 200}};
+	for (size_t i = 0; i < TG_ARRAY_SIZE(caps); i++) {
+		const char *v = tg_req_query(req, caps[i].name);
+		if (v && strlen(v) > caps[i].max)
+			return api_bad(req, caps[i].name, "'%s' is at most %zu characters", caps[i].name, caps[i].max);
+	}
 	if ((rc = store_audit_list(req->principal.tenant_id, type, rid, action, who, from, to, after, limit, &rows,
 				   &req->err)) < 0)
 		return rc;

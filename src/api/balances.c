@@ -85,6 +85,25 @@ static int live(struct tg_req *req, const char *owner, enum hot_balance_op op, t
 	return rc;
 }
 
+/* The balance object as GET shows it, for the audit's "before" of a settings change (which used to record
+ * the stored row, in another shape than its "after"). Its holds as Redis has them, 0 if it cannot say. */
+int api_balance_audit_get(const char *tenant_id, const char *id, json_t **ret, struct tg_error *err)
+{
+	struct hot_balance st;
+	struct tg_error e;
+	json_t *row;
+	int rc = store_balance_get(tenant_id, id, &row, err);
+
+	*ret = NULL;
+	if (rc < 0 || !row)
+		return rc;
+	if (hot_balance(tenant_id, id, HOT_CREDIT, 0, NULL, &st, &e) != 0)
+		st.reserved = 0;
+	*ret = render(row, st.reserved);
+	json_decref(row);
+	return 0;
+}
+
 /* A customer's balance for other readers (usage), or json null. */
 json_t *api_balance_json(struct tg_req *req, const char *customer)
 {

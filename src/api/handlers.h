@@ -46,6 +46,8 @@ int api_metrics(struct tg_req *req);
 int api_readyz(struct tg_req *req);
 int api_reservations_release(struct tg_req *req);
 void api_forget_quotas(struct tg_req *req, const char *customer_id);
+int api_balance_audit_get(const char *tenant_id, const char *id, json_t **ret, struct tg_error *err);
+int api_test_clock_audit_get(const char *tenant_id, const char *id, json_t **ret, struct tg_error *err);
 int api_tenant_get(struct tg_req *req);
 int api_tenant_update(struct tg_req *req);
 int api_tenants_create(struct tg_req *req);

@@ -1111,6 +1111,24 @@ START_TEST(audit_pagination)
 	struct tenant t = tenant_new(&S, false);
 	for (int i = 0; i < 7; i++)
 		expectf(&S, t.key, "POST", "/v1/customers", 201, "{\"id\":\"pg%d\"}", i);
+	/* a filter past its length: refused, not an empty page */
+	char fq[300];
+	static const struct {
+		const char *name;
+		int max;
+	} caps[] = {{"resource_type", 64}, {"resource_id", 128}, {"action", 64}, {"actor", 200}};
+	for (size_t i = 0; i < sizeof(caps) / sizeof(*caps); i++) {
+		int n = snprintf(fq, sizeof(fq), "?%s=", caps[i].name);
+		memset(fq + n, 'a', (size_t)caps[i].max + 1);
+		fq[n + caps[i].max + 1] = '\0';
+		struct resp bad = audit(t.key, fq);
+		ck_bad(bad, 400, "invalid_parameter", caps[i].name);
+		resp_free(&bad);
+		fq[n + caps[i].max] = '\0';
+		bad = audit(t.key, fq);
+		ck_status(bad, 200);
+		resp_free(&bad);
+	}
 	struct resp all = audit(t.key, "?limit=100");
 	ck_status(all, 200);
 	json_t *ad = jpath(all.json, "data");
@@ -1283,6 +1301,11 @@ START_TEST(audit_test_clock_advance)
 	ck_assert_str_eq(jstr(r.json, "data.0.request_id"), "gov-clock-1");
 	ck_assert_msg(json_is_object(jpath(r.json, "data.0.after")) && time_parse(jstr(r.json, "data.0.after.now")) == now,
 		      "after of the advance: %s", r.body);
+	/* and before it, the clock as it was (it was null) */
+	ck_assert_msg(json_is_object(jpath(r.json, "data.0.before")) &&
+			      time_parse(jstr(r.json, "data.0.before.now")) >= before &&
+			      time_parse(jstr(r.json, "data.0.before.now")) <= before + 5,
+		      "before of the advance: %s", r.body);
 	resp_free(&r);
 	/* reading the clock is not a change */
 	clock_now(&S, t.key);
@@ -1293,6 +1316,30 @@ START_TEST(audit_test_clock_advance)
 	ck_status(r, 400);
 	resp_free(&r);
 	ck_assert_int_eq(audit_wait(live.key, "?action=test_clock.advanced", 1, 0), 0);
+}
+END_TEST
+
+/* A balance settings change: before and after are the same object (GET's), the stored row never shows. */
+START_TEST(audit_balance_settings_before_after)
+{
+	struct tenant t = tenant_new(&S, false);
+	expectf(&S, t.key, "POST", "/v1/customers", 201, "{\"id\":\"w\"}");
+	expectf(&S, t.key, "PATCH", "/v1/customers/w/balance", 200, "{\"minimum_balance\":-5}");
+	expectf(&S, t.key, "PATCH", "/v1/customers/w/balance", 200, "{\"low_balance_threshold\":2}");
+	struct resp r = audit(t.key, "?action=balance.settings_updated");
+	ck_status(r, 200);
+	ck_assert_msg(json_array_size(jpath(r.json, "data")) == 2, "%s", r.body);
+	json_t *b = jpath(r.json, "data.0.before"), *a = jpath(r.json, "data.0.after");
+	ck_assert_msg(json_is_object(b) && json_is_object(a), "%s", r.body);
+	ck_assert_msg(json_object_size(b) == json_object_size(a), "before and after differ in shape: %s", r.body);
+	const char *key;
+	json_t *v;
+	json_object_foreach(a, key, v)
+		ck_assert_msg(json_object_get(b, key) != NULL, "before lacks %s: %s", key, r.body);
+	ck_assert_msg(json_is_null(json_object_get(b, "low_balance_threshold")) && jnum(a, "low_balance_threshold") == 2 &&
+			      jnum(b, "minimum_balance") == -5 && jnum(b, "available") == 0,
+		      "%s", r.body);
+	resp_free(&r);
 }
 END_TEST
 
@@ -1382,6 +1429,7 @@ int main(void)
 	tcase_add_test(tc, audit_tenant_isolation);
 	tcase_add_test(tc, audit_never_shows_secrets);
 	tcase_add_test(tc, audit_test_clock_advance);
+	tcase_add_test(tc, audit_balance_settings_before_after);
 	tcase_add_test(tc, insufficient_balance_carries_ratelimit_headers);
 	tcase_add_test(tc, patch_of_nothing_changes_nothing);
 	suite_add_tcase(s, tc);
