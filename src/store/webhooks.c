@@ -285,13 +285,14 @@ int store_deliveries_claim(int max, int64_t lease_ms, json_t **ret, struct tg_er
 }
 
 /* One round trip for every transfer that finished together: the outcomes, and the attempt log rows of the
- * deliveries that are still there (one whose endpoint was deleted meanwhile is gone: no foreign key keeps
+ * deliveries that are still there. A final one keeps the time its last attempt was due (the claim's lease had
+ * pushed it a minute ahead: a delivered webhook read as due a minute after it was sent) (one whose endpoint was deleted meanwhile is gone: no foreign key keeps
  * its attempts out, this does). */
 static struct store_stmt q_attempts = STORE_STMT_REPLAN(
 	"WITH u AS (SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::int[], $5::int[], $6::text[], "
 	"  $7::text[], $8::text[], $9::bigint[]) AS u(id, attempt, started, code, latency, error, response, outcome, next)), "
 	"o AS (UPDATE webhook_deliveries d SET status = u.outcome, last_status = u.code, last_error = u.error, "
-	"  next_attempt_at = CASE WHEN u.outcome = 'pending' THEN tg_ms(u.next) ELSE d.next_attempt_at END, "
+	"  next_attempt_at = CASE WHEN u.outcome = 'pending' THEN tg_ms(u.next) ELSE least(d.next_attempt_at, tg_ms(u.started)) END, "
 	"  updated_at = now() FROM u WHERE d.id = u.id RETURNING d.id) "
 	"INSERT INTO webhook_attempts (delivery_id, attempt, started_at, status_code, latency_ms, error, response) "
 	"SELECT u.id, attempt, tg_ms(started), code, latency, error, response FROM u JOIN o ON o.id = u.id "

@@ -643,6 +643,10 @@ START_TEST(retry_fails_twice_then_succeeds)
 		time_parse(jstr(a, "started_at"));
 		ck_assert_str_eq(jstr(a, "response"), i < 2 ? "no" : "ok"); /* the receiver's body */
 	}
+	/* final: next_attempt_at is when the last attempt started, not the claim's lease a minute ahead */
+	long long last_started = time_parse(jstr(d, "attempt_log.2.started_at"));
+	ck_assert_msg(time_parse(jstr(d, "next_attempt_at")) <= last_started, "next_attempt_at %s after the last attempt %s",
+		      jstr(d, "next_attempt_at"), jstr(d, "attempt_log.2.started_at"));
 	json_decref(d);
 	/* ?status= filters */
 	json_t *l = deliveries(&S, t.key, e.id, "succeeded");
