@@ -868,11 +868,20 @@ START_TEST(balance_low_depleted_replenished)
 	ck_num(h.p, "data.balance", 4);
 	hook_free(&h);
 
+	/* 4 → 10: above the line again, nothing to say; then the line raised above it: low again */
+	expectf(&S, t.key, "POST", "/v1/customers/w/balance/credit", 200, "{\"amount\":6}");
+	expectf(&S, t.key, "PATCH", "/v1/customers/w/balance", 200, "{\"low_balance_threshold\":12}");
+	ck_assert_int_eq(hooks_wait(rv, "balance.low", "w", 2, 10000), 2);
+	hook_find(rv, "balance.low", "w", 1, &h);
+	ck_num(h.p, "data.balance", 10);
+	ck_num(h.p, "data.low_balance_threshold", 12);
+	hook_free(&h);
+
 	nap_ms(1000);
-	ck_assert_int_eq(hooks_count(rv, "balance.low", NULL, false), 1);
+	ck_assert_int_eq(hooks_count(rv, "balance.low", NULL, false), 2);
 	ck_assert_int_eq(hooks_count(rv, "balance.depleted", NULL, false), 1);
 	ck_assert_int_eq(hooks_count(rv, "balance.replenished", NULL, false), 1);
-	ck_assert_int_eq(rcv_count(rv), 3);
+	ck_assert_int_eq(rcv_count(rv), 4);
 	/* in causal order */
 	struct hook a, b, c;
 	ck_assert(hook_get(rv, 0, &a) && hook_get(rv, 1, &b) && hook_get(rv, 2, &c));
