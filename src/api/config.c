@@ -5,6 +5,7 @@
 #include "tollgate/api.h"
 #include "tollgate/hot.h"
 #include "tollgate/json.h"
+#include "tollgate/log.h"
 #include "tollgate/policy.h"
 #include "tollgate/store.h"
 #include "tollgate/worker.h"
@@ -26,13 +27,18 @@ struct policy_tenant *api_tenant(struct tg_req *req)
  * rollups at their next use (policy_customer_quotas). Best effort: the change itself is committed. */
 void api_forget_quotas(struct tg_req *req, const char *customer_id)
 {
-	struct policy_tenant *t = policy_registry_get(req->principal.tenant_id);
+	struct tg_error keep = req->err; /* the change is made: a failure here must not answer for it */
+	struct policy_tenant *t = api_tenant(req);
 	struct policy_counter *cs;
 	struct tg_arena a;
 	int n;
 
-	if (!t)
-		return; /* not loaded on this instance: it has no stale counter of its own to fear */
+	req->err = keep;
+	if (!t) {
+		log_warn("quota counters not dropped after a change of limits", "tenant %s, customer %s: the tenant "
+			 "is not loaded", req->principal.tenant_id, customer_id);
+		return;
+	}
 	tg_arena_init(&a);
 	n = policy_customer_quotas(t, customer_id, policy_now(t, tg_now_ms()), &a, &cs);
 	if (n > 0) {
@@ -332,7 +338,7 @@ static int limit_store(struct tg_req *req, const json_t *spec, bool create, json
 	req->unchanged = rc == 0 && !changed;
 	if (rc == 0 && changed)
 		reload_tenant(req->principal.tenant_id, &req->err);
-	if (rc == 0 && *row && override_of(spec))
+	if (rc == 0 && changed && *row && override_of(spec))
 		api_forget_quotas(req, override_of(spec)); /* what its override hides is stale when it goes */
 	return rc;
 }
@@ -499,7 +505,7 @@ int api_limits_update(struct tg_req *req)
 	spec = merged(stored, body);
 	rc = limit_store(req, spec, false, &row);
 	json_decref(spec);
-	if (rc == 0 && row && override_of(stored))
+	if (rc == 0 && row && !req->unchanged && override_of(stored))
 		api_forget_quotas(req, override_of(stored)); /* it may no longer be that customer's */
 	json_decref(stored);
 	if (rc < 0)

@@ -105,9 +105,12 @@ const char *hot_hold_key(struct tg_arena *a, const char *key, int64_t now_ms)
 		size_t n = strlen(policy_period_names[p]);
 		if ((size_t)(last - name - 1) != n || strncmp(name + 1, policy_period_names[p], n) != 0)
 			continue;
-		tg_fmt_i64(policy_period_start((enum policy_period)p, now_ms) / 1000, num);
-		if (strcmp(last + 1, num) == 0)
+		int64_t start = policy_period_start((enum policy_period)p, now_ms) / 1000, made;
+		/* forward only: a clock a little behind the one that made the hold must not take it from the
+		 * period before (another hold's), leaving it in its own */
+		if (!tg_parse_i64(last + 1, INT64_MIN, INT64_MAX, &made) || made >= start)
 			return key;
+		tg_fmt_i64(start, num);
 		size_t head = (size_t)(last - key) + 1, tail = strlen(num);
 		char *out = tg_arena_alloc(a, head + tail + 1);
 		memcpy(out, key, head);

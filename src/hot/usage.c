@@ -61,7 +61,8 @@ int hot_apply_usage(const char *tenant_id, const struct policy_counter *cs, int 
 			hot_argv_push(&args, c->mark_rule != MARK_NONE ? hot_i64(a, c->mark) : "0");
 			hot_argv_push(&args, "");
 			hot_argv_push(&args, l->meter->agg == AGG_MAX	 ? "m"
-					     : l->meter->agg == AGG_LATEST ? latest_arg(a, c->at_ms)
+					     : l->meter->agg == AGG_LATEST
+						 ? latest_arg(a, c->at_ms ? c->at_ms : c->mark_rule != MARK_NONE ? now_ms : 0)
 									   : "s");
 		} else if (l->algorithm == ALG_TOKEN_BUCKET) {
 			hot_argv_push(&args, "tb");

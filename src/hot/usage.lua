@@ -27,6 +27,10 @@ for i = 1, n do
   local mark = marked and tonumber(redis.call('HGET', key, 'e') or '0')
   if marked and (kind == 'qa' or kind == 'ba') == (mark == tonumber(p1)) then
     -- qa/ba: the usage is still there; qr/br: a rebuild already left it out
+  elseif kind == 'qr' and (agg == 'm' or string.byte(agg) == 108) then
+    -- a max or latest value cannot be taken back: the counter goes, rebuilt from the rollups (which do
+    -- not have the failed check's value); it used to be set to minus the amount
+    redis.call('DEL', key)
   elseif kind == 'q' or kind == 'qa' or kind == 'qr' then
     if redis.call('EXISTS', key) == 1 then
       if agg == 'm' then

@@ -1,4 +1,5 @@
 /* decide.c — from counter states to the decision, binding limit, Retry-After and the limits[] objects. */
+#include <math.h>
 #include <string.h>
 
 #include "tollgate/json.h"
@@ -19,7 +20,7 @@ static double room(const struct policy_counter *c)
 
 	if (c->limit->limit <= 0 || left <= 0)
 		return 0;
-	return c->amount > 0 ? left / tg_fixed_to_double(c->amount) : left;
+	return c->amount > 0 ? left / tg_fixed_to_double(c->amount) : HUGE_VAL; /* no end to checks of 0 */
 }
 
 static double room_fraction(const struct policy_counter *c)

@@ -213,18 +213,25 @@ int policy_plan_all(const struct policy_tenant *t, const struct policy_subject *
 int policy_customer_quotas(const struct policy_tenant *t, const char *customer_id, int64_t now_ms,
 			   struct tg_arena *a, struct policy_counter **ret)
 {
-	struct plan p = {.now = now_ms, .arena = a};
+	/* every one of them, however many tiers (a check's MAX_COUNTERS does not apply) */
+	struct policy_counter *cs = tg_arena_alloc(a, sizeof(*cs) * (size_t)(t->nlimits + 1));
+	int n = 0;
 
 	for (int i = 0; i < t->nlimits; i++) {
 		const struct policy_limit *l = &t->limits[i];
 		if (l->kind != POLICY_QUOTA || !l->meter || l->meter == &t->requests || l->scope == SCOPE_PLATFORM ||
 		    (l->scope == SCOPE_CUSTOMER && strcmp(l->customer_id, customer_id) != 0))
 			continue;
-		if (!add(&p, l, SUBJECT_CUSTOMER, customer_id))
-			break;
+		struct policy_counter *c = &cs[n++];
+		c->limit = l;
+		c->subject_kind = SUBJECT_CUSTOMER;
+		c->subject = customer_id;
+		c->retry_ms = -1;
+		c->period_start_ms = policy_period_start(l->period, now_ms);
+		c->period_end_ms = policy_period_end(l->period, c->period_start_ms);
 	}
-	*ret = p.cs;
-	return p.n;
+	*ret = cs;
+	return n;
 }
 
 const char *const policy_guard_names[] = {"max_tool_calls", "duplicate_threshold", "max_depth", "max_duration",

@@ -112,10 +112,11 @@ int store_reservations_due(int64_t real_now_ms, const char *tenant_id, int max, 
 
 static struct store_stmt q_held = STORE_STMT(
 	"SELECT coalesce(sum(amount), 0)::text AS held FROM reservation_holds WHERE tenant_id = $1 AND hold_key = $2", 2);
-/* holds on a quota counter in any period (hot_hold_key): what still holds now counts in this period too */
+/* holds on a quota counter in any period (hot_hold_key): what still holds now counts in this period too;
+ * hold_base is the key without its period's start (migration 0018), indexed: a rebuild reads one
+ * counter's holds, never every hold of the tenant (a prefix match did: 150 ms at 300,000 holds) */
 static struct store_stmt q_held_prefix = STORE_STMT(
-	"SELECT coalesce(sum(amount), 0)::text AS held FROM reservation_holds "
-	"WHERE tenant_id = $1 AND left(hold_key, length($2)) = $2", 2);
+	"SELECT coalesce(sum(amount), 0)::text AS held FROM reservation_holds WHERE tenant_id = $1 AND hold_base = $2", 2);
 
 int store_reservations_held(const char *tenant_id, const char *key, size_t prefix_len, int64_t *held,
 			    struct tg_error *err)

@@ -27,12 +27,20 @@ struct let_go {
 	struct tg_error err;
 };
 
-/* The tenant's time (its test clock): which period a hold is let go from. */
+/* The tenant's time (its test clock): which period a hold is let go from. From PostgreSQL when this
+ * instance has not loaded the tenant (real time would be behind a test clock moved ahead). */
 static int64_t tenant_now(const char *tenant_id)
 {
 	struct policy_tenant *t = policy_registry_get(tenant_id);
-	int64_t now = t ? policy_now(t, tg_now_ms()) : tg_now_ms();
+	int64_t now = tg_now_ms();
+	struct tg_error err;
+	json_t *row = NULL;
 
+	if (t)
+		now = policy_now(t, now);
+	else if (store_tenant_get(tenant_id, &row, &err) == 0 && row)
+		now = tg_clock_ms(now, store_int(row, "clock_offset_ms", 0));
+	json_decref(row);
 	policy_tenant_unref(t);
 	return now;
 }
@@ -101,28 +109,46 @@ int reservations_let_go(const char *tenant_id, const char *const *ids, int n, st
  * PostgreSQL: a lost Redis forgets none. */
 int duties_expire_reservations(const char *tenant_id)
 {
-	json_t *rows = NULL, *row;
-	struct tg_error err;
-	size_t i;
+	enum { DUE_MAX = 1000 };
 	int released = 0;
+	size_t got_rows;
 
-	if (store_reservations_due(tg_now_ms(), tenant_id, 1000, &rows, &err) < 0) {
-		log_warn("expired reservations not read", "%s", err.detail);
-		return 0;
-	}
-	json_array_foreach(rows, i, row) {
-		const char *id = store_str(row, "id");
-		struct store_reservation *got;
-		struct tg_arena a;
-		int ngot;
-		tg_arena_init(&a);
-		if (reservations_let_go(store_str(row, "tenant_id"), &id, 1, &got, &ngot, &a, &err) < 0)
-			log_warn("expired reservation not released", "%s: %s", id, err.detail);
-		else
-			released += ngot;
-		tg_arena_release(&a);
-	}
-	json_decref(rows);
+	/* one tenant's (a test clock's advance): until none is due; the worker's pass: one batch of them */
+	do {
+		json_t *rows = NULL;
+		struct tg_error err;
+		if (store_reservations_due(tg_now_ms(), tenant_id, DUE_MAX, &rows, &err) < 0) {
+			log_warn("expired reservations not read", "%s", err.detail);
+			return released;
+		}
+		got_rows = json_array_size(rows);
+		/* each tenant's in one transaction of the writer (rows come ordered by expiry, tenants mixed) */
+		const char **ids = tg_malloc(sizeof(*ids) * (got_rows + 1));
+		bool *done = tg_calloc(got_rows + 1, sizeof(*done));
+		for (size_t i = 0; i < got_rows; i++) {
+			if (done[i])
+				continue;
+			const char *tenant = store_str(json_array_get(rows, i), "tenant_id");
+			int n = 0;
+			for (size_t k = i; k < got_rows; k++)
+				if (!done[k] && !strcmp(store_str(json_array_get(rows, k), "tenant_id"), tenant)) {
+					ids[n++] = store_str(json_array_get(rows, k), "id");
+					done[k] = true;
+				}
+			struct store_reservation *got;
+			struct tg_arena a;
+			int ngot;
+			tg_arena_init(&a);
+			if (reservations_let_go(tenant, ids, n, &got, &ngot, &a, &err) < 0)
+				log_warn("expired reservations not released", "tenant %s, %d of them: %s", tenant, n, err.detail);
+			else
+				released += ngot;
+			tg_arena_release(&a);
+		}
+		free(ids);
+		free(done);
+		json_decref(rows);
+	} while (tenant_id && got_rows == DUE_MAX);
 	return released;
 }
 

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "tollgate/json.h"
+#include "tollgate/hot.h"
 #include "tollgate/policy.h"
 #include "unit.h"
 
@@ -230,6 +231,29 @@ START_TEST(binding_is_the_least_room_left)
 }
 END_TEST
 
+/* Where a reservation's hold is let go: the counter of the period at hand, never an earlier one; other keys
+ * as they are. Limit ids may hold ':'. */
+START_TEST(hold_keys_move_forward_only)
+{
+	struct tg_arena a;
+	int64_t day = 1795392000; /* 2026-11-23 00:00 UTC */
+	char key[128], want[128];
+
+	tg_arena_init(&a);
+	snprintf(key, sizeof(key), "tg:{t:c}:q:a:day~0badf00d:day:%lld", (long long)(day - 86400));
+	snprintf(want, sizeof(want), "tg:{t:c}:q:a:day~0badf00d:day:%lld", (long long)day);
+	ck_assert_str_eq(hot_hold_key(&a, key, (day + 10) * 1000), want); /* made yesterday: today's counter */
+	ck_assert_str_eq(hot_hold_key(&a, key, (day - 10) * 1000), key);  /* still yesterday */
+	ck_assert_str_eq(hot_hold_key(&a, want, (day - 10) * 1000), want); /* a clock behind: not backwards */
+	ck_assert_uint_eq(hot_hold_prefix_len(key), strlen("tg:{t:c}:q:a:day~0badf00d:day:"));
+	ck_assert_str_eq(hot_hold_key(&a, "tg:{t:c}:bal", day * 1000), "tg:{t:c}:bal");
+	ck_assert_uint_eq(hot_hold_prefix_len("tg:{t:c}:bal"), 0);
+	snprintf(key, sizeof(key), "tg:{t:c}:q:x~00000000:all_time:0");
+	ck_assert_str_eq(hot_hold_key(&a, key, day * 1000), key);
+	tg_arena_release(&a);
+}
+END_TEST
+
 START_TEST(limit_validation)
 {
 	struct policy_tenant *t = compile("");
@@ -286,6 +310,7 @@ int main(void)
 	tcase_add_test(tc, organisation_limits);
 	tcase_add_test(tc, decisions);
 	tcase_add_test(tc, binding_is_the_least_room_left);
+	tcase_add_test(tc, hold_keys_move_forward_only);
 	tcase_add_test(tc, limit_validation);
 	suite_add_tcase(s, tc);
 	return unit_run(s);
