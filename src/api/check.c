@@ -512,8 +512,6 @@ static int parse(struct tg_req *req, struct check *ck)
 		return api_bad(req, "reserve", "a check either consumes or reserves, not both");
 	if (c->reserve && strcmp(c->meter, POLICY_REQUESTS) == 0)
 		return api_bad(req, "reserve", "reserve an amount of a meter, not of requests");
-	if (!has_amount && strcmp(c->meter, POLICY_REQUESTS) != 0 && (c->consume || c->reserve))
-		return tg_fail(&req->err, TG_EINVAL, "missing_parameter", "amount", "'amount' is required to consume or reserve");
 	return 0;
 }
 

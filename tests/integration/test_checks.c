@@ -148,6 +148,17 @@ START_TEST(check_defaults_requests_and_amount)
 	ck_status(r, 200);
 	ck_state(r.json, "rq", NULL, 1, 0, 2);
 	resp_free(&r);
+	/* amount defaults to 1 also to consume or reserve on a meter (it was a 400 missing_parameter) */
+	expectf(&S, t.key, "POST", "/v1/limits", 201,
+		"{\"id\":\"tq\",\"meter\":\"tokens\",\"kind\":\"quota\",\"period\":\"day\",\"limit\":100}");
+	r = CHECK(t.key, "{\"customer_id\":\"e\",\"meter\":\"tokens\",\"consume\":true}");
+	ck_status(r, 200);
+	ck_state(r.json, "tq", NULL, 1, 0, 99);
+	resp_free(&r);
+	r = CHECK(t.key, "{\"customer_id\":\"e\",\"meter\":\"tokens\",\"reserve\":true}");
+	ck_status(r, 200);
+	ck_state(r.json, "tq", NULL, 1, 1, 98);
+	resp_free(&r);
 }
 END_TEST
 
