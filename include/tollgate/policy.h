@@ -247,7 +247,7 @@ struct policy_counter {
 int policy_plan(const struct policy_tenant *t, const struct policy_check *c, const struct policy_subject *s,
 		int64_t now_ms, struct tg_arena *a, struct policy_counter **ret);
 /* Every limit that applies to a customer (for usage reads), as counters with amount 0. */
-int policy_customer_quotas(const struct policy_tenant *t, const char *customer_id, int64_t now_ms,
+int policy_customer_quotas(const struct policy_tenant *t, const char *customer_id, int64_t now_ms, bool everything,
 			   struct tg_arena *a, struct policy_counter **ret);
 int policy_plan_all(const struct policy_tenant *t, const struct policy_subject *s, int64_t now_ms,
 		    struct tg_arena *a, struct policy_counter **ret);

@@ -459,6 +459,8 @@ int store_reservation_insert(const char *tenant_id, const struct store_reservati
 int store_reservations_take(const char *tenant_id, const char *const *ids, const char *const *customers, int n,
 			    struct store_reservation **ret, int *nret, struct tg_arena *a, struct tg_error *err);
 /* Up to max reservations past their expiry on their tenant's clock: rows {tenant_id, id}. */
+/* A customer's active reservations: [{id}]. */
+int store_reservations_of(const char *tenant_id, const char *customer_id, json_t **ret, struct tg_error *err);
 int store_reservations_due(int64_t real_now_ms, const char *tenant_id, int max, json_t **ret, struct tg_error *err);
 /* The sum held by active reservations on one key: what a rebuilt counter has reserved. */
 /* What active holds hold on key; with prefix_len, on every key that starts with its first prefix_len bytes. */

@@ -73,6 +73,8 @@ void duties_stop(void);
 int64_t duties_compact_rollups(void);
 /* One pass of the reservation expiry (exposed for tests); returns how many were released. */
 int duties_expire_reservations(const char *tenant_id);
+/* After a customer is deleted: its reservations let go, its live counters dropped. */
+void duties_customer_gone(const char *tenant_id, const char *customer_id);
 /* Let reservations go (released, or expired): delete them in PostgreSQL, then their holds in Redis, on the
  * event writer's thread so that no counter rebuild falls between. *got (in a) has the ones that were still
  * active; the others are gone already. Blocking: not on an event loop. */

@@ -40,7 +40,7 @@ void api_forget_quotas(struct tg_req *req, const char *customer_id)
 		return;
 	}
 	tg_arena_init(&a);
-	n = policy_customer_quotas(t, customer_id, policy_now(t, tg_now_ms()), &a, &cs);
+	n = policy_customer_quotas(t, customer_id, policy_now(t, tg_now_ms()), false, &a, &cs);
 	if (n > 0) {
 		const char **keys = tg_arena_alloc(&a, sizeof(*keys) * (size_t)n);
 		for (int i = 0; i < n; i++)

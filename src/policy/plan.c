@@ -209,8 +209,9 @@ int policy_plan_all(const struct policy_tenant *t, const struct policy_subject *
  * whose usage PostgreSQL keeps: a counter moves only while its limit applies, so when the customer's
  * limits change hands (its tier or organisation, an override of its own) the ones that stopped applying
  * for a while are stale. Those are what the caller drops, to be rebuilt from the rollups at their next
- * use. (The built-in requests meter has no rollups: its counters are left as they are.) */
-int policy_customer_quotas(const struct policy_tenant *t, const char *customer_id, int64_t now_ms,
+ * use. (The built-in requests meter has no rollups: its counters are left as they are.) With everything,
+ * also those and its own rate limits' (a customer deleted: one made again under its id starts afresh). */
+int policy_customer_quotas(const struct policy_tenant *t, const char *customer_id, int64_t now_ms, bool everything,
 			   struct tg_arena *a, struct policy_counter **ret)
 {
 	/* every one of them, however many tiers (a check's MAX_COUNTERS does not apply) */
@@ -219,7 +220,8 @@ int policy_customer_quotas(const struct policy_tenant *t, const char *customer_i
 
 	for (int i = 0; i < t->nlimits; i++) {
 		const struct policy_limit *l = &t->limits[i];
-		if (l->kind != POLICY_QUOTA || !l->meter || l->meter == &t->requests || l->scope == SCOPE_PLATFORM ||
+		bool mine = l->kind == POLICY_QUOTA || (everything && l->kind == POLICY_RATE && l->per == PER_CUSTOMER);
+		if (!mine || !l->meter || (l->meter == &t->requests && !everything) || l->scope == SCOPE_PLATFORM ||
 		    (l->scope == SCOPE_CUSTOMER && strcmp(l->customer_id, customer_id) != 0))
 			continue;
 		struct policy_counter *c = &cs[n++];
@@ -227,8 +229,10 @@ int policy_customer_quotas(const struct policy_tenant *t, const char *customer_i
 		c->subject_kind = SUBJECT_CUSTOMER;
 		c->subject = customer_id;
 		c->retry_ms = -1;
-		c->period_start_ms = policy_period_start(l->period, now_ms);
-		c->period_end_ms = policy_period_end(l->period, c->period_start_ms);
+		if (l->kind == POLICY_QUOTA) {
+			c->period_start_ms = policy_period_start(l->period, now_ms);
+			c->period_end_ms = policy_period_end(l->period, c->period_start_ms);
+		}
 	}
 	*ret = cs;
 	return n;

@@ -293,6 +293,11 @@ fail:
 }
 
 static struct store_stmt q_customer_delete = STORE_STMT("DELETE FROM customers WHERE tenant_id = $1 AND id = $2", 2);
+/* its usage as a subject goes with it (an organisation's totals, which hold a member's usage, and the
+ * platform's stay; so do its stored events): one made again under its id starts without it */
+static struct store_stmt q_customer_rollups_delete = STORE_STMT(
+	"WITH h AS (DELETE FROM usage_rollups WHERE tenant_id = $1 AND subject = $2) "
+	"DELETE FROM usage_rollups_daily WHERE tenant_id = $1 AND subject = $2", 2);
 
 int store_customer_delete(const char *tenant_id, const char *id, bool *deleted, struct tg_error *err)
 {
@@ -300,6 +305,8 @@ int store_customer_delete(const char *tenant_id, const char *id, bool *deleted, 
 	int rc = store_exec(&q_customer_delete, p, NULL, err);
 
 	*deleted = rc == 0 && store_affected() > 0;
+	if (*deleted && (rc = store_exec(&q_customer_rollups_delete, p, NULL, err)) < 0)
+		*deleted = false;
 	if (rc < 0 && err->err == TG_ECONFLICT)
 		tg_fail(err, TG_ECONFLICT, "customer_has_members", NULL,
 			"customer '%s' is an organisation with members; move or delete them first", id);

@@ -110,6 +110,15 @@ int store_reservations_due(int64_t real_now_ms, const char *tenant_id, int max, 
 	return store_exec(&q_due, p, ret, err);
 }
 
+static struct store_stmt q_of_customer = STORE_STMT(
+	"SELECT id FROM reservations WHERE tenant_id = $1 AND customer_id = $2", 2);
+
+int store_reservations_of(const char *tenant_id, const char *customer_id, json_t **ret, struct tg_error *err)
+{
+	const char *p[] = {tenant_id, customer_id};
+	return store_exec(&q_of_customer, p, ret, err);
+}
+
 static struct store_stmt q_held = STORE_STMT(
 	"SELECT coalesce(sum(amount), 0)::text AS held FROM reservation_holds WHERE tenant_id = $1 AND hold_key = $2", 2);
 /* holds on a quota counter in any period (hot_hold_key): what still holds now counts in this period too;

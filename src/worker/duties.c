@@ -152,6 +152,42 @@ int duties_expire_reservations(const char *tenant_id)
 	return released;
 }
 
+void duties_customer_gone(const char *tenant_id, const char *customer_id)
+{
+	struct policy_tenant *t = policy_registry_get(tenant_id);
+	struct tg_error err;
+	json_t *rows = NULL;
+	struct tg_arena a;
+
+	tg_arena_init(&a);
+	/* its reservations: their holds (on its organisation's counters and wallet too) go now, not at their TTL */
+	if (store_reservations_of(tenant_id, customer_id, &rows, &err) < 0) {
+		log_warn("a deleted customer's reservations not read", "%s", err.detail);
+	} else if (json_array_size(rows) > 0) {
+		size_t n = json_array_size(rows), i;
+		const char **ids = tg_arena_alloc(&a, sizeof(*ids) * (n + 1));
+		struct store_reservation *got;
+		int ngot;
+		json_t *row;
+		json_array_foreach(rows, i, row)
+			ids[i] = store_str(row, "id");
+		if (reservations_let_go(tenant_id, ids, (int)n, &got, &ngot, &a, &err) < 0)
+			log_warn("a deleted customer's reservations not released", "%s", err.detail);
+	}
+	json_decref(rows);
+	/* its live counters: quotas, requests quotas and its own rate limits (the wallet goes already) */
+	if (t) {
+		struct policy_counter *cs;
+		int n = policy_customer_quotas(t, customer_id, policy_now(t, tg_now_ms()), true, &a, &cs);
+		const char **keys = tg_arena_alloc(&a, sizeof(*keys) * (size_t)(n + 1));
+		for (int i = 0; i < n; i++)
+			keys[i] = hot_counter_key(&a, tenant_id, &cs[i]);
+		hot_keys_forget(keys, n);
+	}
+	policy_tenant_unref(t);
+	tg_arena_release(&a);
+}
+
 #define MAX_PERIODS_PER_PASS 48
 #define PASS_BUDGET_US 250000
 

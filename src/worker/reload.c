@@ -130,6 +130,8 @@ static void forget_now(const char *tenant_id, const char *customer_id, bool wall
 	policy_customer_forget(tenant_id, customer_id);
 	if (wallet && hot_balance_forget(tenant_id, customer_id, &e) < 0)
 		log_warn("live balance of a deleted customer not dropped", "%s", e.detail);
+	if (wallet)
+		duties_customer_gone(tenant_id, customer_id);
 }
 
 void reload_flush(bool committed)

@@ -903,6 +903,48 @@ START_TEST(deleted_customer_is_forgotten)
 }
 END_TEST
 
+/* A deleted member takes its usage, counters and holds with it: its reservations no longer hold on its
+ * organisation's quota and wallet, and a customer made again under its id starts from nothing (its usage,
+ * a requests quota and a rate limit came back before); the organisation keeps the usage it had. */
+START_TEST(deleted_member_takes_its_usage_and_holds)
+{
+	struct tenant t = tokens_tenant(false);
+	struct resp r;
+
+	expectf(&S, t.key, "POST", "/v1/limits", 201,
+		"{\"id\":\"q\",\"meter\":\"tokens\",\"kind\":\"quota\",\"period\":\"month\",\"limit\":100}");
+	expectf(&S, t.key, "POST", "/v1/limits", 201,
+		"{\"id\":\"rq\",\"meter\":\"requests\",\"kind\":\"quota\",\"period\":\"month\",\"limit\":100}");
+	expectf(&S, t.key, "POST", "/v1/limits", 201,
+		"{\"id\":\"rl\",\"meter\":\"requests\",\"kind\":\"rate\",\"window\":3600,\"limit\":50}");
+	expectf(&S, t.key, "POST", "/v1/customers", 201, "{\"id\":\"org\"}");
+	expectf(&S, t.key, "POST", "/v1/customers", 201, "{\"id\":\"m\",\"parent_id\":\"org\"}");
+	expectf(&S, t.key, "POST", "/v1/check", 200, "{\"customer_id\":\"m\",\"meter\":\"tokens\",\"amount\":40,\"consume\":true}");
+	expectf(&S, t.key, "POST", "/v1/check", 200, "{\"customer_id\":\"m\",\"meter\":\"tokens\",\"amount\":30,\"reserve\":true,\"reservation_ttl\":86400}");
+	r = CHECK(t.key, "{\"customer_id\":\"org\",\"meter\":\"tokens\",\"amount\":0,\"dry_run\":true}");
+	ck_state(r.json, "q", NULL, 40, 30, 30);
+	resp_free(&r);
+	expectf(&S, t.key, "DELETE", "/v1/customers/m", 200, NULL);
+	/* the organisation: its usage stays, the hold goes */
+	r = CHECK(t.key, "{\"customer_id\":\"org\",\"meter\":\"tokens\",\"amount\":0,\"dry_run\":true}");
+	ck_state(r.json, "q", NULL, 40, 0, 60);
+	resp_free(&r);
+	r = req(&S, "GET", "/v1/usage?meter=tokens&customer_id=m&granularity=month", t.key, NULL, NULL);
+	ck_status(r, 200);
+	ck_assert_msg(json_array_size(jpath(r.json, "data")) == 0, "a deleted customer's usage: %s", r.body);
+	resp_free(&r);
+	/* made again: nothing of the old one */
+	expectf(&S, t.key, "POST", "/v1/customers", 201, "{\"id\":\"m\"}");
+	r = CHECK(t.key, "{\"customer_id\":\"m\",\"meter\":\"tokens\",\"amount\":0,\"dry_run\":true}");
+	ck_status(r, 200);
+	ck_state(r.json, "q", NULL, 0, 0, 100);
+	ck_state(r.json, "rq", NULL, 0, 0, 100);
+	double left = json_number_value(json_object_get(lim_must(r.json, "rl", NULL), "remaining"));
+	ck_assert_msg(left > 49.9, "the new customer's bucket holds %g, not 50", left);
+	resp_free(&r);
+}
+END_TEST
+
 
 /* "PATCH {"tier": "pro"} promotes at once: the next check uses the new tier's limits" — every time, and a check
  * racing the PATCH must not leave the old tier cached afterwards. */
@@ -993,6 +1035,7 @@ int main(void)
 	tcase_add_test(tc, max_and_latest_meters_consistent);
 	tcase_add_test(tc, counters_exact_while_redis_loses_keys);
 	tcase_add_test(tc, deleted_customer_is_forgotten);
+	tcase_add_test(tc, deleted_member_takes_its_usage_and_holds);
 	tcase_add_test(tc, customer_changes_apply_at_once);
 	suite_add_tcase(s, tc);
 	return run_suite(s);
