@@ -423,6 +423,11 @@ struct store_event {
 	bool client_id;              /* the id is the client's (an idempotency key), not one made here */
 	bool seen;                   /* set by the seen hook: the id is known committed, a duplicate already */
 	bool taken;                  /* found committed by the writer (an unknown customer's event): a duplicate */
+	/* a consuming check's usage: the organisation (and its tier) and the wallet its live counters moved, which
+	 * its rollups and ledger row follow (not the ones stored by the time it commits: a member moved to
+	 * another organisation, or given a wallet, in between left the live ones off by it for good) */
+	bool by_check;
+	const char *planned_parent, *planned_parent_tier, *planned_wallet;
 	/* set by the writer */
 	enum store_event_result result;
 	const char *reject_code;     /* static: "customer_not_found" */

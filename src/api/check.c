@@ -838,6 +838,10 @@ static void record(struct check *ck)
 	ck->ev.ts_ms = ck->now;
 	ck->ev.properties_json = dump_to_arena(&req->arena, props);
 	ck->ev.workflow_id = ck->has_workflow ? ck->wf.id : NULL;
+	ck->ev.by_check = !ck->degraded;
+	ck->ev.planned_parent = ck->subj.parent_id;
+	ck->ev.planned_parent_tier = ck->subj.parent_tier;
+	ck->ev.planned_wallet = ck->hc.bal ? ck->bal.owner : NULL;
 	ck->contrib.meter_id = m->id;
 	ck->contrib.dims_json = dump_to_arena(&req->arena, dims);
 	ck->contrib.value = ck->chk.amount;

@@ -373,8 +373,12 @@ static int debit_balances(const char *tenant, struct store_submission **subs, in
 			struct store_event *e = &subs[s]->events[k];
 			if (e->result != STORE_EV_ACCEPTED || e->cost == 0)
 				continue;
-			e->balance_owner = tg_map_get(&has, e->customer_id) ? e->customer_id
-					   : e->parent_id && tg_map_get(&has, e->parent_id) ? e->parent_id : NULL;
+			if (e->by_check) /* the wallet its check moved, while it has one */
+				e->balance_owner = e->planned_wallet && tg_map_get(&has, e->planned_wallet) ? e->planned_wallet
+													  : NULL;
+			else
+				e->balance_owner = tg_map_get(&has, e->customer_id) ? e->customer_id
+						   : e->parent_id && tg_map_get(&has, e->parent_id) ? e->parent_id : NULL;
 			if (!e->balance_owner)
 				continue;
 			struct owner_entries *oe = tg_map_get(&owners, e->balance_owner);
@@ -595,8 +599,8 @@ static int write_tenant(const char *tenant, struct store_submission **subs, int 
 				continue;
 			}
 			e->tier = ci->tier;
-			e->parent_id = ci->parent_id;
-			e->parent_tier = ci->parent_tier;
+			e->parent_id = e->by_check ? e->planned_parent : ci->parent_id;
+			e->parent_tier = e->by_check ? e->planned_parent_tier : ci->parent_tier;
 			store_array_add(&ids, e->id);
 			store_array_add(&ts, store_i64(e->ts_ms, buf));
 		}

@@ -542,6 +542,63 @@ END_TEST
 
 /* ======== 5. the gate closes at the minimum and reopens on top-up ======== */
 
+/* A consuming check's ledger row and rollup follow the organisation and wallet its live counters moved, even
+ * when the member moves to another organisation before the check's event commits (its row went to the new
+ * organisation's ledger while the old one's live wallet had moved: both off for good). The event writer is
+ * held on a rollup row meanwhile, so the move lands between the check and its commit. */
+struct moving {
+	const struct tenant *t;
+	long st[3];
+};
+
+static void moving_one(int i, void *arg)
+{
+	struct moving *m = arg;
+	struct resp r;
+
+	if (i == 0) { /* a batch the writer is stuck on: the check's submission waits behind it */
+		r = call(m->t->key, "POST", "/v1/events", "{\"customer_id\":\"blocker\",\"type\":\"unit\",\"properties\":{\"n\":1}}");
+	} else if (i == 1) {
+		nap_ms(300);
+		r = CHECK(m->t->key, "{\"customer_id\":\"m\",\"meter\":\"units\",\"amount\":3,\"consume\":true}");
+	} else {
+		nap_ms(900); /* after the check moved the live wallet, before its event is written */
+		r = call(m->t->key, "PATCH", "/v1/customers/m", "{\"parent_id\":\"org2\"}");
+	}
+	m->st[i] = r.status;
+	resp_free(&r);
+}
+
+START_TEST(consuming_check_follows_the_wallet_it_moved)
+{
+	struct tenant t = bal_tenant(false);
+	struct moving m = {.t = &t};
+	struct psql_hold hold;
+	char where[256];
+
+	customer(&t, "org1", NULL);
+	customer(&t, "org2", NULL);
+	customer(&t, "m", "org1");
+	customer(&t, "blocker", NULL);
+	credit(&t, "org1", "100");
+	credit(&t, "org2", "100");
+	units_event(&t, "blocker", "1"); /* its rollup row, to hold */
+	invariant(&t, "org1", MU(100));
+	invariant(&t, "org2", MU(100));
+	snprintf(where, sizeof(where), "tenant_id = '%s' AND subject = 'blocker'", t.id);
+	psql_hold(&hold, "usage_rollups", where, 2);
+	run_parallel(3, moving_one, &m);
+	psql_hold_end(&hold);
+	ck_assert_msg(m.st[0] == 200 && m.st[1] == 200 && m.st[2] == 200, "statuses %ld %ld %ld", m.st[0], m.st[1], m.st[2]);
+	/* the check was made as org1's member: org1 paid, in its ledger and its live wallet alike */
+	invariant(&t, "org1", MU(97));
+	invariant(&t, "org2", MU(100));
+	ck_assert(sql_ll("SELECT count(*) FROM usage_rollups WHERE tenant_id = '%s' AND subject = 'org1' AND meter_id = 'units'",
+			 t.id) == 1);
+	ck_assert(sql_ll("SELECT count(*) FROM usage_rollups WHERE tenant_id = '%s' AND subject = 'org2'", t.id) == 0);
+}
+END_TEST
+
 START_TEST(gate_closes_at_minimum_reopens_on_topup)
 {
 	struct tenant t = bal_tenant(false);
@@ -1496,6 +1553,7 @@ int main(void)
 	tcase_add_test(tc, parallel_checks_events_credits_no_lost_update);
 	tcase_add_test(tc, overdraft_down_to_negative_minimum);
 	tcase_add_test(tc, org_wallet_shared_by_members);
+	tcase_add_test(tc, consuming_check_follows_the_wallet_it_moved);
 	tcase_add_test(tc, gate_closes_at_minimum_reopens_on_topup);
 	tcase_add_test(tc, reservation_holds_balance);
 	tcase_add_test(tc, gate_and_limits_all_or_nothing);
