@@ -109,8 +109,16 @@ int store_ledger_append(const char *tenant_id, const char *customer_id, struct s
 	for (int i = 0; i < n; i++) {
 		struct store_ledger_entry *e = &entries[i];
 		char amt[TG_FIXED_BUFSZ], bal[TG_FIXED_BUFSZ];
-		if (tg_fixed_add(balance, e->amount, &balance) < 0)
-			return tg_fail(err, TG_EINVAL, "balance_overflow", "amount", "the balance would leave the range of quantities");
+		if (tg_fixed_add(balance, e->amount, &balance) < 0) {
+			/* usage happened and is never refused: its debit stops at the floor of quantities (a wallet
+			 * 9e12 in overdraft), recorded as such; it used to fail the whole event batch, the other
+			 * requests' events with it */
+			if (strcmp(e->kind, "usage") != 0 || e->amount >= 0)
+				return tg_fail(err, TG_EINVAL, "balance_overflow", "amount",
+					       "the balance would leave the range of quantities");
+			e->amount = -TG_FIXED_MAX - balance;
+			balance = -TG_FIXED_MAX;
+		}
 		e->balance_after = balance;
 		const char *p[] = {tenant_id, e->id, customer_id, store_fixed(e->amount, amt), e->kind, e->description,
 				   e->idempotency_key, e->event_id, e->reservation_id, store_fixed(balance, bal)};

@@ -94,7 +94,8 @@ struct rollup {
 
 struct owner_entries {
 	struct store_ledger_entry *entries;
-	int n, cap;
+	struct store_event **events; /* entries[i] is events[i]'s debit */
+	int n, cap, ecap;
 };
 
 struct customer_info {
@@ -387,6 +388,8 @@ static int debit_balances(const char *tenant, struct store_submission **subs, in
 				tg_map_put(&owners, e->balance_owner, oe);
 			}
 			oe->entries = tg_arena_grow(a, oe->entries, oe->n, oe->n + 1, &oe->cap, sizeof(*oe->entries));
+			oe->events = tg_arena_grow(a, oe->events, oe->n, oe->n + 1, &oe->ecap, sizeof(*oe->events));
+			oe->events[oe->n] = e;
 			struct store_ledger_entry *le = &oe->entries[oe->n++];
 			char id[TG_SID_BUFSZ];
 			tg_sid_new("txn_", id);
@@ -403,6 +406,9 @@ static int debit_balances(const char *tenant, struct store_submission **subs, in
 			continue;
 		struct owner_entries *oe = sl->val;
 		rc = store_ledger_append(tenant, sl->key, oe->entries, oe->n, NULL, err);
+		/* a debit stopped at the floor of quantities: the live wallet moves by what the ledger took */
+		for (int x = 0; rc == 0 && x < oe->n; x++)
+			oe->events[x]->cost = -oe->entries[x].amount;
 	}
 out:
 	json_decref(rows);

@@ -1336,6 +1336,36 @@ START_TEST(huge_credit_and_debit_reach_the_gate)
 }
 END_TEST
 
+/* Priced usage on a wallet at the floor of quantities (9e12 in overdraft): its debit stops there, recorded as
+ * such, and the batch stands (it failed whole with 400 balance_overflow, other customers' events with it). */
+START_TEST(usage_past_the_floor_of_quantities_is_recorded)
+{
+	struct tenant t = bal_tenant(false);
+	struct resp r;
+
+	customer(&t, "deep", NULL);
+	customer(&t, "other", NULL);
+	expect(t.key, "PATCH", "/v1/customers/deep/balance", 200, "{\"minimum_balance\":-8999999999999.999999}");
+	expect(t.key, "POST", "/v1/customers/deep/balance/debit", 200, "{\"amount\":8999999999999.999998}");
+	r = call(t.key, "POST", "/v1/events",
+		 "{\"events\":[{\"id\":\"o1\",\"customer_id\":\"other\",\"type\":\"unit\",\"properties\":{\"n\":1}},"
+		 "{\"id\":\"d1\",\"customer_id\":\"deep\",\"type\":\"unit\",\"properties\":{\"n\":5}}]}");
+	ck_assert_msg(r.status == 200 && jint(r.json, "accepted") == 2, "%ld %s", r.status, r.body);
+	resp_free(&r);
+	/* 5 owed, 0.000001 taken: the floor */
+	ck_assert(sql_ll("SELECT count(*) FROM balances WHERE tenant_id = '%s' AND customer_id = 'deep' "
+			 "AND balance = -8999999999999.999999 AND balance = (SELECT sum(amount) FROM ledger "
+			 "WHERE tenant_id = '%s' AND customer_id = 'deep')", t.id, t.id) == 1);
+	ck_assert(sql_ll("SELECT count(*) FROM ledger WHERE tenant_id = '%s' AND event_id = 'd1' AND amount = -0.000001",
+			 t.id) == 1);
+	ck_assert(sql_ll("SELECT count(*) FROM events WHERE tenant_id = '%s' AND id IN ('o1', 'd1')", t.id) == 2);
+	/* the live wallet moved by what the ledger took */
+	r = CHECK(t.key, "{\"customer_id\":\"deep\",\"dry_run\":true}");
+	ck_assert_msg(strstr(r.body, "\"available\":-8999999999999.999999") != NULL, "the gate sees: %s", r.body);
+	resp_free(&r);
+}
+END_TEST
+
 /* ======== 10. the usage read ======== */
 
 static void ck_usage_balance(const struct tenant *t, const char *cust, const char *owner)
@@ -1568,6 +1598,7 @@ int main(void)
 	tcase_add_test(tc, deleted_customer_leaves_no_live_balance);
 	tcase_add_test(tc, large_amounts_exact_in_the_gate);
 	tcase_add_test(tc, huge_credit_and_debit_reach_the_gate);
+	tcase_add_test(tc, usage_past_the_floor_of_quantities_is_recorded);
 	tcase_add_test(tc, usage_read_shows_the_balance);
 	tcase_add_test(tc, prices_exact_and_rounded_half_away_from_zero);
 	tcase_add_test(tc, transactions_newest_first_paginated);
