@@ -33,6 +33,8 @@ void reload_flush(bool committed);
 /* Drop a customer from this instance's cache (and its live balance from Redis when wallet) once the
  * current transaction (if any) has committed. */
 void reload_forget_customer(const char *tenant_id, const char *customer_id, bool wallet);
+/* Let go of the tenant's expired reservations once this transaction commits (at once outside one). */
+void reload_expire_reservations(const char *tenant_id);
 
 int reload_start(void);
 void reload_stop(void);

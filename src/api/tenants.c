@@ -192,6 +192,6 @@ int api_test_clock_advance(struct tg_req *req)
 	reload_tenant(req->principal.tenant_id, &req->err);
 	/* what the new time expired goes before the answer, not at the worker's next pass (about a second
 	 * later): a check right after the advance must not count a hold whose TTL has passed */
-	duties_expire_reservations(req->principal.tenant_id);
+	reload_expire_reservations(req->principal.tenant_id);
 	return clock_reply(req, row);
 }

@@ -122,6 +122,7 @@ static _Thread_local int ndeferred;
 static _Thread_local char *forgets[8][2];
 static _Thread_local bool forget_wallet[8];
 static _Thread_local int nforgets;
+static _Thread_local char *expiring; /* a tenant whose clock moved: its expired reservations go after the commit */
 
 static void forget_now(const char *tenant_id, const char *customer_id, bool wallet)
 {
@@ -151,6 +152,23 @@ void reload_flush(bool committed)
 		free(forgets[i][1]);
 	}
 	nforgets = 0;
+	if (expiring) {
+		if (committed)
+			duties_expire_reservations(expiring);
+		free(expiring);
+		expiring = NULL;
+	}
+}
+
+void reload_expire_reservations(const char *tenant_id)
+{
+	if (store_in_transaction()) {
+		/* a clock advance rolled back must not have let them go */
+		free(expiring);
+		expiring = tg_strdup(tenant_id);
+		return;
+	}
+	duties_expire_reservations(tenant_id);
 }
 
 void reload_forget_customer(const char *tenant_id, const char *customer_id, bool wallet)
