@@ -28,6 +28,8 @@
 json_t *tg_json_parse(const char *text, size_t len, bool top_object, struct tg_error *err);
 /* Characters (code points) in n bytes of UTF-8: what a string field's maxLength counts. */
 size_t tg_utf8_chars(const char *s, size_t n);
+/* Whether s[0..n) is well-formed UTF-8 (no overlong forms, surrogates or code points past U+10FFFF). */
+bool tg_utf8_valid(const char *s, size_t n);
 
 bool tg_json_is_number(const json_t *v);
 /* The lexeme of a number value (or NULL); *len set. */

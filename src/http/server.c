@@ -64,6 +64,7 @@ struct http_req {
 	/* a header the request cannot be trusted with (Content-Length twice with different values): refused
 	 * before its upload, on a connection then closed */
 	const char *bad_header;
+	const char *bad_query; /* a query parameter whose name or value is not UTF-8 (after unescaping) */
 	bool timed_out;
 	bool suspended;
 	bool in_handler;    /* an inline handler is running: a completion now needs no resume */
@@ -621,6 +622,10 @@ static bool dispatch(struct http_req *r)
 			req->path);
 		goto fail;
 	}
+	if (r->early_status == 410) { /* a path that is not UTF-8 names nothing (and must not reach SQL) */
+		tg_fail(&req->err, TG_ENOTFOUND, "not_found", NULL, "no such resource: the path is not UTF-8");
+		goto fail;
+	}
 	if (r->early_status == 405) {
 		char allow[64];
 		tg_methods_format(r->allowed, allow, sizeof(allow));
@@ -631,6 +636,11 @@ static bool dispatch(struct http_req *r)
 	}
 	if (r->too_big) {
 		tg_fail(&req->err, TG_ETOOBIG, "body_too_large", NULL, "the request body exceeds 1 MiB");
+		goto fail;
+	}
+	if (r->bad_query) {
+		tg_fail(&req->err, TG_EINVAL, "invalid_parameter", r->bad_query,
+			"query parameter '%s' is not UTF-8", r->bad_query);
 		goto fail;
 	}
 	if (rt->scope != TG_SCOPE_PUBLIC && !r->authenticated) {
@@ -748,6 +758,8 @@ static enum MHD_Result collect_arg(void *cls, enum MHD_ValueKind kind, const cha
 	TG_UNUSED(kind);
 	r->query[r->nquery].name = tg_arena_strdup(&r->pub.arena, key);
 	r->query[r->nquery].value = tg_arena_strdup(&r->pub.arena, value ? value : "");
+	if (!r->bad_query && (!tg_utf8_valid(key, strlen(key)) || (value && !tg_utf8_valid(value, strlen(value)))))
+		r->bad_query = tg_utf8_valid(key, strlen(key)) ? r->query[r->nquery].name : "query";
 	r->nquery++;
 	return MHD_YES;
 }
@@ -812,6 +824,11 @@ static struct http_req *req_new(struct http_loop *hl, struct MHD_Connection *c, 
 	}
 	req->route_index = tg_route_match(o->routes, o->nroutes, req->method, req->path, &req->arena, req->params,
 					  &req->nparams, &r->allowed);
+	if (req->route_index >= 0 && !tg_utf8_valid(req->path, strlen(req->path))) {
+		r->early_status = 410; /* answered 404 not_found (see dispatch) */
+		req->route_index = -1;
+		return r;
+	}
 	if (req->route_index >= 0)
 		req->route = &o->routes[req->route_index];
 	else

@@ -877,6 +877,36 @@ void tg_jw_json(struct tg_jw *w, const json_t *v)
 	tg_json_dump(v, w->b);
 }
 
+bool tg_utf8_valid(const char *str, size_t n)
+{
+	const unsigned char *s = (const unsigned char *)str, *end = s + n;
+
+	while (s < end) {
+		unsigned c = *s++, need, min;
+		if (c < 0x80)
+			continue;
+		if (c >= 0xC2 && c <= 0xDF)
+			need = 1, min = 0x80, c &= 0x1F;
+		else if (c >= 0xE0 && c <= 0xEF)
+			need = 2, min = 0x800, c &= 0x0F;
+		else if (c >= 0xF0 && c <= 0xF4)
+			need = 3, min = 0x10000, c &= 0x07;
+		else
+			return false;
+		if ((size_t)(end - s) < need)
+			return false;
+		for (unsigned k = 0; k < need; k++) {
+			if ((s[k] & 0xC0) != 0x80)
+				return false;
+			c = c << 6 | (s[k] & 0x3F);
+		}
+		s += need;
+		if (c < min || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF))
+			return false; /* overlong, past Unicode, or a surrogate */
+	}
+	return true;
+}
+
 size_t tg_utf8_chars(const char *s, size_t n)
 {
 	size_t chars = 0;

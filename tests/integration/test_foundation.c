@@ -765,6 +765,9 @@ START_TEST(bad_ids_in_paths)
 		long_path, "/v1/customers/a%20b", "/v1/customers/a%0Ab", "/v1/customers/a%01", "/v1/customers/%27",
 		/* a NUL must not cut the id short to "a" */
 		"/v1/customers/a%00b", "/v1/customers/a%00", "/v1/tiers/a%00b",
+		/* bytes that are not UTF-8 name nothing (they reached PostgreSQL in an audited route's "before": 500) */
+		"/v1/customers/%FF", "/v1/tiers/a%C3", "/v1/limits/%ED%A0%80", "/v1/meters/%C0%AF",
+		"/v1/webhook_endpoints/%FF",
 	};
 	const char *methods[] = {"GET", "DELETE"};
 	for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
@@ -777,6 +780,19 @@ START_TEST(bad_ids_in_paths)
 		}
 		struct resp x = req(&S, "PATCH", paths[i], t.key, "{\"name\":\"changed\"}", NULL);
 		ck_assert_msg(x.status == 404, "PATCH %s: expected 404, got %ld: %s", paths[i], x.status, x.body);
+		resp_free(&x);
+	}
+	struct resp k = req(&S, "DELETE", "/v1/api_keys/%FF", t.key, NULL, NULL);
+	ck_assert_msg(k.status == 404, "DELETE /v1/api_keys/%%FF: %ld %s", k.status, k.body);
+	resp_free(&k);
+	/* a query value that is not UTF-8: 400 naming it, not a 500 from PostgreSQL */
+	static const char *const bad_queries[][2] = {
+		{"/v1/audit?resource_id=%FF", "resource_id"}, {"/v1/events?customer_id=a%C3", "customer_id"},
+		{"/v1/customers?tier=%ED%A0%80", "tier"}, {"/v1/audit?actor=%C0%AF", "actor"},
+	};
+	for (size_t i = 0; i < sizeof(bad_queries) / sizeof(bad_queries[0]); i++) {
+		struct resp x = req(&S, "GET", bad_queries[i][0], t.key, NULL, NULL);
+		ck_err(x, 400, "invalid_request", "invalid_parameter", bad_queries[i][1]);
 		resp_free(&x);
 	}
 	/* an encoded "/" stays inside its segment: never another route */

@@ -142,6 +142,19 @@ START_TEST(test_many_numbers)
 }
 END_TEST
 
+START_TEST(test_utf8_valid)
+{
+	static const char *const good[] = {"", "abc", "\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80", "\xf4\x8f\xbf\xbf",
+					   "\xed\x9f\xbf"};
+	static const char *const bad[] = {"\xff", "\xc3", "a\xc3(", "\xc0\xaf", "\xe0\x80\xaf", "\xed\xa0\x80",
+					  "\xf4\x90\x80\x80", "\xf8\x88\x80\x80\x80", "\x80", "\xe2\x82"};
+	for (size_t i = 0; i < sizeof(good) / sizeof(*good); i++)
+		ck_assert_msg(tg_utf8_valid(good[i], strlen(good[i])), "good[%zu] refused", i);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++)
+		ck_assert_msg(!tg_utf8_valid(bad[i], strlen(bad[i])), "bad[%zu] accepted", i);
+}
+END_TEST
+
 START_TEST(test_top_level)
 {
 	json_t *v = parse("42.50");
@@ -564,6 +577,7 @@ int main(void)
 	tcase_add_test(tc, test_flat_bodies);
 	tcase_add_test(tc, test_many_numbers);
 	tcase_add_test(tc, test_top_level);
+	tcase_add_test(tc, test_utf8_valid);
 	tcase_add_test(tc, test_rejects);
 	tcase_add_test(tc, test_duplicate_keys);
 	tcase_add_test(tc, test_invalid_utf8_and_nul);
